@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import itertools
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from support import FAST_GROUP, Daemon, KafkaView, NotifySocket
+from uvrd.devtools import tinymodel
+from uvrd.devtools.broker import EmbeddedBroker
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    """One real broker per test process, on a free loopback port."""
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(log_path=log) as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("models")
+    tinymodel.install(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def long_audio(tmp_path_factory) -> Path:
+    """Long enough that its separation outlasts the timeouts the tests set (about 8 s on CI's CPU)."""
+    return tinymodel.write_sample(tmp_path_factory.mktemp("audio") / "long.wav", seconds=150)
+
+
+@pytest.fixture
+def kafka(broker):
+    view = KafkaView(broker.bootstrap)
+    yield view
+    view.close()
+
+
+_names = itertools.count()
+
+
+@dataclass
+class Stack:
+    """One test's topics, directories and config: tests never share a topic or a group."""
+
+    root: Path
+    bootstrap: str
+    model_dir: Path
+    tasks: str
+    results: str
+    dead_letter: str
+    group: str
+    partitions: int
+    daemons: list
+
+    @property
+    def spool(self) -> Path:
+        return self.root / "spool"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "output"
+
+    def write_config(self, name: str = "uvrd.toml", kafka: dict | None = None, **processor) -> Path:
+        settings = {
+            "group_id": self.group, "model": tinymodel.TINY_MODEL, "model_dir": str(self.model_dir),
+            "spool_dir": str(self.spool), "output_dir": str(self.output), "output_format": "wav",
+            "mdx_hop_length": tinymodel.HOP_LENGTH, "mdx_segment_size": tinymodel.SEGMENT_SIZE,
+            "drain_timeout": 60, "engine_stall_timeout": 5, **processor,
+        }
+        lines = ["[kafka]", f'bootstrap_servers = "{self.bootstrap}"']
+        lines += [f"{k} = {v}" for k, v in {**FAST_GROUP, **(kafka or {})}.items()]
+        lines += ["[topics]", f'tasks = "{self.tasks}"', f'results = "{self.results}"',
+                  f'dead_letter = "{self.dead_letter}"', "[processor]"]
+        lines += [f"{k} = {_toml(v)}" for k, v in settings.items()]
+        path = self.root / name
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def start(self, command: str = "processor", config: Path | None = None, watchdog_usec: int | None = None,
+              env: dict | None = None, name: str | None = None) -> Daemon:
+        name = name or f"{command}{len(self.daemons)}"
+        (self.root / name).mkdir()
+        notify = NotifySocket(self.root / name)
+        daemon = Daemon(command, config or self.write_config(), self.root / f"{name}.log", notify,
+                        env={"UVRD_PROCESSOR_TRANSACTIONAL_ID": f"{self.group}-{name}", **(env or {})},
+                        watchdog_usec=watchdog_usec)
+        self.daemons.append(daemon)
+        return daemon
+
+    def task(self, audio: Path | str, **fields) -> dict:
+        task_uuid = fields.pop("task_uuid", str(uuid.uuid4()))
+        return {"task_uuid": task_uuid, "audio_path": str(audio), "hook_url": "http://hooks.example/cb", **fields}
+
+    def spool_copy(self, source: Path, name: str | None = None) -> Path:
+        self.spool.mkdir(parents=True, exist_ok=True)
+        target = self.spool / (name or f"{uuid.uuid4()}{source.suffix}")
+        target.write_bytes(source.read_bytes())
+        return target
+
+
+def _toml(value) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@pytest.fixture
+def stack(broker, model_dir, tmp_path, request):
+    n = next(_names)
+    prefix = f"t{n}-{request.node.name[:40]}".replace("[", "-").replace("]", "")
+    partitions = getattr(request, "param", 1)
+    s = Stack(root=tmp_path, bootstrap=broker.bootstrap, model_dir=model_dir, tasks=f"{prefix}.tasks",
+              results=f"{prefix}.results", dead_letter=f"{prefix}.dlq", group=f"{prefix}.group",
+              partitions=partitions, daemons=[])
+    broker.create_topics({s.tasks: partitions, s.results: 1, s.dead_letter: 1})
+    (tmp_path / "spool").mkdir()
+    yield s
+    for d in s.daemons:
+        d.stop()
+        if d.notify:
+            d.notify.close()

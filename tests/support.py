@@ -1,0 +1,199 @@
+"""Real parts for the tests: the notify socket systemd would hold, daemons as
+subprocesses, and a look at the broker from outside (committed offsets, topics)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+# Short group timeouts: Tansu's joins are slow with kafka-python's defaults.
+FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 8000}
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class NotifySocket:
+    """The AF_UNIX datagram socket systemd listens on for sd_notify."""
+
+    def __init__(self, directory: Path):
+        self.path = str(directory / "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            with self._lock:
+                for line in data.decode("latin-1").splitlines():
+                    self.messages.append((time.monotonic(), line))
+
+    def lines(self, since: float = 0.0) -> list[str]:
+        with self._lock:
+            return [line for t, line in self.messages if t >= since]
+
+    def times(self, line: str, since: float = 0.0) -> list[float]:
+        with self._lock:
+            return [t for t, m in self.messages if m == line and t >= since]
+
+    def statuses(self) -> list[str]:
+        return [line[len("STATUS="):] for line in self.lines() if line.startswith("STATUS=")]
+
+    def wait_for(self, predicate, timeout: float, what: str, since: float = 0.0) -> str:
+        def found():
+            return next((line for line in self.lines(since) if predicate(line)), None)
+        return wait_until(found, timeout, what)
+
+    def close(self):
+        self._stop.set()
+        self.sock.close()
+        self._thread.join(1)
+
+
+class Daemon:
+    """``uvrd <command>`` as a subprocess, started the way systemd would."""
+
+    def __init__(self, command: str, config_path: Path, log_path: Path, notify: NotifySocket | None = None,
+                 env: dict | None = None, watchdog_usec: int | None = None):
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("UVRD_", "NOTIFY_", "WATCHDOG_"))}
+        full_env.update(env or {})
+        full_env["PYTHONUNBUFFERED"] = "1"
+        if notify is not None:
+            full_env["NOTIFY_SOCKET"] = notify.path
+        if watchdog_usec:
+            full_env["WATCHDOG_USEC"] = str(watchdog_usec)
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.notify = notify
+        self.proc = subprocess.Popen([sys.executable, "-m", "uvrd", command, "--config", str(config_path)],
+                                     stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=full_env)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+            return "READY=1" in self.notify.lines()
+        wait_until(ready, timeout, "READY=1")
+
+    def signal(self, sig: int) -> float:
+        self.proc.send_signal(sig)
+        return time.monotonic()
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"daemon still running after {timeout} s:\n{self.log_text()[-3000:]}") from None
+
+    def children(self) -> list[int]:
+        pids = []
+        task_dir = Path(f"/proc/{self.pid}/task")
+        for task in task_dir.iterdir():
+            pids += [int(p) for p in (task / "children").read_text().split()]
+        return pids
+
+    def log_text(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def log_events(self) -> list[dict]:
+        events = []
+        for line in self.log_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                pass
+        return events
+
+    def stop(self) -> None:
+        """Test clean-up: this daemon (by PID) and its engine child, if still there."""
+        if self.proc.poll() is None:
+            for child in self.children():
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
+
+
+class KafkaView:
+    """What the broker holds, seen from outside the daemons."""
+
+    def __init__(self, bootstrap: str):
+        self.bootstrap = bootstrap
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+
+    def send(self, topic: str, value: bytes | dict | None, key: bytes | None = None) -> None:
+        if isinstance(value, dict):
+            key = key if key is not None else str(value.get("task_uuid", "")).encode() or None
+            value = json.dumps(value).encode()
+        self.producer.send(topic, key=key, value=value).get(timeout=10)
+
+    def committed(self, group: str, topic: str, partitions: int = 1) -> dict[int, int]:
+        """The group's committed offsets, read without joining the group."""
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False)
+        try:
+            offsets = {p: consumer.committed(TopicPartition(topic, p)) for p in range(partitions)}
+        finally:
+            consumer.close(autocommit=False)
+        return {p: o for p, o in offsets.items() if o is not None}
+
+    def read_all(self, topic: str, partitions: int = 1, isolation: str = "read_committed") -> list:
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, isolation_level=isolation,
+                                 enable_auto_commit=False, auto_offset_reset="earliest")
+        try:
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            consumer.assign(tps)
+            end = consumer.end_offsets(tps)
+            consumer.seek_to_beginning(*tps)
+            records = []
+            deadline = time.monotonic() + 20
+            while any(consumer.position(tp) < end[tp] for tp in tps):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"could not read {topic} to its end")
+                for batch in consumer.poll(timeout_ms=200).values():
+                    records.extend(batch)
+            return records
+        finally:
+            consumer.close()
+
+    def results(self, topic: str, partitions: int = 1) -> list[dict]:
+        return [json.loads(r.value) for r in self.read_all(topic, partitions)]
+
+    def close(self):
+        self.producer.close()

@@ -1,0 +1,303 @@
+"""The processor against a real broker, a real engine and the notify protocol.
+
+Every outcome is read from outside: the group's committed offsets, the result
+and dead-letter topics, the files, the notify socket and the exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+
+import pytest
+
+from support import wait_until
+from uvrd.devtools import tinymodel
+
+
+@pytest.fixture(scope="module")
+def short_audio(tmp_path_factory):
+    return tinymodel.write_sample(tmp_path_factory.mktemp("short") / "short.wav", seconds=2)
+
+
+def start_job(stack, kafka, daemon, audio):
+    """Submit a task of *audio* and wait until the worker reports separating it."""
+    task = stack.task(stack.spool_copy(audio))
+    kafka.send(stack.tasks, task)
+    daemon.notify.wait_for(lambda line: line.startswith(f"STATUS=separating {task['task_uuid']}"), 90,
+                           "the job to start")
+    return task
+
+
+def engine_pid(daemon) -> int:
+    return wait_until(lambda: (daemon.children() or [None])[0], 30, "the engine child")
+
+
+def pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie still answers kill(0): count it as gone.
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ")[1].startswith("Z")
+
+
+def events(daemon, name):
+    return [e for e in daemon.log_events() if e.get("event") == name]
+
+
+def test_task_gives_one_result_and_commits_its_offset(stack, kafka, short_audio):
+    p = stack.start()
+    p.wait_ready()
+    audio = stack.spool_copy(short_audio)
+    task = stack.task(audio)
+    kafka.send(stack.tasks, task)
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 60, "offset 1 committed")
+    results = kafka.results(stack.results)
+    assert len(results) == 1
+    r = results[0]
+    assert r["task_uuid"] == task["task_uuid"] and r["success"] is True, r
+    assert r["hook_url"] == task["hook_url"]
+    assert set(r["stems"]) == {"vocals", "instrumental"}
+    assert r["stems"]["vocals"] == r["vocals_path"] and r["stems"]["instrumental"] == r["instrumental_path"]
+    for path in r["stems"].values():
+        assert path.startswith(str(stack.output / task["task_uuid"]))
+        with open(path, "rb") as f:
+            assert f.read(4) == b"RIFF"
+    assert not audio.exists(), "the input is removed once the task is final"
+    assert kafka.read_all(stack.dead_letter) == []
+    statuses = p.notify.statuses()
+    assert statuses[0].startswith("loading model") and "idle" in statuses
+    assert any(s.startswith(f"separating {task['task_uuid']} for") for s in statuses)
+    # Every line about the task carries its task_uuid.
+    task_lines = [e for e in p.log_events() if e.get("event") in ("task started", "task succeeded")]
+    assert len(task_lines) == 2 and all(e["task_uuid"] == task["task_uuid"] for e in task_lines)
+    p.signal(signal.SIGTERM)
+    assert p.wait_exit(10) == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_idle_worker_exits_within_a_second(stack, sig):
+    p = stack.start()
+    p.wait_ready()
+    wait_until(lambda: events(p, "partitions assigned"), 30, "the group join")
+    engine = engine_pid(p)
+    sent = p.signal(sig)
+    assert p.wait_exit(10) == 0
+    elapsed = time.monotonic() - sent
+    print(f"idle stop took {elapsed:.3f} s")
+    assert elapsed < 1.0, f"idle stop took {elapsed:.2f} s"
+    lines = p.notify.lines()
+    assert lines.index("STOPPING=1") > lines.index("READY=1")
+    assert pid_gone(engine)
+
+
+def test_sigterm_mid_job_finishes_the_job_commits_and_exits(stack, kafka, long_audio):
+    p = stack.start()
+    p.wait_ready()
+    task = start_job(stack, kafka, p, long_audio)
+    p.signal(signal.SIGTERM)
+    p.notify.wait_for(lambda line: line.startswith("STATUS=draining: separating"), 10, "draining status")
+    assert p.wait_exit(120) == 0
+    results = kafka.results(stack.results)
+    assert [(r["task_uuid"], r["success"]) for r in results] == [(task["task_uuid"], True)]
+    assert kafka.committed(stack.group, stack.tasks) == {0: 1}
+
+
+def test_job_longer_than_drain_window_is_left_for_another_worker(stack, kafka, long_audio):
+    first = stack.start(config=stack.write_config("short-drain.toml", drain_timeout=1))
+    first.wait_ready()
+    task = start_job(stack, kafka, first, long_audio)
+    engine = engine_pid(first)
+    first.signal(signal.SIGTERM)
+    assert first.wait_exit(15) == 0
+    assert pid_gone(engine), "the separation was aborted"
+    assert kafka.results(stack.results) == []
+    assert kafka.committed(stack.group, stack.tasks).get(0, 0) == 0
+    assert os.path.exists(task["audio_path"]), "the input stays until the task is final"
+    assert not any("failed" in e.get("event", "") for e in first.log_events())
+
+    second = stack.start()
+    second.wait_ready()
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 120, "the second worker's commit")
+    results = kafka.results(stack.results)
+    assert [(r["task_uuid"], r["success"]) for r in results] == [(task["task_uuid"], True)]
+
+
+def test_second_signal_abandons_the_job_at_once(stack, kafka, long_audio):
+    p = stack.start()
+    p.wait_ready()
+    start_job(stack, kafka, p, long_audio)
+    p.signal(signal.SIGTERM)
+    p.notify.wait_for(lambda line: line.startswith("STATUS=draining"), 10, "draining")
+    p.signal(signal.SIGINT)
+    assert p.wait_exit(10) == 0
+    assert kafka.results(stack.results) == []
+    assert kafka.committed(stack.group, stack.tasks).get(0, 0) == 0
+
+
+def test_sigkill_mid_job_is_redelivered_and_completed_once(stack, kafka, long_audio):
+    first = stack.start()
+    first.wait_ready()
+    task = start_job(stack, kafka, first, long_audio)
+    engine = engine_pid(first)
+    first.signal(signal.SIGKILL)
+    first.wait_exit(10)
+    wait_until(lambda: pid_gone(engine), 10, "the engine to die with its worker")
+    assert kafka.results(stack.results) == []
+
+    second = stack.start()
+    second.wait_ready()
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 120, "the redelivered task's commit")
+    results = kafka.results(stack.results)
+    assert [(r["task_uuid"], r["success"]) for r in results] == [(task["task_uuid"], True)]
+
+
+def test_job_longer_than_max_poll_interval_costs_no_rebalance(stack, kafka, long_audio):
+    max_poll_ms = 3000
+    config = stack.write_config("short-poll.toml", kafka={"session_timeout_ms": 2500, "max_poll_interval_ms": max_poll_ms})
+    p = stack.start(config=config)
+    p.wait_ready()
+    wait_until(lambda: events(p, "partitions assigned"), 30, "the group join")
+    task = start_job(stack, kafka, p, long_audio)
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 120, "the commit")
+    started = events(p, "task started")[0]["timestamp"]
+    finished = events(p, "task succeeded")[0]["timestamp"]
+    from datetime import datetime
+    took = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+    assert took > max_poll_ms / 1000, f"the job ({took:.1f} s) must outlast max.poll.interval.ms to prove anything"
+    assert len(events(p, "partitions assigned")) == 1, "no rebalance"
+    assert kafka.results(stack.results)[0]["task_uuid"] == task["task_uuid"]
+    assert len(kafka.results(stack.results)) == 1
+
+
+def test_at_least_once_produces_flushes_then_commits(stack, kafka, short_audio):
+    p = stack.start(config=stack.write_config("alo.toml", delivery="at-least-once"))
+    p.wait_ready()
+    task = stack.task(stack.spool_copy(short_audio))
+    kafka.send(stack.tasks, task)
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 60, "the commit")
+    assert [r["task_uuid"] for r in kafka.results(stack.results)] == [task["task_uuid"]]
+    assert "at-least-once" in json.dumps(events(p, "processor ready"))
+
+
+def test_bad_input_fails_clearly_and_the_worker_carries_on(stack, kafka, tmp_path, short_audio):
+    outside = tmp_path / "outside.wav"
+    outside.write_bytes(short_audio.read_bytes())
+    (stack.spool / "link.wav").symlink_to("/etc/passwd")
+    (stack.spool / "dir.wav").mkdir()
+    (stack.spool / "empty.wav").write_bytes(b"")
+    not_audio = stack.spool / "text.wav"
+    not_audio.write_text("this is not audio\n" * 200)
+    good = stack.spool_copy(short_audio)
+
+    def task(**fields):
+        return json.dumps(stack.task(fields.pop("audio", good), **fields)).encode()
+
+    u = lambda: str(uuid.uuid4())  # noqa: E731
+    cases = [  # (value, the task_uuid the failure must carry, words the error must contain)
+        (b"{not json", None, "not JSON"),
+        (b"[1, 2]", None, "must be a JSON object"),
+        (b"\xff\xfe\x00", None, "not UTF-8"),
+        (b"[" * 100000 + b"]" * 100000, None, "nested too deeply"),
+        (json.dumps({"task_uuid": (x := u()), "hook_url": "http://h.example/"}).encode(), x, "missing the field 'audio_path'"),
+        (json.dumps({"task_uuid": (x := u()), "audio_path": 42, "hook_url": "http://h.example/"}).encode(), x,
+         "'audio_path' must be a string"),
+        (task(task_uuid="../../etc"), None, "task_uuid"),
+        (task(task_uuid=(x := u()), hook_url="file:///etc/passwd"), x, "hook_url"),
+        (task(task_uuid=(x := u()), model="nope.onnx"), x, "unknown model 'nope.onnx'"),
+        (task(task_uuid=(x := u()), output_format="exe"), x, "unknown output_format"),
+        (task(task_uuid=(x := u()), audio=stack.spool / "missing.wav"), x, "does not exist"),
+        (task(task_uuid=(x := u()), audio=f"{stack.spool}/../outside.wav"), x, "outside the spool"),
+        (task(task_uuid=(x := u()), audio=stack.spool / "link.wav"), x, "outside the spool"),
+        (task(task_uuid=(x := u()), audio=stack.spool / "dir.wav"), x, "not a regular file"),
+        (task(task_uuid=(x := u()), audio=stack.spool / "empty.wav"), x, "is empty"),
+        (task(task_uuid=(x := u()), audio=not_audio), x, "could not be decoded"),
+    ]
+    p = stack.start()
+    p.wait_ready()
+    for value, _, _ in cases:
+        kafka.send(stack.tasks, value, key=None)
+    good_task = stack.task(good)
+    kafka.send(stack.tasks, good_task)
+    n = len(cases) + 1
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == n, 120, f"all {n} offsets committed")
+
+    results = kafka.results(stack.results)
+    assert len(results) == n
+    for (value, task_uuid, words), result in zip(cases, results):
+        assert result["success"] is False and words in result["error_message"], (words, result)
+        assert result["task_uuid"] == task_uuid
+    assert results[-1]["success"] is True and results[-1]["task_uuid"] == good_task["task_uuid"]
+    dead = kafka.read_all(stack.dead_letter)
+    assert [r.value for r in dead] == [value for value, _, _ in cases], "each bad task is copied verbatim"
+    assert all(dict(r.headers)["uvrd-error"] for r in dead)
+    assert p.proc.poll() is None and len(events(p, "engine starting")) == 1, "no restart on bad input"
+    assert outside.exists(), "a file outside the spool is never touched"
+    assert not not_audio.exists(), "a failed task's input is removed once final"
+    p.signal(signal.SIGTERM)
+    assert p.wait_exit(10) == 0
+
+
+def test_job_over_job_timeout_is_killed_retried_then_failed(stack, kafka, long_audio):
+    p = stack.start(config=stack.write_config("jt.toml", job_timeout=2, job_retries=1))
+    p.wait_ready()
+    task = start_job(stack, kafka, p, long_audio)
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 120, "the failure's commit")
+    [result] = kafka.results(stack.results)
+    assert result["task_uuid"] == task["task_uuid"] and result["success"] is False
+    assert "did not finish in 2 runs" in result["error_message"] and "job_timeout (2 s)" in result["error_message"]
+    assert len(kafka.read_all(stack.dead_letter)) == 1
+    assert len(events(p, "engine starting")) == 3, "killed after each of the two runs, then restarted"
+
+
+def test_engine_crash_mid_job_is_retried_and_succeeds(stack, kafka, long_audio):
+    p = stack.start()
+    p.wait_ready()
+    task = start_job(stack, kafka, p, long_audio)
+    os.kill(engine_pid(p), signal.SIGKILL)
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 180, "the commit")
+    assert [(r["task_uuid"], r["success"]) for r in kafka.results(stack.results)] == [(task["task_uuid"], True)]
+    [retry] = events(p, "separation run did not finish; retrying")
+    assert "killed by signal 9" in retry["reason"]
+
+
+def test_task_that_keeps_killing_its_worker_is_failed(stack, kafka, long_audio):
+    config = stack.write_config("once.toml", max_attempts=1)
+    first = stack.start(config=config)
+    first.wait_ready()
+    task = start_job(stack, kafka, first, long_audio)
+    first.signal(signal.SIGKILL)
+    first.wait_exit(10)
+    second = stack.start(config=config)
+    second.wait_ready()
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 120, "the failure's commit")
+    [result] = kafka.results(stack.results)
+    assert result["task_uuid"] == task["task_uuid"] and result["success"] is False
+    assert "killed or hung" in result["error_message"]
+    assert not events(second, "task started"), "the task was not run again"
+
+
+def test_watchdog_pings_stop_while_the_engine_hangs(stack, kafka):
+    p = stack.start(config=stack.write_config("wd.toml", engine_stall_timeout=2), watchdog_usec=1_000_000)
+    p.wait_ready()
+    ready_at = p.notify.times("READY=1")[0]
+    wait_until(lambda: len(p.notify.times("WATCHDOG=1", since=ready_at)) >= 2, 10, "watchdog pings")
+    engine = engine_pid(p)
+    os.kill(engine, signal.SIGSTOP)
+    try:
+        hung_at = time.monotonic()
+        # Pings may go on until the heartbeat is engine_stall_timeout old; then none may come.
+        quiet_from = hung_at + 2.5
+        wait_until(lambda: time.monotonic() > quiet_from + 3, 10, "the observation window")
+        assert p.notify.times("WATCHDOG=1", since=quiet_from) == []
+    finally:
+        os.kill(engine, signal.SIGCONT)
+    resumed = time.monotonic()
+    wait_until(lambda: p.notify.times("WATCHDOG=1", since=resumed), 10, "pings to resume")
+    p.signal(signal.SIGTERM)
+    assert p.wait_exit(10) == 0

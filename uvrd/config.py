@@ -1,0 +1,265 @@
+"""The one TOML configuration file, with ``UVRD_<SECTION>_<KEY>`` overrides.
+
+Every section is a frozen dataclass: a daemon reads its configuration once at
+start-up and never mutates it.  Any problem (unreadable file, bad TOML,
+unknown section or key, value of the wrong type or out of range) raises
+:class:`ConfigError` with one line naming the culprit; the CLI turns that into
+exit status 78 (EX_CONFIG) so that ``RestartPreventExitStatus=78`` stops a
+unit from restarting on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+DEFAULT_PATH = Path("/etc/uvrd/uvrd.toml")
+ENV_PREFIX = "UVRD_"
+EX_CONFIG = 78
+
+DELIVERY_MODES = ("exactly-once", "at-least-once")
+# Formats audio-separator can write through ffmpeg/soundfile.
+OUTPUT_FORMATS = ("flac", "wav", "mp3", "ogg", "opus", "m4a", "aiff")
+
+
+class ConfigError(Exception):
+    """A configuration problem, stated in one line."""
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str = "localhost:9092"
+    client_id: str = "uvrd"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = ""
+    sasl_plain_username: str = ""
+    sasl_plain_password: str = ""
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_password: str = ""
+    ssl_check_hostname: bool = True
+    # A separation can outlast these: the processor keeps polling (paused) so
+    # they only bound how fast a dead member is noticed.
+    session_timeout_ms: int = 45000
+    heartbeat_interval_ms: int = 3000
+    max_poll_interval_ms: int = 300000
+    request_timeout_ms: int = 30000
+
+    def validate(self) -> None:
+        _require(self.bootstrap_servers.strip() != "", "kafka.bootstrap_servers", "must not be empty")
+        protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+        _require(self.security_protocol in protocols, "kafka.security_protocol", f"must be one of {', '.join(protocols)}")
+        _require(self.heartbeat_interval_ms < self.session_timeout_ms, "kafka.heartbeat_interval_ms",
+                 "must be below kafka.session_timeout_ms")
+        for name in ("session_timeout_ms", "heartbeat_interval_ms", "max_poll_interval_ms", "request_timeout_ms"):
+            _require(getattr(self, name) > 0, f"kafka.{name}", "must be positive")
+
+
+@dataclass(frozen=True)
+class TopicsConfig:
+    tasks: str = "uvrd.tasks"
+    results: str = "uvrd.results"
+    dead_letter: str = "uvrd.dead-letter"
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            _require(getattr(self, f.name).strip() != "", f"topics.{f.name}", "must not be empty")
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    group_id: str = "uvrd-processor"
+    model: str = "UVR-MDX-NET-Inst_HQ_4.onnx"
+    # Further models a task may ask for by name; each is loaded on first use.
+    extra_models: tuple[str, ...] = ()
+    model_dir: Path = Path("/var/lib/uvrd/models")
+    spool_dir: Path = Path("/var/lib/uvrd/spool")
+    output_dir: Path = Path("/var/lib/uvrd/output")
+    output_format: str = "flac"
+    delivery: str = "exactly-once"
+    drain_timeout: float = 600.0
+    job_timeout: float = 900.0
+    # Times a job is re-run after its engine was killed (timeout) or died.
+    job_retries: int = 2
+    # Starts of one task (across restarts of this host's processor) before it
+    # is failed as a task that keeps killing its worker.
+    max_attempts: int = 3
+    # The broker must have answered a heartbeat within this many seconds for
+    # the worker to count as healthy.
+    broker_timeout: float = 60.0
+    # The engine child must have shown a heartbeat within this many seconds.
+    engine_stall_timeout: float = 15.0
+    engine_start_timeout: float = 600.0
+    # Empty: derived from the host name and the unit instance, so that a
+    # restarted worker fences its own zombie and no two workers share one.
+    transactional_id: str = ""
+    # audio-separator's MDX settings; hop_length must not exceed the model's n_fft.
+    mdx_hop_length: int = 1024
+    mdx_segment_size: int = 256
+    mdx_batch_size: int = 1
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return (self.model, *[m for m in self.extra_models if m != self.model])
+
+    def validate(self) -> None:
+        _require(self.delivery in DELIVERY_MODES, "processor.delivery", f"must be one of {', '.join(DELIVERY_MODES)}")
+        _require(self.output_format in OUTPUT_FORMATS, "processor.output_format",
+                 f"must be one of {', '.join(OUTPUT_FORMATS)}")
+        _require(self.model.strip() != "", "processor.model", "must not be empty")
+        for name in ("drain_timeout", "job_timeout", "broker_timeout", "engine_stall_timeout", "engine_start_timeout"):
+            _require(getattr(self, name) > 0, f"processor.{name}", "must be positive")
+        _require(self.job_retries >= 0, "processor.job_retries", "must not be negative")
+        _require(self.max_attempts >= 1, "processor.max_attempts", "must be at least 1")
+        for name in ("mdx_hop_length", "mdx_segment_size", "mdx_batch_size"):
+            _require(getattr(self, name) > 0, f"processor.{name}", "must be positive")
+        for name in ("model_dir", "spool_dir", "output_dir"):
+            _require(getattr(self, name).is_absolute(), f"processor.{name}", "must be an absolute path")
+
+
+@dataclass(frozen=True)
+class Config:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+    processor: ProcessorConfig = field(default_factory=ProcessorConfig)
+    source: str = "built-in defaults"
+
+
+SECTIONS: dict[str, type] = {"kafka": KafkaConfig, "topics": TopicsConfig, "processor": ProcessorConfig}
+
+
+def _require(ok: bool, key: str, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} {why}")
+
+
+def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read *path* (or the default file, which may be absent), apply env overrides."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    source = "built-in defaults"
+    explicit = path is not None
+    path = Path(path) if explicit else DEFAULT_PATH
+    if explicit or path.exists():
+        raw = _read_toml(path)
+        source = str(path)
+    for section, values in _env_overrides(environ).items():
+        raw.setdefault(section, {}).update(values)
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown section [{unknown[0]}] (known: {', '.join(SECTIONS)})")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        sections[name] = _build(name, cls, table)
+        sections[name].validate()
+    return Config(**sections, source=source)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path} is not readable") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8") from None
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """``UVRD_PROCESSOR_JOB_TIMEOUT=30`` -> ``{"processor": {"job_timeout": "30"}}``.
+
+    Only variables naming a known section count: UVRD_LOG_FORMAT and the like
+    belong to other parts of uvrd.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        section, _, key = name[len(ENV_PREFIX):].lower().partition("_")
+        if section in SECTIONS and key:
+            out.setdefault(section, {})[key] = _EnvValue(value, name)
+    return out
+
+
+class _EnvValue(str):
+    """A string from the environment, to be converted to the field's type."""
+
+    def __new__(cls, value: str, origin: str):
+        s = super().__new__(cls, value)
+        s.origin = origin
+        return s
+
+
+def _build(section: str, cls: type, table: dict[str, Any]):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in table.items():
+        where = getattr(value, "origin", f"{section}.{key}")
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key {section}.{key} (known: {', '.join(fields)})")
+        kwargs[key] = _convert(hints[key], value, where)
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    from_env = isinstance(value, _EnvValue)
+    if hint is bool:
+        if from_env:
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+        elif isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be a boolean, not {value!r}")
+    if hint is int:
+        if from_env:
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be an integer, not {value!r}")
+    if hint is float:
+        if from_env:
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} must be a number, not {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return str(value)
+        raise ConfigError(f"{where} must be a string, not {value!r}")
+    if hint is Path:
+        if isinstance(value, str) and value:
+            return Path(value)
+        raise ConfigError(f"{where} must be a path, not {value!r}")
+    if typing.get_origin(hint) is tuple:
+        if from_env:
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{where} must be a list of strings, not {value!r}")
+    raise AssertionError(f"no converter for {hint!r}")  # a field type this module forgot
+

@@ -1,0 +1,1 @@
+"""Things uvrd's demo, benchmarks and tests generate for themselves, offline."""

@@ -1,0 +1,162 @@
+"""The separation engine: a child process that holds the model.
+
+The model is loaded once per child.  Separations run in the child so that a
+job the worker may not wait for (stop deadline, job_timeout, a revoked
+partition) can be ended with SIGKILL without losing the worker, and a crash
+inside torch/onnxruntime kills only the child.  The parent never imports
+torch.  A thread in the child stamps a shared heartbeat, so a hung or
+stopped child is visible from the parent.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from . import engine_worker
+
+log = structlog.get_logger("uvrd.engine")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    model_dir: str
+    output_dir: str
+    models: tuple[str, ...]
+    output_format: str
+    mdx_hop_length: int
+    mdx_segment_size: int
+    mdx_batch_size: int
+
+
+@dataclass(frozen=True)
+class Job:
+    task_uuid: str
+    audio_path: str
+    model: str
+    output_format: str
+    workdir: str
+
+
+@dataclass(frozen=True)
+class JobResult:
+    ok: bool
+    stems: dict[str, str]  # stem name -> file, when ok
+    error: str = ""
+
+
+class EngineDied(Exception):
+    """The child exited (or could not start); the message says how."""
+
+    def __init__(self, message: str, fatal_config: bool = False):
+        super().__init__(message)
+        self.fatal_config = fatal_config
+
+
+class Engine:
+    def __init__(self, settings: EngineSettings):
+        self.settings = settings
+        self._ctx = multiprocessing.get_context("spawn")
+        self._proc = None
+        self._conn = None
+        self._heartbeat = None
+        self.ready = False
+        self.started_at = 0.0
+        self.load_info: dict = {}
+
+    # -- process management -------------------------------------------
+    def start(self) -> None:
+        parent_conn, child_conn = self._ctx.Pipe()
+        self._heartbeat = self._ctx.Value("d", time.monotonic(), lock=False)
+        self._proc = self._ctx.Process(
+            target=engine_worker.main, args=(child_conn, self._heartbeat, self.settings),
+            name="uvrd-engine", daemon=True,
+        )
+        self._proc.start()
+        child_conn.close()
+        self._conn = parent_conn
+        self.ready = False
+        self.started_at = time.monotonic()
+        log.info("engine starting", pid=self._proc.pid, model=self.settings.models[0])
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.is_alive()
+
+    def heartbeat_age(self) -> float:
+        if self._heartbeat is None:
+            return float("inf")
+        return time.monotonic() - self._heartbeat.value
+
+    def kill(self) -> None:
+        if self._proc is None:
+            return
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._proc.join(5)
+        log.info("engine killed", pid=self._proc.pid)
+        self._close()
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._proc = self._conn = None
+        self.ready = False
+
+    # -- messages ---------------------------------------------------------
+    def _receive(self, timeout: float):
+        """The child's next message, None if none came in *timeout*; EngineDied if it is gone."""
+        try:
+            if self._conn.poll(timeout):
+                return self._conn.recv()
+        except (EOFError, OSError):
+            pass
+        else:
+            if self._proc.is_alive():
+                return None
+        self._proc.join(1)
+        code = self._proc.exitcode
+        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
+        raise EngineDied(f"separation engine {how}")
+
+    def poll_ready(self, timeout: float) -> bool:
+        """Wait up to *timeout* for the model to load; True once loaded."""
+        if self.ready:
+            return True
+        msg = self._receive(timeout)
+        if msg is None:
+            return False
+        if msg[0] == "fatal":
+            _, message, config_problem = msg
+            self.kill()
+            raise EngineDied(message, fatal_config=config_problem)
+        assert msg[0] == "ready", msg
+        self.ready = True
+        self.load_info = msg[1]
+        log.info("engine ready", pid=self._proc.pid, load_s=round(time.monotonic() - self.started_at, 2),
+                 **self.load_info)
+        return True
+
+    def submit(self, job: Job) -> None:
+        Path(job.workdir).mkdir(parents=True, exist_ok=True)
+        self._conn.send(("job", job))
+
+    def poll_result(self, timeout: float) -> JobResult | None:
+        msg = self._receive(timeout)
+        if msg is None:
+            return None
+        if msg[0] == "done":
+            return JobResult(ok=True, stems=msg[1])
+        assert msg[0] == "failed", msg
+        return JobResult(ok=False, stems={}, error=msg[1])

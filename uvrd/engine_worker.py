@@ -1,0 +1,140 @@
+"""The engine child: load the models once, then separate one job at a time.
+
+Runs in a process started with the ``spawn`` method; only this module imports
+torch and audio-separator.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+
+# Stem file names: audio-separator's own stem names, lower-cased.
+KNOWN_STEMS = ("Vocals", "Instrumental", "Drums", "Bass", "Other", "Guitar", "Piano",
+               "Lead Vocals", "Backing Vocals", "No Vocals", "Reverb", "No Reverb", "Echo", "No Echo")
+_STEM_IN_NAME = re.compile(r"_\(([^)]+)\)_")
+PR_SET_PDEATHSIG = 1
+# Errors from audio-separator that mean the model named in the config cannot be used at all.
+_UNKNOWN_MODEL = re.compile(r"not found in supported model files|Unsupported Model File|Model type not supported")
+
+
+def stem_name(path: str) -> str:
+    base = Path(path).stem
+    m = _STEM_IN_NAME.search(base)
+    return (m.group(1) if m else base).strip().lower().replace(" ", "_")
+
+
+def main(conn, heartbeat, settings) -> None:
+    # The worker alone decides when a separation ends: terminal Ctrl+C reaches
+    # the whole process group, and systemd's KillMode=mixed signals only the
+    # main process until its final SIGKILL.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent()
+    # Progress bars on stderr would fill the journal with carriage returns.
+    os.environ["TQDM_DISABLE"] = "1"
+    from . import logs
+
+    logs.configure("uvrd-engine")
+    import structlog
+
+    log = structlog.get_logger("uvrd.engine.child")
+    threading.Thread(target=_beat, args=(heartbeat,), daemon=True, name="heartbeat").start()
+
+    models = _Models(settings)
+    try:
+        started = time.monotonic()
+        models.get(settings.models[0])
+        info = {"model": settings.models[0], "device": models.device, "model_load_s": round(time.monotonic() - started, 2)}
+    except Exception as e:  # the parent decides what a failed load means
+        message = f"could not load model {settings.models[0]!r}: {type(e).__name__}: {e}"
+        conn.send(("fatal", message, bool(_UNKNOWN_MODEL.search(str(e)))))
+        return
+    conn.send(("ready", info))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        job = msg[1]
+        try:
+            conn.send(("done", _separate(models, job)))
+        except Exception as e:
+            log.warning("separation failed", task_uuid=job.task_uuid, error=f"{type(e).__name__}: {e}")
+            conn.send(("failed", _describe(e)))
+
+
+# Exceptions that mean "this input is not audio ffmpeg/libsndfile can decode".
+_UNDECODABLE = {"NoBackendError", "LibsndfileError", "CouldntDecodeError", "AudioFileError", "InvalidAudioDataError"}
+
+
+def _describe(e: Exception) -> str:
+    if type(e).__name__ in _UNDECODABLE:
+        return f"audio file could not be decoded (not audio, truncated, or a format ffmpeg cannot read): {type(e).__name__}"
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    text = text[:400]
+    return f"separation failed: {type(e).__name__}: {text}" if text else f"separation failed: {type(e).__name__}"
+
+
+def _separate(models: "_Models", job) -> dict[str, str]:
+    separator = models.get(job.model)
+    instance = separator.model_instance
+    instance.output_dir = job.workdir
+    instance.output_format = job.output_format.upper()
+    separator.output_dir = job.workdir
+    outputs = separator.separate(job.audio_path, custom_output_names={s: s.lower().replace(" ", "_") for s in KNOWN_STEMS})
+    stems = {}
+    for out in outputs:
+        path = Path(out) if os.path.isabs(out) else Path(job.workdir) / out
+        if not path.is_file() or path.stat().st_size == 0:
+            raise RuntimeError(f"audio-separator reported {path.name} but wrote no data")
+        stems[stem_name(str(path))] = str(path)
+    if not stems:
+        raise RuntimeError("audio-separator produced no stems")
+    return stems
+
+
+class _Models:
+    """One audio-separator Separator per model, each loaded on first use."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self._loaded = {}
+        self.device = "unknown"
+
+    def get(self, model: str):
+        if model not in self._loaded:
+            from audio_separator.separator import Separator
+
+            separator = Separator(
+                log_level=logging.WARNING,
+                model_file_dir=self.settings.model_dir,
+                output_dir=self.settings.output_dir,
+                output_format=self.settings.output_format.upper(),
+                mdx_params={"hop_length": self.settings.mdx_hop_length, "segment_size": self.settings.mdx_segment_size,
+                            "overlap": 0.25, "batch_size": self.settings.mdx_batch_size, "enable_denoise": False},
+            )
+            separator.load_model(model_filename=model)
+            self.device = str(separator.torch_device)
+            self._loaded[model] = separator
+        return self._loaded[model]
+
+
+def _beat(heartbeat) -> None:
+    while True:
+        heartbeat.value = time.monotonic()
+        time.sleep(0.5)
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass

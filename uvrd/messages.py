@@ -1,0 +1,146 @@
+"""Task and result messages: JSON, keyed by task_uuid, compatible with the old pipeline.
+
+Task:    {"task_uuid", "audio_path", "hook_url"} + optional "model", "output_format"
+Result:  {"task_uuid", "success": true, "vocals_path", "instrumental_path", "stems", "hook_url"}
+         {"task_uuid", "success": false, "error_message", "hook_url"}
+
+Parsing never trusts the bytes: every way a message can be wrong raises
+:class:`BadMessage` with a sentence a user can act on, and whatever could be
+salvaged (task_uuid, hook_url) so the failure still reaches them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+MAX_MESSAGE_BYTES = 1 << 20
+MAX_PATH_CHARS = 4096
+MAX_URL_CHARS = 2048
+# task_uuid names a directory of outputs: it must be a plain file-name token.
+TASK_UUID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class BadMessage(Exception):
+    def __init__(self, message: str, task_uuid: str | None = None, hook_url: str | None = None):
+        super().__init__(message)
+        self.task_uuid = task_uuid
+        self.hook_url = hook_url
+
+
+@dataclass(frozen=True)
+class Task:
+    task_uuid: str
+    audio_path: str
+    hook_url: str
+    model: str | None = None
+    output_format: str | None = None
+
+
+def parse_task(value: bytes | None, key: bytes | None = None) -> Task:
+    key_uuid = _key_uuid(key)
+    if value is None:
+        raise BadMessage("task message is empty (a tombstone)", key_uuid)
+    if len(value) > MAX_MESSAGE_BYTES:
+        raise BadMessage(f"task message is {len(value)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit", key_uuid)
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadMessage(f"task message is not UTF-8 ({e.reason} at byte {e.start})", key_uuid) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadMessage(f"task message is not JSON: {e.msg} at line {e.lineno} column {e.colno}", key_uuid) from None
+    except RecursionError:
+        raise BadMessage("task message is JSON nested too deeply", key_uuid) from None
+    if not isinstance(data, dict):
+        raise BadMessage(f"task message must be a JSON object, not {_json_type(data)}", key_uuid)
+
+    task_uuid = data.get("task_uuid")
+    salvaged_uuid = task_uuid if isinstance(task_uuid, str) and TASK_UUID_RE.fullmatch(task_uuid) else key_uuid
+    hook_url = data.get("hook_url")
+    salvaged_hook = hook_url if isinstance(hook_url, str) and _is_http_url(hook_url) else None
+
+    def bad(message: str) -> BadMessage:
+        return BadMessage(message, salvaged_uuid, salvaged_hook)
+
+    for name in ("task_uuid", "audio_path", "hook_url"):
+        if name not in data:
+            raise bad(f"task is missing the field {name!r}")
+        if not isinstance(data[name], str):
+            raise bad(f"task field {name!r} must be a string, not {_json_type(data[name])}")
+    if not TASK_UUID_RE.fullmatch(task_uuid):
+        raise bad("task field 'task_uuid' must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    audio_path = data["audio_path"]
+    if not audio_path or len(audio_path) > MAX_PATH_CHARS or "\0" in audio_path:
+        raise bad(f"task field 'audio_path' must be a path of 1-{MAX_PATH_CHARS} characters without NUL")
+    if len(hook_url) > MAX_URL_CHARS or not _is_http_url(hook_url):
+        raise bad("task field 'hook_url' must be an http:// or https:// URL with a host")
+    optional = {}
+    for name in ("model", "output_format"):
+        value_ = data.get(name)
+        if value_ is None:
+            continue
+        if not isinstance(value_, str) or not value_.strip():
+            raise bad(f"task field {name!r} must be a non-empty string, not {_json_type(value_)}")
+        optional[name] = value_
+    return Task(task_uuid=task_uuid, audio_path=audio_path, hook_url=hook_url, **optional)
+
+
+def success_result(task: Task, stems: dict[str, str], model: str) -> dict[str, Any]:
+    return {
+        "task_uuid": task.task_uuid,
+        "success": True,
+        "vocals_path": stems.get("vocals"),
+        "instrumental_path": stems.get("instrumental"),
+        "stems": stems,
+        "model": model,
+        "hook_url": task.hook_url,
+        "finished_at": now_iso(),
+    }
+
+
+def failure_result(task_uuid: str | None, hook_url: str | None, error_message: str) -> dict[str, Any]:
+    return {
+        "task_uuid": task_uuid,
+        "success": False,
+        "error_message": error_message,
+        "hook_url": hook_url,
+        "finished_at": now_iso(),
+    }
+
+
+def encode(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _key_uuid(key: bytes | None) -> str | None:
+    if not key:
+        return None
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if TASK_UUID_RE.fullmatch(text) else None
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError on a bad port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)

@@ -1,0 +1,53 @@
+"""Input files: a task may only name a file inside the spool directory.
+
+The path is resolved with every symlink followed before the check, so neither
+``../`` nor a link planted in the spool reaches outside it.  The engine gets
+the resolved path, never the one from the message.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .messages import BadMessage
+
+
+def resolve_input(spool_dir: Path, audio_path: str, task_uuid: str, hook_url: str) -> Path:
+    def bad(message: str) -> BadMessage:
+        return BadMessage(message, task_uuid, hook_url)
+
+    spool = Path(os.path.realpath(spool_dir))
+    candidate = Path(audio_path)
+    if not candidate.is_absolute():
+        candidate = spool / candidate
+    real = Path(os.path.realpath(candidate))
+    if not real.is_relative_to(spool) or real == spool:
+        raise bad(f"audio_path {audio_path!r} is outside the spool directory {spool_dir}")
+    try:
+        st = real.stat()
+    except FileNotFoundError:
+        raise bad(f"audio file {audio_path!r} does not exist") from None
+    except OSError as e:
+        raise bad(f"audio file {audio_path!r} cannot be read: {e.strerror}") from None
+    if not real.is_file():
+        raise bad(f"audio_path {audio_path!r} is not a regular file")
+    if st.st_size == 0:
+        raise bad(f"audio file {audio_path!r} is empty")
+    try:
+        with real.open("rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise bad(f"audio file {audio_path!r} cannot be read: {e.strerror}") from None
+    return real
+
+
+def remove_input(spool_dir: Path, audio_path: str) -> None:
+    """Delete a task's input once the task is final; never anything outside the spool."""
+    spool = Path(os.path.realpath(spool_dir))
+    candidate = Path(audio_path)
+    if not candidate.is_absolute():
+        candidate = spool / candidate
+    real = Path(os.path.realpath(candidate))
+    if real.is_relative_to(spool) and real != spool and real.is_file():
+        real.unlink(missing_ok=True)
