@@ -33,7 +33,8 @@ def start_job(stack, kafka, daemon, audio):
 
 
 def engine_pid(daemon) -> int:
-    return wait_until(lambda: (daemon.children() or [None])[0], 30, "the engine child")
+    """The current engine child, as the worker logged it."""
+    return wait_until(lambda: events(daemon, "engine starting"), 30, "the engine child")[-1]["pid"]
 
 
 def pid_gone(pid: int) -> bool:
@@ -196,7 +197,9 @@ def test_bad_input_fails_clearly_and_the_worker_carries_on(stack, kafka, tmp_pat
     good = stack.spool_copy(short_audio)
 
     def task(**fields):
-        return json.dumps(stack.task(fields.pop("audio", good), **fields)).encode()
+        # Each its own input: a failed task's input is removed once final.
+        audio = fields.pop("audio", None) or stack.spool_copy(short_audio)
+        return json.dumps(stack.task(audio, **fields)).encode()
 
     u = lambda: str(uuid.uuid4())  # noqa: E731
     cases = [  # (value, the task_uuid the failure must carry, words the error must contain)

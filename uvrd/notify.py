@@ -13,11 +13,11 @@ import sdnotify
 
 
 class Notifier:
-    def __init__(self, environ=None):
-        environ = os.environ if environ is None else environ
-        self.enabled = bool(environ.get("NOTIFY_SOCKET"))
+    def __init__(self):
+        # sdnotify reads NOTIFY_SOCKET from the process environment itself.
+        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
         self._notifier = sdnotify.SystemdNotifier() if self.enabled else None
-        self.watchdog_interval = _watchdog_interval(environ)
+        self.watchdog_interval = _watchdog_interval(os.environ)
         self._last_status = None
         self._last_ping = float("-inf")
 

@@ -74,7 +74,7 @@ class Processor:
         environ = os.environ if environ is None else environ
         self.config = config
         self.cfg = config.processor
-        self.notifier = Notifier(environ)
+        self.notifier = Notifier()
         self.lifecycle = Lifecycle(self.notifier, drain.drain_window(self.cfg.drain_timeout, environ))
         self.engine = Engine(EngineSettings(
             model_dir=str(self.cfg.model_dir), output_dir=str(self.cfg.output_dir), models=self.cfg.models,

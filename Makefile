@@ -1,0 +1,39 @@
+# Two commands set everything up on a fresh Debian machine, as root:
+#   make run    the demo: an embedded broker, a processor, a generated sample
+#   make test   the whole test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The venv is rebuilt when the project's dependencies change.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
+DEBS := ffmpeg
+PYTEST_WORKERS ?= 2
+
+.PHONY: run test system-deps venv clean
+
+system-deps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch and torchvision must be a matched pair; pin both before anything pulls torch in.
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[cpu,dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: system-deps $(STAMP)
+
+run: venv
+	$(PY) -m uvrd.devtools.demo
+
+test: venv
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,90 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from uvrd.config import EX_CONFIG, ConfigError, load
+
+
+def write(tmp_path, text):
+    path = tmp_path / "uvrd.toml"
+    path.write_text(text)
+    return path
+
+
+def test_issue_keys_load_with_their_names(tmp_path):
+    path = write(tmp_path, """
+[kafka]
+bootstrap_servers = "k1:9092,k2:9092"
+security_protocol = "SASL_SSL"
+sasl_mechanism = "PLAIN"
+[topics]
+tasks = "a.tasks"
+results = "a.results"
+dead_letter = "a.dlq"
+[processor]
+group_id = "g"
+model = "UVR-MDX-NET-Inst_HQ_4.onnx"
+model_dir = "/m"
+spool_dir = "/s"
+output_dir = "/o"
+output_format = "wav"
+delivery = "at-least-once"
+drain_timeout = 30
+job_timeout = 120
+""")
+    c = load(path, environ={})
+    assert c.kafka.bootstrap_servers == "k1:9092,k2:9092" and c.kafka.security_protocol == "SASL_SSL"
+    assert (c.topics.tasks, c.topics.results, c.topics.dead_letter) == ("a.tasks", "a.results", "a.dlq")
+    p = c.processor
+    assert (p.group_id, p.delivery, p.output_format, p.drain_timeout, p.job_timeout) == ("g", "at-least-once", "wav", 30.0, 120.0)
+    assert p.spool_dir == Path("/s") and c.source == str(path)
+
+
+def test_environment_overrides_single_keys(tmp_path):
+    path = write(tmp_path, '[processor]\njob_timeout = 100\n')
+    c = load(path, environ={"UVRD_PROCESSOR_JOB_TIMEOUT": "7.5", "UVRD_KAFKA_BOOTSTRAP_SERVERS": "x:1",
+                            "UVRD_PROCESSOR_EXTRA_MODELS": "a.onnx, b.onnx", "UVRD_LOG_LEVEL": "DEBUG",
+                            "UVRD_KAFKA_SSL_CHECK_HOSTNAME": "no"})
+    assert c.processor.job_timeout == 7.5 and c.kafka.bootstrap_servers == "x:1"
+    assert c.processor.extra_models == ("a.onnx", "b.onnx")
+    assert c.processor.models[0] == c.processor.model
+    assert c.kafka.ssl_check_hostname is False
+
+
+def test_missing_default_file_means_defaults(tmp_path, monkeypatch):
+    monkeypatch.setattr("uvrd.config.DEFAULT_PATH", tmp_path / "absent.toml")
+    c = load(None, environ={})
+    assert c.source == "built-in defaults" and c.processor.delivery == "exactly-once"
+
+
+@pytest.mark.parametrize("text, environ, words", [
+    ("[processor\n", {}, "not valid TOML"),
+    ("[nope]\nx = 1\n", {}, "unknown section [nope]"),
+    ("[processor]\nmodle = 'x'\n", {}, "unknown key processor.modle"),
+    ("[processor]\ndelivery = 'sometimes'\n", {}, "processor.delivery must be one of"),
+    ("[processor]\njob_timeout = 'long'\n", {}, "processor.job_timeout must be a number"),
+    ("[processor]\njob_timeout = -1\n", {}, "processor.job_timeout must be positive"),
+    ("[processor]\nspool_dir = 'relative'\n", {}, "processor.spool_dir must be an absolute path"),
+    ("[processor]\noutput_format = 'exe'\n", {}, "processor.output_format must be one of"),
+    ("[kafka]\nsession_timeout_ms = true\n", {}, "kafka.session_timeout_ms must be an integer"),
+    ("", {"UVRD_PROCESSOR_JOB_TIMEOUT": "soon"}, "UVRD_PROCESSOR_JOB_TIMEOUT must be a number"),
+    ("", {"UVRD_PROCESSOR_NOPE": "1"}, "unknown key processor.nope"),
+])
+def test_bad_configuration_names_the_culprit(tmp_path, text, environ, words):
+    with pytest.raises(ConfigError) as e:
+        load(write(tmp_path, text), environ=environ)
+    assert words in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_cli_exits_78_with_one_line(tmp_path):
+    path = write(tmp_path, "[processor]\ndelivery = 'maybe'\n")
+    proc = subprocess.run([sys.executable, "-m", "uvrd", "processor", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == EX_CONFIG
+    assert proc.stderr.count("\n") == 1 and "processor.delivery must be one of" in proc.stderr
+    missing = subprocess.run([sys.executable, "-m", "uvrd", "processor", "--config", str(tmp_path / "nope.toml")],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == EX_CONFIG and "does not exist" in missing.stderr
