@@ -304,3 +304,71 @@ def test_watchdog_pings_stop_while_the_engine_hangs(stack, kafka):
     wait_until(lambda: p.notify.times("WATCHDOG=1", since=resumed), 10, "pings to resume")
     p.signal(signal.SIGTERM)
     assert p.wait_exit(10) == 0
+
+
+def test_a_model_that_does_not_exist_stops_the_unit_with_ex_config(stack):
+    p = stack.start(config=stack.write_config("nomodel.toml", model="No-Such-Model.onnx"))
+    assert p.wait_exit(120) == 78
+    assert "READY=1" not in p.notify.lines()
+    [error] = events(p, "separation engine could not run")
+    assert "No-Such-Model.onnx" in error["error"]
+
+
+def test_worker_waits_for_the_broker_and_becomes_ready_when_it_answers(stack, tmp_path):
+    from uvrd.devtools.broker import EmbeddedBroker, free_port
+
+    port = free_port()
+    config = stack.write_config("late.toml")
+    config.write_text(config.read_text().replace(stack.bootstrap, f"127.0.0.1:{port}"))
+    p = stack.start(config=config)
+    wait_until(lambda: events(p, "broker not reachable, retrying"), 120, "the retry")
+    assert "READY=1" not in p.notify.lines()
+    with EmbeddedBroker(port=port, log_path=tmp_path / "late-broker.log") as late:
+        late.create_topics({stack.tasks: 1, stack.results: 1, stack.dead_letter: 1})
+        p.wait_ready(60)
+        p.signal(signal.SIGTERM)
+        assert p.wait_exit(10) == 0
+
+
+@pytest.mark.parametrize("stack", [2], indirect=True)
+def test_a_worker_joining_mid_job_costs_no_duplicate(stack, kafka, long_audio):
+    """Whoever the rebalance gives the busy partition to, the task ends in exactly one result."""
+    first = stack.start()
+    first.wait_ready()
+    wait_until(lambda: events(first, "partitions assigned"), 30, "the first join")
+    task = start_job(stack, kafka, first, long_audio)
+    second = stack.start()
+    second.wait_ready()
+    wait_until(lambda: len(events(first, "partitions assigned")) >= 2, 60, "the rebalance")
+    wait_until(lambda: sum(kafka.committed(stack.group, stack.tasks, partitions=2).values()) == 1, 120,
+               "the task's commit")
+    assert [(r["task_uuid"], r["success"]) for r in kafka.results(stack.results)] == [(task["task_uuid"], True)]
+    kept = any(task["task_uuid"] in json.dumps(e) for e in events(first, "task succeeded"))
+    lost = events(first, "task left uncommitted for redelivery")
+    assert kept != bool(lost), "either the first worker kept the job or it gave it up, never both"
+
+
+def test_watchdog_pings_stop_while_the_broker_is_unreachable(stack, tmp_path):
+    from uvrd.devtools.broker import EmbeddedBroker
+
+    with EmbeddedBroker(log_path=tmp_path / "own-broker.log") as own:
+        own.create_topics({stack.tasks: 1, stack.results: 1, stack.dead_letter: 1})
+        config = stack.write_config("bt.toml", broker_timeout=3)
+        config.write_text(config.read_text().replace(stack.bootstrap, own.bootstrap))
+        p = stack.start(config=config, watchdog_usec=1_000_000)
+        p.wait_ready()
+        wait_until(lambda: events(p, "partitions assigned"), 30, "the group join")
+        ready_at = p.notify.times("READY=1")[0]
+        wait_until(lambda: len(p.notify.times("WATCHDOG=1", since=ready_at)) >= 2, 10, "watchdog pings")
+        own.pause()
+        try:
+            # One heartbeat interval plus broker_timeout after the pause, pings must have stopped.
+            quiet_from = time.monotonic() + 1 + 3 + 0.5
+            wait_until(lambda: time.monotonic() > quiet_from + 3, 15, "the observation window")
+            assert p.notify.times("WATCHDOG=1", since=quiet_from) == []
+        finally:
+            own.resume()
+        resumed = time.monotonic()
+        wait_until(lambda: p.notify.times("WATCHDOG=1", since=resumed), 30, "pings to resume")
+        p.signal(signal.SIGTERM)
+        assert p.wait_exit(15) == 0

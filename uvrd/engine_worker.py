@@ -63,10 +63,11 @@ def main(conn, heartbeat, settings) -> None:
         except (EOFError, OSError):
             return
         job = msg[1]
+        logs.bind_task(task_uuid=job.task_uuid)
         try:
             conn.send(("done", _separate(models, job)))
         except Exception as e:
-            log.warning("separation failed", task_uuid=job.task_uuid, error=f"{type(e).__name__}: {e}")
+            log.warning("separation failed", error=f"{type(e).__name__}: {e}")
             conn.send(("failed", _describe(e)))
 
 

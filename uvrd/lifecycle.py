@@ -87,9 +87,12 @@ class Lifecycle:
         """True once a job in flight may no longer be waited for."""
         return self.quick or (self.stopping and self.drain_left() <= 0)
 
-    def tick(self, status: str, healthy: bool) -> None:
-        """Once per loop turn: act on signals, report STATUS, ping the watchdog if healthy."""
+    def tick(self, status: str, healthy) -> None:
+        """Once per loop turn: act on signals, report STATUS, ping the watchdog if ``healthy()``.
+
+        *healthy* is a callable, asked only when a watchdog is configured.
+        """
         self.process_signals()
         self.notifier.status(status)
-        if healthy:
+        if self.notifier.watchdog_interval is not None and healthy():
             self.notifier.watchdog()

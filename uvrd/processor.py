@@ -122,9 +122,7 @@ class Processor:
             try:
                 consumer = kafka_io.consumer(self.config.kafka, self.cfg.group_id)
                 consumer.subscribe([self.config.topics.tasks], listener=_Rebalance(self))
-                make = lambda: kafka_io.producer(  # noqa: E731
-                    self.config.kafka, self.transactional_id if self.cfg.delivery == "exactly-once" else None)
-                delivery = (ExactlyOnce if self.cfg.delivery == "exactly-once" else AtLeastOnce)(make, consumer)
+                delivery = (ExactlyOnce if self.exactly_once else AtLeastOnce)(self._make_producer, consumer)
                 delivery.open()
             except Errors.KafkaError as e:
                 if consumer is not None:
@@ -140,6 +138,13 @@ class Processor:
             stack.callback(self.delivery.close, CLOSE_TIMEOUT_S)
             stack.callback(self.consumer.close, autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_S * 1000))
             return True
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.cfg.delivery == "exactly-once"
+
+    def _make_producer(self):
+        return kafka_io.producer(self.config.kafka, self.transactional_id if self.exactly_once else None)
 
     def _loop(self) -> None:
         while True:
@@ -159,7 +164,7 @@ class Processor:
 
     # -- health and status -------------------------------------------------
     def _tick(self) -> None:
-        self.lifecycle.tick(self._status(), self._healthy())
+        self.lifecycle.tick(self._status(), self._healthy)
 
     def _status(self) -> str:
         if self.inflight is not None:
@@ -183,12 +188,15 @@ class Processor:
         return engine_ok and job_ok and self._broker_silence() < self.cfg.broker_timeout
 
     def _broker_silence(self) -> float:
-        """Seconds since the group coordinator last answered a heartbeat."""
-        try:
-            ago = self.consumer.metrics()["consumer-coordinator-metrics"]["last-heartbeat-seconds-ago"]
-        except (KeyError, TypeError, AttributeError):
-            ago = float("inf")
-        return min(ago, time.monotonic() - self._connected_at)
+        """Seconds since the group coordinator last answered a heartbeat.
+
+        kafka-python's public metric counts heartbeats *sent*, which go on
+        while the broker is silent; the answer time is what shows the broker
+        is reachable.
+        """
+        heartbeat = getattr(getattr(self.consumer, "_coordinator", None), "heartbeat", None)
+        answered = getattr(heartbeat, "last_receive", float("-inf"))
+        return time.monotonic() - max(answered, self._connected_at)
 
     def _pause_for(self, seconds: float, drain: bool) -> bool:
         """Wait while ticking; False once a stop ends the wait (at the drain deadline if *drain*)."""
@@ -362,7 +370,11 @@ class Processor:
     def _keep_membership(self) -> None:
         """Poll with every partition paused: heartbeats and rebalances proceed, no records come."""
         self.consumer.pause(*self.consumer.assignment())
-        records = self.consumer.poll(timeout_ms=KEEPALIVE_POLL_MS)
+        try:
+            records = self.consumer.poll(timeout_ms=KEEPALIVE_POLL_MS)
+        finally:
+            if self.inflight is None:
+                self.consumer.resume(*self.consumer.paused())
         for tp, batch in records.items():
             # Cannot happen with every partition paused; if it does, rewind so nothing is skipped.
             self.consumer.seek(tp, batch[0].offset)
