@@ -160,7 +160,7 @@ def test_sigkill_mid_job_is_redelivered_and_completed_once(stack, kafka, long_au
 
 def test_job_longer_than_max_poll_interval_costs_no_rebalance(stack, kafka, long_audio):
     max_poll_ms = 3000
-    config = stack.write_config("short-poll.toml", kafka={"session_timeout_ms": 2500, "max_poll_interval_ms": max_poll_ms})
+    config = stack.write_config("short-poll.toml", kafka={"max_poll_interval_ms": max_poll_ms})
     p = stack.start(config=config)
     p.wait_ready()
     wait_until(lambda: events(p, "partitions assigned"), 30, "the group join")

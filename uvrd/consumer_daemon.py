@@ -1,0 +1,264 @@
+"""The lifecycle every consuming uvrd daemon shares (processor, uploader).
+
+- connect to Kafka, retrying until it answers or a stop comes; READY=1 only then;
+- a poll loop that never blocks long, so an idle daemon stops at once;
+- one record at a time; while its work runs, every partition stays assigned
+  but paused and the consumer keeps polling, so long work costs no rebalance;
+- a rebalance that takes the busy partition away abandons the work, one that
+  gives it back lets the work go on;
+- the result of the work commits with the record's offset (delivery.py),
+  retried until it succeeds or the drain deadline passes;
+- the shutdown order is explicit: consumer (leaving the group), producer,
+  then whatever the subclass started first.
+
+A subclass supplies :meth:`start` (its own resources), :meth:`handle` (one
+record) and may add to :meth:`status` and :meth:`healthy`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+
+import kafka.errors as Errors
+import structlog
+from kafka import ConsumerRebalanceListener, TopicPartition
+
+from . import drain, kafka_io, logs
+from .config import Config
+from .delivery import AtLeastOnce, CommitLost, ExactlyOnce, OutRecord
+from .lifecycle import Lifecycle
+from .notify import Notifier
+
+log = structlog.get_logger("uvrd.daemon")
+
+POLL_MS = 200            # bounds how long an idle daemon takes to notice a stop
+KEEPALIVE_POLL_MS = 100  # polls while work runs: membership only, partitions paused
+CLOSE_TIMEOUT_S = 5.0
+
+
+@dataclass
+class InFlight:
+    tp: TopicPartition
+    offset: int
+    task_uuid: str | None
+    started: float = field(default_factory=time.monotonic)
+    revoked: bool = False  # revoked by a rebalance that has not finished yet
+    lost: bool = False     # the rebalance gave the partition to another member
+
+    def age(self) -> float:
+        return time.monotonic() - self.started
+
+
+class ConsumerDaemon:
+    name = "daemon"
+
+    def __init__(self, config: Config, *, group_id: str, topics: list[str], drain_timeout: float,
+                 broker_timeout: float, exactly_once: bool, transactional_id: str, environ=None):
+        environ = os.environ if environ is None else environ
+        self.config = config
+        self.group_id = group_id
+        self.topics = topics
+        self.broker_timeout = broker_timeout
+        self.exactly_once = exactly_once
+        self.transactional_id = transactional_id
+        self.notifier = Notifier()
+        self.lifecycle = Lifecycle(self.notifier, drain.drain_window(drain_timeout, environ))
+        self.consumer = None
+        self.delivery = None
+        self.inflight: InFlight | None = None
+        self.ready = False
+        self._connected_at = 0.0
+
+    # -- what a subclass provides ------------------------------------------
+    def start(self, stack: contextlib.ExitStack) -> bool:
+        """Start the daemon's own resources (closed last); False if a stop came first."""
+        return True
+
+    def before_poll(self) -> bool:
+        """Called before each poll while idle; False ends the loop."""
+        return True
+
+    def handle(self, record) -> None:
+        raise NotImplementedError
+
+    def status(self) -> str:
+        if self.inflight is not None:
+            doing = self.busy_status()
+            if self.lifecycle.stopping:
+                return f"draining: {doing}, {self.lifecycle.drain_left():.0f} s left"
+            return doing
+        if self.lifecycle.stopping:
+            return "stopping"
+        if self.consumer is None:
+            return "waiting for the broker"
+        return "idle"
+
+    def busy_status(self) -> str:
+        return f"working on {self.inflight.task_uuid} for {self.inflight.age():.0f} s"
+
+    def healthy(self) -> bool:
+        return self.ready and self.broker_silence() < self.broker_timeout
+
+    def ready_fields(self) -> dict:
+        return {}
+
+    # -- run -----------------------------------------------------------------
+    def run(self) -> int:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.lifecycle.signals_installed())
+            if not self.start(stack) or not self._connect(stack):
+                return 0
+            self.ready = True
+            self.notifier.ready(self.status())
+            log.info(f"{self.name} ready", topics=self.topics, group_id=self.group_id,
+                     delivery=self.delivery.mode, drain_window_s=round(self.lifecycle.drain_window, 1),
+                     **self.ready_fields())
+            self._loop()
+            log.info(f"{self.name} stopping: closing its clients")
+        log.info(f"{self.name} stopped")
+        return 0
+
+    def _connect(self, stack: contextlib.ExitStack) -> bool:
+        """Connect to Kafka, retrying until it answers or a stop is requested."""
+        backoff = 0.5
+        while True:
+            consumer = None
+            try:
+                consumer = kafka_io.consumer(self.config.kafka, self.group_id)
+                consumer.subscribe(self.topics, listener=_Rebalance(self))
+                delivery = (ExactlyOnce if self.exactly_once else AtLeastOnce)(self._make_producer, consumer)
+                delivery.open()
+            except Errors.KafkaError as e:
+                if consumer is not None:
+                    consumer.close(autocommit=False, timeout_ms=1000)
+                log.warning("broker not reachable, retrying", bootstrap_servers=self.config.kafka.bootstrap_servers,
+                            error=str(e) or type(e).__name__, retry_in_s=backoff)
+                if not self.pause_for(backoff, drain=False):
+                    return False
+                backoff = min(backoff * 2, 10.0)
+                continue
+            self.consumer, self.delivery = consumer, delivery
+            self._connected_at = time.monotonic()
+            # Closed in reverse: the consumer first (it leaves the group, so
+            # its partitions move at once), then the producer.
+            stack.callback(self.delivery.close, CLOSE_TIMEOUT_S)
+            stack.callback(self.consumer.close, autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_S * 1000))
+            return True
+
+    def _make_producer(self):
+        return kafka_io.producer(self.config.kafka, self.transactional_id if self.exactly_once else None)
+
+    def _loop(self) -> None:
+        while True:
+            self.tick()
+            if self.lifecycle.stopping or not self.before_poll():
+                return
+            records = self.consumer.poll(timeout_ms=POLL_MS, max_records=1)
+            for batch in records.values():
+                for record in batch:
+                    if self.lifecycle.stopping:
+                        return  # not committed: redelivered to whoever owns the partition next
+                    logs.bind_task(topic=record.topic, partition=record.partition, offset=record.offset)
+                    self.handle(record)
+                    logs.bind_task()
+
+    # -- shared helpers --------------------------------------------------------
+    def tick(self) -> None:
+        self.lifecycle.tick(self.status(), self.healthy)
+
+    def broker_silence(self) -> float:
+        """Seconds since the group coordinator last answered a heartbeat.
+
+        kafka-python's public metric counts heartbeats *sent*, which go on
+        while the broker is silent; the answer time is what shows the broker
+        is reachable.
+        """
+        heartbeat = getattr(getattr(self.consumer, "_coordinator", None), "heartbeat", None)
+        answered = getattr(heartbeat, "last_receive", float("-inf"))
+        return time.monotonic() - max(answered, self._connected_at)
+
+    def pause_for(self, seconds: float, drain: bool) -> bool:
+        """Wait while ticking; False once a stop ends the wait (at the drain deadline if *drain*)."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.tick()
+            if self.lifecycle.must_abandon() or (self.lifecycle.stopping and not drain):
+                return False
+            if self.consumer is not None:
+                self.keep_membership()
+            else:
+                time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+        return True
+
+    def keep_membership(self) -> None:
+        """Poll with every partition paused: heartbeats and rebalances proceed, no records come."""
+        self.consumer.pause(*self.consumer.assignment())
+        try:
+            records = self.consumer.poll(timeout_ms=KEEPALIVE_POLL_MS)
+        finally:
+            if self.inflight is None:
+                self.consumer.resume(*self.consumer.paused())
+        for tp, batch in records.items():
+            # Cannot happen with every partition paused; if it does, rewind so nothing is skipped.
+            self.consumer.seek(tp, batch[0].offset)
+
+    @contextlib.contextmanager
+    def working_on(self, record, task_uuid: str | None):
+        """Mark *record* in flight, with every partition paused until the work ends."""
+        self.inflight = InFlight(TopicPartition(record.topic, record.partition), record.offset, task_uuid)
+        self.consumer.pause(*self.consumer.assignment())
+        try:
+            yield self.inflight
+        finally:
+            self.inflight = None
+            self.consumer.resume(*self.consumer.paused())
+
+    def commit(self, out: list[OutRecord], offsets) -> bool:
+        """Commit *out* with *offsets*, retrying; False if it could not be done (left for redelivery)."""
+        backoff = 0.5
+        while True:
+            try:
+                self.delivery.commit(out, offsets)
+                return True
+            except CommitLost as e:
+                log.warning("partition lost before the commit; another member redoes the record", error=str(e))
+                return False
+            except Errors.KafkaError as e:
+                log.warning("commit failed, retrying", error=str(e) or type(e).__name__, retry_in_s=backoff)
+                if not self.pause_for(backoff, drain=True):
+                    log.warning("stop deadline reached before the commit succeeded; left for redelivery")
+                    return False
+                backoff = min(backoff * 2, 10.0)
+
+    def on_revoked(self, revoked) -> None:
+        log.info("partitions revoked", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))
+        if self.inflight is not None and self.inflight.tp in revoked:
+            self.inflight.revoked = True
+
+    def on_assigned(self, assigned) -> None:
+        log.info("partitions assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+        inflight = self.inflight
+        if inflight is None:
+            return
+        self.consumer.pause(*assigned)
+        if inflight.revoked:
+            if inflight.tp in assigned:
+                # Ours again: the work goes on; skip past it, the commit will cover it.
+                self.consumer.seek(inflight.tp, inflight.offset + 1)
+                inflight.revoked = False
+            else:
+                inflight.lost = True
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, daemon: ConsumerDaemon):
+        self.daemon = daemon
+
+    def on_partitions_revoked(self, revoked):
+        self.daemon.on_revoked(revoked)
+
+    def on_partitions_assigned(self, assigned):
+        self.daemon.on_assigned(assigned)
