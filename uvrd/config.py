@@ -61,11 +61,25 @@ class KafkaConfig:
             _require(getattr(self, name) > 0, f"kafka.{name}", "must be positive")
 
 
+PRIORITIES = (1, 2, 3, 4, 5)
+DEFAULT_PRIORITY = 3
+
+
 @dataclass(frozen=True)
 class TopicsConfig:
     tasks: str = "uvrd.tasks"
     results: str = "uvrd.results"
     dead_letter: str = "uvrd.dead-letter"
+    # Compacted, keyed by task_uuid: the latest state of every task.
+    status: str = "uvrd.status"
+
+    def task_topic(self, priority: int) -> str:
+        """One topic per priority; the default priority keeps the plain name old producers use."""
+        return self.tasks if priority == DEFAULT_PRIORITY else f"{self.tasks}.p{priority}"
+
+    def task_topics(self) -> dict[str, int]:
+        """Every task topic with its priority, highest priority first."""
+        return {self.task_topic(p): p for p in sorted(PRIORITIES, reverse=True)}
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
@@ -124,14 +138,71 @@ class ProcessorConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    listen: str = "127.0.0.1:8080"
+    # Base of the links uvrd hands out (status URL, stem downloads, webhooks).
+    public_url: str = "http://127.0.0.1:8080"
+    workers: int = 2
+    # Bearer tokens for /v1; empty refuses every request but the health checks.
+    tokens: tuple[str, ...] = ()
+    # "user:password" pairs for the old service's POST /generate (HTTP Basic).
+    basic_auth: tuple[str, ...] = ()
+    max_upload_bytes: int = 500 * 1024 * 1024
+    fetch_timeout: float = 30.0
+    # hook_url and audio URLs may name loopback/private/link-local addresses only if true.
+    allow_private_urls: bool = False
+    # Signs stem download links (webhook and status links work without a token until they expire).
+    link_secret: str = ""
+    link_ttl: float = 7 * 86400.0
+    drain_timeout: float = 30.0
+
+    def validate(self) -> None:
+        host, _, port = self.listen.rpartition(":")
+        _require(bool(host) and port.isdigit(), "api.listen", "must be HOST:PORT")
+        _require(self.public_url.startswith(("http://", "https://")), "api.public_url", "must be an http(s) URL")
+        _require(self.workers >= 1, "api.workers", "must be at least 1")
+        _require(self.max_upload_bytes > 0, "api.max_upload_bytes", "must be positive")
+        for pair in self.basic_auth:
+            _require(":" in pair, "api.basic_auth", "entries must be user:password")
+        for name in ("fetch_timeout", "link_ttl", "drain_timeout"):
+            _require(getattr(self, name) > 0, f"api.{name}", "must be positive")
+
+
+@dataclass(frozen=True)
+class UploaderConfig:
+    group_id: str = "uvrd-uploader"
+    # Signs each webhook (X-Uvrd-Signature); receivers verify with the same secret.
+    webhook_secret: str = ""
+    timeout: float = 10.0
+    max_attempts: int = 8
+    backoff_initial: float = 1.0
+    backoff_max: float = 300.0
+    drain_timeout: float = 60.0
+    broker_timeout: float = 60.0
+    # Outputs and leftover spool files older than this are deleted.
+    retention: float = 7 * 86400.0
+    retention_interval: float = 3600.0
+    transactional_id: str = ""
+
+    def validate(self) -> None:
+        _require(self.max_attempts >= 1, "uploader.max_attempts", "must be at least 1")
+        for name in ("timeout", "backoff_initial", "backoff_max", "drain_timeout", "broker_timeout",
+                     "retention", "retention_interval"):
+            _require(getattr(self, name) > 0, f"uploader.{name}", "must be positive")
+
+
+@dataclass(frozen=True)
 class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     processor: ProcessorConfig = field(default_factory=ProcessorConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    uploader: UploaderConfig = field(default_factory=UploaderConfig)
     source: str = "built-in defaults"
 
 
-SECTIONS: dict[str, type] = {"kafka": KafkaConfig, "topics": TopicsConfig, "processor": ProcessorConfig}
+SECTIONS: dict[str, type] = {"kafka": KafkaConfig, "topics": TopicsConfig, "processor": ProcessorConfig,
+                             "api": ApiConfig, "uploader": UploaderConfig}
 
 
 def _require(ok: bool, key: str, why: str) -> None:
