@@ -1,57 +1,53 @@
-"""The ``uvrd`` command: one subcommand per daemon or tool."""
+"""The ``uvrd`` command: one subcommand per daemon or tool.
+
+Each subcommand lives in its own module, imported only when it runs, with
+``add_arguments(parser)`` and ``run(args) -> int``.  Daemons load the
+configuration through :func:`load_config`, which reports a bad configuration
+in one line and gives exit status 78 (EX_CONFIG).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
-import structlog
-
-from . import __version__, logs
+from . import __version__
 from .config import EX_CONFIG, ConfigError, load
 
-EX_SOFTWARE = 70
-
-
-def _run_processor(config) -> int:
-    from .delivery import Fenced
-    from .engine import EngineDied
-    from .processor import Processor
-
-    log = structlog.get_logger("uvrd.cli")
-    try:
-        return Processor(config).run()
-    except EngineDied as e:
-        log.error("separation engine could not run", error=str(e))
-        return EX_CONFIG if e.fatal_config else 1
-    except Fenced as e:
-        log.error("another processor uses this transactional_id; give each worker its own", error=str(e))
-        return 1
-
-
 COMMANDS = {
-    "processor": ("consume separation tasks from Kafka and produce results", _run_processor),
+    "processor": ("uvrd.processor_cli", "consume separation tasks from Kafka and produce results"),
+    "api": ("uvrd.api.server", "serve the HTTP API that accepts audio and produces tasks"),
+    "uploader": ("uvrd.uploader_cli", "deliver results to their webhooks"),
+    "submit": ("uvrd.submit", "upload a file to the API and optionally wait for its stems"),
+    "dev": ("uvrd.devstack", "run broker, api, processor and uploader in the foreground"),
 }
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None,
+                        help="TOML configuration file (default /etc/uvrd/uvrd.toml, if present)")
+
+
+def load_config(args):
+    try:
+        return load(args.config)
+    except (ConfigError, OSError) as e:
+        # One line, on stderr: the journal shows it and RestartPreventExitStatus=78 stops restarts.
+        print(f"uvrd {args.command}: configuration error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(EX_CONFIG) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="uvrd", description="vocal/instrument separation daemons")
     parser.add_argument("--version", action="version", version=f"uvrd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (help_text, _) in COMMANDS.items():
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", type=Path, default=None,
-                       help="TOML configuration file (default /etc/uvrd/uvrd.toml, if present)")
+        if name == chosen:  # import only the module that runs: the others may pull in heavy code
+            importlib.import_module(module_name).add_arguments(p)
     args = parser.parse_args(argv)
-    try:
-        config = load(args.config)
-    except ConfigError as e:
-        # One line, on stderr: the journal shows it and RestartPreventExitStatus=78 stops restarts.
-        print(f"uvrd {args.command}: configuration error: {e}", file=sys.stderr, flush=True)
-        return EX_CONFIG
-    except OSError as e:
-        print(f"uvrd {args.command}: configuration error: {e}", file=sys.stderr, flush=True)
-        return EX_CONFIG
-    logs.configure(f"uvrd-{args.command}")
-    return COMMANDS[args.command][1](config)
+    return importlib.import_module(COMMANDS[args.command][0]).run(args)
