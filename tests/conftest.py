@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from support import FAST_GROUP, Daemon, KafkaView, NotifySocket
+from uvrd.config import TopicsConfig
 from uvrd.devtools import tinymodel
 from uvrd.devtools.broker import EmbeddedBroker
 
@@ -53,9 +54,14 @@ class Stack:
     tasks: str
     results: str
     dead_letter: str
+    status: str
     group: str
     partitions: int
     daemons: list
+
+    @property
+    def topics(self) -> TopicsConfig:
+        return TopicsConfig(tasks=self.tasks, results=self.results, dead_letter=self.dead_letter, status=self.status)
 
     @property
     def spool(self) -> Path:
@@ -75,7 +81,7 @@ class Stack:
         lines = ["[kafka]", f'bootstrap_servers = "{self.bootstrap}"']
         lines += [f"{k} = {v}" for k, v in {**FAST_GROUP, **(kafka or {})}.items()]
         lines += ["[topics]", f'tasks = "{self.tasks}"', f'results = "{self.results}"',
-                  f'dead_letter = "{self.dead_letter}"', "[processor]"]
+                  f'dead_letter = "{self.dead_letter}"', f'status = "{self.status}"', "[processor]"]
         lines += [f"{k} = {_toml(v)}" for k, v in settings.items()]
         path = self.root / name
         path.write_text("\n".join(lines) + "\n")
@@ -117,9 +123,9 @@ def stack(broker, model_dir, tmp_path, request):
     prefix = f"t{n}-{request.node.name[:40]}".replace("[", "-").replace("]", "")
     partitions = getattr(request, "param", 1)
     s = Stack(root=tmp_path, bootstrap=broker.bootstrap, model_dir=model_dir, tasks=f"{prefix}.tasks",
-              results=f"{prefix}.results", dead_letter=f"{prefix}.dlq", group=f"{prefix}.group",
-              partitions=partitions, daemons=[])
-    broker.create_topics({s.tasks: partitions, s.results: 1, s.dead_letter: 1})
+              results=f"{prefix}.results", dead_letter=f"{prefix}.dlq", status=f"{prefix}.status",
+              group=f"{prefix}.group", partitions=partitions, daemons=[])
+    broker.create_uvrd_topics(s.topics, task_partitions=partitions)
     (tmp_path / "spool").mkdir()
     yield s
     for d in s.daemons:

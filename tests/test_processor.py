@@ -324,7 +324,7 @@ def test_worker_waits_for_the_broker_and_becomes_ready_when_it_answers(stack, tm
     wait_until(lambda: events(p, "broker not reachable, retrying"), 120, "the retry")
     assert "READY=1" not in p.notify.lines()
     with EmbeddedBroker(port=port, log_path=tmp_path / "late-broker.log") as late:
-        late.create_topics({stack.tasks: 1, stack.results: 1, stack.dead_letter: 1})
+        late.create_uvrd_topics(stack.topics)
         p.wait_ready(60)
         p.signal(signal.SIGTERM)
         assert p.wait_exit(10) == 0
@@ -352,7 +352,7 @@ def test_watchdog_pings_stop_while_the_broker_is_unreachable(stack, tmp_path):
     from uvrd.devtools.broker import EmbeddedBroker
 
     with EmbeddedBroker(log_path=tmp_path / "own-broker.log") as own:
-        own.create_topics({stack.tasks: 1, stack.results: 1, stack.dead_letter: 1})
+        own.create_uvrd_topics(stack.topics)
         config = stack.write_config("bt.toml", broker_timeout=3)
         config.write_text(config.read_text().replace(stack.bootstrap, own.bootstrap))
         p = stack.start(config=config, watchdog_usec=1_000_000)
@@ -372,3 +372,34 @@ def test_watchdog_pings_stop_while_the_broker_is_unreachable(stack, tmp_path):
         wait_until(lambda: p.notify.times("WATCHDOG=1", since=resumed), 30, "pings to resume")
         p.signal(signal.SIGTERM)
         assert p.wait_exit(15) == 0
+
+
+def test_status_topic_follows_the_task(stack, kafka, short_audio):
+    p = stack.start()
+    p.wait_ready()
+    task = stack.task(stack.spool_copy(short_audio), submitted_at="2026-01-01T00:00:00+00:00")
+    kafka.send(stack.tasks, task)
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 60, "the commit")
+    states = [json.loads(r.value) for r in kafka.read_all(stack.status)]
+    assert [s["state"] for s in states] == ["processing", "succeeded"]
+    assert all(s["task_uuid"] == task["task_uuid"] for s in states)
+    done = states[-1]
+    assert done["submitted_at"] == task["submitted_at"] and done["started_at"] <= done["finished_at"]
+    assert set(done["stems"]) == {"vocals", "instrumental"}
+
+
+def test_higher_priority_goes_first_and_low_priority_is_not_starved(stack, kafka, short_audio):
+    from uvrd.priority import FAIR_EVERY
+
+    high = [stack.task(stack.spool_copy(short_audio)) for _ in range(FAIR_EVERY + 3)]
+    low = stack.task(stack.spool_copy(short_audio))
+    kafka.send(stack.topics.task_topic(1), low)
+    for t in high:
+        kafka.send(stack.topics.task_topic(5), t)
+    p = stack.start()
+    p.wait_ready()
+    n = len(high) + 1
+    wait_until(lambda: len(kafka.results(stack.results)) == n, 180, f"{n} results")
+    order = [r["task_uuid"] for r in kafka.results(stack.results)]
+    assert order[0] == high[0]["task_uuid"], "the waiting high-priority task goes first"
+    assert order.index(low["task_uuid"]) == FAIR_EVERY, "the low-priority task gets its turn under high load"

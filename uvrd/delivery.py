@@ -42,6 +42,15 @@ class Fenced(Exception):
     """Another producer took over our transactional.id: this worker must exit."""
 
 
+def dead_letter(topic: str, record, error: str, stage: str) -> OutRecord:
+    """A verbatim copy of *record* for the dead-letter topic; why and whence ride in headers."""
+    return OutRecord(topic, record.key, record.value or b"", (
+        ("uvrd-error", error.encode()),
+        ("uvrd-source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+        ("uvrd-stage", stage.encode()),
+    ))
+
+
 def next_offset(record) -> dict[TopicPartition, OffsetAndMetadata]:
     return {TopicPartition(record.topic, record.partition): OffsetAndMetadata(record.offset + 1, "", -1)}
 
@@ -79,7 +88,8 @@ class ExactlyOnce(_Delivery):
             p.begin_transaction()
             for r in records:
                 p.send(r.topic, key=r.key, value=r.value, headers=list(r.headers))
-            p.send_offsets_to_transaction(offsets, self._consumer.group_metadata())
+            if offsets:
+                p.send_offsets_to_transaction(offsets, self._consumer.group_metadata())
             p.commit_transaction()
         except (Errors.ProducerFencedError, Errors.InvalidProducerEpochError) as e:
             raise Fenced(str(e)) from e
@@ -109,6 +119,8 @@ class AtLeastOnce(_Delivery):
         self.producer.flush(timeout=FLUSH_TIMEOUT_S)
         for f in futures:
             f.get(timeout=0)  # raises the send's error, if any
+        if not offsets:
+            return
         try:
             self._consumer.commit(offsets)
         except _LOST_PARTITION as e:

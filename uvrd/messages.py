@@ -39,6 +39,7 @@ class Task:
     hook_url: str
     model: str | None = None
     output_format: str | None = None
+    submitted_at: str | None = None
 
 
 def parse_task(value: bytes | None, key: bytes | None = None) -> Task:
@@ -88,10 +89,13 @@ def parse_task(value: bytes | None, key: bytes | None = None) -> Task:
         if not isinstance(value_, str) or not value_.strip():
             raise bad(f"task field {name!r} must be a non-empty string, not {_json_type(value_)}")
         optional[name] = value_
+    submitted_at = data.get("submitted_at")
+    if isinstance(submitted_at, str) and len(submitted_at) <= 64:
+        optional["submitted_at"] = submitted_at  # informational only: never worth failing a task over
     return Task(task_uuid=task_uuid, audio_path=audio_path, hook_url=hook_url, **optional)
 
 
-def success_result(task: Task, stems: dict[str, str], model: str) -> dict[str, Any]:
+def success_result(task: Task, stems: dict[str, str], model: str, **times: str | None) -> dict[str, Any]:
     return {
         "task_uuid": task.task_uuid,
         "success": True,
@@ -100,18 +104,23 @@ def success_result(task: Task, stems: dict[str, str], model: str) -> dict[str, A
         "stems": stems,
         "model": model,
         "hook_url": task.hook_url,
-        "finished_at": now_iso(),
+        **_times(times),
     }
 
 
-def failure_result(task_uuid: str | None, hook_url: str | None, error_message: str) -> dict[str, Any]:
+def failure_result(task_uuid: str | None, hook_url: str | None, error_message: str, **times: str | None) -> dict[str, Any]:
     return {
         "task_uuid": task_uuid,
         "success": False,
         "error_message": error_message,
         "hook_url": hook_url,
-        "finished_at": now_iso(),
+        **_times(times),
     }
+
+
+def _times(times: dict[str, str | None]) -> dict[str, str]:
+    """submitted_at / started_at as known, and finished_at now."""
+    return {**{k: v for k, v in times.items() if v}, "finished_at": now_iso()}
 
 
 def encode(value: dict[str, Any]) -> bytes:

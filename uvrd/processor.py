@@ -21,11 +21,12 @@ from pathlib import Path
 
 import structlog
 
-from . import drain, messages, spool
+from . import drain, messages, spool, status
 from .attempts import AttemptLedger
 from .config import OUTPUT_FORMATS, Config
 from .consumer_daemon import ConsumerDaemon
-from .delivery import OutRecord, next_offset
+from .delivery import OutRecord, dead_letter, next_offset
+from .priority import PriorityChooser
 from .engine import Engine, EngineDied, EngineSettings, Job, JobResult
 
 log = structlog.get_logger("uvrd.processor")
@@ -57,7 +58,7 @@ class Processor(ConsumerDaemon):
         environ = os.environ if environ is None else environ
         cfg = config.processor
         super().__init__(
-            config, group_id=cfg.group_id, topics=[config.topics.tasks], drain_timeout=cfg.drain_timeout,
+            config, group_id=cfg.group_id, topics=list(config.topics.task_topics()), drain_timeout=cfg.drain_timeout,
             broker_timeout=cfg.broker_timeout, exactly_once=cfg.delivery == "exactly-once",
             transactional_id=cfg.transactional_id or default_transactional_id(environ), environ=environ,
         )
@@ -68,6 +69,7 @@ class Processor(ConsumerDaemon):
             mdx_segment_size=cfg.mdx_segment_size, mdx_batch_size=cfg.mdx_batch_size,
         ))
         self.ledger = AttemptLedger(cfg.output_dir / ".attempts")
+        self.priorities = PriorityChooser(config.topics.task_topics())
 
     # -- ConsumerDaemon hooks ---------------------------------------------------
     def start(self, stack: contextlib.ExitStack) -> bool:
@@ -82,7 +84,10 @@ class Processor(ConsumerDaemon):
         if not self.engine.alive():
             log.warning("separation engine died while idle; restarting it")
             self.engine.restart()
-        return self.engine.ready or self._await_engine()
+        if not (self.engine.ready or self._await_engine()):
+            return False
+        self.priorities.apply(self.consumer)
+        return True
 
     def status(self) -> str:
         if self.inflight is None and not self.lifecycle.stopping and not self.engine.ready:
@@ -97,11 +102,18 @@ class Processor(ConsumerDaemon):
         job_ok = self.inflight is None or self.inflight.age() < self.cfg.job_timeout
         return engine_ok and job_ok and super().healthy()
 
+    def on_assigned(self, assigned) -> None:
+        super().on_assigned(assigned)
+        # Nothing is fetched from a new assignment until the next poll's priority choice.
+        self.consumer.pause(*assigned)
+        self.priorities.invalidate()
+
     def ready_fields(self) -> dict:
         return {"transactional_id": self.transactional_id, "model": self.cfg.model}
 
     # -- one task ------------------------------------------------------------
     def handle(self, record) -> None:
+        self.priorities.served(record.topic)
         task = None
         try:
             task = messages.parse_task(record.value, record.key)
@@ -119,8 +131,9 @@ class Processor(ConsumerDaemon):
             if e.task_uuid:
                 structlog.contextvars.bind_contextvars(task_uuid=e.task_uuid)
             log.warning("task rejected", error=str(e))
-            self._finish(record, messages.failure_result(e.task_uuid, e.hook_url, str(e)), str(e),
-                         task.audio_path if task else None)
+            self._finish(record, messages.failure_result(e.task_uuid, e.hook_url, str(e),
+                                                          submitted_at=task and task.submitted_at),
+                         str(e), task.audio_path if task else None)
             return
 
         attempt = self.ledger.start(task.task_uuid)
@@ -128,19 +141,29 @@ class Processor(ConsumerDaemon):
             error = (f"task abandoned: this host started it {attempt - 1} times and the worker was killed "
                      f"or hung each time before it finished")
             log.error("task keeps killing its worker", attempts=attempt - 1)
-            self._finish(record, messages.failure_result(task.task_uuid, task.hook_url, error), error, str(audio))
+            self._finish(record, messages.failure_result(task.task_uuid, task.hook_url, error,
+                                                          submitted_at=task.submitted_at), error, str(audio))
             return
         log.info("task started", attempt=attempt, model=model, output_format=fmt, audio_path=str(audio))
+        times = {"submitted_at": task.submitted_at, "started_at": messages.now_iso()}
+        self._publish_status(task.task_uuid, "processing", worker=socket.gethostname(), **times)
         outcome = self._separate(record, task, audio, model, fmt)
         if isinstance(outcome, Abandoned):
             self.ledger.undo(task.task_uuid)
             log.info("task left uncommitted for redelivery", reason=outcome.reason)
         elif outcome.ok:
             stems = self._publish_stems(task.task_uuid, outcome.stems)
-            self._finish(record, messages.success_result(task, stems, model), None, str(audio))
+            self._finish(record, messages.success_result(task, stems, model, **times), None, str(audio))
         else:
-            self._finish(record, messages.failure_result(task.task_uuid, task.hook_url, outcome.error),
+            self._finish(record, messages.failure_result(task.task_uuid, task.hook_url, outcome.error, **times),
                          outcome.error, str(audio))
+
+    def _publish_status(self, task_uuid: str, state: str, **fields) -> None:
+        """Best effort: a status the broker does not take now is overtaken by the result's."""
+        try:
+            self.delivery.commit([status.record(self.config.topics.status, task_uuid, state, **fields)], {})
+        except Exception as e:
+            log.warning("could not publish the task's status", state=state, error=str(e) or type(e).__name__)
 
     def _separate(self, record, task, audio: Path, model: str, fmt: str) -> JobResult | Abandoned:
         reasons = []
@@ -196,16 +219,18 @@ class Processor(ConsumerDaemon):
         workdir.rename(final)
         return {name: str(final / Path(path).name) for name, path in stems.items()}
 
-    def _finish(self, record, result: dict, dead_letter: str | None, input_path: str | None) -> None:
+    def _finish(self, record, result: dict, error: str | None, input_path: str | None) -> None:
+        """Commit the result (plus status and, for a failure, a dead-letter copy) with the offset."""
         task_uuid = result["task_uuid"]
         key = task_uuid.encode() if task_uuid else record.key
         out = [OutRecord(self.config.topics.results, key, messages.encode(result))]
-        if dead_letter is not None:
-            out.append(OutRecord(self.config.topics.dead_letter, record.key, record.value or b"", (
-                ("uvrd-error", dead_letter.encode()),
-                ("uvrd-source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
-                ("uvrd-stage", b"processor"),
-            )))
+        if task_uuid:
+            state = "succeeded" if result["success"] else "failed"
+            fields = {k: result.get(k) for k in ("submitted_at", "started_at", "finished_at", "error_message",
+                                                 "stems")}
+            out.append(status.record(self.config.topics.status, task_uuid, state, **fields))
+        if error is not None:
+            out.append(dead_letter(self.config.topics.dead_letter, record, error, "processor"))
         if not self.commit(out, next_offset(record)):
             return
         if task_uuid:

@@ -15,7 +15,7 @@ import threading
 import time
 
 import structlog
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from . import kafka_io, messages
 from .config import KafkaConfig

@@ -57,16 +57,22 @@ class EmbeddedBroker:
                     raise RuntimeError(f"broker did not listen on {self.bootstrap} within {timeout} s")
                 time.sleep(0.05)
 
-    def create_topics(self, partitions: dict[str, int]) -> None:
+    def create_topics(self, partitions: dict[str, int], compacted: tuple[str, ...] = ()) -> None:
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10000)
         try:
             for name, count in partitions.items():
+                configs = {"cleanup.policy": "compact"} if name in compacted else {}
                 try:
-                    admin.create_topics([NewTopic(name, count, 1)])
+                    admin.create_topics([NewTopic(name, count, 1, topic_configs=configs)])
                 except TopicAlreadyExistsError:
                     pass
         finally:
             admin.close()
+
+    def create_uvrd_topics(self, topics, task_partitions: int = 1) -> None:
+        """Every topic uvrd uses: one per task priority, results, dead letters, status."""
+        self.create_topics({**{t: task_partitions for t in topics.task_topics()}, topics.results: 1,
+                            topics.dead_letter: 1, topics.status: 1}, compacted=(topics.status,))
 
     def pause(self) -> None:
         self.proc.send_signal(signal.SIGSTOP)
