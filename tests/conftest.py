@@ -71,7 +71,8 @@ class Stack:
     def output(self) -> Path:
         return self.root / "output"
 
-    def write_config(self, name: str = "uvrd.toml", kafka: dict | None = None, **processor) -> Path:
+    def write_config(self, name: str = "uvrd.toml", kafka: dict | None = None, uploader: dict | None = None,
+                     api: dict | None = None, **processor) -> Path:
         settings = {
             "group_id": self.group, "model": tinymodel.TINY_MODEL, "model_dir": str(self.model_dir),
             "spool_dir": str(self.spool), "output_dir": str(self.output), "output_format": "wav",
@@ -83,6 +84,11 @@ class Stack:
         lines += ["[topics]", f'tasks = "{self.tasks}"', f'results = "{self.results}"',
                   f'dead_letter = "{self.dead_letter}"', f'status = "{self.status}"', "[processor]"]
         lines += [f"{k} = {_toml(v)}" for k, v in settings.items()]
+        uploader = {"group_id": f"{self.group}-uploader", "webhook_secret": "whsec", "backoff_initial": 0.2,
+                    "backoff_max": 1.0, "timeout": 5, **(uploader or {})}
+        lines += ["[uploader]"] + [f"{k} = {_toml(v)}" for k, v in uploader.items()]
+        api = {"public_url": "http://127.0.0.1:9", "link_secret": "links", "allow_private_urls": True, **(api or {})}
+        lines += ["[api]"] + [f"{k} = {_toml(v)}" for k, v in api.items()]
         path = self.root / name
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -93,7 +99,8 @@ class Stack:
         (self.root / name).mkdir()
         notify = NotifySocket(self.root / name)
         daemon = Daemon(command, config or self.write_config(), self.root / f"{name}.log", notify,
-                        env={"UVRD_PROCESSOR_TRANSACTIONAL_ID": f"{self.group}-{name}", **(env or {})},
+                        env={"UVRD_PROCESSOR_TRANSACTIONAL_ID": f"{self.group}-{name}",
+                             "UVRD_UPLOADER_TRANSACTIONAL_ID": f"{self.group}-{name}", **(env or {})},
                         watchdog_usec=watchdog_usec)
         self.daemons.append(daemon)
         return daemon
@@ -110,6 +117,8 @@ class Stack:
 
 
 def _toml(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, bool):

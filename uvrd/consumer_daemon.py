@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -50,6 +51,13 @@ class InFlight:
 
     def age(self) -> float:
         return time.monotonic() - self.started
+
+
+def default_transactional_id(role: str, environ) -> str:
+    """Stable per unit, so a restarted daemon fences the zombie of its previous run."""
+    unit = drain.own_unit() if environ.get("INVOCATION_ID") else None
+    where = unit.removesuffix(".service") if unit else f"pid{os.getpid()}"
+    return f"uvrd-{role}-{socket.gethostname()}-{where}"
 
 
 class ConsumerDaemon:

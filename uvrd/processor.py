@@ -21,10 +21,10 @@ from pathlib import Path
 
 import structlog
 
-from . import drain, messages, spool, status
+from . import messages, spool, status
 from .attempts import AttemptLedger
 from .config import OUTPUT_FORMATS, Config
-from .consumer_daemon import ConsumerDaemon
+from .consumer_daemon import ConsumerDaemon, default_transactional_id
 from .delivery import OutRecord, dead_letter, next_offset
 from .priority import PriorityChooser
 from .engine import Engine, EngineDied, EngineSettings, Job, JobResult
@@ -44,13 +44,6 @@ class Retry:
     reason: str
 
 
-def default_transactional_id(environ) -> str:
-    """Stable per unit, so a restarted worker fences the zombie of its previous run."""
-    unit = drain.own_unit() if environ.get("INVOCATION_ID") else None
-    where = unit.removesuffix(".service") if unit else f"pid{os.getpid()}"
-    return f"uvrd-processor-{socket.gethostname()}-{where}"
-
-
 class Processor(ConsumerDaemon):
     name = "processor"
 
@@ -60,7 +53,7 @@ class Processor(ConsumerDaemon):
         super().__init__(
             config, group_id=cfg.group_id, topics=list(config.topics.task_topics()), drain_timeout=cfg.drain_timeout,
             broker_timeout=cfg.broker_timeout, exactly_once=cfg.delivery == "exactly-once",
-            transactional_id=cfg.transactional_id or default_transactional_id(environ), environ=environ,
+            transactional_id=cfg.transactional_id or default_transactional_id("processor", environ), environ=environ,
         )
         self.cfg = cfg
         self.engine = Engine(EngineSettings(

@@ -1,0 +1,181 @@
+"""The uploader against a real broker and a real HTTP receiver."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import uuid
+
+import pytest
+
+from support import WebhookReceiver, wait_until
+from uvrd import webhook
+
+
+@pytest.fixture
+def receiver():
+    r = WebhookReceiver()
+    yield r
+    r.close()
+
+
+def result_for(stack, hook_url, success=True, **extra):
+    task_uuid = str(uuid.uuid4())
+    value = {"task_uuid": task_uuid, "success": success, "hook_url": hook_url, **extra}
+    if success:
+        stems = {"vocals": str(stack.output / task_uuid / "vocals.wav"),
+                 "instrumental": str(stack.output / task_uuid / "instrumental.wav")}
+        value.update(stems=stems, vocals_path=stems["vocals"], instrumental_path=stems["instrumental"])
+    else:
+        value["error_message"] = "audio file could not be decoded"
+    return value
+
+
+def uploader_group(stack):
+    return f"{stack.group}-uploader"
+
+
+def committed(stack, kafka):
+    return kafka.committed(uploader_group(stack), stack.results).get(0, 0)
+
+
+def states(stack, kafka):
+    return [json.loads(r.value) for r in kafka.read_all(stack.status)]
+
+
+def test_result_is_delivered_once_signed_and_recorded(stack, kafka, receiver):
+    up = stack.start("uploader")
+    up.wait_ready(60)
+    result = result_for(stack, receiver.url)
+    kafka.send(stack.results, result)
+    wait_until(lambda: committed(stack, kafka) == 1, 30, "the uploader's commit")
+    [delivery] = receiver.requests
+    body = delivery["body"]
+    assert webhook.verify("whsec", delivery["headers"]["X-Uvrd-Signature"], body)
+    assert not webhook.verify("other-secret", delivery["headers"]["X-Uvrd-Signature"], body)
+    assert delivery["headers"]["Idempotency-Key"] == result["task_uuid"]
+    payload = json.loads(body)
+    assert payload["task_uuid"] == result["task_uuid"] and payload["status"] == "success"
+    assert payload["vocals"].startswith(f"http://127.0.0.1:9/v1/tasks/{result['task_uuid']}/stems/vocals?expires=")
+    assert set(payload["stems"]) == {"vocals", "instrumental"} and payload["timestamp"]
+    [state] = states(stack, kafka)
+    assert state["state"] == "delivered" and state["delivery_attempts"] == 1
+    assert kafka.read_all(stack.dead_letter) == []
+    up.signal(signal.SIGTERM)
+    assert up.wait_exit(10) == 0
+
+
+def test_failures_are_delivered_too(stack, kafka, receiver):
+    up = stack.start("uploader")
+    up.wait_ready(60)
+    kafka.send(stack.results, result_for(stack, receiver.url, success=False))
+    wait_until(lambda: committed(stack, kafka) == 1, 30, "the commit")
+    payload = json.loads(receiver.requests[0]["body"])
+    assert payload["status"] == "failed" and payload["error_message"] == "audio file could not be decoded"
+    assert payload["vocals"] is None and payload["stems"] == {}
+
+
+def test_500_twice_then_200_is_one_successful_delivery(stack, kafka):
+    r = WebhookReceiver(script=[500, 503])
+    try:
+        up = stack.start("uploader")
+        up.wait_ready(60)
+        kafka.send(stack.results, result_for(stack, r.url))
+        wait_until(lambda: committed(stack, kafka) == 1, 30, "the commit")
+        assert [x["status"] for x in r.requests] == [500, 503, 200]
+        assert [x["headers"]["X-Uvrd-Delivery-Attempt"] for x in r.requests] == ["1", "2", "3"]
+        assert len(r.successes()) == 1
+        assert states(stack, kafka)[-1]["delivery_attempts"] == 3
+    finally:
+        r.close()
+
+
+def test_receiver_down_past_the_retry_limit_goes_to_the_dead_letter_topic(stack, kafka):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/hook"  # bound, never listening: refused
+        up = stack.start("uploader", config=stack.write_config("down.toml", uploader={"max_attempts": 3}))
+        up.wait_ready(60)
+        result = result_for(stack, closed)
+        kafka.send(stack.results, result)
+        wait_until(lambda: committed(stack, kafka) == 1, 30, "the commit")
+    [dead] = kafka.read_all(stack.dead_letter)
+    assert json.loads(dead.value) == result, "the result is kept verbatim"
+    headers = dict(dead.headers)
+    assert b"after 3 attempts" in headers["uvrd-error"] and headers["uvrd-stage"] == b"uploader"
+    assert states(stack, kafka)[-1]["state"] == "delivery_failed"
+
+
+def test_a_4xx_answer_is_final(stack, kafka):
+    r = WebhookReceiver(script=[410])
+    try:
+        up = stack.start("uploader")
+        up.wait_ready(60)
+        kafka.send(stack.results, result_for(stack, r.url))
+        wait_until(lambda: committed(stack, kafka) == 1, 30, "the commit")
+        assert len(r.requests) == 1
+        assert b"HTTP 410" in dict(kafka.read_all(stack.dead_letter)[0].headers)["uvrd-error"]
+    finally:
+        r.close()
+
+
+def test_private_hook_is_refused_when_not_allowed(stack, kafka, receiver):
+    up = stack.start("uploader", config=stack.write_config("ssrf.toml", api={"allow_private_urls": False}))
+    up.wait_ready(60)
+    kafka.send(stack.results, result_for(stack, receiver.url))
+    wait_until(lambda: committed(stack, kafka) == 1, 30, "the commit")
+    assert receiver.requests == []
+    assert b"not a public address" in dict(kafka.read_all(stack.dead_letter)[0].headers)["uvrd-error"]
+
+
+def test_bad_result_messages_are_dead_lettered_and_the_uploader_carries_on(stack, kafka, receiver):
+    up = stack.start("uploader")
+    up.wait_ready(60)
+    bad = [b"{oops", b"[]", json.dumps({"task_uuid": "x1", "success": True}).encode(),
+           json.dumps({"task_uuid": "../x", "success": True, "hook_url": receiver.url}).encode(),
+           json.dumps({"task_uuid": "x2", "success": "yes", "hook_url": receiver.url}).encode()]
+    for value in bad:
+        kafka.send(stack.results, value, key=b"k")
+    good = result_for(stack, receiver.url)
+    kafka.send(stack.results, good)
+    wait_until(lambda: committed(stack, kafka) == len(bad) + 1, 30, "every offset committed")
+    assert [r.value for r in kafka.read_all(stack.dead_letter)] == bad
+    assert [json.loads(r["body"])["task_uuid"] for r in receiver.requests] == [good["task_uuid"]]
+    assert up.proc.poll() is None
+
+
+def test_sigterm_during_a_slow_delivery_finishes_it_then_exits(stack, kafka):
+    r = WebhookReceiver(delay=3)
+    try:
+        up = stack.start("uploader")
+        up.wait_ready(60)
+        kafka.send(stack.results, result_for(stack, r.url))
+        wait_until(lambda: r.requests, 30, "the delivery to start")
+        up.signal(signal.SIGTERM)
+        assert up.wait_exit(30) == 0
+        assert len(r.successes()) == 1
+        assert committed(stack, kafka) == 1
+        assert states(stack, kafka)[-1]["state"] == "delivered"
+    finally:
+        r.close()
+
+
+def test_stop_during_backoff_leaves_the_delivery_to_the_next_uploader(stack, kafka):
+    r = WebhookReceiver(script=[503])
+    try:
+        config = stack.write_config("slowretry.toml", uploader={"backoff_initial": 30, "backoff_max": 30,
+                                                                 "drain_timeout": 1})
+        first = stack.start("uploader", config=config)
+        first.wait_ready(60)
+        kafka.send(stack.results, result_for(stack, r.url))
+        wait_until(lambda: r.requests, 30, "the first attempt")
+        first.signal(signal.SIGTERM)
+        assert first.wait_exit(15) == 0
+        assert committed(stack, kafka) == 0 and kafka.read_all(stack.dead_letter) == []
+        second = stack.start("uploader")
+        second.wait_ready(60)
+        wait_until(lambda: committed(stack, kafka) == 1, 30, "the second uploader's commit")
+        assert [x["status"] for x in r.requests] == [503, 200]
+    finally:
+        r.close()
