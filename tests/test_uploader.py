@@ -132,7 +132,7 @@ def test_private_hook_is_refused_when_not_allowed(stack, kafka, receiver):
 def test_bad_result_messages_are_dead_lettered_and_the_uploader_carries_on(stack, kafka, receiver):
     up = stack.start("uploader")
     up.wait_ready(60)
-    bad = [b"{oops", b"[]", json.dumps({"task_uuid": "x1", "success": True}).encode(),
+    bad = [b"{oops", b"[]", json.dumps({"task_uuid": "x1", "success": True, "hook_url": 7}).encode(),
            json.dumps({"task_uuid": "../x", "success": True, "hook_url": receiver.url}).encode(),
            json.dumps({"task_uuid": "x2", "success": "yes", "hook_url": receiver.url}).encode()]
     for value in bad:
@@ -179,3 +179,12 @@ def test_stop_during_backoff_leaves_the_delivery_to_the_next_uploader(stack, kaf
         assert [x["status"] for x in r.requests] == [503, 200]
     finally:
         r.close()
+
+
+def test_a_result_without_hook_url_is_committed_without_a_call(stack, kafka, receiver):
+    up = stack.start("uploader")
+    up.wait_ready(60)
+    kafka.send(stack.results, result_for(stack, None))
+    kafka.send(stack.results, result_for(stack, receiver.url))
+    wait_until(lambda: committed(stack, kafka) == 2, 30, "both commits")
+    assert len(receiver.requests) == 1 and kafka.read_all(stack.dead_letter) == []

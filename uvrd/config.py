@@ -199,6 +199,8 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     uploader: UploaderConfig = field(default_factory=UploaderConfig)
     source: str = "built-in defaults"
+    # "section.key" of every setting the file or the environment gave.
+    explicit: frozenset[str] = frozenset()
 
 
 SECTIONS: dict[str, type] = {"kafka": KafkaConfig, "topics": TopicsConfig, "processor": ProcessorConfig,
@@ -232,7 +234,8 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
             raise ConfigError(f"{source}: [{name}] must be a table")
         sections[name] = _build(name, cls, table)
         sections[name].validate()
-    return Config(**sections, source=source)
+    explicit = frozenset(f"{section}.{key}" for section, table in raw.items() for key in table)
+    return Config(**sections, source=source, explicit=explicit)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

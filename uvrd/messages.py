@@ -36,7 +36,7 @@ class BadMessage(Exception):
 class Task:
     task_uuid: str
     audio_path: str
-    hook_url: str
+    hook_url: str | None  # None: nobody to call back; the status topic still tells
     model: str | None = None
     output_format: str | None = None
     submitted_at: str | None = None
@@ -69,17 +69,18 @@ def parse_task(value: bytes | None, key: bytes | None = None) -> Task:
     def bad(message: str) -> BadMessage:
         return BadMessage(message, salvaged_uuid, salvaged_hook)
 
-    for name in ("task_uuid", "audio_path", "hook_url"):
+    for name in ("task_uuid", "audio_path"):
         if name not in data:
             raise bad(f"task is missing the field {name!r}")
-        if not isinstance(data[name], str):
+    for name in ("task_uuid", "audio_path", "hook_url"):
+        if name in data and not isinstance(data[name], str) and not (name == "hook_url" and data[name] is None):
             raise bad(f"task field {name!r} must be a string, not {_json_type(data[name])}")
     if not TASK_UUID_RE.fullmatch(task_uuid):
         raise bad("task field 'task_uuid' must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
     audio_path = data["audio_path"]
     if not audio_path or len(audio_path) > MAX_PATH_CHARS or "\0" in audio_path:
         raise bad(f"task field 'audio_path' must be a path of 1-{MAX_PATH_CHARS} characters without NUL")
-    if len(hook_url) > MAX_URL_CHARS or not _is_http_url(hook_url):
+    if hook_url is not None and (len(hook_url) > MAX_URL_CHARS or not _is_http_url(hook_url)):
         raise bad("task field 'hook_url' must be an http:// or https:// URL with a host")
     optional = {}
     for name in ("model", "output_format"):

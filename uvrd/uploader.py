@@ -89,6 +89,10 @@ class Uploader(ConsumerDaemon):
             return
         task_uuid = result["task_uuid"]
         structlog.contextvars.bind_contextvars(task_uuid=task_uuid)
+        if not result.get("hook_url"):
+            if self.commit([], next_offset(record)):
+                log.info("no hook_url: nothing to deliver")
+            return
         with self.working_on(record, task_uuid):
             outcome = self._deliver(result)
         if isinstance(outcome, Abandoned):
@@ -173,8 +177,8 @@ def _parse_result(raw: bytes | None) -> dict:
     task_uuid = result.get("task_uuid")
     if not isinstance(task_uuid, str) or not messages.TASK_UUID_RE.fullmatch(task_uuid):
         raise ValueError("result has no valid task_uuid")
-    if not isinstance(result.get("hook_url"), str) or not result["hook_url"]:
-        raise ValueError("result has no hook_url to deliver to")
+    if result.get("hook_url") is not None and not isinstance(result["hook_url"], str):
+        raise ValueError("result field 'hook_url' must be a string or null")
     if not isinstance(result.get("success"), bool):
         raise ValueError("result field 'success' must be true or false")
     stems = result.get("stems") or {}

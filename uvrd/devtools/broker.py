@@ -13,10 +13,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -57,22 +53,10 @@ class EmbeddedBroker:
                     raise RuntimeError(f"broker did not listen on {self.bootstrap} within {timeout} s")
                 time.sleep(0.05)
 
-    def create_topics(self, partitions: dict[str, int], compacted: tuple[str, ...] = ()) -> None:
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10000)
-        try:
-            for name, count in partitions.items():
-                configs = {"cleanup.policy": "compact"} if name in compacted else {}
-                try:
-                    admin.create_topics([NewTopic(name, count, 1, topic_configs=configs)])
-                except TopicAlreadyExistsError:
-                    pass
-        finally:
-            admin.close()
+    def create_uvrd_topics(self, topics, task_partitions: int = 1) -> list[str]:
+        from ..topics import ensure
 
-    def create_uvrd_topics(self, topics, task_partitions: int = 1) -> None:
-        """Every topic uvrd uses: one per task priority, results, dead letters, status."""
-        self.create_topics({**{t: task_partitions for t in topics.task_topics()}, topics.results: 1,
-                            topics.dead_letter: 1, topics.status: 1}, compacted=(topics.status,))
+        return ensure({"bootstrap_servers": self.bootstrap}, topics, task_partitions)
 
     def pause(self) -> None:
         self.proc.send_signal(signal.SIGSTOP)

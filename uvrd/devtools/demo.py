@@ -1,44 +1,43 @@
-"""``make run``: one separation through a real processor on an embedded broker.
+"""``make run``: one separation through the whole stack, over HTTP, offline.
 
-Everything is generated here, offline: the broker (Tansu), a tiny MDX model
-and a 10-second sample.  The demo submits the task the way the API will,
-waits for the committed result, prints the stems and the timing, then stops
-the processor with SIGTERM (the graceful path) and the broker.
+``uvrd dev`` starts an embedded broker, the api, a processor and the
+uploader; this demo generates a tiny model and a 10-second sample, submits
+the sample through the HTTP API, waits for the signed webhook on a local
+receiver, prints the stems and the timing, then stops the stack with SIGTERM
+(the graceful path) and checks that it exited cleanly.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from kafka import KafkaConsumer, KafkaProducer
+import requests
 
+from .. import submit, webhook
 from . import tinymodel
-from .broker import EmbeddedBroker
+from .broker import free_port
+from .receiver import WebhookReceiver
 
-TOPICS = {"tasks": "uvrd.tasks", "results": "uvrd.results", "dead_letter": "uvrd.dead-letter"}
+READY_TIMEOUT_S = 300
+RESULT_TIMEOUT_S = 300
 
 
-def write_config(root: Path, bootstrap: str) -> Path:
+def write_config(root: Path, port: int, token: str, hook_secret: str) -> Path:
     path = root / "uvrd.toml"
     path.write_text(f"""\
+# No [kafka] bootstrap_servers: `uvrd dev` starts an embedded broker.
 [kafka]
-bootstrap_servers = "{bootstrap}"
 session_timeout_ms = 6000
 heartbeat_interval_ms = 1000
 max_poll_interval_ms = 8000
-
-[topics]
-tasks = "{TOPICS['tasks']}"
-results = "{TOPICS['results']}"
-dead_letter = "{TOPICS['dead_letter']}"
 
 [processor]
 model = "{tinymodel.TINY_MODEL}"
@@ -49,6 +48,19 @@ output_format = "flac"
 mdx_hop_length = {tinymodel.HOP_LENGTH}
 mdx_segment_size = {tinymodel.SEGMENT_SIZE}
 drain_timeout = 30
+
+[api]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+workers = 1
+tokens = ["{token}"]
+link_secret = "{secrets.token_hex(16)}"
+# The demo's webhook receiver listens on loopback.
+allow_private_urls = true
+
+[uploader]
+webhook_secret = "{hook_secret}"
+backoff_initial = 0.5
 """)
     return path
 
@@ -58,52 +70,69 @@ def main() -> int:
     say(f"workspace {root}")
     say("offline demo: a tiny generated model, so the stems are not musically meaningful")
     tinymodel.install(root / "models")
-    sample = tinymodel.write_sample(root / "spool" / "sample.wav", seconds=10)
+    sample = tinymodel.write_sample(root / "sample.wav", seconds=10)
+    port, token, hook_secret = free_port(), secrets.token_hex(16), secrets.token_hex(16)
+    config = write_config(root, port, token, hook_secret)
+    api = f"http://127.0.0.1:{port}"
+    receiver = WebhookReceiver()
     started = time.monotonic()
-    with EmbeddedBroker(log_path=root / "broker.log") as broker:
-        broker.create_topics({TOPICS["tasks"]: 1, TOPICS["results"]: 1, TOPICS["dead_letter"]: 1})
-        say(f"broker on {broker.bootstrap}")
-        config = write_config(root, broker.bootstrap)
-        processor = subprocess.Popen([sys.executable, "-m", "uvrd", "processor", "--config", str(config)],
-                                     env={**os.environ, "UVRD_LOG_FORMAT": os.environ.get("UVRD_LOG_FORMAT", "console")})
-        try:
-            task = {"task_uuid": str(uuid.uuid4()), "audio_path": str(sample), "hook_url": "http://localhost/demo"}
-            producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
-            producer.send(TOPICS["tasks"], key=task["task_uuid"].encode(), value=json.dumps(task).encode()).get(10)
-            producer.close()
-            submitted = time.monotonic()
-            say(f"submitted task {task['task_uuid']}")
-            result = wait_for_result(broker.bootstrap, task["task_uuid"], processor, timeout=300)
-            took = time.monotonic() - submitted
-        finally:
-            processor.send_signal(signal.SIGTERM)
-            code = processor.wait(60)
-    if not result.get("success"):
-        say(f"task failed: {result.get('error_message')}")
+    stack = subprocess.Popen([sys.executable, "-m", "uvrd", "dev", "--config", str(config),
+                              "--state-dir", str(root / "state")],
+                             env={**os.environ, "UVRD_LOG_FORMAT": os.environ.get("UVRD_LOG_FORMAT", "console")})
+    try:
+        wait_ready(api, stack)
+        ready_at = time.monotonic()
+        say(f"stack ready in {ready_at - started:.1f} s (broker, api, processor with its model, uploader)")
+        accepted = submit.submit(api, token, sample, hook_url=receiver.url)
+        say(f"submitted task {accepted['task_uuid']} over HTTP")
+        delivery = wait_for_webhook(receiver, stack)
+        took = time.monotonic() - ready_at
+        if not webhook.verify(hook_secret, delivery["headers"].get(webhook.SIGNATURE_HEADER), delivery["body"]):
+            say("the webhook's signature did not verify")
+            return 1
+        payload = json.loads(delivery["body"])
+        final = submit.status(api, token, accepted["task_uuid"])
+    finally:
+        stack.send_signal(signal.SIGTERM)
+        code = stack.wait(120)
+        receiver.close()
+    if payload["status"] != "success":
+        say(f"task failed: {payload.get('error_message')}")
         return 1
-    say(f"task {result['task_uuid']} succeeded in {took:.1f} s (including the model load)")
-    for stem, path in sorted(result["stems"].items()):
-        say(f"  {stem:<13} {path}")
-    say(f"processor exited with status {code} after SIGTERM; total {time.monotonic() - started:.1f} s")
+    say(f"webhook received and its signature verified: task {payload['task_uuid']} {payload['status']}, "
+        f"{took:.1f} s from submission to delivery")
+    say(f"status: {final['state']}")
+    for stem in sorted(payload["stems"]):
+        local = sorted((root / "state" / "output" / payload["task_uuid"]).glob(f"{stem}.*"))
+        say(f"  {stem:<13} {local[0] if local else '(already removed)'}")
+        say(f"  {'':<13} {payload['stems'][stem]}")
+    say(f"uvrd dev exited with status {code} after SIGTERM; total {time.monotonic() - started:.1f} s")
     return 0 if code == 0 else 1
 
 
-def wait_for_result(bootstrap: str, task_uuid: str, processor: subprocess.Popen, timeout: float) -> dict:
-    consumer = KafkaConsumer(TOPICS["results"], bootstrap_servers=bootstrap, isolation_level="read_committed",
-                             auto_offset_reset="earliest", enable_auto_commit=False)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if processor.poll() is not None:
-                raise SystemExit(f"processor exited with status {processor.returncode}")
-            for batch in consumer.poll(timeout_ms=500).values():
-                for record in batch:
-                    result = json.loads(record.value)
-                    if result.get("task_uuid") == task_uuid:
-                        return result
-        raise SystemExit(f"no result within {timeout} s")
-    finally:
-        consumer.close()
+def wait_ready(api: str, stack: subprocess.Popen) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if stack.poll() is not None:
+            raise SystemExit(f"uvrd dev exited with status {stack.returncode} before it was ready")
+        try:
+            if requests.get(f"{api}/readyz", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the stack was not ready within {READY_TIMEOUT_S} s")
+
+
+def wait_for_webhook(receiver: WebhookReceiver, stack: subprocess.Popen) -> dict:
+    deadline = time.monotonic() + RESULT_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if stack.poll() is not None:
+            raise SystemExit(f"uvrd dev exited with status {stack.returncode}")
+        if receiver.successes():
+            return receiver.successes()[0]
+        time.sleep(0.2)
+    raise SystemExit(f"no webhook within {RESULT_TIMEOUT_S} s")
 
 
 def say(text: str) -> None:

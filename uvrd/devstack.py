@@ -1,0 +1,165 @@
+"""``uvrd dev``: the whole stack in the foreground, for a laptop, with no systemd.
+
+An embedded broker (Tansu, from the dev extra) unless kafka.bootstrap_servers
+is configured; the topics created; then api, processor and uploader as child
+processes, each in its own session so that a terminal's Ctrl+C reaches only
+this supervisor, which forwards one SIGTERM: every child drains with the same
+guarantees as under systemd.  The children's lines are interleaved on stdout,
+labelled.  Like systemd, the supervisor holds a notify socket per child and
+reports the stack ready when all of them sent READY=1.  A child that dies is
+reported and the rest of the stack is stopped cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import structlog
+
+from . import drain, logs
+from .cli import add_config_argument, load_config
+from .lifecycle import Lifecycle
+from .notify import Notifier
+
+log = structlog.get_logger("uvrd.dev")
+
+CHILDREN = ("processor", "uploader", "api")
+STATE_DIRS = {"model_dir": "models", "spool_dir": "spool", "output_dir": "output"}
+
+
+def add_arguments(parser) -> None:
+    add_config_argument(parser)
+    parser.add_argument("--state-dir", type=Path, default=Path(".uvrd-dev"),
+                        help="models, spool and outputs, unless the configuration names them")
+
+
+class Child:
+    def __init__(self, name: str, config_path: Path | None, env: dict, workdir: Path):
+        self.name = name
+        self.notify_path = str(workdir / f"{name}.notify")
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(self.notify_path)
+        self._sock.setblocking(False)
+        self.ready = False
+        argv = [sys.executable, "-m", "uvrd", name] + (["--config", str(config_path)] if config_path else [])
+        self.proc = subprocess.Popen(argv, env={**env, "NOTIFY_SOCKET": self.notify_path},
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        self._pump = threading.Thread(target=self._relay, daemon=True)
+        self._pump.start()
+
+    def _relay(self) -> None:
+        label = f"{self.name:<9}|".encode()
+        for line in iter(self.proc.stdout.readline, b""):
+            sys.stdout.buffer.write(label + b" " + line)
+            sys.stdout.buffer.flush()
+
+    def poll_notify(self) -> None:
+        while True:
+            try:
+                data = self._sock.recv(4096)
+            except BlockingIOError:
+                return
+            if b"READY=1" in data.split(b"\n"):
+                self.ready = True
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def close(self) -> None:
+        self._pump.join(2)
+        self._sock.close()
+
+
+def run(args) -> int:
+    config = load_config(args)
+    logs.configure("uvrd-dev")
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+    env.setdefault("UVRD_LOG_FORMAT", "console" if sys.stdout.isatty() else "json")
+    for key, sub in STATE_DIRS.items():
+        if f"processor.{key}" not in config.explicit:
+            env[f"UVRD_PROCESSOR_{key.upper()}"] = str((args.state_dir / sub).resolve())
+    lifecycle = Lifecycle(Notifier(), drain.drain_window(config.processor.drain_timeout))
+    broker = None
+    with lifecycle.signals_installed(), tempfile.TemporaryDirectory(prefix="uvrd-dev-") as workdir:
+        try:
+            if "kafka.bootstrap_servers" not in config.explicit:
+                from .devtools.broker import EmbeddedBroker
+
+                broker = EmbeddedBroker(log_path=Path(workdir) / "broker.log").start()
+                env["UVRD_KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+                broker.create_uvrd_topics(config.topics)
+                log.info("embedded broker started (in memory: its topics vanish when it stops)",
+                         bootstrap=broker.bootstrap)
+            else:
+                _ensure_topics(config)
+            children = [Child(name, args.config, env, Path(workdir)) for name in CHILDREN]
+            return _supervise(children, lifecycle, config)
+        finally:
+            if broker is not None:
+                broker.stop()
+                log.info("embedded broker stopped")
+
+
+def _supervise(children: list[Child], lifecycle: Lifecycle, config) -> int:
+    announced = False
+    failed = None
+    while True:
+        lifecycle.process_signals()
+        for child in children:
+            child.poll_notify()
+        if not announced and all(c.ready for c in children):
+            announced = True
+            log.info("stack ready", api=config.api.public_url)
+        dead = next((c for c in children if c.proc.poll() is not None), None)
+        if dead is not None and not lifecycle.stopping:
+            failed = dead
+            log.error("a child exited; stopping the stack", child=dead.name, status=dead.proc.returncode)
+            lifecycle.handle_term()
+        if lifecycle.stopping:
+            break
+        time.sleep(0.1)
+    return _stop(children, lifecycle, failed)
+
+
+def _stop(children: list[Child], lifecycle: Lifecycle, failed: Child | None) -> int:
+    for child in children:
+        child.signal(signal.SIGTERM)
+    quick_sent = False
+    # The children keep their own drain deadlines; this one only guards against a hung child.
+    deadline = time.monotonic() + lifecycle.drain_window + 30
+    while any(c.proc.poll() is None for c in children):
+        lifecycle.process_signals()
+        if lifecycle.quick and not quick_sent:
+            quick_sent = True
+            for child in children:
+                child.signal(signal.SIGTERM)  # their second signal: abandon and exit now
+        if time.monotonic() > deadline:
+            for child in children:
+                if child.proc.poll() is None:
+                    log.error("child did not stop in time; killing it", child=child.name)
+                    child.signal(signal.SIGKILL)
+        time.sleep(0.1)
+    codes = {c.name: c.proc.returncode for c in children}
+    for child in children:
+        child.close()
+    log.info("stack stopped", exit_status=codes)
+    if failed is not None:
+        return 1
+    return 0 if all(code == 0 for code in codes.values()) else 1
+
+
+def _ensure_topics(config) -> None:
+    from .kafka_io import client_settings
+    from .topics import ensure
+
+    ensure(client_settings(config.kafka), config.topics)

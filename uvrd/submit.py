@@ -1,0 +1,109 @@
+"""``uvrd submit FILE``: upload to the API; with ``--wait``, follow the task to its end.
+
+The API address and token come from the options, then UVRD_API_URL /
+UVRD_API_TOKEN, then the configuration (api.public_url, the first of
+api.tokens).  Exit status: 0 when the task succeeded, 1 when it failed, 2 on
+a refused submission or an unreachable API.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from .cli import add_config_argument, load_config
+
+FINAL_OK = ("succeeded", "delivered")
+FINAL_BAD = ("failed", "delivery_failed")
+
+
+class SubmitError(Exception):
+    pass
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("file", type=Path, help="the audio file to separate")
+    parser.add_argument("--hook-url", help="webhook to call with the result")
+    parser.add_argument("--wait", action="store_true", help="follow the task until it ends")
+    parser.add_argument("--priority", type=int, help="1 (lowest) to 5 (highest); default 3")
+    parser.add_argument("--model", help="a model this deployment serves")
+    parser.add_argument("--output-format", help="flac, wav, mp3, ...")
+    parser.add_argument("--api", help="API base URL (default: api.public_url)")
+    parser.add_argument("--token", help="bearer token (default: UVRD_API_TOKEN or the first api.tokens)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds --wait waits at most")
+    add_config_argument(parser)
+
+
+def submit(api: str, token: str, path: Path, hook_url: str | None = None, **fields) -> dict:
+    form = {k: str(v) for k, v in {"hook_url": hook_url, **fields}.items() if v is not None}
+    with path.open("rb") as f:
+        response = requests.post(f"{api.rstrip('/')}/v1/tasks", headers=_auth(token), data=form,
+                                 files={"audio": (path.name, f)}, timeout=600)
+    if response.status_code != 202:
+        raise SubmitError(f"the API refused the file: HTTP {response.status_code}: {_error(response)}")
+    return response.json()
+
+
+def status(api: str, token: str, task_uuid: str) -> dict:
+    response = requests.get(f"{api.rstrip('/')}/v1/tasks/{task_uuid}", headers=_auth(token), timeout=30)
+    if response.status_code == 404:
+        return {"task_uuid": task_uuid, "state": "queued"}  # the status topic has not caught up yet
+    if response.status_code != 200:
+        raise SubmitError(f"status request failed: HTTP {response.status_code}: {_error(response)}")
+    return response.json()
+
+
+def follow(api: str, token: str, task_uuid: str, timeout: float, out=sys.stdout) -> dict:
+    """Print each state change with the elapsed time until the task ends; return its last status."""
+    started = time.monotonic()
+    last = None
+    while True:
+        current = status(api, token, task_uuid)
+        if current.get("state") != last:
+            last = current.get("state")
+            print(f"{time.monotonic() - started:7.1f} s  {last}", file=out, flush=True)
+        if last in FINAL_OK + FINAL_BAD:
+            return current
+        if time.monotonic() - started > timeout:
+            raise SubmitError(f"task {task_uuid} did not end within {timeout:g} s (last state: {last})")
+        time.sleep(1.0)
+
+
+def run(args) -> int:
+    api = args.api or os.environ.get("UVRD_API_URL")
+    token = args.token or os.environ.get("UVRD_API_TOKEN")
+    if not api or not token:
+        config = load_config(args)
+        api = api or config.api.public_url
+        token = token or (config.api.tokens[0] if config.api.tokens else "")
+    try:
+        accepted = submit(api, token, args.file, args.hook_url, priority=args.priority, model=args.model,
+                          output_format=args.output_format)
+        print(f"task {accepted['task_uuid']} accepted: {accepted['status_url']}", flush=True)
+        if not args.wait:
+            return 0
+        final = follow(api, token, accepted["task_uuid"], args.timeout)
+    except (SubmitError, requests.RequestException, OSError) as e:
+        print(f"uvrd submit: {e}", file=sys.stderr)
+        return 2
+    if final["state"] in FINAL_BAD:
+        print(f"task failed: {final.get('error_message') or final.get('delivery_error') or 'no reason given'}")
+        return 1
+    for stem, url in sorted((final.get("stems") or {}).items()):
+        print(f"  {stem:<13} {url}")
+    return 0
+
+
+def _auth(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _error(response) -> str:
+    try:
+        return response.json().get("error") or response.text[:200]
+    except ValueError:
+        return response.text[:200]
