@@ -51,3 +51,20 @@ def main(argv: list[str] | None = None) -> int:
             importlib.import_module(module_name).add_arguments(p)
     args = parser.parse_args(argv)
     return importlib.import_module(COMMANDS[args.command][0]).run(args)
+
+
+def run_consumer_daemon(args, daemon_class) -> int:
+    """Load the configuration, set up logging, run a ConsumerDaemon; fencing ends it with status 1."""
+    import structlog
+
+    from . import logs
+    from .delivery import Fenced
+
+    config = load_config(args)
+    logs.configure(f"uvrd-{args.command}")
+    try:
+        return daemon_class(config).run()
+    except Fenced as e:
+        structlog.get_logger("uvrd.cli").error(
+            f"another {args.command} uses this transactional_id; give each its own", error=str(e))
+        return 1

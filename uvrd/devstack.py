@@ -119,6 +119,7 @@ def _supervise(children: list[Child], lifecycle: Lifecycle, config) -> int:
             child.poll_notify()
         if not announced and all(c.ready for c in children):
             announced = True
+            lifecycle.notifier.ready("stack ready")
             log.info("stack ready", api=config.api.public_url)
         dead = next((c for c in children if c.proc.poll() is not None), None)
         if dead is not None and not lifecycle.stopping:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import structlog
-
-from . import logs
-from .cli import add_config_argument, load_config
+from .cli import add_config_argument, run_consumer_daemon
 
 
 def add_arguments(parser) -> None:
@@ -13,13 +10,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from .delivery import Fenced
     from .uploader import Uploader
 
-    config = load_config(args)
-    logs.configure("uvrd-uploader")
-    try:
-        return Uploader(config).run()
-    except Fenced as e:
-        structlog.get_logger("uvrd.cli").error("another uploader uses this transactional_id", error=str(e))
-        return 1
+    return run_consumer_daemon(args, Uploader)
