@@ -1,0 +1,80 @@
+"""The shipped systemd units: valid, hardened, and saying what the daemons rely on."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+UNITS = Path(__file__).resolve().parents[2] / "packaging" / "systemd"
+SERVICES = ["uvrd-processor.service", "uvrd-processor@0.service", "uvrd-uploader.service", "uvrd-api.service"]
+
+pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+
+
+@pytest.fixture(scope="module")
+def unit_dir(tmp_path_factory) -> Path:
+    """The units as installed, with a template instance to check the template through."""
+    d = tmp_path_factory.mktemp("units")
+    for f in UNITS.iterdir():
+        shutil.copy(f, d / f.name)
+    (d / "uvrd-processor@0.service").symlink_to("uvrd-processor@.service")
+    return d
+
+
+def settings(path: Path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+@pytest.mark.parametrize("unit", SERVICES)
+def test_exposure_is_at_most_2(unit_dir, unit):
+    report = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=20", unit],
+                            cwd=unit_dir, capture_output=True, text=True)
+    assert report.returncode == 0, report.stdout[-2000:] + report.stderr
+
+
+def test_every_unit_verifies_with_the_real_uvrd_binary(unit_dir, tmp_path):
+    """verify checks ExecStart's binary: give /usr/bin/uvrd (ours) through an overlay in a private mount namespace."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    (tmp_path / "upper").mkdir()
+    (tmp_path / "work").mkdir()
+    (tmp_path / "upper" / "uvrd").symlink_to(Path(sys.executable).parent / "uvrd")
+    script = (f"mount -t overlay overlay -o lowerdir=/usr/bin,upperdir={tmp_path}/upper,workdir={tmp_path}/work "
+              f"/usr/bin && systemd-analyze verify --man=no {' '.join(SERVICES)} uvrd.target")
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a mount namespace here: {probe.stderr.decode().strip()}")
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=unit_dir, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+@pytest.mark.parametrize("unit", ["uvrd-processor.service", "uvrd-processor@.service", "uvrd-uploader.service",
+                                  "uvrd-api.service"])
+def test_lifecycle_settings_the_daemons_rely_on(unit):
+    s = settings(UNITS / unit)
+    assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["main"]
+    assert s["KillMode"] == ["mixed"], "SIGTERM to the main process only; it ends its children"
+    assert s["Restart"] == ["on-failure"] and s["RestartPreventExitStatus"] == ["78"]
+    assert s["User"] == ["uvrd"] and "TimeoutStopSec" in s and "SyslogIdentifier" in s
+    assert s["ExecStart"][0].startswith("/usr/bin/uvrd ")
+    if unit != "uvrd-api.service":
+        assert "WatchdogSec" in s
+
+
+def test_processor_reaches_the_gpu_through_device_nodes_only():
+    for unit in ("uvrd-processor.service", "uvrd-processor@.service"):
+        s = settings(UNITS / unit)
+        assert s["DevicePolicy"] == ["closed"] and "PrivateDevices" not in s
+        assert {v.split()[0] for v in s["DeviceAllow"]} == {
+            "char-nvidiactl", "char-nvidia-uvm", "char-nvidia-frontend", "char-nvidia-caps"}
+        assert s["MemoryDenyWriteExecute"] == ["false"]
+    assert "CUDA_VISIBLE_DEVICES=%i" in settings(UNITS / "uvrd-processor@.service")["Environment"]
