@@ -99,8 +99,8 @@ class Stack:
         (self.root / name).mkdir()
         notify = NotifySocket(self.root / name)
         daemon = Daemon(command, config or self.write_config(), self.root / f"{name}.log", notify,
-                        env={"UVRD_PROCESSOR_TRANSACTIONAL_ID": f"{self.group}-{name}",
-                             "UVRD_UPLOADER_TRANSACTIONAL_ID": f"{self.group}-{name}", **(env or {})},
+                        env={"UVRD_PROCESSOR_TRANSACTIONAL_ID": f"{self.group}-{name}-processor",
+                             "UVRD_UPLOADER_TRANSACTIONAL_ID": f"{self.group}-{name}-uploader", **(env or {})},
                         watchdog_usec=watchdog_usec)
         self.daemons.append(daemon)
         return daemon

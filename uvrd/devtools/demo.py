@@ -13,13 +13,12 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import requests
 
 from .. import submit, webhook
 from . import tinymodel
@@ -76,11 +75,15 @@ def main() -> int:
     api = f"http://127.0.0.1:{port}"
     receiver = WebhookReceiver()
     started = time.monotonic()
+    # Like systemd, hold a notify socket: `uvrd dev` sends READY=1 once every daemon did.
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(root / "notify.sock"))
     stack = subprocess.Popen([sys.executable, "-m", "uvrd", "dev", "--config", str(config),
                               "--state-dir", str(root / "state")],
-                             env={**os.environ, "UVRD_LOG_FORMAT": os.environ.get("UVRD_LOG_FORMAT", "console")})
+                             env={**os.environ, "NOTIFY_SOCKET": str(root / "notify.sock"),
+                                  "UVRD_LOG_FORMAT": os.environ.get("UVRD_LOG_FORMAT", "console")})
     try:
-        wait_ready(api, stack)
+        wait_ready(notify, stack)
         ready_at = time.monotonic()
         say(f"stack ready in {ready_at - started:.1f} s (broker, api, processor with its model, uploader)")
         accepted = submit.submit(api, token, sample, hook_url=receiver.url)
@@ -91,11 +94,12 @@ def main() -> int:
             say("the webhook's signature did not verify")
             return 1
         payload = json.loads(delivery["body"])
-        final = submit.status(api, token, accepted["task_uuid"])
+        final = wait_delivered(api, token, accepted["task_uuid"])
     finally:
         stack.send_signal(signal.SIGTERM)
         code = stack.wait(120)
         receiver.close()
+        notify.close()
     if payload["status"] != "success":
         say(f"task failed: {payload.get('error_message')}")
         return 1
@@ -103,25 +107,35 @@ def main() -> int:
         f"{took:.1f} s from submission to delivery")
     say(f"status: {final['state']}")
     for stem in sorted(payload["stems"]):
-        local = sorted((root / "state" / "output" / payload["task_uuid"]).glob(f"{stem}.*"))
-        say(f"  {stem:<13} {local[0] if local else '(already removed)'}")
+        local = sorted((root / "output" / payload["task_uuid"]).glob(f"{stem}.*"))
+        say(f"  {stem:<13} {local[0] if local else '(no local file)'}")
         say(f"  {'':<13} {payload['stems'][stem]}")
     say(f"uvrd dev exited with status {code} after SIGTERM; total {time.monotonic() - started:.1f} s")
     return 0 if code == 0 else 1
 
 
-def wait_ready(api: str, stack: subprocess.Popen) -> None:
+def wait_ready(notify: socket.socket, stack: subprocess.Popen) -> None:
+    notify.settimeout(0.5)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if stack.poll() is not None:
             raise SystemExit(f"uvrd dev exited with status {stack.returncode} before it was ready")
         try:
-            if requests.get(f"{api}/readyz", timeout=2).status_code == 200:
+            if b"READY=1" in notify.recv(4096).split(b"\n"):
                 return
-        except requests.RequestException:
+        except TimeoutError:
             pass
-        time.sleep(0.5)
     raise SystemExit(f"the stack was not ready within {READY_TIMEOUT_S} s")
+
+
+def wait_delivered(api: str, token: str, task_uuid: str) -> dict:
+    """The uploader records the delivery just after the webhook answered."""
+    deadline = time.monotonic() + 30
+    while True:
+        current = submit.status(api, token, task_uuid)
+        if current.get("state") == "delivered" or time.monotonic() > deadline:
+            return current
+        time.sleep(0.2)
 
 
 def wait_for_webhook(receiver: WebhookReceiver, stack: subprocess.Popen) -> dict:

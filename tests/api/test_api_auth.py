@@ -1,0 +1,127 @@
+"""Bearer tokens, HTTP Basic for /generate, signed stem links."""
+
+from __future__ import annotations
+
+import base64
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from support import wait_until
+from uvrd import links
+from uvrd.api.auth import Authenticator, SecretSet
+from uvrd.api.errors import ApiError
+
+AUTH = Authenticator(tokens=("first-token", "second-token"), basic_auth=("old:secret", "new:pa:ss"),
+                     link_secret="k")
+
+
+def status_of(call) -> int | None:
+    try:
+        call()
+    except ApiError as e:
+        return e.status
+    return None
+
+
+def basic(pair: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+
+
+@pytest.mark.parametrize("header", ["Bearer first-token", "Bearer second-token", "bearer first-token",
+                                    "Bearer  second-token "])
+def test_any_configured_token_is_accepted(header):
+    assert status_of(lambda: AUTH.require_bearer({"Authorization": header})) is None
+
+
+@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer ", "Bearer first-token2", "Bearer first-toke",
+                                    "Basic first-token", "first-token", "Bearer FIRST-TOKEN"])
+def test_anything_else_is_401_with_a_challenge(header):
+    headers = {} if header is None else {"Authorization": header}
+    with pytest.raises(ApiError) as e:
+        AUTH.require_bearer(headers)
+    assert e.value.status == 401
+    assert e.value.headers["WWW-Authenticate"].startswith("Bearer realm=")
+
+
+def test_without_configured_tokens_every_token_is_refused():
+    empty = Authenticator((), (), "")
+    assert not empty.tokens
+    for header in ("Bearer ", "Bearer x", "Bearer None"):
+        assert status_of(lambda: empty.require_bearer({"Authorization": header})) == 401
+
+
+def test_every_entry_is_compared_even_after_a_match(monkeypatch):
+    import hmac
+
+    calls = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: calls.append(1) or real(a, b))
+    secrets = SecretSet(("a", "b", "c"))
+    assert secrets.contains("a") and not secrets.contains("z")
+    assert len(calls) == 6
+
+
+@pytest.mark.parametrize("pair", ["old:secret", "new:pa:ss"])
+def test_basic_pairs_are_accepted(pair):
+    assert status_of(lambda: AUTH.require_basic(basic(pair))) is None
+
+
+@pytest.mark.parametrize("headers", [{}, basic("old:wrong"), basic("old"), basic("new:pa"), basic("old:secret:"),
+                                     {"Authorization": "Basic %%%"}, {"Authorization": "Bearer first-token"}])
+def test_bad_basic_credentials_are_401(headers):
+    with pytest.raises(ApiError) as e:
+        AUTH.require_basic(headers)
+    assert e.value.status == 401 and e.value.headers["WWW-Authenticate"].startswith("Basic ")
+
+
+def signed_args(url: str) -> dict:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def stem_status(headers: dict, args: dict, task_uuid: str = "task-1", stem: str = "vocals") -> int | None:
+    return status_of(lambda: AUTH.require_stem_access(headers, args, task_uuid, stem))
+
+
+def test_a_stem_needs_a_token_or_a_valid_signed_link():
+    link = signed_args(links.stem_url("http://x", "k", "task-1", "vocals", ttl=60))
+    assert stem_status({}, link) is None
+    assert stem_status({"Authorization": "Bearer first-token"}, {}) is None
+    assert stem_status({}, {}) == 401
+    assert stem_status({}, link, task_uuid="task-2") == 403
+    assert stem_status({}, link, stem="drums") == 403
+    assert stem_status({}, {**link, "sig": "0" * 64}) == 403
+    assert stem_status({}, {"sig": link["sig"]}) == 403
+    old = signed_args(links.stem_url("http://x", "k", "task-1", "vocals", ttl=60, now=time.time() - 120))
+    assert stem_status({}, old) == 403
+    # A wrong token is refused as a token, not rescued by a valid link.
+    assert stem_status({"Authorization": "Bearer no"}, link) == 401
+
+
+def test_without_a_link_secret_no_link_is_valid():
+    unsigned = Authenticator(("t",), (), "")
+    url = links.stem_url("http://x", "", "task-1", "vocals", ttl=60)
+    assert "?" not in url
+    forged = {"expires": str(int(time.time()) + 60), "sig": "0" * 64}
+    assert status_of(lambda: unsigned.require_stem_access({}, forged, "task-1", "vocals")) == 403
+
+
+# -- against the live server ---------------------------------------------------
+
+def test_the_server_refuses_missing_and_wrong_tokens(public_api, sample):
+    spool = public_api.stack.spool
+    before = sorted(spool.glob("[!.]*"))
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {public_api.TOKEN}"}):
+        for response in (public_api.upload(sample, headers=headers),
+                         public_api.get("/v1/tasks/some-task", headers=headers)):
+            assert response.status_code == 401, response.text
+            assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+            assert "error" in response.json()
+    wait_until(lambda: not public_api.stack.incoming(), 10, "no temporary file left")
+    assert sorted(spool.glob("[!.]*")) == before, "a refused upload must leave nothing in the spool"
+
+
+def test_health_and_the_document_need_no_credentials(public_api):
+    for path in ("/healthz", "/openapi.json"):
+        assert public_api.get(path).status_code == 200

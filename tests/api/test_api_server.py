@@ -1,0 +1,105 @@
+"""The ``uvrd api`` process: start-up, a graceful stop, a broker it cannot reach, its logs."""
+
+from __future__ import annotations
+
+import base64
+import signal
+import threading
+
+import requests
+
+from support import wait_until
+from uvrd.devtools.broker import free_port
+
+
+def events(server, name: str) -> list[dict]:
+    return [e for e in server.daemon.log_events() if e.get("event") == name]
+
+
+def not_serving(server) -> bool:
+    """No worker takes a new connection: closed, or left unaccepted in the backlog."""
+    try:
+        requests.get(server.url + "/healthz", timeout=0.5)
+    except (requests.ConnectionError, requests.Timeout):
+        return True
+    return False
+
+
+def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(api_stack, origin, kafka, sample):
+    server = api_stack.start(allow_private_urls=True)
+    server.daemon.notify.wait_for(lambda line: line == "READY=1", 10, "READY=1")  # gunicorn speaks sd_notify
+    # A worker signalled before gunicorn installed its handlers would miss the signal.
+    wait_until(lambda: len(events(server, "api worker ready")) == 2, 30, "both workers to be ready")
+    url = origin.serve(sample.read_bytes())
+    reached, release = origin.hold(url)
+    answers = []
+    client = threading.Thread(target=lambda: answers.append(server.post(
+        "/v1/tasks", headers=server.AUTH, json={"audio": url, "hook_url": "http://127.0.0.1:9/", "priority": 1})))
+    client.start()
+    assert reached.wait(30), "the API never fetched the audio"
+
+    server.daemon.signal(signal.SIGTERM)
+    wait_until(lambda: not_serving(server), 20, "the workers to stop taking connections")
+    assert server.daemon.proc.poll() is None, "the server must wait for the request in flight"
+    release.set()
+    client.join(30)
+    assert answers and answers[0].status_code == 202, answers and answers[0].text
+    assert server.daemon.wait_exit(30) == 0
+
+    task_uuid = answers[0].json()["task_uuid"]
+    [task] = api_stack.records(kafka, api_stack.topics.task_topic(1), task_uuid)
+    assert task["priority"] == 1
+    # The status written without waiting was flushed before the worker closed its producer.
+    assert [s["state"] for s in api_stack.records(kafka, api_stack.topics.status, task_uuid)] == ["queued"]
+    assert len(events(server, "api worker stopped")) == 2
+
+
+def test_without_a_broker_a_submission_is_503_and_leaves_no_file(api_stack, sample):
+    api_stack.bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens there
+    server = api_stack.start(kafka={"request_timeout_ms": 3000})
+    response = server.upload(sample)
+    assert response.status_code == 503, response.text
+    assert "nothing was queued" in response.json()["error"] and response.headers["Retry-After"]
+    wait_until(lambda: not api_stack.incoming(), 10, "the upload's temporary file to go")
+    assert list(api_stack.spool.iterdir()) == []
+    ready = server.get("/readyz")
+    assert ready.status_code == 503 and "Kafka" in ready.json()["error"]
+    assert server.get("/healthz").status_code == 200
+
+
+def test_one_access_line_per_request_and_no_secret_in_the_log(public_api, sample):
+    task_uuid = public_api.upload(sample).json()["task_uuid"]
+    public_api.upload(sample, headers={"Authorization": "Bearer not-the-token"})
+    public_api.post("/generate", json={}, auth=public_api.BASIC)
+    public_api.post("/generate", json={}, auth=("old", "guess"))
+
+    def access_lines():
+        lines = [e for e in events(public_api, "request") if e.get("task_uuid") == task_uuid]
+        return lines or None
+    [line] = wait_until(access_lines, 10, "the submission's access line")
+    assert line["method"] == "POST" and line["path"] == "/v1/tasks" and line["status"] == 202
+    assert line["duration_ms"] >= 0
+    assert [e["task_uuid"] for e in events(public_api, "task queued")].count(task_uuid) == 1
+
+    text = public_api.daemon.log_text()
+    basic = base64.b64encode(":".join(public_api.BASIC).encode()).decode()
+    for secret in (public_api.TOKEN, "not-the-token", basic, ":".join(public_api.BASIC), "guess"):
+        assert secret not in text, f"{secret!r} is in the log"
+
+
+def test_without_tokens_it_warns_at_start_and_refuses_every_protected_request(api_stack, sample):
+    server = api_stack.start(tokens=[])
+    assert events(server, "api.tokens is empty: every request but the health checks is refused")
+    for token in ("", "t0k3n", "None"):
+        response = server.upload(sample, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401, response.text
+    assert server.get("/healthz").status_code == 200
+
+
+def test_a_spool_it_cannot_create_is_a_configuration_error(api_stack, tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    config = api_stack.write_config()
+    config.write_text(config.read_text().replace(str(api_stack.spool), str(tmp_path / "file" / "spool")))
+    server = api_stack.start(config=config, wait=False)
+    assert server.daemon.wait_exit(30) == 78
+    assert events(server, "processor.spool_dir cannot be used")

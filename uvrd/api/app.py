@@ -1,0 +1,88 @@
+"""The Flask application of ``uvrd api``: one per worker process."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from flask import Flask, Request, current_app, g, jsonify, request
+
+from ..config import Config
+from . import errors, openapi, query, submit
+from .auth import Authenticator
+from .backend import Backend
+from .context import EXTENSION, ApiContext, current
+from .spooler import Spool
+
+log = structlog.get_logger("uvrd.api")
+
+# Room for the form fields next to the audio file in a multipart body.
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+
+class SpoolingRequest(Request):
+    """Uploaded files stream straight into the spool directory, not through /tmp."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return current_app.extensions[EXTENSION].spool.incoming()
+
+
+def create_app(config: Config) -> Flask:
+    app = Flask("uvrd.api")
+    app.request_class = SpoolingRequest
+    app.config["MAX_CONTENT_LENGTH"] = config.api.max_upload_bytes + FORM_OVERHEAD_BYTES
+    app.json.sort_keys = False
+
+    spool = Spool(config.processor.spool_dir, config.api.max_upload_bytes)
+    spool.prepare()
+    auth = Authenticator(config.api.tokens, config.api.basic_auth, config.api.link_secret)
+    app.extensions[EXTENSION] = ApiContext(config, auth, spool, Backend(config).start())
+
+    errors.register(app, config.api.max_upload_bytes)
+    app.register_blueprint(submit.blueprint)
+    app.register_blueprint(query.blueprint)
+    _add_access_log(app)
+    document = openapi.document(config)
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(status="ok")
+
+    @app.get("/readyz")
+    def readyz():
+        reason = current().backend.not_ready_reason()
+        if reason:
+            return errors.error_response(503, reason)
+        return jsonify(status="ready")
+
+    @app.get("/openapi.json")
+    def openapi_json():
+        return jsonify(document)
+
+    return app
+
+
+def _add_access_log(app: Flask) -> None:
+    """One line per request, with the task_uuid a handler bound; never headers or query strings
+    (they carry tokens and link signatures)."""
+
+    @app.before_request
+    def _start():
+        structlog.contextvars.clear_contextvars()
+        g.started = time.monotonic()
+
+    @app.after_request
+    def _access(response):
+        started = g.get("started")
+        fields = {}
+        if response.status_code >= 400:
+            # A refusal's sentence names fields and hosts, never credentials: worth having next to the status.
+            fields["error"] = (response.get_json(silent=True) or {}).get("error")
+        log.info("request", method=request.method, path=request.path, status=response.status_code,
+                 duration_ms=round((time.monotonic() - started) * 1000, 1) if started else None,
+                 remote_addr=request.remote_addr, response_bytes=response.content_length, **fields)
+        return response
+
+    @app.teardown_request
+    def _clear(exc):
+        structlog.contextvars.clear_contextvars()

@@ -1,0 +1,140 @@
+"""One worker process's Kafka side: the task producer, the status board and
+the readiness probe.
+
+Each gunicorn worker builds its own after the fork (Kafka clients hold
+threads and sockets a fork would not carry over).  Nothing here blocks
+start-up on the broker: the producer connects on first use, so a worker
+comes up, answers /healthz and says "not ready" while Kafka is away.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import structlog
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from .. import kafka_io, status
+from ..config import Config
+from ..delivery import OutRecord
+from ..status import StatusBoard
+
+log = structlog.get_logger("uvrd.api")
+
+# A request thread waits at most this long for the broker before its client gets a 503.
+CONNECT_TIMEOUT_MS = 5000
+PROBE_TIMEOUT_MS = 2000
+PROBE_CACHE_S = 1.0
+# Inside gunicorn's graceful timeout, after the requests in flight: the master kills a worker past it.
+CLOSE_TIMEOUT_S = 3.0
+
+
+class Unavailable(Exception):
+    """Kafka did not take the record; the message says why."""
+
+
+class Backend:
+    def __init__(self, config: Config):
+        self.config = config
+        self.board = StatusBoard(config.kafka, config.topics.status)
+        self._producer: KafkaProducer | None = None
+        self._producer_lock = threading.Lock()
+        self._probe = None
+        self._probe_lock = threading.Lock()
+        self._probe_result: tuple[float, str | None] = (float("-inf"), "not probed yet")
+        self._closed = False
+        # The producer gives up on a record before the request stops waiting for it, so a 503
+        # means the task was not queued (the client may retry without making a twin).
+        self._delivery_timeout_ms = config.kafka.request_timeout_ms
+        self._ack_wait_s = self._delivery_timeout_ms / 1000 + 5
+
+    def start(self) -> "Backend":
+        self.board.start()
+        return self
+
+    # -- producing ---------------------------------------------------------
+    def producer(self) -> KafkaProducer:
+        with self._producer_lock:
+            if self._closed:
+                raise Unavailable("the server is shutting down")
+            if self._producer is None:
+                try:
+                    self._producer = kafka_io.producer(
+                        self.config.kafka, bootstrap_timeout_ms=CONNECT_TIMEOUT_MS, max_block_ms=CONNECT_TIMEOUT_MS,
+                        delivery_timeout_ms=self._delivery_timeout_ms)
+                except KafkaError as e:
+                    raise Unavailable(f"cannot reach Kafka: {e}") from None
+                log.info("connected to Kafka")
+            return self._producer
+
+    def send_and_wait(self, record: OutRecord) -> None:
+        """Produce *record* and wait for the broker's acknowledgement (acks=all)."""
+        try:
+            future = self.producer().send(record.topic, key=record.key, value=record.value)
+            future.get(timeout=self._ack_wait_s)
+        except KafkaError as e:
+            raise Unavailable(str(e) or type(e).__name__) from None
+
+    def publish_status(self, task_uuid: str, state: str, **fields) -> None:
+        """Best effort: fold the state in locally now, and send it without waiting."""
+        record = status.record(self.config.topics.status, task_uuid, state, **fields)
+        self.board.apply(json.loads(record.value))
+        try:
+            future = self.producer().send(record.topic, key=record.key, value=record.value)
+        except (KafkaError, Unavailable) as e:
+            log.warning("could not publish the task's status", state=state, error=str(e) or type(e).__name__)
+            return
+        future.add_errback(lambda e: log.warning("could not publish the task's status", task_uuid=task_uuid,
+                                                 state=state, error=str(e) or type(e).__name__))
+
+    # -- readiness ---------------------------------------------------------
+    def not_ready_reason(self) -> str | None:
+        """None when ready: Kafka answers now and the status board has caught up."""
+        reason = self._probe_kafka()
+        if reason:
+            return reason
+        if not self.board.caught_up:
+            return f"the status of tasks is still loading from the topic {self.config.topics.status!r}"
+        try:
+            self.producer()
+        except Unavailable as e:
+            return str(e)
+        return None
+
+    def _probe_kafka(self) -> str | None:
+        """A fresh metadata round trip, at most one at a time and once per PROBE_CACHE_S."""
+        with self._probe_lock:
+            checked, reason = self._probe_result
+            if time.monotonic() - checked < PROBE_CACHE_S:
+                return reason
+            try:
+                if self._probe is None:
+                    self._probe = kafka_io.consumer(self.config.kafka, group_id=None,
+                                                    bootstrap_timeout_ms=PROBE_TIMEOUT_MS)
+                self._probe.bootstrap(timeout_ms=PROBE_TIMEOUT_MS, refresh=True)
+                reason = None
+            except KafkaError as e:
+                reason = f"Kafka does not answer: {e}"
+            self._probe_result = (time.monotonic(), reason)
+            return reason
+
+    # -- shutdown ----------------------------------------------------------
+    def close(self) -> None:
+        """Flush what is still buffered (status records), then close every client."""
+        with self._producer_lock:
+            self._closed = True
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.flush(timeout=CLOSE_TIMEOUT_S)
+            except KafkaError as e:
+                log.warning("could not flush the producer", error=str(e) or type(e).__name__)
+            producer.close(timeout=CLOSE_TIMEOUT_S)
+        with self._probe_lock:
+            if self._probe is not None:
+                self._probe.close(autocommit=False)
+                self._probe = None
+        self.board.stop()

@@ -1,0 +1,53 @@
+"""Every refusal is JSON ``{"error": "<one sentence>"}`` with the status that fits."""
+
+from __future__ import annotations
+
+import structlog
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+log = structlog.get_logger("uvrd.api")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_response(status: int, message: str, headers: dict | None = None):
+    response = jsonify(error=message)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def register(app: Flask, max_upload_bytes: int) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(e: ApiError):
+        return error_response(e.status, e.message, e.headers)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(e):
+        return error_response(413, f"the request is over the {max_upload_bytes}-byte upload limit")
+
+    @app.errorhandler(HTTPException)
+    def _http(e: HTTPException):
+        # Werkzeug's own refusals (unknown path, wrong method, bad request line).
+        response = error_response(e.code or 500, _sentence(e))
+        if e.code == 405 and e.valid_methods:
+            response.headers["Allow"] = ", ".join(e.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception):
+        log.exception("request failed")
+        return error_response(500, "internal error; the request was not completed")
+
+
+def _sentence(e: HTTPException) -> str:
+    return {404: "no such endpoint", 405: "method not allowed on this endpoint"}.get(
+        e.code, (e.description or e.name or "request refused").split("\n")[0])

@@ -1,0 +1,77 @@
+"""The fields of a submission, checked before any audio is stored or fetched.
+
+The same rules for a multipart form (every value a string) and a JSON body
+(values typed): each refusal names the field and what it accepts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .. import safehttp
+from ..config import DEFAULT_PRIORITY, OUTPUT_FORMATS, PRIORITIES
+from ..messages import MAX_URL_CHARS
+from .errors import ApiError
+
+
+@dataclass(frozen=True)
+class Submission:
+    hook_url: str | None  # None: nobody to call back; the client follows the task's status
+    priority: int
+    model: str | None = None
+    output_format: str | None = None
+
+
+def bad(message: str) -> ApiError:
+    return ApiError(400, message)
+
+
+def parse(fields: Mapping[str, Any], models: tuple[str, ...], allow_private: bool, form: bool) -> Submission:
+    return Submission(
+        hook_url=hook_url(fields.get("hook_url"), allow_private),
+        priority=priority(fields.get("priority"), form),
+        model=choice(fields.get("model"), "model", models),
+        output_format=choice(fields.get("output_format"), "output_format", OUTPUT_FORMATS),
+    )
+
+
+def url_field(value: Any, name: str) -> str:
+    if value is None or value == "":
+        raise bad(f"the field {name!r} is required")
+    if not isinstance(value, str):
+        raise bad(f"the field {name!r} must be an http(s) URL string")
+    if len(value) > MAX_URL_CHARS:
+        raise bad(f"the field {name!r} is longer than {MAX_URL_CHARS} characters")
+    return value
+
+
+def hook_url(value: Any, allow_private: bool) -> str | None:
+    if value is None or value == "":
+        return None
+    url = url_field(value, "hook_url")
+    try:
+        # Checked now so a client learns at once; the uploader checks again when it calls.
+        safehttp.check_url(url, allow_private)
+    except safehttp.UnsafeURL as e:
+        raise bad(f"hook_url is refused: {e}") from None
+    return url
+
+
+def priority(value: Any, form: bool) -> int:
+    allowed = f"an integer from {min(PRIORITIES)} to {max(PRIORITIES)}"
+    if value is None or (form and value == ""):
+        return DEFAULT_PRIORITY
+    if form and isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value not in PRIORITIES:
+        raise bad(f"the field 'priority' must be {allowed}")
+    return value
+
+
+def choice(value: Any, name: str, allowed: tuple[str, ...]) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or value not in allowed:
+        raise bad(f"the field {name!r} must be one of: {', '.join(allowed)}")
+    return value

@@ -1,0 +1,204 @@
+"""The OpenAPI 3.0 description of the API, served at GET /openapi.json.
+
+Built from the configuration, so the models and formats it lists are the
+ones this server takes.  The tests run schemathesis against it and the live
+server: every status a handler can answer is listed here.
+"""
+
+from __future__ import annotations
+
+from .. import __version__
+from ..config import DEFAULT_PRIORITY, OUTPUT_FORMATS, PRIORITIES, Config
+from ..messages import MAX_URL_CHARS, TASK_UUID_RE
+from ..status import STATES
+from .audio_types import DESCRIPTION as AUDIO_FORMATS
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description: str, headers: dict | None = None) -> dict:
+    response = {"description": description, "content": {JSON: {"schema": _ref("Error")}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_CHALLENGE = {"WWW-Authenticate": {"description": "The authentication scheme to use", "schema": {"type": "string"}}}
+_RETRY = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "string"}}}
+
+UNAUTHORIZED = _error("Missing or invalid credentials", _CHALLENGE)
+
+
+def _submission_responses() -> dict:
+    return {
+        "202": {
+            "description": "Queued: the task is in Kafka and will end in exactly one webhook call",
+            "headers": {"Location": {"description": "The task's status URL", "schema": {"type": "string"}}},
+            "content": {JSON: {"schema": _ref("TaskAccepted")}},
+        },
+        "400": _error("A field is missing or invalid, or a URL is refused (not http(s), does not resolve, "
+                      "or names a non-public address)"),
+        "401": UNAUTHORIZED,
+        "413": _error("The request or the audio is over the upload limit"),
+        "415": _error(f"The body is not the expected media type, or the audio is not {AUDIO_FORMATS}"),
+        "502": _error("The audio URL could not be fetched or did not answer 2xx"),
+        "503": _error("Kafka did not take the task; nothing was queued", _RETRY),
+    }
+
+
+def document(config: Config) -> dict:
+    models = list(config.processor.models)
+    priority = {"type": "integer", "minimum": min(PRIORITIES), "maximum": max(PRIORITIES),
+                "default": DEFAULT_PRIORITY, "description": "5 is the most urgent"}
+    url = {"type": "string", "format": "uri", "maxLength": MAX_URL_CHARS, "pattern": "^https?://"}
+    options = {
+        "hook_url": {**url, "description": "Called with the result (POST, JSON) once the task ends; "
+                                           "without it, follow the task at its status_url"},
+        "model": {"type": "string", "enum": models, "description": f"Default: {config.processor.model}"},
+        "output_format": {"type": "string", "enum": list(OUTPUT_FORMATS),
+                          "description": f"Default: {config.processor.output_format}"},
+        "priority": priority,
+    }
+    task_uuid = {"name": "task_uuid", "in": "path", "required": True,
+                 "schema": {"type": "string", "pattern": f"^{TASK_UUID_RE.pattern}$"}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "uvrd", "version": __version__,
+                 "description": "Vocal/instrument separation: submit audio and a webhook URL, "
+                                "follow the task, download its stems."},
+        "servers": [{"url": config.api.public_url.rstrip("/")}],
+        "paths": {
+            "/v1/tasks": {"post": {
+                "operationId": "createTask",
+                "summary": "Submit audio (an upload or a URL the server fetches) for separation",
+                "security": [{"bearerAuth": []}],
+                "requestBody": {"required": True, "content": {
+                    "multipart/form-data": {
+                        "schema": _ref("UploadSubmission"),
+                        "encoding": {"audio": {"contentType": "application/octet-stream, audio/*"}},
+                    },
+                    JSON: {"schema": _ref("UrlSubmission")},
+                }},
+                "responses": _submission_responses(),
+            }},
+            "/generate": {"post": {
+                "operationId": "generate",
+                "summary": "The previous service's submission endpoint, kept for its clients",
+                "deprecated": True,
+                "security": [{"basicAuth": []}],
+                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("UrlSubmission")}}},
+                "responses": _submission_responses(),
+            }},
+            "/v1/tasks/{task_uuid}": {"get": {
+                "operationId": "getTask",
+                "summary": "Where the task stands, with signed links to its stems once it succeeded",
+                "security": [{"bearerAuth": []}],
+                "parameters": [task_uuid],
+                "responses": {
+                    "200": {"description": "The task's merged status",
+                            "content": {JSON: {"schema": _ref("TaskStatus")}}},
+                    "401": UNAUTHORIZED,
+                    "404": _error("No such task"),
+                    "503": _error("This server is still loading the status of tasks", _RETRY),
+                },
+            }},
+            "/v1/tasks/{task_uuid}/stems/{stem}": {"get": {
+                "operationId": "getStem",
+                "summary": "Download one stem, with a bearer token or a signed link",
+                "security": [{"bearerAuth": []}, {"signedLink": []}],
+                "parameters": [
+                    task_uuid,
+                    {"name": "stem", "in": "path", "required": True, "schema": {"type": "string"},
+                     "description": "A stem name from the task's status, such as vocals or instrumental"},
+                    {"name": "expires", "in": "query", "required": False,
+                     "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                     "description": "Expiry (Unix seconds) of a signed link; goes with sig"},
+                ],
+                "responses": {
+                    "200": {"description": "The stem's audio file", "content": {
+                        "audio/*": {"schema": {"type": "string", "format": "binary"}},
+                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                    }},
+                    "401": UNAUTHORIZED,
+                    "403": _error("The signed link is invalid or has expired"),
+                    "404": _error("No such task or stem, or the file is gone"),
+                    "503": _error("This server is still loading the status of tasks", _RETRY),
+                },
+            }},
+            "/healthz": {"get": {
+                "operationId": "health",
+                "summary": "Liveness: the process serves requests",
+                "security": [],
+                "responses": {"200": {"description": "Alive", "content": {JSON: {"schema": {
+                    "type": "object", "required": ["status"], "properties": {"status": {"type": "string",
+                                                                                         "enum": ["ok"]}}}}}}},
+            }},
+            "/readyz": {"get": {
+                "operationId": "ready",
+                "summary": "Readiness: Kafka answers and the status of tasks is loaded",
+                "security": [],
+                "responses": {
+                    "200": {"description": "Ready", "content": {JSON: {"schema": {
+                        "type": "object", "required": ["status"],
+                        "properties": {"status": {"type": "string", "enum": ["ready"]}}}}}},
+                    "503": _error("Not ready; the error says why"),
+                },
+            }},
+            "/openapi.json": {"get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "security": [],
+                "responses": {"200": {"description": "The OpenAPI document",
+                                      "content": {JSON: {"schema": {"type": "object"}}}}},
+            }},
+        },
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "One of api.tokens"},
+                "basicAuth": {"type": "http", "scheme": "basic",
+                              "description": "One of api.basic_auth (user:password); POST /generate only"},
+                "signedLink": {"type": "apiKey", "in": "query", "name": "sig",
+                               "description": "Signature of a stem link from a status answer or a webhook, "
+                                              "with its expires parameter"},
+            },
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"],
+                          "properties": {"error": {"type": "string", "description": "One sentence saying why"}}},
+                "UploadSubmission": {
+                    "type": "object", "required": ["audio"],
+                    "properties": {"audio": {"type": "string", "format": "binary",
+                                             "description": f"The audio file: {AUDIO_FORMATS}"}, **options},
+                },
+                "UrlSubmission": {
+                    "type": "object", "required": ["audio"],
+                    "properties": {"audio": {**url, "description": "An http(s) URL the server fetches the "
+                                                                   "audio from"}, **options},
+                },
+                "TaskAccepted": {
+                    "type": "object", "required": ["task_uuid", "state", "status_url"],
+                    "properties": {"task_uuid": {"type": "string"}, "state": {"type": "string", "enum": ["queued"]},
+                                   "status_url": {"type": "string", "format": "uri"}},
+                },
+                "TaskStatus": {
+                    "type": "object", "required": ["task_uuid", "state"],
+                    "properties": {
+                        "task_uuid": {"type": "string"},
+                        "state": {"type": "string", "enum": list(STATES)},
+                        "priority": {"type": "integer", "minimum": min(PRIORITIES), "maximum": max(PRIORITIES)},
+                        "model": {"type": "string"},
+                        "submitted_at": {"type": "string", "format": "date-time"},
+                        "started_at": {"type": "string", "format": "date-time"},
+                        "finished_at": {"type": "string", "format": "date-time"},
+                        "delivered_at": {"type": "string", "format": "date-time"},
+                        "error_message": {"type": "string"},
+                        "stems": {"type": "object", "additionalProperties": {"type": "string", "format": "uri"},
+                                  "description": "Stem name to a signed download link"},
+                    },
+                },
+            },
+        },
+    }

@@ -1,0 +1,80 @@
+"""GET /v1/tasks/<uuid> and its stem downloads, from this worker's status board.
+
+The processor records stems as absolute paths on its host; clients only ever
+see signed links, and a download serves a file only from inside the output
+directory, whatever path a status record names.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import structlog
+from flask import Blueprint, jsonify, request, send_file
+
+from .. import links
+from ..messages import TASK_UUID_RE
+from .context import ApiContext, current
+from .errors import ApiError
+
+blueprint = Blueprint("query", __name__)
+
+# What a status answer may show: never the processor's paths or host names.
+PUBLIC_FIELDS = ("task_uuid", "state", "priority", "model", "submitted_at", "started_at", "finished_at",
+                 "delivered_at", "error_message")
+# A worker that has just started waits this long for the status topic before it answers 503.
+LOADING_WAIT_S = 5.0
+
+
+@blueprint.get("/v1/tasks/<task_uuid>")
+def task_status(task_uuid: str):
+    api = current()
+    api.auth.require_bearer(request.headers)
+    state = _lookup(api, task_uuid)
+    body = {name: state[name] for name in PUBLIC_FIELDS if state.get(name) is not None}
+    stems = _stems(state)
+    if stems:
+        cfg = api.config.api
+        body["stems"] = {name: links.stem_url(cfg.public_url, cfg.link_secret, task_uuid, name, cfg.link_ttl)
+                         for name in stems}
+    return jsonify(body)
+
+
+@blueprint.get("/v1/tasks/<task_uuid>/stems/<stem>")
+def stem_file(task_uuid: str, stem: str):
+    api = current()
+    api.auth.require_stem_access(request.headers, request.args, task_uuid, stem)
+    path = _stems(_lookup(api, task_uuid)).get(stem)
+    if path is None:
+        raise ApiError(404, f"task {task_uuid} has no stem {stem!r}")
+    output = os.path.realpath(api.config.processor.output_dir)
+    real = os.path.realpath(path)
+    if not Path(real).is_relative_to(output) or real == output or not os.path.isfile(real):
+        structlog.get_logger("uvrd.api").warning("stem path refused", stem=stem, path=path)
+        raise ApiError(404, f"the stem {stem!r} of task {task_uuid} is not available")
+    return send_file(real, as_attachment=True, download_name=f"{task_uuid}_{stem}{Path(real).suffix}",
+                     conditional=True)
+
+
+def _lookup(api: ApiContext, task_uuid: str) -> dict:
+    if not TASK_UUID_RE.fullmatch(task_uuid):
+        raise ApiError(404, f"no task {task_uuid}")
+    structlog.contextvars.bind_contextvars(task_uuid=task_uuid)
+    board = api.backend.board
+    state = board.get(task_uuid)
+    if state is None and not board.caught_up:
+        board.wait_caught_up(LOADING_WAIT_S)
+        state = board.get(task_uuid)
+        if state is None and not board.caught_up:
+            raise ApiError(503, "the status of tasks is still loading; retry shortly", {"Retry-After": "5"})
+    if state is None:
+        raise ApiError(404, f"no task {task_uuid}")
+    return state
+
+
+def _stems(state: dict) -> dict[str, str]:
+    stems = state.get("stems")
+    if not isinstance(stems, dict):
+        return {}
+    return {name: path for name, path in stems.items() if isinstance(name, str) and isinstance(path, str)}

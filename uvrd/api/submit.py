@@ -1,0 +1,113 @@
+"""POST /v1/tasks and the old service's POST /generate: audio in, task to Kafka.
+
+Cheap checks come first (auth, fields, the hook URL) so that a refused
+request costs no download; the task is answered 202 only once the broker
+has acknowledged it, and a task the broker did not take leaves no file.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import structlog
+from flask import Blueprint, jsonify, request
+from werkzeug.exceptions import BadRequest
+
+from .. import messages
+from ..delivery import OutRecord
+from . import fields
+from .backend import Unavailable
+from .context import ApiContext, current
+from .errors import ApiError
+
+log = structlog.get_logger("uvrd.api")
+
+blueprint = Blueprint("submit", __name__)
+
+RETRY_AFTER_S = "5"
+
+
+@blueprint.post("/v1/tasks")
+def create_task():
+    api = current()
+    api.auth.require_bearer(request.headers)
+    if request.mimetype == "multipart/form-data":
+        return _accept_upload(api)
+    if request.is_json:
+        return _accept_url(api, _json_object())
+    raise ApiError(415, "send multipart/form-data with an 'audio' file, or application/json with an 'audio' URL")
+
+
+@blueprint.post("/generate")
+def generate():
+    api = current()
+    api.auth.require_basic(request.headers)
+    if not request.is_json:
+        raise ApiError(415, "send application/json with an 'audio' URL")
+    return _accept_url(api, _json_object())
+
+
+def _json_object() -> dict:
+    try:
+        body = request.get_json()
+    except BadRequest:
+        raise ApiError(400, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the JSON body must be an object")
+    return body
+
+
+def _submission(api: ApiContext, values, form: bool) -> fields.Submission:
+    return fields.parse(values, api.config.processor.models, api.config.api.allow_private_urls, form)
+
+
+def _accept_upload(api: ApiContext):
+    upload = request.files.get("audio")  # parses the body: 413 from here when it is over the limit
+    submission = _submission(api, request.form, form=True)
+    if upload is None:
+        raise ApiError(400, "the form has no file field 'audio'")
+    task_uuid = _new_task_uuid()
+    return _queue(api, task_uuid, api.spool.keep(upload.stream, task_uuid), submission)
+
+
+def _accept_url(api: ApiContext, body: dict):
+    submission = _submission(api, body, form=False)
+    url = fields.url_field(body.get("audio"), "audio")
+    task_uuid = _new_task_uuid()
+    path = api.spool.fetch(url, task_uuid, api.config.api.allow_private_urls, api.config.api.fetch_timeout)
+    return _queue(api, task_uuid, path, submission)
+
+
+def _new_task_uuid() -> str:
+    task_uuid = str(uuid.uuid4())
+    structlog.contextvars.bind_contextvars(task_uuid=task_uuid)
+    return task_uuid
+
+
+def _queue(api: ApiContext, task_uuid: str, audio: Path, submission: fields.Submission):
+    submitted_at = messages.now_iso()
+    task = {"task_uuid": task_uuid, "audio_path": str(audio), "hook_url": submission.hook_url,
+            "priority": submission.priority, "submitted_at": submitted_at}
+    if submission.model:
+        task["model"] = submission.model
+    if submission.output_format:
+        task["output_format"] = submission.output_format
+    topic = api.config.topics.task_topic(submission.priority)
+    size = audio.stat().st_size  # now: once queued, the processor may take and remove the file at any moment
+    try:
+        api.backend.send_and_wait(OutRecord(topic, task_uuid.encode(), messages.encode(task)))
+    except Unavailable as e:
+        api.spool.discard(audio)
+        log.error("task not queued: Kafka did not take it", topic=topic, error=str(e))
+        raise ApiError(503, "the task queue is unavailable and nothing was queued; retry later",
+                       {"Retry-After": RETRY_AFTER_S}) from None
+    log.info("task queued", topic=topic, priority=submission.priority, audio_path=str(audio),
+             audio_bytes=size)
+    api.backend.publish_status(task_uuid, "queued", submitted_at=submitted_at, priority=submission.priority,
+                               model=submission.model or api.config.processor.model)
+    status_url = f"{api.config.api.public_url.rstrip('/')}/v1/tasks/{task_uuid}"
+    response = jsonify(task_uuid=task_uuid, state="queued", status_url=status_url)
+    response.status_code = 202
+    response.headers["Location"] = status_url
+    return response
