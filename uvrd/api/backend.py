@@ -33,7 +33,11 @@ CLOSE_TIMEOUT_S = 3.0
 
 
 class Unavailable(Exception):
-    """Kafka did not take the record; the message says why."""
+    """Kafka did not take the record, or did not say whether it did (*ambiguous*)."""
+
+    def __init__(self, message: str, ambiguous: bool = False):
+        super().__init__(message)
+        self.ambiguous = ambiguous
 
 
 class Backend:
@@ -74,9 +78,13 @@ class Backend:
         """Produce *record* and wait for the broker's acknowledgement (acks=all)."""
         try:
             future = self.producer().send(record.topic, key=record.key, value=record.value)
-            future.get(timeout=self._ack_wait_s)
         except KafkaError as e:
             raise Unavailable(str(e) or type(e).__name__) from None
+        try:
+            future.get(timeout=self._ack_wait_s)
+        except KafkaError as e:
+            # Sent but unacknowledged: the broker may have written it and lost only the answer.
+            raise Unavailable(str(e) or type(e).__name__, ambiguous=True) from None
 
     def publish_status(self, task_uuid: str, state: str, **fields) -> None:
         """Best effort: fold the state in locally now, and send it without waiting."""

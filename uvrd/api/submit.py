@@ -98,6 +98,12 @@ def _queue(api: ApiContext, task_uuid: str, audio: Path, submission: fields.Subm
     try:
         api.backend.send_and_wait(OutRecord(topic, task_uuid.encode(), messages.encode(task)))
     except Unavailable as e:
+        if e.ambiguous:
+            # Keep the audio: if the task did land, it must still find its file (retention sweeps it otherwise).
+            log.error("task may not be queued: Kafka did not acknowledge it", topic=topic, error=str(e))
+            raise ApiError(503, f"Kafka did not confirm task {task_uuid}; it may still run: check "
+                           f"{_status_url(api, task_uuid)} before submitting again",
+                           {"Retry-After": RETRY_AFTER_S}) from None
         api.spool.discard(audio)
         log.error("task not queued: Kafka did not take it", topic=topic, error=str(e))
         raise ApiError(503, "the task queue is unavailable and nothing was queued; retry later",
@@ -106,8 +112,12 @@ def _queue(api: ApiContext, task_uuid: str, audio: Path, submission: fields.Subm
              audio_bytes=size)
     api.backend.publish_status(task_uuid, "queued", submitted_at=submitted_at, priority=submission.priority,
                                model=submission.model or api.config.processor.model)
-    status_url = f"{api.config.api.public_url.rstrip('/')}/v1/tasks/{task_uuid}"
+    status_url = _status_url(api, task_uuid)
     response = jsonify(task_uuid=task_uuid, state="queued", status_url=status_url)
     response.status_code = 202
     response.headers["Location"] = status_url
     return response
+
+
+def _status_url(api: ApiContext, task_uuid: str) -> str:
+    return f"{api.config.api.public_url.rstrip('/')}/v1/tasks/{task_uuid}"

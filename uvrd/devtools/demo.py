@@ -29,6 +29,20 @@ READY_TIMEOUT_S = 300
 RESULT_TIMEOUT_S = 300
 
 
+def model_settings(root: Path) -> str:
+    """The tiny offline model, or with UVRD_DEMO_MODEL a real UVR model that audio-separator downloads."""
+    real = os.environ.get("UVRD_DEMO_MODEL")
+    if real:
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "uvrd" / "models"
+        say(f"model {real}: audio-separator downloads it into {cache} on first use (needs network)")
+        return f'model = "{real}"\nmodel_dir = "{cache}"\n'
+    say("offline demo: a tiny generated model, so the stems are not musically meaningful "
+        "(UVRD_DEMO_MODEL=UVR-MDX-NET-Inst_HQ_4.onnx make run uses a real one, with network)")
+    tinymodel.install(root / "models")
+    return (f'model = "{tinymodel.TINY_MODEL}"\nmodel_dir = "{root / "models"}"\n'
+            f"mdx_hop_length = {tinymodel.HOP_LENGTH}\nmdx_segment_size = {tinymodel.SEGMENT_SIZE}\n")
+
+
 def write_config(root: Path, port: int, token: str, hook_secret: str) -> Path:
     path = root / "uvrd.toml"
     path.write_text(f"""\
@@ -39,13 +53,9 @@ heartbeat_interval_ms = 1000
 max_poll_interval_ms = 8000
 
 [processor]
-model = "{tinymodel.TINY_MODEL}"
-model_dir = "{root / 'models'}"
-spool_dir = "{root / 'spool'}"
+{model_settings(root)}spool_dir = "{root / 'spool'}"
 output_dir = "{root / 'output'}"
 output_format = "flac"
-mdx_hop_length = {tinymodel.HOP_LENGTH}
-mdx_segment_size = {tinymodel.SEGMENT_SIZE}
 drain_timeout = 30
 
 [api]
@@ -67,8 +77,6 @@ backoff_initial = 0.5
 def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="uvrd-demo-"))
     say(f"workspace {root}")
-    say("offline demo: a tiny generated model, so the stems are not musically meaningful")
-    tinymodel.install(root / "models")
     sample = tinymodel.write_sample(root / "sample.wav", seconds=10)
     port, token, hook_secret = free_port(), secrets.token_hex(16), secrets.token_hex(16)
     config = write_config(root, port, token, hook_secret)
