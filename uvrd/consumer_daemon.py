@@ -53,6 +53,13 @@ class InFlight:
         return time.monotonic() - self.started
 
 
+@dataclass(frozen=True)
+class Abandoned:
+    """Work given up by the daemon's own choice (a stop, a lost partition): left uncommitted for redelivery."""
+
+    reason: str
+
+
 def default_transactional_id(role: str, environ) -> str:
     """Stable per unit, so a restarted daemon fences the zombie of its previous run."""
     unit = drain.own_unit() if environ.get("INVOCATION_ID") else None

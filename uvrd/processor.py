@@ -24,7 +24,7 @@ import structlog
 from . import messages, spool, status
 from .attempts import AttemptLedger
 from .config import OUTPUT_FORMATS, Config
-from .consumer_daemon import ConsumerDaemon, default_transactional_id
+from .consumer_daemon import Abandoned, ConsumerDaemon, default_transactional_id
 from .delivery import OutRecord, dead_letter, next_offset
 from .priority import PriorityChooser
 from .engine import Engine, EngineDied, EngineSettings, Job, JobResult
@@ -32,11 +32,6 @@ from .engine import Engine, EngineDied, EngineSettings, Job, JobResult
 log = structlog.get_logger("uvrd.processor")
 
 ENGINE_WAIT_S = 0.4
-
-
-@dataclass(frozen=True)
-class Abandoned:
-    reason: str
 
 
 @dataclass(frozen=True)

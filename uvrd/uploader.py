@@ -23,7 +23,7 @@ import urllib3
 
 from . import messages, retention, safehttp, status, webhook
 from .config import Config
-from .consumer_daemon import ConsumerDaemon, default_transactional_id
+from .consumer_daemon import Abandoned, ConsumerDaemon, default_transactional_id
 from .delivery import dead_letter, next_offset
 
 log = structlog.get_logger("uvrd.uploader")
@@ -40,11 +40,6 @@ class Delivered:
 @dataclass(frozen=True)
 class GaveUp:
     attempts: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class Abandoned:
     reason: str
 
 
