@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 DEBS := ffmpeg
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test system-deps venv clean
+.PHONY: run test system-deps venv deb clean
 
 system-deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -34,6 +34,18 @@ run: venv
 
 test: venv
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider
+
+# The Debian package, built from the working tree in build/ (dpkg-buildpackage writes
+# beside its source directory).  DEB_PROFILES=cpu gives CPU builds of torch and onnxruntime.
+DEB_PROFILES ?= cpu
+DEB_BUILD_DEPS := debhelper dh-virtualenv dpkg-dev python3-dev python3-venv lintian
+deb:
+	@missing=""; for p in $(DEB_BUILD_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	rm -rf build/deb && mkdir -p build/deb/uvrd
+	git ls-files -co --exclude-standard -z | xargs -0 tar -cf - | tar -xf - -C build/deb/uvrd
+	cd build/deb/uvrd && dpkg-buildpackage -us -uc -b $(if $(DEB_PROFILES),-P$(DEB_PROFILES))
+	lintian --fail-on error build/deb/*.deb
 
 clean:
 	rm -rf $(VENV) build *.egg-info
