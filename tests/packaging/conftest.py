@@ -1,0 +1,56 @@
+"""Fixtures booting a real systemd: a cached Debian root, and containers on fresh copies of it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from container import Container
+from rootfs import RootfsUnavailable, cached_root, fresh_copy, missing_host_debs
+
+BOOT_TIMEOUT = 90.0
+
+
+@pytest.fixture(scope="session")
+def debian_root() -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("booting a container needs root")
+    if missing := missing_host_debs():
+        pytest.skip(f"missing host packages {missing}: run `python tests/packaging/rootfs.py host-deps`")
+    try:
+        root = cached_root()
+    except RootfsUnavailable as e:
+        pytest.skip(f"no Debian root: {e}")
+    _check_nspawn(root)
+    return root
+
+
+def _check_nspawn(root: Path) -> None:
+    """A one-command container, no boot: says cheaply whether nspawn can run on this host at all."""
+    probe = subprocess.run(["systemd-nspawn", "--quiet", "--directory", str(root), "--register=no", "--keep-unit",
+                            "--volatile=overlay", "--console=pipe", "/bin/true"],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"systemd-nspawn cannot run here: {(probe.stderr or probe.stdout).strip()[-500:]}")
+
+
+def _booted(root: Path, workdir: Path) -> Iterator[Container]:
+    # The console log sits beside the copy, not in it, so it outlives the container for a failure to be read.
+    with fresh_copy(root, workdir / "fs") as fs:
+        box = Container(fs, console_log=workdir / "console.log")
+        try:
+            box.boot(BOOT_TIMEOUT)
+            yield box
+        finally:
+            box.shutdown()
+
+
+@pytest.fixture
+def container(debian_root, tmp_path) -> Iterator[Container]:
+    """A freshly booted container all the test's own, powered off afterwards: a boot takes under a second."""
+    yield from _booted(debian_root, tmp_path)
+
