@@ -1,0 +1,181 @@
+"""`apt-get install uvrd` in a container booting a real systemd, then the units as operators run them.
+
+The package is built from this tree (`make deb`, cached in build/deb while the
+tree is unchanged), installed from a local apt repository, and its processor
+unit is driven with systemctl against the test's broker on the host's
+loopback.  Outcomes are read from outside: the broker's topics and offsets,
+systemd's unit state, and the journal.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from container import Container
+from rootfs import fresh_copy
+from support import KafkaView, wait_until
+from uvrd.config import TopicsConfig
+from uvrd.devtools import tinymodel
+
+REPO = Path(__file__).resolve().parents[2]
+DEB_DIR = REPO / "build" / "deb"
+UNIT = "uvrd-processor.service"
+
+
+def source_hash() -> str:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
+                           check=True).stdout.split(b"\0")
+    digest = hashlib.sha256()
+    for name in sorted(f for f in files if f):
+        path = REPO / name.decode()
+        digest.update(name + b"\0" + (path.read_bytes() if path.is_file() else b""))
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def uvrd_deb(debian_root) -> Path:
+    """The package of this tree: built once per change of the tree, by one test process at a time."""
+    DEB_DIR.parent.mkdir(exist_ok=True)
+    with open(DEB_DIR.parent / "deb.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp = DEB_DIR / ".source-hash"
+        wanted = source_hash()
+        debs = sorted(DEB_DIR.glob("uvrd_*_amd64.deb"))
+        if not debs or not stamp.exists() or stamp.read_text() != wanted:
+            build = subprocess.run(["make", "deb"], cwd=REPO, capture_output=True, text=True, timeout=3000)
+            assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
+            stamp.write_text(wanted)
+            debs = sorted(DEB_DIR.glob("uvrd_*_amd64.deb"))
+        return debs[-1]
+
+
+@pytest.fixture(scope="module")
+def box(debian_root, uvrd_deb, tmp_path_factory):
+    """One container with the package installed (installing a multi-GB venv is the slow part)."""
+    workdir = tmp_path_factory.mktemp("pkg")
+    with fresh_copy(debian_root, workdir / "fs") as fs:
+        container = Container(fs, console_log=workdir / "console.log")
+        try:
+            container.boot(90)
+            container.install_local_debs([uvrd_deb], timeout=1200)
+            yield container
+        finally:
+            container.shutdown()
+
+
+@pytest.fixture
+def topics(broker, request) -> TopicsConfig:
+    prefix = f"pkg-{request.node.name[:30]}-{uuid.uuid4().hex[:6]}"
+    t = TopicsConfig(tasks=f"{prefix}.tasks", results=f"{prefix}.results", dead_letter=f"{prefix}.dlq",
+                     status=f"{prefix}.status")
+    broker.create_uvrd_topics(t)
+    return t
+
+
+def configure(box, broker, topics: TopicsConfig, group: str) -> None:
+    """Point the installed config at the test broker and the tiny model, as an admin would edit it."""
+    model_dir = Path(box.host_path("/var/lib/uvrd/models"))
+    tinymodel.install(model_dir)
+    box.write_text("/etc/uvrd/uvrd.toml", f"""\
+[kafka]
+bootstrap_servers = "{broker.bootstrap}"
+session_timeout_ms = 6000
+heartbeat_interval_ms = 1000
+max_poll_interval_ms = 8000
+[topics]
+tasks = "{topics.tasks}"
+results = "{topics.results}"
+dead_letter = "{topics.dead_letter}"
+status = "{topics.status}"
+[processor]
+group_id = "{group}"
+model = "{tinymodel.TINY_MODEL}"
+output_format = "wav"
+mdx_hop_length = {tinymodel.HOP_LENGTH}
+mdx_segment_size = {tinymodel.SEGMENT_SIZE}
+""", mode=0o640)
+    box.run("chown", "-R", "uvrd:uvrd", "/var/lib/uvrd")
+    box.run("chgrp", "uvrd", "/etc/uvrd/uvrd.toml")
+
+
+def spool_task(box, audio: Path) -> dict:
+    task_uuid = str(uuid.uuid4())
+    box.copy_in(audio, f"/var/lib/uvrd/spool/{task_uuid}.wav", mode=0o640)
+    box.run("chown", "uvrd:uvrd", f"/var/lib/uvrd/spool/{task_uuid}.wav")
+    return {"task_uuid": task_uuid, "audio_path": f"/var/lib/uvrd/spool/{task_uuid}.wav", "hook_url": None}
+
+
+def test_install_leaves_nothing_running_and_everything_in_place(box):
+    assert box.run("uvrd", "--version").stdout.strip() == "uvrd 0.1.0"
+    assert box.run("readlink", "-f", "/usr/bin/uvrd").stdout.strip() == "/opt/venvs/uvrd/bin/uvrd"
+    assert box.run("getent", "passwd", "uvrd").stdout.split(":")[6].strip() in ("/usr/sbin/nologin", "/sbin/nologin")
+    assert "/etc/uvrd/uvrd.toml" in box.run("dpkg-query", "-W", "-f=${Conffiles}", "uvrd").stdout
+    for unit in ("uvrd-processor.service", "uvrd-uploader.service", "uvrd-api.service"):
+        state = box.show(unit, "ActiveState", "UnitFileState", "NRestarts")
+        assert state["ActiveState"] == "inactive" and state["UnitFileState"] == "disabled", (unit, state)
+
+
+def test_units_verify_and_stay_under_exposure_2_where_installed(box):
+    box.run("systemd-analyze", "verify", "uvrd-processor.service", "uvrd-uploader.service", "uvrd-api.service",
+            "uvrd-processor@0.service", "uvrd.target")
+    for unit in ("uvrd-processor.service", "uvrd-processor@0.service", "uvrd-uploader.service", "uvrd-api.service"):
+        box.run("systemd-analyze", "security", "--threshold=20", unit)
+
+
+def test_processor_under_systemd_works_drains_and_logs_fields(box, broker, topics, long_audio, tmp_path):
+    group = f"pkg-{uuid.uuid4().hex[:8]}"
+    configure(box, broker, topics, group)
+    # The drain window follows TimeoutStopSec, changed the way `systemctl edit` does.
+    box.write_text(f"/etc/systemd/system/{UNIT}.d/stop.conf", "[Service]\nTimeoutStopSec=60\n")
+    box.systemctl("daemon-reload")
+    box.systemctl("start", UNIT, timeout=300)  # returns after READY=1
+    assert box.show(UNIT, "ActiveState")["ActiveState"] == "active"
+    window = box.wait_for_journal("drain window from the unit's TimeoutStopSec", unit=UNIT)
+    assert json.loads(window["MESSAGE"])["drain_window_s"] == 54.0  # 60 s less the 10 % margin
+
+    kafka = KafkaView(broker.bootstrap)
+    try:
+        short = tinymodel.write_sample(tmp_path / "short.wav", seconds=2)
+        task = spool_task(box, short)
+        kafka.send(topics.tasks, task)
+        wait_until(lambda: kafka.committed(group, topics.tasks).get(0) == 1, 120, "the first result's commit")
+        [result] = kafka.results(topics.results)
+        assert result["success"] is True and result["task_uuid"] == task["task_uuid"]
+        entries = box.journal(None, TASK_UUID=task["task_uuid"])
+        events = {json.loads(e["MESSAGE"])["event"] for e in entries}
+        assert {"task started", "task succeeded"} <= events, events
+        assert all(e["_SYSTEMD_UNIT"] == UNIT for e in entries)
+
+        long_task = spool_task(box, long_audio)
+        kafka.send(topics.tasks, long_task)
+        wait_until(lambda: box.show(UNIT, "StatusText")["StatusText"].startswith("separating"), 60, "the long job")
+        started = time.monotonic()
+        box.systemctl("stop", UNIT, timeout=120)  # returns when the drained daemon exited
+        assert time.monotonic() - started < 60
+        state = box.show(UNIT, "ActiveState", "Result", "ExecMainStatus")
+        assert state == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, state
+        assert [r["task_uuid"] for r in kafka.results(topics.results)] == [task["task_uuid"], long_task["task_uuid"]]
+        assert kafka.committed(group, topics.tasks).get(0) == 2
+    finally:
+        kafka.close()
+
+
+def test_upgrade_restarts_a_running_unit_once(box, broker, topics, uvrd_deb):
+    configure(box, broker, topics, f"pkg-{uuid.uuid4().hex[:8]}")
+    box.systemctl("start", UNIT, timeout=300)
+    before = box.show(UNIT, "InvocationID")["InvocationID"]
+    box.run("apt-get", "install", "-y", "--reinstall", "-o",
+            "Dir::Etc::SourceList=/etc/apt/sources.list.d/uvrd-local.list", "-o", "Dir::Etc::SourceParts=-",
+            "uvrd", timeout=1200)
+    after = box.show(UNIT, "InvocationID", "ActiveState", "NRestarts")
+    assert after["ActiveState"] == "active" and after["InvocationID"] != before
+    assert after["NRestarts"] == "0", "restarted by the package, not by a failure"
+    box.systemctl("stop", UNIT, timeout=120)
