@@ -15,6 +15,14 @@ from rootfs import RootfsUnavailable, cached_root, fresh_copy, missing_host_debs
 BOOT_TIMEOUT = 90.0
 
 
+def pytest_collection_modifyitems(items):
+    # The first test to need the Debian root builds it (debootstrap, about 3 minutes), and the
+    # package tests build the package: longer than the suite's default per-test limit.
+    for item in items:
+        if "debian_root" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(3600))
+
+
 @pytest.fixture(scope="session")
 def debian_root() -> Path:
     if os.geteuid() != 0:
