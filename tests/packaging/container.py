@@ -97,7 +97,9 @@ class Container:
             state = proc.stdout.strip()
             if state in ("running", "degraded"):
                 return state
-            if state in ("maintenance", "stopping", "offline"):
+            # "offline" is also what systemctl says while PID 1 is not yet answering on a busy host:
+            # only a live PID 1 in maintenance or stopping has really ended the boot.
+            if state in ("maintenance", "stopping"):
                 raise ContainerError(f"container boot ended {state!r}\n{self.console_tail()}")
             time.sleep(0.1)
 

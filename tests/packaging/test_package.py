@@ -30,9 +30,13 @@ DEB_DIR = REPO / "build" / "deb"
 UNIT = "uvrd-processor.service"
 
 
+# What goes into the package: a change elsewhere (tests) does not rebuild it.
+PACKAGED = ["uvrd", "packaging", "debian", "pyproject.toml", "README.md"]
+
+
 def source_hash() -> str:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
-                           check=True).stdout.split(b"\0")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z", "--", *PACKAGED], cwd=REPO,
+                           capture_output=True, check=True).stdout.split(b"\0")
     digest = hashlib.sha256()
     for name in sorted(f for f in files if f):
         path = REPO / name.decode()
@@ -130,7 +134,7 @@ def test_units_verify_and_stay_under_exposure_2_where_installed(box):
         box.run("systemd-analyze", "security", "--threshold=20", unit)
 
 
-def test_processor_under_systemd_works_drains_and_logs_fields(box, broker, topics, long_audio, tmp_path):
+def test_processor_under_systemd_works_drains_and_logs_fields(box, broker, topics, tmp_path):
     group = f"pkg-{uuid.uuid4().hex[:8]}"
     configure(box, broker, topics, group)
     # The drain window follows TimeoutStopSec, changed the way `systemctl edit` does.
@@ -138,6 +142,8 @@ def test_processor_under_systemd_works_drains_and_logs_fields(box, broker, topic
     box.systemctl("daemon-reload")
     box.systemctl("start", UNIT, timeout=300)  # returns after READY=1
     assert box.show(UNIT, "ActiveState")["ActiveState"] == "active"
+    assert box.show(UNIT, "StatusText")["StatusText"] == "idle"
+    assert "Status: \"idle\"" in box.systemctl("status", UNIT, "--no-pager", check=False).stdout
     window = box.wait_for_journal("drain window from the unit's TimeoutStopSec", unit=UNIT)
     assert json.loads(window["MESSAGE"])["drain_window_s"] == 54.0  # 60 s less the 10 % margin
 
@@ -154,7 +160,8 @@ def test_processor_under_systemd_works_drains_and_logs_fields(box, broker, topic
         assert {"task started", "task succeeded"} <= events, events
         assert all(e["_SYSTEMD_UNIT"] == UNIT for e in entries)
 
-        long_task = spool_task(box, long_audio)
+        # Long enough to be caught mid-job, short enough to finish well inside the 54 s window on a busy host.
+        long_task = spool_task(box, tinymodel.write_sample(tmp_path / "minute.wav", seconds=60))
         kafka.send(topics.tasks, long_task)
         wait_until(lambda: box.show(UNIT, "StatusText")["StatusText"].startswith("separating"), 60, "the long job")
         started = time.monotonic()
@@ -162,10 +169,92 @@ def test_processor_under_systemd_works_drains_and_logs_fields(box, broker, topic
         assert time.monotonic() - started < 60
         state = box.show(UNIT, "ActiveState", "Result", "ExecMainStatus")
         assert state == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, state
-        assert [r["task_uuid"] for r in kafka.results(topics.results)] == [task["task_uuid"], long_task["task_uuid"]]
+        steps = [json.loads(e["MESSAGE"]).get("event") for e in box.journal(UNIT) if e["MESSAGE"].startswith("{")]
+        assert [r["task_uuid"] for r in kafka.results(topics.results)] == [task["task_uuid"], long_task["task_uuid"]], steps
         assert kafka.committed(group, topics.tasks).get(0) == 2
+        drain = steps[steps.index("stop requested, draining"):]
+        assert drain.index("task succeeded") < drain.index("processor stopped"), drain
     finally:
         kafka.close()
+
+
+def drop_in(box, text: str, unit: str = UNIT) -> None:
+    box.write_text(f"/etc/systemd/system/{unit}.d/test.conf", "[Service]\n" + text)
+    box.systemctl("daemon-reload")
+
+
+def start_long_job(box, kafka, topics, long_audio) -> dict:
+    task = spool_task(box, long_audio)
+    kafka.send(topics.tasks, task)
+    wait_until(lambda: box.show(UNIT, "StatusText")["StatusText"].startswith("separating"), 60, "the long job")
+    return task
+
+
+def test_a_broken_config_fails_once_with_78_and_does_not_loop(box):
+    box.write_text("/etc/uvrd/uvrd.toml", "[processor]\ndelivery = 'sometimes'\n", mode=0o644)
+    box.systemctl("start", UNIT, check=False, timeout=120)
+    state = box.show(UNIT, "ActiveState", "Result", "ExecMainStatus", "NRestarts")
+    assert state == {"ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "78", "NRestarts": "0"}, state
+    box.wait_for_journal("processor.delivery must be one of", unit=UNIT)
+    box.systemctl("reset-failed", UNIT)
+
+
+def test_job_longer_than_the_drain_window_stops_in_time_then_completes_once(box, broker, topics, long_audio):
+    group = f"pkg-{uuid.uuid4().hex[:8]}"
+    configure(box, broker, topics, group)
+    drop_in(box, "TimeoutStopSec=8\n")  # drain window 3 s: shorter than the job
+    box.systemctl("start", UNIT, timeout=300)
+    kafka = KafkaView(broker.bootstrap)
+    try:
+        task = start_long_job(box, kafka, topics, long_audio)
+        started = time.monotonic()
+        box.systemctl("stop", UNIT, timeout=60)
+        assert time.monotonic() - started < 8, "stopped before TimeoutStopSec"
+        state = box.show(UNIT, "Result", "ExecMainStatus")
+        assert state == {"Result": "success", "ExecMainStatus": "0"}, state
+        assert kafka.results(topics.results) == [] and kafka.committed(group, topics.tasks).get(0, 0) == 0
+        box.systemctl("start", UNIT, timeout=300)
+        wait_until(lambda: kafka.committed(group, topics.tasks).get(0) == 1, 120, "the task after the restart")
+        assert [r["task_uuid"] for r in kafka.results(topics.results)] == [task["task_uuid"]]
+    finally:
+        box.systemctl("stop", UNIT, timeout=120)
+        box.run("rm", "-rf", f"/etc/systemd/system/{UNIT}.d")
+        box.systemctl("daemon-reload")
+        kafka.close()
+
+
+def test_sigkill_mid_job_is_restarted_by_systemd_and_completes_once(box, broker, topics, long_audio):
+    group = f"pkg-{uuid.uuid4().hex[:8]}"
+    configure(box, broker, topics, group)
+    box.systemctl("start", UNIT, timeout=300)
+    kafka = KafkaView(broker.bootstrap)
+    try:
+        task = start_long_job(box, kafka, topics, long_audio)
+        box.systemctl("kill", "-s", "KILL", UNIT)
+        wait_until(lambda: box.show(UNIT, "NRestarts")["NRestarts"] == "1", 60, "systemd's restart")
+        wait_until(lambda: kafka.committed(group, topics.tasks).get(0) == 1, 180, "the redelivered task's commit")
+        assert [r["task_uuid"] for r in kafka.results(topics.results)] == [task["task_uuid"]]
+    finally:
+        box.systemctl("stop", UNIT, timeout=120)
+        kafka.close()
+
+
+def test_a_hung_engine_stops_the_watchdog_and_systemd_restarts_the_unit(box, broker, topics):
+    configure(box, broker, topics, f"pkg-{uuid.uuid4().hex[:8]}")
+    drop_in(box, "WatchdogSec=4\nEnvironment=UVRD_PROCESSOR_ENGINE_STALL_TIMEOUT=2\n")
+    try:
+        box.systemctl("start", UNIT, timeout=300)
+        main = box.show(UNIT, "MainPID")["MainPID"]
+        # The engine is the child started by multiprocessing's spawn (the other is its resource tracker).
+        engine = box.run("sh", "-c", f"for p in $(cat /proc/{main}/task/*/children); do "
+                                     "grep -q spawn_main /proc/$p/cmdline && echo $p; done").stdout.split()[0]
+        box.run("sh", "-c", f"kill -STOP {engine}")
+        wait_until(lambda: box.show(UNIT, "NRestarts")["NRestarts"] == "1", 60, "the watchdog restart")
+        box.wait_for_journal("Watchdog timeout", unit=UNIT, timeout=10)
+    finally:
+        box.systemctl("stop", UNIT, timeout=120)
+        box.run("rm", "-rf", f"/etc/systemd/system/{UNIT}.d")
+        box.systemctl("daemon-reload")
 
 
 def test_upgrade_restarts_a_running_unit_once(box, broker, topics, uvrd_deb):
