@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import structlog
 from kafka import TopicPartition
@@ -53,7 +52,6 @@ class StatusBoard:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._caught_up = threading.Event()
-        self._last_contact = 0.0
         self._thread = threading.Thread(target=self._run, name="status-reader", daemon=True)
 
     def start(self) -> "StatusBoard":
@@ -78,9 +76,6 @@ class StatusBoard:
     def caught_up(self) -> bool:
         return self._caught_up.is_set()
 
-    def seconds_since_contact(self) -> float:
-        return time.monotonic() - self._last_contact
-
     def wait_caught_up(self, timeout: float) -> bool:
         return self._caught_up.wait(timeout)
 
@@ -104,12 +99,10 @@ class StatusBoard:
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)
             end = consumer.end_offsets(tps)
-            self._last_contact = time.monotonic()
             while not self._stop.is_set():
                 for batch in consumer.poll(timeout_ms=500).values():
                     for rec in batch:
                         self._fold(rec.value)
-                self._last_contact = time.monotonic()
                 if not self._caught_up.is_set() and all(consumer.position(tp) >= end[tp] for tp in tps):
                     self._caught_up.set()
         finally:
