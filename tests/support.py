@@ -160,11 +160,12 @@ class KafkaView:
         self.bootstrap = bootstrap
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
 
-    def send(self, topic: str, value: bytes | dict | None, key: bytes | None = None) -> None:
+    def send(self, topic: str, value: bytes | dict | None, key: bytes | None = None,
+             partition: int | None = None) -> None:
         if isinstance(value, dict):
             key = key if key is not None else str(value.get("task_uuid", "")).encode() or None
             value = json.dumps(value).encode()
-        self.producer.send(topic, key=key, value=value).get(timeout=10)
+        self.producer.send(topic, key=key, value=value, partition=partition).get(timeout=10)
 
     def committed(self, group: str, topic: str, partitions: int = 1) -> dict[int, int]:
         """The group's committed offsets, read without joining the group."""

@@ -5,9 +5,24 @@ import os
 import socket
 import struct
 
+import pytest
 import structlog
 
 from uvrd import journal, logs
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """configure() rewires the root logger; later tests in this worker must not log into a closed journal."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    kafka_level = logging.getLogger("kafka").level
+    saved = structlog.get_config()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger("kafka").setLevel(kafka_level)
+    structlog.configure(**saved)
 
 
 def parse_native(datagram: bytes) -> dict:

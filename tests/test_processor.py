@@ -11,6 +11,7 @@ import os
 import signal
 import time
 import uuid
+from datetime import datetime
 
 import pytest
 
@@ -37,6 +38,14 @@ def engine_pid(daemon) -> int:
     return wait_until(lambda: events(daemon, "engine starting"), 30, "the engine child")[-1]["pid"]
 
 
+def children_of(pid: int) -> list[int]:
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found += [int(c) for c in f.read().split()]
+    return found
+
+
 def pid_gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -51,6 +60,12 @@ def events(daemon, name):
     return [e for e in daemon.log_events() if e.get("event") == name]
 
 
+def settled(daemon, n: int = 1) -> list[dict]:
+    """Wait for the daemon's own account of n final tasks: it logs and cleans up just after the commit."""
+    final = lambda: [e for e in daemon.log_events() if e.get("event") in ("task succeeded", "task failed")]  # noqa: E731
+    return wait_until(lambda: len(final()) >= n and final(), 10, f"{n} task(s) settled in the log")
+
+
 def test_task_gives_one_result_and_commits_its_offset(stack, kafka, short_audio):
     p = stack.start()
     p.wait_ready()
@@ -58,6 +73,7 @@ def test_task_gives_one_result_and_commits_its_offset(stack, kafka, short_audio)
     task = stack.task(audio)
     kafka.send(stack.tasks, task)
     wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 60, "offset 1 committed")
+    settled(p)
     results = kafka.results(stack.results)
     assert len(results) == 1
     r = results[0]
@@ -87,6 +103,8 @@ def test_idle_worker_exits_within_a_second(stack, sig):
     p.wait_ready()
     wait_until(lambda: events(p, "partitions assigned"), 30, "the group join")
     engine = engine_pid(p)
+    children = children_of(p.proc.pid)
+    assert engine in children and len(children) == 2, "the engine and multiprocessing's resource tracker"
     sent = p.signal(sig)
     assert p.wait_exit(10) == 0
     elapsed = time.monotonic() - sent
@@ -94,7 +112,8 @@ def test_idle_worker_exits_within_a_second(stack, sig):
     assert elapsed < 1.0, f"idle stop took {elapsed:.2f} s"
     lines = p.notify.lines()
     assert lines.index("STOPPING=1") > lines.index("READY=1")
-    assert pid_gone(engine)
+    # Nothing left for systemd's final SIGKILL (KillMode=mixed) to find.
+    assert [pid for pid in children if not pid_gone(pid)] == []
 
 
 def test_sigterm_mid_job_finishes_the_job_commits_and_exits(stack, kafka, long_audio):
@@ -166,9 +185,8 @@ def test_job_longer_than_max_poll_interval_costs_no_rebalance(stack, kafka, long
     wait_until(lambda: events(p, "partitions assigned"), 30, "the group join")
     task = start_job(stack, kafka, p, long_audio)
     wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 120, "the commit")
+    finished = settled(p)[0]["timestamp"]
     started = events(p, "task started")[0]["timestamp"]
-    finished = events(p, "task succeeded")[0]["timestamp"]
-    from datetime import datetime
     took = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
     assert took > max_poll_ms / 1000, f"the job ({took:.1f} s) must outlast max.poll.interval.ms to prove anything"
     assert len(events(p, "partitions assigned")) == 1, "no rebalance"
@@ -343,6 +361,8 @@ def test_a_worker_joining_mid_job_costs_no_duplicate(stack, kafka, long_audio):
     wait_until(lambda: sum(kafka.committed(stack.group, stack.tasks, partitions=2).values()) == 1, 120,
                "the task's commit")
     assert [(r["task_uuid"], r["success"]) for r in kafka.results(stack.results)] == [(task["task_uuid"], True)]
+    wait_until(lambda: events(first, "task succeeded") or events(first, "task left uncommitted for redelivery"),
+               10, "the first worker's account of the job")
     kept = any(task["task_uuid"] in json.dumps(e) for e in events(first, "task succeeded"))
     lost = events(first, "task left uncommitted for redelivery")
     assert kept != bool(lost), "either the first worker kept the job or it gave it up, never both"

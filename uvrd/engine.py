@@ -11,6 +11,7 @@ stopped child is visible from the parent.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.resource_tracker
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,23 @@ class Engine:
     def restart(self) -> None:
         self.kill()
         self.start()
+
+    def close(self) -> None:
+        """End the child, then the resource tracker that ``spawn`` started beside it.
+
+        The tracker exits on its own a moment after its last client, but under
+        ``KillMode=mixed`` systemd SIGKILLs whatever is left the instant the main
+        process exits, and logs each kill as if something had gone wrong.
+        """
+        child = self._proc
+        self.kill()
+        if child is not None and child.exitcode is None:
+            return  # still dying, and holding the tracker open: waiting for it could hang the stop
+        tracker = multiprocessing.resource_tracker._resource_tracker
+        try:
+            tracker._stop()  # waits for it; CPython's own test suite uses this
+        except (AttributeError, OSError, ChildProcessError):
+            pass
 
     def _close(self) -> None:
         if self._conn is not None:

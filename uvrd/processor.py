@@ -64,7 +64,7 @@ class Processor(ConsumerDaemon):
         for d in (self.cfg.model_dir, self.cfg.spool_dir, self.cfg.output_dir):
             d.mkdir(parents=True, exist_ok=True)
         # Closed after the Kafka clients; by then it holds no job worth a goodbye.
-        stack.callback(self.engine.kill)
+        stack.callback(self.engine.close)
         self.engine.start()
         return self._await_engine()
 

@@ -61,6 +61,33 @@ def uvrd_deb(debian_root) -> Path:
         return debs[-1]
 
 
+NEWER_VERSION = "99.0"
+
+
+@pytest.fixture(scope="module")
+def newer_deb(uvrd_deb, tmp_path_factory) -> Path:
+    """This package relabelled as a later version: what an upgrade installs.
+
+    Only the control member changes; the 3 GB data member is copied as it is.
+    """
+    work = tmp_path_factory.mktemp("newer")
+    subprocess.run(["ar", "x", str(uvrd_deb)], cwd=work, check=True)
+    [control] = work.glob("control.tar*")
+    [data] = work.glob("data.tar*")
+    (work / "control").mkdir()
+    subprocess.run(["tar", "-xf", control.name, "-C", "control"], cwd=work, check=True)
+    fields = work / "control" / "control"
+    fields.write_text("".join(f"Version: {NEWER_VERSION}\n" if line.startswith("Version:") else line
+                              for line in fields.read_text().splitlines(keepends=True)))
+    control.unlink()
+    subprocess.run(["tar", "--owner=0", "--group=0", "-cJf", "control.tar.xz", "-C", "control", "."],
+                   cwd=work, check=True)
+    deb = work / f"uvrd_{NEWER_VERSION}_amd64.deb"
+    subprocess.run(["ar", "rc", deb.name, "debian-binary", "control.tar.xz", data.name], cwd=work, check=True)
+    data.unlink()
+    return deb
+
+
 @pytest.fixture(scope="module")
 def box(debian_root, uvrd_deb, tmp_path_factory):
     """One container with the package installed (installing a multi-GB venv is the slow part)."""
@@ -75,13 +102,61 @@ def box(debian_root, uvrd_deb, tmp_path_factory):
             container.shutdown()
 
 
-@pytest.fixture
-def topics(broker, request) -> TopicsConfig:
+def make_topics(broker, request, task_partitions: int = 1) -> TopicsConfig:
     prefix = f"pkg-{request.node.name[:30]}-{uuid.uuid4().hex[:6]}"
     t = TopicsConfig(tasks=f"{prefix}.tasks", results=f"{prefix}.results", dead_letter=f"{prefix}.dlq",
                      status=f"{prefix}.status")
-    broker.create_uvrd_topics(t)
+    broker.create_uvrd_topics(t, task_partitions)
     return t
+
+
+@pytest.fixture
+def topics(broker, request) -> TopicsConfig:
+    return make_topics(broker, request)
+
+
+# A host with two GPUs runs one template instance per card.
+GPU_UNITS = ["uvrd-processor@0.service", "uvrd-processor@1.service"]
+
+
+@pytest.fixture
+def two_gpus(box, broker, request):
+    """Both instances running in one group on a two-partition task topic, one partition each."""
+    topics = make_topics(broker, request, task_partitions=2)
+    group = f"pkg-{uuid.uuid4().hex[:8]}"
+    configure(box, broker, topics, group)
+    box.systemctl("start", *GPU_UNITS, timeout=300)
+    kafka = KafkaView(broker.bootstrap)
+
+    def split() -> bool:
+        owned = []
+        for unit in GPU_UNITS:
+            assigned = [json.loads(e["MESSAGE"]) for e in box.journal(unit)
+                        if '"partitions assigned"' in e["MESSAGE"]]
+            owned.append({p for p in assigned[-1]["partitions"] if p.startswith(topics.tasks + "/")}
+                         if assigned else set())
+        return all(len(o) == 1 for o in owned) and owned[0] != owned[1]
+
+    try:
+        wait_until(split, 60, "one task partition for each instance")
+        yield topics, group, kafka
+    finally:
+        box.systemctl("stop", *GPU_UNITS, timeout=700)
+        kafka.close()
+
+
+def wait_separating(box, units: list[str]) -> None:
+    wait_until(lambda: all(box.show(u, "StatusText")["StatusText"].startswith("separating") for u in units),
+               90, f"a job in flight on {', '.join(units)}")
+
+
+def starts(box, unit: str) -> int:
+    return sum('"processor ready"' in e["MESSAGE"] for e in box.journal(unit))
+
+
+def ran_in(box, task_uuid: str) -> set[tuple[str, str]]:
+    """(unit, invocation) of every journal entry about the task."""
+    return {(e["_SYSTEMD_UNIT"], e["_SYSTEMD_INVOCATION_ID"]) for e in box.journal(None, TASK_UUID=task_uuid)}
 
 
 def configure(box, broker, topics: TopicsConfig, group: str) -> None:
@@ -257,14 +332,58 @@ def test_a_hung_engine_stops_the_watchdog_and_systemd_restarts_the_unit(box, bro
         box.systemctl("daemon-reload")
 
 
-def test_upgrade_restarts_a_running_unit_once(box, broker, topics, uvrd_deb):
-    configure(box, broker, topics, f"pkg-{uuid.uuid4().hex[:8]}")
-    box.systemctl("start", UNIT, timeout=300)
-    before = box.show(UNIT, "InvocationID")["InvocationID"]
-    box.run("apt-get", "install", "-y", "--reinstall", "-o",
-            "Dir::Etc::SourceList=/etc/apt/sources.list.d/uvrd-local.list", "-o", "Dir::Etc::SourceParts=-",
-            "uvrd", timeout=1200)
-    after = box.show(UNIT, "InvocationID", "ActiveState", "NRestarts")
-    assert after["ActiveState"] == "active" and after["InvocationID"] != before
-    assert after["NRestarts"] == "0", "restarted by the package, not by a failure"
-    box.systemctl("stop", UNIT, timeout=120)
+def test_two_gpu_instances_share_the_work_and_the_target_drains_both(box, two_gpus, long_audio, tmp_path):
+    topics, group, kafka = two_gpus
+    ready = [json.loads(box.wait_for_journal("processor ready", unit=u)["MESSAGE"]) for u in GPU_UNITS]
+    # Derived from the unit name: each instance fences only its own previous run.
+    assert [r["transactional_id"].rsplit("-", 1)[-1] for r in ready] == ["processor@0", "processor@1"]
+    short = tinymodel.write_sample(tmp_path / "short.wav", seconds=2)
+    tasks = [spool_task(box, short) for _ in range(4)]
+    for i, task in enumerate(tasks):
+        kafka.send(topics.tasks, task, partition=i % 2)
+    wait_until(lambda: kafka.committed(group, topics.tasks, partitions=2) == {0: 2, 1: 2}, 120, "four commits")
+    units = [ran_in(box, t["task_uuid"]) for t in tasks]
+    assert all(len(u) == 1 for u in units), "each task ran in exactly one unit"
+    assert {unit for [(unit, _)] in units} == set(GPU_UNITS), "both instances worked"
+
+    long_tasks = [spool_task(box, long_audio) for _ in GPU_UNITS]
+    for partition, task in enumerate(long_tasks):
+        kafka.send(topics.tasks, task, partition=partition)
+    wait_separating(box, GPU_UNITS)
+    box.systemctl("stop", "uvrd.target", timeout=700)  # PartOf= carries the stop to every instance
+    for unit in GPU_UNITS:
+        state = box.show(unit, "ActiveState", "Result", "ExecMainStatus")
+        assert state == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, (unit, state)
+        assert not [e for e in box.journal(unit) if "Killing process" in e["MESSAGE"]], "nothing left to SIGKILL"
+    results = kafka.results(topics.results)
+    assert sorted(r["task_uuid"] for r in results) == sorted(t["task_uuid"] for t in tasks + long_tasks)
+    assert all(r["success"] for r in results)
+    assert kafka.committed(group, topics.tasks, partitions=2) == {0: 3, 1: 3}
+
+
+def test_upgrade_drains_each_running_instance_once_and_brings_it_back(box, two_gpus, newer_deb, long_audio):
+    topics, group, kafka = two_gpus
+    before = {u: box.show(u, "InvocationID")["InvocationID"] for u in GPU_UNITS}
+    box.copy_in(newer_deb, "/root/uvrd-newer.deb", mode=0o644)
+    # apt's two steps, taken one at a time so jobs are surely in flight at the second: dpkg
+    # replaces the venv under the running daemons, then the postinst restarts them.
+    box.run("dpkg", "--unpack", "/root/uvrd-newer.deb", timeout=1200)
+    assert {u: box.show(u, "InvocationID")["InvocationID"] for u in GPU_UNITS} == before, "unpacking stops nothing"
+    tasks = [spool_task(box, long_audio) for _ in GPU_UNITS]
+    for partition, task in enumerate(tasks):
+        kafka.send(topics.tasks, task, partition=partition)
+    wait_separating(box, GPU_UNITS)
+    starts_before = {u: starts(box, u) for u in GPU_UNITS}
+    box.run("dpkg", "--configure", "uvrd", timeout=1200)
+    assert box.run("dpkg-query", "-W", "-f=${Version}", "uvrd").stdout == NEWER_VERSION
+    for unit in GPU_UNITS:
+        after = box.show(unit, "ActiveState", "InvocationID", "NRestarts", "StatusText")
+        assert after["ActiveState"] == "active" and after["InvocationID"] != before[unit], (unit, after)
+        assert after["NRestarts"] == "0", "restarted by the package, not after a failure"
+    wait_until(lambda: kafka.committed(group, topics.tasks, partitions=2) == {0: 1, 1: 1}, 60, "both commits")
+    results = kafka.results(topics.results)
+    assert sorted(r["task_uuid"] for r in results) == sorted(t["task_uuid"] for t in tasks)
+    # Each job finished in the run the upgrade found it in: drained, not cut off and redone.
+    ran = [{inv for _, inv in ran_in(box, t["task_uuid"])} for t in tasks]
+    assert sorted(map(sorted, ran)) == sorted([inv] for inv in before.values())
+    assert [starts(box, u) - n for u, n in starts_before.items()] == [1, 1], "one restart each"
