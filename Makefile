@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 DEBS := ffmpeg debootstrap systemd-container dpkg-dev
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test system-deps venv deb lint-deb clean
+.PHONY: run test faults system-deps venv deb lint-deb clean
 
 system-deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -35,6 +35,18 @@ run: venv
 
 test: venv
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider
+
+# The fault suite at full size: FAULT_TASKS tasks through the whole pipeline under random faults
+# (the seed is printed in the summary line; FAULT_SEED=N repeats a run), and longer fuzzing.
+FAULT_TASKS ?= 500
+FAULT_SEED ?= $(shell date +%s)
+faults: venv
+	mkdir -p build
+	UVRD_FAULT_TASKS=$(FAULT_TASKS) UVRD_FAULT_SEED=$(FAULT_SEED) UVRD_FUZZ_EXAMPLES=2000 \
+	UVRD_FAULT_SUMMARY=build/faults-summary.txt \
+	$(PY) -m pytest -p no:cacheprovider -s -n $(PYTEST_WORKERS) tests/faults tests/test_messages.py \
+		tests/test_uploader_parsing.py tests/api/test_api_openapi.py
+	@cat build/faults-summary.txt
 
 # The Debian package, built from the working tree in build/ (dpkg-buildpackage writes
 # beside its source directory).

@@ -21,6 +21,12 @@ from uvrd.devtools.receiver import WebhookReceiver  # noqa: F401  (tests import 
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 8000}
 
 
+def fuzz_examples(default: int = 200) -> int:
+    """Generated examples per fuzz test: *default* in `make test`, UVRD_FUZZ_EXAMPLES where set
+    (`make faults` sets it high for a long run)."""
+    return int(os.environ.get("UVRD_FUZZ_EXAMPLES", default))
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while True:
@@ -201,3 +207,62 @@ class KafkaView:
     def close(self):
         self.producer.close()
 
+
+
+class RebindingDNS:
+    """The system resolver as a DNS-rebinding attacker runs it: *name* answers *first* to the
+    first lookup and *then* to every later one.  Other names (the IP literals urllib3 connects
+    to) resolve for real.  Installed over ``socket.getaddrinfo``, the one resolver both
+    safehttp and urllib3 use, so a second lookup anywhere on the way would be seen."""
+
+    def __init__(self, name: str, first: str, then: str):
+        self.name, self.first, self.then = name, first, then
+        self.lookups = 0
+        self._real = socket.getaddrinfo
+
+    def getaddrinfo(self, host, port, *args, **kwargs):
+        if host != self.name:
+            return self._real(host, port, *args, **kwargs)
+        self.lookups += 1
+        return self._real(self.first if self.lookups == 1 else self.then, port, *args, **kwargs)
+
+
+class HitCounter:
+    """An HTTP server on one loopback address that answers every GET and POST 200 with *body*
+    and records the paths it was asked for."""
+
+    def __init__(self, address: str, port: int = 0, body: bytes = b"ok"):
+        import http.server
+
+        self.hits: list[str] = []
+        counter = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                counter.hits.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer((address, port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_port
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def rebinding_pair(body: bytes = b"ok") -> tuple[HitCounter, HitCounter]:
+    """The address a check would pass (127.0.0.1) and the one a rebinding answer points at
+    (127.0.0.2), on the same port so that one URL names either."""
+    checked = HitCounter("127.0.0.1", body=body)
+    return checked, HitCounter("127.0.0.2", checked.port, body=b"from the rebound address")

@@ -88,3 +88,32 @@ def test_cli_exits_78_with_one_line(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "uvrd", "processor", "--config", str(tmp_path / "nope.toml")],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == EX_CONFIG and "does not exist" in missing.stderr
+
+
+SECRET = "s3cret-Value"
+
+
+@pytest.mark.parametrize("text", [
+    f"[api]\ntokens = '{SECRET}'\n",
+    f"[api]\nbasic_auth = '{SECRET}'\n",
+    f"[api]\nbasic_auth = ['{SECRET}', 7]\n",
+    f"[api]\nlink_secret = ['{SECRET}']\n",
+    f"[uploader]\nwebhook_secret = ['{SECRET}']\n",
+    f"[kafka]\nsasl_plain_password = ['{SECRET}']\n",
+    f"[kafka]\nssl_password = {{ value = '{SECRET}' }}\n",
+    f"[uploader]\nwebhook_secret = {SECRET}\n",  # unquoted: a TOML error, which names the line only
+])
+def test_a_secret_of_the_wrong_type_is_named_but_never_shown(tmp_path, text):
+    """The error line goes to stderr and the journal: it names the key, not the value."""
+    with pytest.raises(ConfigError) as e:
+        load(write(tmp_path, text), environ={})
+    assert SECRET not in str(e.value)
+    assert "value hidden" in str(e.value) or "not valid TOML" in str(e.value)
+
+
+def test_cli_config_error_keeps_the_secret_out_of_stderr(tmp_path):
+    path = write(tmp_path, f"[api]\ntokens = '{SECRET}'\n")
+    proc = subprocess.run([sys.executable, "-m", "uvrd", "api", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == EX_CONFIG and "api.tokens must be a list of strings" in proc.stderr
+    assert SECRET not in proc.stderr + proc.stdout

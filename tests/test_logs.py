@@ -8,7 +8,8 @@ import struct
 import pytest
 import structlog
 
-from uvrd import journal, logs
+from uvrd import journal, kafka_io, logs, topics
+from uvrd.config import KafkaConfig, TopicsConfig
 
 
 @pytest.fixture(autouse=True)
@@ -16,12 +17,13 @@ def restore_logging():
     """configure() rewires the root logger; later tests in this worker must not log into a closed journal."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    kafka_level = logging.getLogger("kafka").level
+    kafka_levels = {name: logging.getLogger(name).level for name in ("kafka", "kafka.admin.client")}
     saved = structlog.get_config()
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-    logging.getLogger("kafka").setLevel(kafka_level)
+    for name, kafka_level in kafka_levels.items():
+        logging.getLogger(name).setLevel(kafka_level)
     structlog.configure(**saved)
 
 
@@ -87,3 +89,17 @@ def test_field_names_follow_journald_rules():
     assert journal.field_name("task_uuid") == "TASK_UUID"
     assert journal.field_name("_private") == "PRIVATE"
     assert journal.field_name("9lives-x") == "LIVES_X"
+
+
+def test_debug_logging_never_shows_the_kafka_passwords(broker):
+    """kafka-python's admin client logs its configuration at DEBUG; uvrd dev builds one with the SASL settings."""
+    out = io.StringIO()
+    logs.configure("uvrd-test", level="DEBUG", stream=out)
+    kc = KafkaConfig(bootstrap_servers=broker.bootstrap, sasl_mechanism="PLAIN", sasl_plain_username="uvrd",
+                     sasl_plain_password="sasl-Pw-0", ssl_password="key-Pw-0")
+    topics.ensure(kafka_io.client_settings(kc), TopicsConfig(*[f"logs-debug.{n}" for n in ("t", "r", "d", "s")]))
+    consumer = kafka_io.consumer(kc, group_id=None)
+    consumer.close(autocommit=False)
+    text = out.getvalue()
+    assert '"level": "debug"' in text and '"logger": "kafka.' in text, "kafka-python's DEBUG lines are shown"
+    assert "sasl-Pw-0" not in text and "key-Pw-0" not in text

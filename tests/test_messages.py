@@ -1,8 +1,11 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from uvrd.messages import BadMessage, failure_result, parse_task, success_result
+from support import fuzz_examples
+from uvrd.messages import TASK_UUID_RE, BadMessage, encode, failure_result, parse_task, success_result
 
 
 def test_old_producers_task_parses():
@@ -47,3 +50,50 @@ def test_every_defect_is_named(value, words):
     with pytest.raises(BadMessage) as e:
         parse_task(value)
     assert words in str(e.value)
+
+
+# -- fuzz: whatever arrives on a task topic --------------------------------------------------
+# Lone surrogates are valid JSON escapes that no file name, URL or result message can carry.
+_text = st.one_of(st.text(max_size=40), st.sampled_from(["\ud800", "/spool/a\udfff.wav", "http://h.example/\udc80"]))
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), _text)
+_json = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+                     max_leaves=12)
+_uuid = st.one_of(st.from_regex(TASK_UUID_RE, fullmatch=True), _json)
+_url = st.one_of(st.sampled_from(["http://h.example/cb", "https://h.example:8443/x?y=1", "file:///etc/passwd",
+                                  "gopher://h/", "http://h:99999/", "http://[::1/", "http:///nohost",
+                                  "javascript:alert(1)", "http://u:p@h/", "http://h.example/" + "a" * 3000]), _json)
+_fields = {"task_uuid": _uuid, "audio_path": _json, "hook_url": _url, "model": _json, "output_format": _json,
+           "submitted_at": _json, "priority": _json}
+_task_like = st.one_of(
+    st.fixed_dictionaries({}, optional=_fields),
+    # Mostly valid, so that the checks behind the first ones are reached too.
+    st.fixed_dictionaries({"task_uuid": st.from_regex(TASK_UUID_RE, fullmatch=True), "audio_path": _text},
+                          optional={k: v for k, v in _fields.items() if k not in ("task_uuid", "audio_path")}),
+)
+_values = st.one_of(
+    st.none(),
+    st.binary(max_size=300),
+    _json.map(lambda v: json.dumps(v).encode()),
+    _task_like.map(lambda v: json.dumps(v).encode()),
+    _task_like.map(lambda v: json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass")),
+)
+_keys = st.one_of(st.none(), st.binary(max_size=40), st.from_regex(TASK_UUID_RE, fullmatch=True).map(str.encode))
+
+
+@settings(max_examples=fuzz_examples(), deadline=None)
+@given(value=_values, key=_keys)
+def test_any_bytes_give_a_task_or_a_bad_message_whose_failure_can_be_sent(value, key):
+    """A worker turns every task message into a result it can publish: nothing else may escape."""
+    try:
+        task = parse_task(value, key)
+    except BadMessage as e:
+        assert str(e)
+        assert e.task_uuid is None or TASK_UUID_RE.fullmatch(e.task_uuid)
+        assert e.hook_url is None or e.hook_url.startswith(("http://", "https://"))
+        encode(failure_result(e.task_uuid, e.hook_url, str(e)))
+        return
+    assert TASK_UUID_RE.fullmatch(task.task_uuid)
+    assert task.audio_path and "\0" not in task.audio_path
+    assert task.hook_url is None or task.hook_url.startswith(("http://", "https://"))
+    encode(success_result(task, {"vocals": task.audio_path}, task.model or "m.onnx",
+                          submitted_at=task.submitted_at))

@@ -303,6 +303,17 @@ def test_task_that_keeps_killing_its_worker_is_failed(stack, kafka, long_audio):
     assert not events(second, "task started"), "the task was not run again"
 
 
+def test_an_engine_that_dies_while_loading_is_replaced_not_fatal(stack, kafka, short_audio):
+    p = stack.start()
+    os.kill(engine_pid(p), signal.SIGKILL)  # the model takes seconds to load: this is mid-load
+    p.wait_ready()
+    assert events(p, "separation engine died while loading the model; restarting it")
+    task = stack.task(stack.spool_copy(short_audio))
+    kafka.send(stack.tasks, task)
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 60, "the commit")
+    assert [(r["task_uuid"], r["success"]) for r in kafka.results(stack.results)] == [(task["task_uuid"], True)]
+
+
 def test_watchdog_pings_stop_while_the_engine_hangs(stack, kafka):
     p = stack.start(config=stack.write_config("wd.toml", engine_stall_timeout=2), watchdog_usec=1_000_000)
     p.wait_ready()

@@ -1,8 +1,10 @@
 import http.server
+import socket
 import threading
 
 import pytest
 
+from support import RebindingDNS, rebinding_pair
 from uvrd.safehttp import TooLarge, UnsafeURL, check_url, request
 
 
@@ -75,3 +77,22 @@ def test_size_limit_and_redirect_checks(server):
     # A redirect goes through the same check as the first URL.
     with pytest.raises(UnsafeURL, match="only http and https"):
         request("GET", server + "/redirect-out", allow_private=True, timeout=5)
+
+
+@pytest.fixture
+def pair():
+    checked, rebound = rebinding_pair()
+    yield checked, rebound
+    checked.close()
+    rebound.close()
+
+
+def test_a_name_is_resolved_once_and_the_request_goes_to_that_answer(pair, monkeypatch):
+    """DNS rebinding: a name that changes its answer between the check and the connection."""
+    checked, rebound = pair
+    dns = RebindingDNS("rebind.test", first="127.0.0.1", then="127.0.0.2")
+    monkeypatch.setattr(socket, "getaddrinfo", dns.getaddrinfo)
+    r = request("GET", f"http://rebind.test:{checked.port}/a", allow_private=True, timeout=5)
+    assert (r.status, r.body) == (200, b"ok")
+    assert checked.hits == ["/a"] and rebound.hits == []
+    assert dns.lookups == 1

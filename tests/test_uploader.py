@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
+import time
 import uuid
 
 import pytest
 
-from support import WebhookReceiver, wait_until
+from support import RebindingDNS, WebhookReceiver, rebinding_pair, wait_until
 from uvrd import webhook
+from uvrd.config import ApiConfig, Config, UploaderConfig
+from uvrd.uploader import Delivered, Uploader
 
 
 @pytest.fixture
@@ -188,3 +192,62 @@ def test_a_result_without_hook_url_is_committed_without_a_call(stack, kafka, rec
     kafka.send(stack.results, result_for(stack, receiver.url))
     wait_until(lambda: committed(stack, kafka) == 2, 30, "both commits")
     assert len(receiver.requests) == 1 and kafka.read_all(stack.dead_letter) == []
+
+
+def test_a_hook_url_whose_dns_answer_changes_is_called_at_the_checked_address(monkeypatch):
+    """DNS rebinding on the delivery path: the uploader's own delivery code, in this process, so that
+    the resolver can change its answer between the check and the connection."""
+    checked, rebound = rebinding_pair()
+    try:
+        dns = RebindingDNS("hook.rebind.test", first="127.0.0.1", then="127.0.0.2")
+        monkeypatch.setattr(socket, "getaddrinfo", dns.getaddrinfo)
+        config = Config(api=ApiConfig(allow_private_urls=True),
+                        uploader=UploaderConfig(webhook_secret="whsec", max_attempts=1, timeout=5))
+        result = {"task_uuid": str(uuid.uuid4()), "success": False, "error_message": "x",
+                  "hook_url": f"http://hook.rebind.test:{checked.port}/hook"}
+        outcome = Uploader(config, environ={})._deliver(result)
+        assert outcome == Delivered(attempts=1, status=200)
+        assert checked.hits == ["/hook"] and rebound.hits == [] and dns.lookups == 1
+    finally:
+        checked.close()
+        rebound.close()
+
+
+def test_retention_sweeps_old_stems_but_not_the_input_of_a_task_still_queued(stack):
+    old = time.time() - 100
+    stems = stack.output / "8d3c2a5e-0000-4000-8000-000000000001"
+    stems.mkdir(parents=True)
+    (stems / "vocals.wav").write_bytes(b"RIFF")
+    queued = stack.spool / "8d3c2a5e-0000-4000-8000-000000000002.wav"  # a backlog older than `retention`
+    queued.write_bytes(b"RIFF")
+    orphan = stack.spool / "8d3c2a5e-0000-4000-8000-000000000003.wav"  # older than `spool_retention`
+    orphan.write_bytes(b"RIFF")
+    for path in (stems / "vocals.wav", stems, queued):
+        os.utime(path, (old, old))
+    os.utime(orphan, (old - 1000, old - 1000))
+    config = stack.write_config("sweep.toml", uploader={"retention": 50, "spool_retention": 1000,
+                                                        "retention_interval": 0.2})
+    up = stack.start("uploader", config=config)
+    up.wait_ready(60)
+    wait_until(lambda: not stems.exists() and not orphan.exists(), 10, "the sweep")
+    assert queued.exists(), "a queued task's input outlives the stems' retention"
+
+
+def test_no_secret_reaches_the_log_even_at_debug(stack, kafka, receiver):
+    secrets = {"webhook_secret": "wh-Secret-9", "link_secret": "link-Secret-9", "sasl": "sasl-Secret-9"}
+    config = stack.write_config(kafka={"sasl_mechanism": '"PLAIN"', "sasl_plain_username": '"uvrd"',
+                                       "sasl_plain_password": f'"{secrets["sasl"]}"'},
+                                uploader={"webhook_secret": secrets["webhook_secret"]},
+                                api={"link_secret": secrets["link_secret"]})
+    up = stack.start("uploader", config=config, env={"UVRD_LOG_LEVEL": "DEBUG"})
+    up.wait_ready(60)
+    kafka.send(stack.results, result_for(stack, receiver.url))
+    wait_until(lambda: committed(stack, kafka) == 1, 30, "the uploader's commit")
+    up.signal(signal.SIGTERM)
+    assert up.wait_exit(10) == 0
+    [delivery] = receiver.requests
+    signature = delivery["headers"]["X-Uvrd-Signature"].partition("v1=")[2]
+    text = up.log_text()
+    assert '"level": "debug"' in text and "webhook delivered" in text
+    for secret in [*secrets.values(), signature]:
+        assert secret not in text, f"{secret!r} is in the log"

@@ -31,6 +31,11 @@ class ConfigError(Exception):
     """A configuration problem, stated in one line."""
 
 
+# Their values never appear in an error: the line goes to the journal, which more people read than the file.
+SECRET_KEYS = frozenset({"kafka.sasl_plain_password", "kafka.ssl_password", "api.tokens", "api.basic_auth",
+                         "api.link_secret", "uploader.webhook_secret"})
+
+
 @dataclass(frozen=True)
 class KafkaConfig:
     bootstrap_servers: str = "localhost:9092"
@@ -101,6 +106,8 @@ class ProcessorConfig:
     job_timeout: float = 900.0
     # Times a job is re-run after its engine was killed (timeout) or died.
     job_retries: int = 2
+    # Longer inputs are refused before separation: a job's time grows with its length.
+    max_audio_seconds: float = 3600.0
     # Starts of one task (across restarts of this host's processor) before it
     # is failed as a task that keeps killing its worker.
     max_attempts: int = 3
@@ -127,7 +134,8 @@ class ProcessorConfig:
         _require(self.output_format in OUTPUT_FORMATS, "processor.output_format",
                  f"must be one of {', '.join(OUTPUT_FORMATS)}")
         _require(self.model.strip() != "", "processor.model", "must not be empty")
-        for name in ("drain_timeout", "job_timeout", "broker_timeout", "engine_stall_timeout", "engine_start_timeout"):
+        for name in ("drain_timeout", "job_timeout", "broker_timeout", "engine_stall_timeout", "engine_start_timeout",
+                     "max_audio_seconds"):
             _require(getattr(self, name) > 0, f"processor.{name}", "must be positive")
         _require(self.job_retries >= 0, "processor.job_retries", "must not be negative")
         _require(self.max_attempts >= 1, "processor.max_attempts", "must be at least 1")
@@ -179,15 +187,18 @@ class UploaderConfig:
     backoff_max: float = 300.0
     drain_timeout: float = 60.0
     broker_timeout: float = 60.0
-    # Outputs and leftover spool files older than this are deleted.
+    # Stems (and the work directories of killed jobs) older than this are deleted.
     retention: float = 7 * 86400.0
+    # Spool files older than this are orphans (a submission whose produce never happened).  A
+    # queued task's input is this old only if the backlog is: keep it above the longest backlog.
+    spool_retention: float = 7 * 86400.0
     retention_interval: float = 3600.0
     transactional_id: str = ""
 
     def validate(self) -> None:
         _require(self.max_attempts >= 1, "uploader.max_attempts", "must be at least 1")
         for name in ("timeout", "backoff_initial", "backoff_max", "drain_timeout", "broker_timeout",
-                     "retention", "retention_interval"):
+                     "retention", "spool_retention", "retention_interval"):
             _require(getattr(self, name) > 0, f"uploader.{name}", "must be positive")
 
 
@@ -287,12 +298,13 @@ def _build(section: str, cls: type, table: dict[str, Any]):
         where = getattr(value, "origin", f"{section}.{key}")
         if key not in fields:
             raise ConfigError(f"{where}: unknown key {section}.{key} (known: {', '.join(fields)})")
-        kwargs[key] = _convert(hints[key], value, where)
+        kwargs[key] = _convert(hints[key], value, where, secret=f"{section}.{key}" in SECRET_KEYS)
     return cls(**kwargs)
 
 
-def _convert(hint: Any, value: Any, where: str) -> Any:
+def _convert(hint: Any, value: Any, where: str, secret: bool = False) -> Any:
     from_env = isinstance(value, _EnvValue)
+    shown = f"a {type(value).__name__} (value hidden)" if secret else repr(value)
     if hint is bool:
         if from_env:
             lowered = value.strip().lower()
@@ -302,7 +314,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
                 return False
         elif isinstance(value, bool):
             return value
-        raise ConfigError(f"{where} must be a boolean, not {value!r}")
+        raise ConfigError(f"{where} must be a boolean, not {shown}")
     if hint is int:
         if from_env:
             try:
@@ -311,7 +323,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
                 pass
         elif isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{where} must be an integer, not {value!r}")
+        raise ConfigError(f"{where} must be an integer, not {shown}")
     if hint is float:
         if from_env:
             try:
@@ -320,20 +332,20 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
                 pass
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"{where} must be a number, not {value!r}")
+        raise ConfigError(f"{where} must be a number, not {shown}")
     if hint is str:
         if isinstance(value, str):
             return str(value)
-        raise ConfigError(f"{where} must be a string, not {value!r}")
+        raise ConfigError(f"{where} must be a string, not {shown}")
     if hint is Path:
         if isinstance(value, str) and value:
             return Path(value)
-        raise ConfigError(f"{where} must be a path, not {value!r}")
+        raise ConfigError(f"{where} must be a path, not {shown}")
     if typing.get_origin(hint) is tuple:
         if from_env:
             return tuple(v.strip() for v in value.split(",") if v.strip())
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return tuple(value)
-        raise ConfigError(f"{where} must be a list of strings, not {value!r}")
+        raise ConfigError(f"{where} must be a list of strings, not {shown}")
     raise AssertionError(f"no converter for {hint!r}")  # a field type this module forgot
 

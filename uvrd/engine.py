@@ -32,6 +32,7 @@ class EngineSettings:
     mdx_hop_length: int
     mdx_segment_size: int
     mdx_batch_size: int
+    max_audio_seconds: float = 3600.0
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,12 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
+
+from . import audio_probe
 
 # Stem file names: audio-separator's own stem names, lower-cased.
 KNOWN_STEMS = ("Vocals", "Instrumental", "Drums", "Bass", "Other", "Guitar", "Piano",
@@ -66,6 +69,9 @@ def main(conn, heartbeat, settings) -> None:
         logs.bind_task(task_uuid=job.task_uuid)
         try:
             conn.send(("done", _separate(models, job)))
+        except audio_probe.Unusable as e:
+            log.warning("input refused", error=str(e))
+            conn.send(("failed", str(e)))
         except Exception as e:
             log.warning("separation failed", error=f"{type(e).__name__}: {e}")
             conn.send(("failed", _describe(e)))
@@ -77,19 +83,28 @@ _UNDECODABLE = {"NoBackendError", "LibsndfileError", "CouldntDecodeError", "Audi
 
 def _describe(e: Exception) -> str:
     if type(e).__name__ in _UNDECODABLE:
-        return f"audio file could not be decoded (not audio, truncated, or a format ffmpeg cannot read): {type(e).__name__}"
+        return f"{audio_probe.NOT_AUDIO}: {type(e).__name__}"
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     text = text[:400]
     return f"separation failed: {type(e).__name__}: {text}" if text else f"separation failed: {type(e).__name__}"
 
 
 def _separate(models: "_Models", job) -> dict[str, str]:
+    info = audio_probe.probe(job.audio_path)
+    audio_probe.check(info, models.settings.max_audio_seconds)
     separator = models.get(job.model)
     instance = separator.model_instance
     instance.output_dir = job.workdir
     instance.output_format = job.output_format.upper()
     separator.output_dir = job.workdir
-    outputs = separator.separate(job.audio_path, custom_output_names={s: s.lower().replace(" ", "_") for s in KNOWN_STEMS})
+    # The models are stereo and audio-separator only widens mono: more channels are folded
+    # down by ffmpeg, which knows the surround layouts' downmix matrices.
+    audio_path = _downmix(job, info.channels) if info.channels > 2 else job.audio_path
+    try:
+        outputs = separator.separate(audio_path, custom_output_names={s: s.lower().replace(" ", "_") for s in KNOWN_STEMS})
+    finally:
+        if audio_path != job.audio_path:
+            os.unlink(audio_path)
     stems = {}
     for out in outputs:
         path = Path(out) if os.path.isabs(out) else Path(job.workdir) / out
@@ -99,6 +114,18 @@ def _separate(models: "_Models", job) -> dict[str, str]:
     if not stems:
         raise RuntimeError("audio-separator produced no stems")
     return stems
+
+
+def _downmix(job, channels: int) -> str:
+    target = os.path.join(job.workdir, ".input-stereo.flac")
+    run = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", job.audio_path, "-ac", "2", "-vn",
+                          "-c:a", "flac", target], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if run.returncode != 0:
+        if os.path.exists(target):
+            os.unlink(target)
+        why = (run.stderr.strip().splitlines() or ["ffmpeg failed"])[-1][:300]
+        raise audio_probe.Unusable(f"audio has {channels} channels and could not be mixed down to stereo: {why}")
+    return target
 
 
 class _Models:

@@ -86,6 +86,8 @@ def configure(identifier: str, level: str | None = None, stream=None) -> None:
     # kafka-python narrates every connection at INFO; uvrd logs the events that matter itself.
     if level != "DEBUG":
         logging.getLogger("kafka").setLevel(logging.WARNING)
+    # Even at DEBUG: the admin client logs its whole configuration on start, SASL and TLS passwords included.
+    logging.getLogger("kafka.admin.client").setLevel(logging.INFO if level == "DEBUG" else logging.WARNING)
 
     structlog.configure(
         processors=[*SHARED_PROCESSORS, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

@@ -64,7 +64,7 @@ def parse_task(value: bytes | None, key: bytes | None = None) -> Task:
     task_uuid = data.get("task_uuid")
     salvaged_uuid = task_uuid if isinstance(task_uuid, str) and TASK_UUID_RE.fullmatch(task_uuid) else key_uuid
     hook_url = data.get("hook_url")
-    salvaged_hook = hook_url if isinstance(hook_url, str) and _is_http_url(hook_url) else None
+    salvaged_hook = hook_url if isinstance(hook_url, str) and _is_http_url(hook_url) and _is_unicode(hook_url) else None
 
     def bad(message: str) -> BadMessage:
         return BadMessage(message, salvaged_uuid, salvaged_hook)
@@ -75,6 +75,11 @@ def parse_task(value: bytes | None, key: bytes | None = None) -> Task:
     for name in ("task_uuid", "audio_path", "hook_url"):
         if name in data and not isinstance(data[name], str) and not (name == "hook_url" and data[name] is None):
             raise bad(f"task field {name!r} must be a string, not {_json_type(data[name])}")
+    for name in ("audio_path", "hook_url", "model", "output_format"):
+        # JSON may escape a lone surrogate ("\ud800"): valid JSON, but no file name, URL or
+        # result message can carry it, so it is refused here rather than crashing on use.
+        if isinstance(data.get(name), str) and not _is_unicode(data[name]):
+            raise bad(f"task field {name!r} is not valid Unicode (it holds a lone surrogate escape)")
     if not TASK_UUID_RE.fullmatch(task_uuid):
         raise bad("task field 'task_uuid' must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
     audio_path = data["audio_path"]
@@ -91,7 +96,7 @@ def parse_task(value: bytes | None, key: bytes | None = None) -> Task:
             raise bad(f"task field {name!r} must be a non-empty string, not {_json_type(value_)}")
         optional[name] = value_
     submitted_at = data.get("submitted_at")
-    if isinstance(submitted_at, str) and len(submitted_at) <= 64:
+    if isinstance(submitted_at, str) and len(submitted_at) <= 64 and _is_unicode(submitted_at):
         optional["submitted_at"] = submitted_at  # informational only: never worth failing a task over
     return Task(task_uuid=task_uuid, audio_path=audio_path, hook_url=hook_url, **optional)
 
@@ -142,13 +147,21 @@ def _key_uuid(key: bytes | None) -> str | None:
     return text if TASK_UUID_RE.fullmatch(text) else None
 
 
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _is_http_url(url: str) -> bool:
     try:
         parts = urlsplit(url)
         parts.port  # raises ValueError on a bad port
     except ValueError:
         return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
 
 
 def _json_type(value: Any) -> str:

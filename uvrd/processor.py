@@ -32,6 +32,9 @@ from .engine import Engine, EngineDied, EngineSettings, Job, JobResult
 log = structlog.get_logger("uvrd.processor")
 
 ENGINE_WAIT_S = 0.4
+# Deaths of a loading engine in a row before the worker exits and leaves it to systemd.
+ENGINE_LOAD_TRIES = 3
+MAX_ERROR_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Processor(ConsumerDaemon):
             model_dir=str(cfg.model_dir), output_dir=str(cfg.output_dir), models=cfg.models,
             output_format=cfg.output_format, mdx_hop_length=cfg.mdx_hop_length,
             mdx_segment_size=cfg.mdx_segment_size, mdx_batch_size=cfg.mdx_batch_size,
+            max_audio_seconds=cfg.max_audio_seconds,
         ))
         self.ledger = AttemptLedger(cfg.output_dir / ".attempts")
         self.priorities = PriorityChooser(config.topics.task_topics())
@@ -118,10 +122,12 @@ class Processor(ConsumerDaemon):
         except messages.BadMessage as e:
             if e.task_uuid:
                 structlog.contextvars.bind_contextvars(task_uuid=e.task_uuid)
-            log.warning("task rejected", error=str(e))
-            self._finish(record, messages.failure_result(e.task_uuid, e.hook_url, str(e),
+            # The error quotes the offending value, which may be a field of most of a megabyte.
+            error = str(e) if len(str(e)) <= MAX_ERROR_CHARS else str(e)[:MAX_ERROR_CHARS] + "... (cut)"
+            log.warning("task rejected", error=error)
+            self._finish(record, messages.failure_result(e.task_uuid, e.hook_url, error,
                                                           submitted_at=task and task.submitted_at),
-                         str(e), task.audio_path if task else None)
+                         error, task.audio_path if task else None)
             return
 
         attempt = self.ledger.start(task.task_uuid)
@@ -232,9 +238,24 @@ class Processor(ConsumerDaemon):
 
     # -- engine and group membership ---------------------------------------
     def _await_engine(self) -> bool:
-        """Wait for the engine's model to load; False if a stop came first."""
+        """Wait for the engine's model to load; False if a stop came first.
+
+        A child that dies while loading is replaced a few times before the
+        worker gives up: one lost child (the OOM killer, a GPU reset) should not
+        cost the whole worker its group membership.
+        """
         deadline = time.monotonic() + self.cfg.engine_start_timeout
-        while not self.engine.poll_ready(ENGINE_WAIT_S):
+        deaths = 0
+        while True:
+            try:
+                if self.engine.poll_ready(ENGINE_WAIT_S):
+                    return True
+            except EngineDied as e:
+                deaths += 1
+                if e.fatal_config or deaths >= ENGINE_LOAD_TRIES:
+                    raise
+                log.warning("separation engine died while loading the model; restarting it", reason=str(e))
+                self.engine.restart()
             self.tick()
             if self.lifecycle.stopping:
                 return False
@@ -243,4 +264,3 @@ class Processor(ConsumerDaemon):
                                  f"({self.cfg.engine_start_timeout:g} s)")
             if self.consumer is not None:
                 self.keep_membership()
-        return True

@@ -66,6 +66,8 @@ def check_url(url: str, allow_private: bool, resolver: Resolver = _resolve) -> T
         raise UnsafeURL("the URL has no host")
     if parts.username or parts.password:
         raise UnsafeURL("credentials in the URL are not allowed")
+    if port == 0:  # not "the default port": nothing listens there, and 0 would silently become 80
+        raise UnsafeURL("port 0 is not a port a URL can name")
     port = port or (443 if parts.scheme == "https" else 80)
     try:
         addresses = resolver(parts.hostname, port)

@@ -154,8 +154,8 @@ class Uploader(ConsumerDaemon):
             return
         self._next_sweep = now + self.cfg.retention_interval
         p = self.config.processor
-        retention.sweep([p.output_dir, p.output_dir / ".attempts", p.spool_dir], self.cfg.retention,
-                        keep=frozenset({".attempts"}))
+        retention.sweep([p.output_dir, p.output_dir / ".attempts"], self.cfg.retention, keep=frozenset({".attempts"}))
+        retention.sweep([p.spool_dir], self.cfg.spool_retention)
 
 
 def _parse_result(raw: bytes | None) -> dict:
@@ -165,10 +165,21 @@ def _parse_result(raw: bytes | None) -> dict:
         raise ValueError(f"result message is {len(raw)} bytes, over the {messages.MAX_MESSAGE_BYTES}-byte limit")
     try:
         result = json.loads(raw)
-    except (ValueError, RecursionError) as e:
+    except UnicodeDecodeError as e:
+        raise ValueError(f"result message is not UTF-8 ({e.reason} at byte {e.start})") from None
+    except RecursionError:
+        raise ValueError("result message is JSON nested too deeply") from None
+    except ValueError as e:
         raise ValueError(f"result message is not JSON: {type(e).__name__}") from None
     if not isinstance(result, dict):
         raise ValueError("result message must be a JSON object")
+    try:
+        # A lone surrogate escape ("\ud800") is valid JSON but cannot go into a URL or a webhook body.
+        json.dumps(result, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("result message holds text that is not valid Unicode (a lone surrogate escape)") from None
+    except RecursionError:
+        raise ValueError("result message is JSON nested too deeply") from None
     task_uuid = result.get("task_uuid")
     if not isinstance(task_uuid, str) or not messages.TASK_UUID_RE.fullmatch(task_uuid):
         raise ValueError("result has no valid task_uuid")

@@ -123,12 +123,12 @@ class ApiStack:
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def start(self, config: Path | None = None, wait: bool = True, **api) -> ApiServer:
+    def start(self, config: Path | None = None, wait: bool = True, env: dict | None = None, **api) -> ApiServer:
         config = config or self.write_config(**api)
         name = f"api{len(self.daemons)}"
         (self.root / name).mkdir()
         notify = NotifySocket(self.root / name)
-        daemon = Daemon("api", config, self.root / f"{name}.log", notify)
+        daemon = Daemon("api", config, self.root / f"{name}.log", notify, env=env)
         self.daemons.append(daemon)
         listen = next(line for line in config.read_text().splitlines() if line.startswith("listen"))
         server = ApiServer(daemon, "http://" + listen.split('"')[1], self)

@@ -7,6 +7,7 @@ import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 
 from support import wait_until
 from uvrd import links
@@ -125,3 +126,44 @@ def test_the_server_refuses_missing_and_wrong_tokens(public_api, sample):
 def test_health_and_the_document_need_no_credentials(public_api):
     for path in ("/healthz", "/openapi.json"):
         assert public_api.get(path).status_code == 200
+
+
+@pytest.mark.parametrize("forced", [True, False])
+def test_compare_digest_alone_decides(monkeypatch, forced):
+    """No early ``==`` or length check around it: whatever the constant-time comparison says goes."""
+    import hmac
+
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: forced)
+    expected = None if forced else 401
+    assert status_of(lambda: AUTH.require_bearer({"Authorization": "Bearer " + ("first-token" if not forced
+                                                                                   else "a-wrong-guess")})) == expected
+    assert status_of(lambda: AUTH.require_basic(basic("old:secret" if not forced else "old:guess"))) == expected
+
+
+PUBLIC_ROUTES = {"/healthz", "/readyz", "/openapi.json"}
+
+
+def test_every_route_but_health_and_the_document_refuses_a_request_without_credentials(public_api):
+    """Read from the application's own URL map, so a route added later without a check fails here."""
+    from uvrd.api.app import create_app
+    from uvrd.api.context import EXTENSION
+    from uvrd.config import load
+
+    app = create_app(load(public_api.stack.root / "uvrd.toml"))
+    try:
+        rules = [rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"]
+    finally:
+        app.extensions[EXTENSION].close()
+    assert PUBLIC_ROUTES <= {rule.rule for rule in rules}
+    checked = []
+    for rule in rules:
+        if rule.rule in PUBLIC_ROUTES:
+            continue
+        path = rule.build({name: "00000000-0000-4000-8000-000000000000" for name in rule.arguments},
+                          append_unknown=False)[1]
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            response = requests.request(method, public_api.url + path, timeout=30)
+            assert response.status_code == 401, f"{method} {rule.rule} answered {response.status_code}"
+            assert response.headers["WWW-Authenticate"], f"{method} {rule.rule} has no challenge"
+            checked.append(f"{method} {rule.rule}")
+    assert {"POST /v1/tasks", "POST /generate"} <= set(checked) and len(checked) >= 4

@@ -11,6 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
+from support import fuzz_examples
 from uvrd.api import openapi
 from uvrd.config import Config, ProcessorConfig
 from uvrd.devtools import tinymodel
@@ -42,7 +43,7 @@ def test_the_server_serves_the_document_under_test(fuzzed):
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=fuzz_examples(25), deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_server_keeps_to_its_openapi_document(case, fuzzed):
     if case.operation.path == "/generate":
         headers = {"Authorization": _basic(*fuzzed.BASIC)}

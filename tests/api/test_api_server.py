@@ -103,3 +103,27 @@ def test_a_spool_it_cannot_create_is_a_configuration_error(api_stack, tmp_path):
     server = api_stack.start(config=config, wait=False)
     assert server.daemon.wait_exit(30) == 78
     assert events(server, "processor.spool_dir cannot be used")
+
+
+def test_no_secret_reaches_the_log_even_at_debug(api_stack, sample):
+    secrets = {"token": "tok-Secret-7", "basic": "old:basic-Secret-7", "link": "link-Secret-7",
+               "sasl": "sasl-Secret-7", "forged_sig": "f" * 64}
+    config = api_stack.write_config(kafka={"sasl_mechanism": "PLAIN", "sasl_plain_username": "uvrd",
+                                           "sasl_plain_password": secrets["sasl"]},
+                                    tokens=[secrets["token"]], basic_auth=[secrets["basic"]],
+                                    link_secret=secrets["link"])
+    server = api_stack.start(config, env={"UVRD_LOG_LEVEL": "DEBUG"})
+    good = {"Authorization": f"Bearer {secrets['token']}"}
+    task_uuid = server.upload(sample, headers=good).json()["task_uuid"]
+    assert server.upload(sample, headers={"Authorization": "Bearer tok-Secret-7x"}).status_code == 401
+    assert server.post("/generate", json={}, auth=("old", "basic-Secret-7x")).status_code == 401
+    stem = server.get(f"/v1/tasks/{task_uuid}/stems/vocals?expires=9999999999&sig={secrets['forged_sig']}")
+    assert stem.status_code == 403
+    wait_until(lambda: len(events(server, "request")) >= 4, 10, "the access lines")
+    server.daemon.signal(signal.SIGTERM)
+    assert server.daemon.wait_exit(30) == 0
+    text = server.daemon.log_text()
+    assert '"level": "debug"' in text, "the log is at DEBUG"
+    basic = base64.b64encode(secrets["basic"].encode()).decode()
+    for secret in [*secrets.values(), "tok-Secret-7x", "basic-Secret-7x", basic, "Secret-7"]:
+        assert secret not in text, f"{secret!r} is in the log"

@@ -350,7 +350,11 @@ def test_two_gpu_instances_share_the_work_and_the_target_drains_both(box, two_gp
     for partition, task in enumerate(long_tasks):
         kafka.send(topics.tasks, task, partition=partition)
     wait_separating(box, GPU_UNITS)
-    box.systemctl("stop", "uvrd.target", timeout=700)  # PartOf= carries the stop to every instance
+    # PartOf= carries the stop to every instance.  systemctl waits for the target's own job
+    # only (a target stops before the units it groups), so the drains are watched here.
+    box.systemctl("stop", "uvrd.target", timeout=60)
+    wait_until(lambda: all(box.show(u, "ActiveState")["ActiveState"] == "inactive" for u in GPU_UNITS), 700,
+               "both instances to drain and stop")
     for unit in GPU_UNITS:
         state = box.show(unit, "ActiveState", "Result", "ExecMainStatus")
         assert state == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, (unit, state)

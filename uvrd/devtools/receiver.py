@@ -11,7 +11,8 @@ class WebhookReceiver:
     """A real HTTP server standing in for a user's webhook endpoint, on loopback.
 
     *script* lists the status codes of the first answers (then 200 for good);
-    *delay* holds each answer back that many seconds.
+    *delay* holds each answer back that many seconds.  ``go_down()`` closes the
+    port (connections refused) until ``come_back()`` listens on it again.
     """
 
     def __init__(self, script: list[int] | None = None, delay: float = 0.0):
@@ -37,10 +38,20 @@ class WebhookReceiver:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._handler = Handler
+        self._serve(0)
         self.url = f"http://127.0.0.1:{self.httpd.server_port}/hook"
+
+    def _serve(self, port: int) -> None:
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), self._handler)
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self._thread.start()
+
+    def go_down(self) -> None:
+        self.close()
+
+    def come_back(self) -> None:
+        self._serve(self.httpd.server_port)
 
     def successes(self) -> list[dict]:
         with self._lock:

@@ -1,0 +1,81 @@
+"""Awkward audio through a running processor: each file is separated, or refused with a message that
+says why; the worker never restarts over one."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import numpy as np
+import soundfile as sf
+
+from support import wait_until
+from uvrd.devtools import tinymodel
+
+
+def events(daemon, name):
+    return [e for e in daemon.log_events() if e.get("event") == name]
+
+
+def _noise(frames: int, channels: int) -> np.ndarray:
+    shape = (frames, channels) if channels > 1 else (frames,)
+    return (np.random.default_rng(0).standard_normal(shape) * 0.1).astype("float32")
+
+
+def write_cases(d):
+    """name -> (file, None to be separated, or the words its refusal must contain)."""
+    def wav(name, data, rate):
+        sf.write(d / name, data, rate)
+        return d / name
+
+    full = tinymodel.write_sample(d / "full.wav", seconds=2).read_bytes()
+    (d / "truncated.wav").write_bytes(full[: len(full) // 2])
+    (d / "header-only.wav").write_bytes(full[:30])
+    (d / "not-audio.wav").write_text("<html><body>this is not audio</body></html>\n" * 100)
+    # Two hours cheaply: FLAC of 8 kHz mono silence is about 1.3 MB.
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono",
+                    "-t", "7200", "-c:a", "flac", str(d / "two-hours.flac")], check=True)
+    return {
+        "zero-length": (wav("zero.wav", np.zeros((0, 2), "float32"), 44100), "no audio (0 samples)"),
+        "1 ms": (wav("1ms.wav", _noise(44, 2), 44100), None),
+        "silence": (wav("silence.wav", np.zeros((44100, 2), "float32"), 44100), None),
+        "mono": (wav("mono.wav", _noise(44100, 1), 44100), None),
+        "8 kHz": (wav("8k.wav", _noise(8000, 2), 8000), None),
+        "96 kHz": (wav("96k.wav", _noise(96000, 2), 96000), None),
+        "8 channels": (wav("8ch.wav", _noise(44100, 8), 44100), None),
+        "2 hours": (d / "two-hours.flac", "over this processor's limit of 1:00:00 (processor.max_audio_seconds"),
+        "truncated mid-data": (d / "truncated.wav", None),
+        "truncated in the header": (d / "header-only.wav", "could not be decoded"),
+        "not audio, named .wav": (d / "not-audio.wav", "could not be decoded"),
+    }
+
+
+def test_awkward_audio_is_separated_or_refused_clearly(stack, kafka, tmp_path):
+    cases = write_cases(tmp_path)
+    p = stack.start()
+    p.wait_ready()
+    tasks = {}
+    for name, (path, _) in cases.items():
+        task = stack.task(stack.spool_copy(path))
+        tasks[task["task_uuid"]] = name
+        kafka.send(stack.tasks, task)
+    n = len(cases)
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == n, 240, f"all {n} offsets committed")
+
+    results = {tasks[r["task_uuid"]]: r for r in kafka.results(stack.results)}
+    assert sorted(results) == sorted(cases), "one result per file"
+    for name, (_, refusal) in cases.items():
+        result = results[name]
+        if refusal is None:
+            assert result["success"] is True, (name, result.get("error_message"))
+            for stem in ("vocals", "instrumental"):
+                info = sf.info(result["stems"][stem])
+                # The model's own format: stereo 44.1 kHz, whatever came in.
+                assert (info.channels, info.samplerate) == (2, 44100) and info.frames > 0, (name, stem)
+        else:
+            assert result["success"] is False and refusal in result["error_message"], (name, result)
+    refused = [name for name, (_, refusal) in cases.items() if refusal]
+    assert len(kafka.read_all(stack.dead_letter)) == len(refused), "each refusal has its dead letter"
+    assert p.proc.poll() is None and len(events(p, "engine starting")) == 1, "no restart over one file"
+    p.signal(signal.SIGTERM)
+    assert p.wait_exit(10) == 0
