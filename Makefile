@@ -7,10 +7,10 @@ PY := $(VENV)/bin/python
 # The venv is rebuilt when the project's dependencies change.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 # ffmpeg for audio-separator; the rest boot a real systemd in a container for the packaging tests.
-DEBS := ffmpeg debootstrap systemd-container dpkg-dev
+DEBS := ffmpeg debootstrap systemd-container dpkg-dev iproute2
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test faults system-deps venv deb lint-deb clean
+.PHONY: run test faults bench system-deps venv deb lint-deb clean
 
 system-deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -47,6 +47,12 @@ faults: venv
 	$(PY) -m pytest -p no:cacheprovider -s -n $(PYTEST_WORKERS) tests/faults tests/test_messages.py \
 		tests/test_uploader_parsing.py tests/api/test_api_openapi.py
 	@cat build/faults-summary.txt
+
+# The benchmarks (bench/): everything on loopback, started and stopped by the benchmark; writes
+# docs/bench.md and docs/bench/*.png (under 20 minutes on 2 cores). `python -m bench --quick` checks
+# every benchmark at tiny sizes.
+bench: venv
+	$(PY) -m bench
 
 # The Debian package, built from the working tree in build/ (dpkg-buildpackage writes
 # beside its source directory).

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from support import FAST_GROUP, Daemon, KafkaView, NotifySocket
+from support import FAST_GROUP, Daemon, KafkaView, NotifySocket, toml_value
 from uvrd.config import TopicsConfig
 from uvrd.devtools import tinymodel
 from uvrd.devtools.broker import EmbeddedBroker
@@ -72,7 +72,7 @@ class Stack:
         return self.root / "output"
 
     def write_config(self, name: str = "uvrd.toml", kafka: dict | None = None, uploader: dict | None = None,
-                     api: dict | None = None, **processor) -> Path:
+                     api: dict | None = None, storage: dict | None = None, **processor) -> Path:
         settings = {
             "group_id": self.group, "model": tinymodel.TINY_MODEL, "model_dir": str(self.model_dir),
             "spool_dir": str(self.spool), "output_dir": str(self.output), "output_format": "wav",
@@ -83,12 +83,14 @@ class Stack:
         lines += [f"{k} = {v}" for k, v in {**FAST_GROUP, **(kafka or {})}.items()]
         lines += ["[topics]", f'tasks = "{self.tasks}"', f'results = "{self.results}"',
                   f'dead_letter = "{self.dead_letter}"', f'status = "{self.status}"', "[processor]"]
-        lines += [f"{k} = {_toml(v)}" for k, v in settings.items()]
+        lines += [f"{k} = {toml_value(v)}" for k, v in settings.items()]
         uploader = {"group_id": f"{self.group}-uploader", "webhook_secret": "whsec", "backoff_initial": 0.2,
                     "backoff_max": 1.0, "timeout": 5, **(uploader or {})}
-        lines += ["[uploader]"] + [f"{k} = {_toml(v)}" for k, v in uploader.items()]
+        lines += ["[uploader]"] + [f"{k} = {toml_value(v)}" for k, v in uploader.items()]
         api = {"public_url": "http://127.0.0.1:9", "link_secret": "links", "allow_private_urls": True, **(api or {})}
-        lines += ["[api]"] + [f"{k} = {_toml(v)}" for k, v in api.items()]
+        lines += ["[api]"] + [f"{k} = {toml_value(v)}" for k, v in api.items()]
+        if storage:
+            lines += ["[storage]"] + [f"{k} = {toml_value(v)}" for k, v in storage.items()]
         path = self.root / name
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -116,16 +118,6 @@ class Stack:
         return target
 
 
-def _toml(value) -> str:
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 @pytest.fixture
 def stack(broker, model_dir, tmp_path, request):
     n = next(_names)
@@ -141,3 +133,24 @@ def stack(broker, model_dir, tmp_path, request):
         d.stop()
         if d.notify:
             d.notify.close()
+
+
+@pytest.fixture(scope="session")
+def objectstore(tmp_path_factory):
+    """One real S3-compatible server (SeaweedFS) per test process, on free loopback ports."""
+    from uvrd.devtools.objectstore import ObjectStore
+
+    root = tmp_path_factory.mktemp("objectstore")
+    with ObjectStore(root / "data", log_path=root / "weed.log") as store:
+        yield store
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The one-line summaries tests record (``record_property("summary", line)``), shown at the
+    end of the run even under xdist, which swallows a passing test's output."""
+    lines = [value for report in terminalreporter.stats.get("passed", [])
+             for name, value in getattr(report, "user_properties", ()) if name == "summary"]
+    if lines:
+        terminalreporter.write_sep("-", "summaries")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -3,6 +3,7 @@ subprocesses, and a look at the broker from outside (committed offsets, topics).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from uvrd.devtools.notifylistener import NotifyListener, toml_value  # noqa: F401  (tests import it from here)
 from uvrd.devtools.receiver import WebhookReceiver  # noqa: F401  (tests import it from here)
 
 # Short group timeouts: Tansu's joins are slow with kafka-python's defaults.
@@ -25,6 +27,31 @@ def fuzz_examples(default: int = 200) -> int:
     """Generated examples per fuzz test: *default* in `make test`, UVRD_FUZZ_EXAMPLES where set
     (`make faults` sets it high for a long run)."""
     return int(os.environ.get("UVRD_FUZZ_EXAMPLES", default))
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size_mb: int):
+    """A tmpfs of *size_mb* at *path*, for filling up; None where mounting is not allowed."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
+                             capture_output=True).returncode == 0
+    try:
+        yield path if mounted else None
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(directory: Path) -> Path:
+    """Write a ballast file until the filesystem is full; remove it to make room again."""
+    ballast = directory / ".ballast"
+    try:
+        with open(ballast, "wb") as f:
+            while True:
+                f.write(b"\0" * (1 << 20))
+    except OSError:
+        pass
+    return ballast
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
@@ -38,52 +65,16 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
         time.sleep(interval)
 
 
-class NotifySocket:
-    """The AF_UNIX datagram socket systemd listens on for sd_notify."""
+class NotifySocket(NotifyListener):
+    """The notify socket as ``notify.sock`` in *directory*."""
 
     def __init__(self, directory: Path):
-        self.path = str(directory / "notify.sock")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.2)
-        self.messages: list[tuple[float, str]] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self):
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(65536)
-            except (TimeoutError, socket.timeout):
-                continue
-            except OSError:
-                return
-            with self._lock:
-                for line in data.decode("latin-1").splitlines():
-                    self.messages.append((time.monotonic(), line))
-
-    def lines(self, since: float = 0.0) -> list[str]:
-        with self._lock:
-            return [line for t, line in self.messages if t >= since]
-
-    def times(self, line: str, since: float = 0.0) -> list[float]:
-        with self._lock:
-            return [t for t, m in self.messages if m == line and t >= since]
-
-    def statuses(self) -> list[str]:
-        return [line[len("STATUS="):] for line in self.lines() if line.startswith("STATUS=")]
+        super().__init__(directory / "notify.sock")
 
     def wait_for(self, predicate, timeout: float, what: str, since: float = 0.0) -> str:
         def found():
             return next((line for line in self.lines(since) if predicate(line)), None)
         return wait_until(found, timeout, what)
-
-    def close(self):
-        self._stop.set()
-        self.sock.close()
-        self._thread.join(1)
 
 
 class Daemon:

@@ -117,3 +117,18 @@ def test_cli_config_error_keeps_the_secret_out_of_stderr(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == EX_CONFIG and "api.tokens must be a list of strings" in proc.stderr
     assert SECRET not in proc.stderr + proc.stdout
+
+
+def test_storage_settings_are_checked_and_its_secrets_never_shown(tmp_path):
+    from uvrd.config import ConfigError, load
+
+    assert load(None, environ={}).storage.backend == "local"
+    with pytest.raises(ConfigError, match="storage.bucket must be set"):
+        load(None, environ={"UVRD_STORAGE_BACKEND": "s3"})
+    with pytest.raises(ConfigError, match="storage.presign_ttl"):
+        load(None, environ={"UVRD_STORAGE_PRESIGN_TTL": "999999"})
+    path = tmp_path / "c.toml"
+    path.write_text('[storage]\nsecret_access_key = 12345\n')
+    with pytest.raises(ConfigError) as e:
+        load(path, environ={})
+    assert "12345" not in str(e.value) and "value hidden" in str(e.value)

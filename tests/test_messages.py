@@ -97,3 +97,23 @@ def test_any_bytes_give_a_task_or_a_bad_message_whose_failure_can_be_sent(value,
     assert task.hook_url is None or task.hook_url.startswith(("http://", "https://"))
     encode(success_result(task, {"vocals": task.audio_path}, task.model or "m.onnx",
                           submitted_at=task.submitted_at))
+
+
+def test_an_s3_task_names_its_input_by_key_and_each_message_says_its_backend():
+    t = parse_task(b'{"task_uuid": "u3", "storage": "s3", "audio_key": "uvrd/inputs/u3.wav", "hook_url": null}')
+    assert (t.storage, t.audio_key, t.audio_path, t.audio_ref) == ("s3", "uvrd/inputs/u3.wav", None, "uvrd/inputs/u3.wav")
+    assert parse_task(b'{"task_uuid": "u4", "audio_path": "/s/a.wav", "hook_url": null}').storage == "local"
+    ok = success_result(t, {"vocals": "uvrd/stems/u3/vocals.wav"}, "m.onnx", storage="s3")
+    assert ok["storage"] == "s3" and ok["vocals_key"] == "uvrd/stems/u3/vocals.wav" and "vocals_path" not in ok
+
+
+@pytest.mark.parametrize("value, words", [
+    (b'{"task_uuid": "a", "storage": "ftp", "audio_path": "/x"}', "'storage' must be one of local, s3"),
+    (b'{"task_uuid": "a", "storage": "s3", "audio_path": "/x"}', "missing the field 'audio_key'"),
+    (b'{"task_uuid": "a", "storage": "s3", "audio_key": "p/../../x"}', "'..'"),
+    (b'{"task_uuid": "a", "storage": "s3", "audio_key": "/p/x"}', "must not start with '/'"),
+])
+def test_a_bad_s3_reference_is_named(value, words):
+    with pytest.raises(BadMessage) as e:
+        parse_task(value)
+    assert words in str(e.value) and e.value.task_uuid == "a"

@@ -44,3 +44,27 @@ def test_any_bytes_give_a_deliverable_result_or_a_reason_to_dead_letter(value):
     assert result.get("hook_url") is None or isinstance(result["hook_url"], str)
     payload = webhook.body(result, "https://uvrd.example", "link-secret", 60)
     assert webhook.verify("s", webhook.sign("s", payload), payload)
+
+
+def test_stems_of_another_backend_or_outside_the_prefix_are_dead_lettered(tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from uvrd.config import Config, StorageConfig
+    from uvrd.storage import open_storage
+
+    s3_result = {"task_uuid": "u1", "success": True, "hook_url": "http://h.example/", "storage": "s3",
+                 "stems": {"vocals": "uvrd/stems/u1/vocals.wav"}}
+    with pytest.raises(ValueError, match="configured for local storage"):
+        _parse_result(json.dumps(s3_result).encode())
+    # A failure names no object: it is delivered whatever backend its processor used.
+    _parse_result(json.dumps({"task_uuid": "u1", "success": False, "storage": "s3", "error_message": "x"}).encode())
+    s3 = open_storage(dataclasses.replace(Config(), storage=StorageConfig(backend="s3", bucket="b", prefix="uvrd")))
+    assert _parse_result(json.dumps(s3_result).encode(), s3)["stems"] == s3_result["stems"]
+    outside = {**s3_result, "stems": {"vocals": "other/stems/u1/vocals.wav"}}
+    with pytest.raises(ValueError, match="under the configured prefix"):
+        _parse_result(json.dumps(outside).encode(), s3)
+    local = {**s3_result, "storage": "local", "stems": {"vocals": "/o/u1/vocals.wav"}}
+    with pytest.raises(ValueError, match="configured for s3 storage"):
+        _parse_result(json.dumps(local).encode(), s3)

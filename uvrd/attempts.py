@@ -11,6 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import structlog
+
+log = structlog.get_logger("uvrd.attempts")
+
 
 class AttemptLedger:
     def __init__(self, directory: Path):
@@ -37,14 +41,20 @@ class AttemptLedger:
             return 0
 
     def _write(self, task_uuid: str, count: int) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / task_uuid
         tmp = path.with_name(f".{task_uuid}.tmp")
-        with tmp.open("w") as f:
-            f.write(str(count))
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tmp.open("w") as f:
+                f.write(str(count))
+                f.flush()
+                os.fsync(f.fileno())
+            tmp.replace(path)
+        except OSError as e:
+            # A full or read-only disk must not take the worker down with it: the count only
+            # guards against crash loops, and the task itself can still run (or fail clearly).
+            tmp.unlink(missing_ok=True)
+            log.warning("could not record the task's start", error=str(e), starts=count)
 
     def clear(self, task_uuid: str) -> None:
         (self.directory / task_uuid).unlink(missing_ok=True)

@@ -33,7 +33,8 @@ class ConfigError(Exception):
 
 # Their values never appear in an error: the line goes to the journal, which more people read than the file.
 SECRET_KEYS = frozenset({"kafka.sasl_plain_password", "kafka.ssl_password", "api.tokens", "api.basic_auth",
-                         "api.link_secret", "uploader.webhook_secret"})
+                         "api.link_secret", "uploader.webhook_secret", "storage.access_key_id",
+                         "storage.secret_access_key"})
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,61 @@ class UploaderConfig:
             _require(getattr(self, name) > 0, f"uploader.{name}", "must be positive")
 
 
+STORAGE_BACKENDS = ("local", "s3")
+ADDRESSING_STYLES = ("auto", "path", "virtual")
+# S3 refuses parts under 5 MiB (but the last) and presigned URLs valid over 7 days (SigV4).
+MIN_PART_BYTES = 5 * 1024 * 1024
+MAX_PRESIGN_TTL = 7 * 86400.0
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    # "local": spool_dir and output_dir on this host (one host); "s3": an S3-compatible bucket.
+    backend: str = "local"
+    # Empty: AWS's own endpoint for the region.
+    endpoint_url: str = ""
+    bucket: str = ""
+    # Every object uvrd writes, reads or deletes lies under "<prefix>/".
+    prefix: str = "uvrd"
+    region: str = ""
+    # Both empty: boto3's standard chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profiles, instance roles).
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    addressing_style: str = "auto"
+    # How long the stem links in webhooks and status answers stay valid.
+    presign_ttl: float = 86400.0
+    # Files above the threshold go up in parts of part_size and come down in ranges of it.
+    multipart_threshold: int = 16 * 1024 * 1024
+    part_size: int = 8 * 1024 * 1024
+    timeout: float = 60.0
+    # Tries of one request (connection errors, 5xx, throttling) before the operation fails.
+    max_attempts: int = 4
+
+    @property
+    def root(self) -> str:
+        return self.prefix.strip("/")
+
+    def validate(self) -> None:
+        _require(self.backend in STORAGE_BACKENDS, "storage.backend", f"must be one of {', '.join(STORAGE_BACKENDS)}")
+        _require(self.addressing_style in ADDRESSING_STYLES, "storage.addressing_style",
+                 f"must be one of {', '.join(ADDRESSING_STYLES)}")
+        _require(not self.endpoint_url or self.endpoint_url.startswith(("http://", "https://")),
+                 "storage.endpoint_url", "must be an http(s) URL or empty")
+        _require(bool(self.root) and ".." not in self.root.split("/") and "//" not in self.root,
+                 "storage.prefix", "must be a non-empty key prefix without '..' or empty segments")
+        _require(bool(self.access_key_id) == bool(self.secret_access_key), "storage.access_key_id",
+                 "and storage.secret_access_key must be set together (or both left empty)")
+        _require(0 < self.presign_ttl <= MAX_PRESIGN_TTL, "storage.presign_ttl",
+                 f"must be positive and at most {MAX_PRESIGN_TTL:g} s (S3's limit)")
+        _require(self.part_size >= MIN_PART_BYTES, "storage.part_size", f"must be at least {MIN_PART_BYTES} bytes")
+        _require(self.multipart_threshold >= MIN_PART_BYTES, "storage.multipart_threshold",
+                 f"must be at least {MIN_PART_BYTES} bytes")
+        _require(self.timeout > 0, "storage.timeout", "must be positive")
+        _require(self.max_attempts >= 1, "storage.max_attempts", "must be at least 1")
+        if self.backend == "s3":
+            _require(self.bucket.strip() != "", "storage.bucket", "must be set when storage.backend is s3")
+
+
 @dataclass(frozen=True)
 class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
@@ -209,13 +265,14 @@ class Config:
     processor: ProcessorConfig = field(default_factory=ProcessorConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     uploader: UploaderConfig = field(default_factory=UploaderConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     source: str = "built-in defaults"
     # "section.key" of every setting the file or the environment gave.
     explicit: frozenset[str] = frozenset()
 
 
 SECTIONS: dict[str, type] = {"kafka": KafkaConfig, "topics": TopicsConfig, "processor": ProcessorConfig,
-                             "api": ApiConfig, "uploader": UploaderConfig}
+                             "api": ApiConfig, "uploader": UploaderConfig, "storage": StorageConfig}
 
 
 def _require(ok: bool, key: str, why: str) -> None:

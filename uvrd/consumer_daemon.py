@@ -6,6 +6,8 @@
   but paused and the consumer keeps polling, so long work costs no rebalance;
 - a rebalance that takes the busy partition away abandons the work, one that
   gives it back lets the work go on;
+- nothing is committed for a record whose partition a rebalance gave to another
+  member since the record was taken (a commit waits out a rebalance in progress);
 - the result of the work commits with the record's offset (delivery.py),
   retried until it succeeds or the drain deadline passes;
 - the shutdown order is explicit: consumer (leaving the group), producer,
@@ -53,6 +55,16 @@ class InFlight:
         return time.monotonic() - self.started
 
 
+@dataclass
+class Held:
+    """The partition of the record being handled, from the moment it is taken to its commit."""
+
+    tp: TopicPartition
+    offset: int
+    revoked: bool = False  # revoked by a rebalance that has not finished yet
+    lost: bool = False     # some rebalance since the record was taken gave the partition to another member
+
+
 @dataclass(frozen=True)
 class Abandoned:
     """Work given up by the daemon's own choice (a stop, a lost partition): left uncommitted for redelivery."""
@@ -84,6 +96,7 @@ class ConsumerDaemon:
         self.consumer = None
         self.delivery = None
         self.inflight: InFlight | None = None
+        self.held: Held | None = None
         self.ready = False
         self._connected_at = 0.0
 
@@ -177,7 +190,11 @@ class ConsumerDaemon:
                     if self.lifecycle.stopping:
                         return  # not committed: redelivered to whoever owns the partition next
                     logs.bind_task(topic=record.topic, partition=record.partition, offset=record.offset)
-                    self.handle(record)
+                    self.held = Held(TopicPartition(record.topic, record.partition), record.offset)
+                    try:
+                        self.handle(record)
+                    finally:
+                        self.held = None
                     logs.bind_task()
 
     # -- shared helpers --------------------------------------------------------
@@ -235,6 +252,9 @@ class ConsumerDaemon:
         """Commit *out* with *offsets*, retrying; False if it could not be done (left for redelivery)."""
         backoff = 0.5
         while True:
+            if not self._still_held():
+                log.warning("partition lost before the commit; another member redoes the record")
+                return False
             try:
                 self.delivery.commit(out, offsets)
                 return True
@@ -248,13 +268,36 @@ class ConsumerDaemon:
                     return False
                 backoff = min(backoff * 2, 10.0)
 
+    def _still_held(self) -> bool:
+        """Whether the record's partition is still ours, once any rebalance in progress is over.
+
+        The broker checks the group generation of a transactional offset commit, not who owns
+        the partition: a member that has joined the next generation but not yet learnt that
+        its partition went elsewhere would commit a record the new owner is redoing.
+        """
+        held = self.held
+        while held is not None and held.revoked and not held.lost:
+            if not self.pause_for(KEEPALIVE_POLL_MS / 1000, drain=True):
+                return False
+        return held is None or not held.lost
+
     def on_revoked(self, revoked) -> None:
         log.info("partitions revoked", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))
+        if self.held is not None and self.held.tp in revoked:
+            self.held.revoked = True
         if self.inflight is not None and self.inflight.tp in revoked:
             self.inflight.revoked = True
 
     def on_assigned(self, assigned) -> None:
         log.info("partitions assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+        held = self.held
+        if held is not None and held.revoked:
+            held.revoked = False
+            held.lost = held.lost or held.tp not in assigned
+            if not held.lost:
+                # Ours again: a new assignment starts at the committed offset, which is still this
+                # record's; its commit is on the way.
+                self.consumer.seek(held.tp, held.offset + 1)
         inflight = self.inflight
         if inflight is None:
             return

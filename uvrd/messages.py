@@ -4,6 +4,10 @@ Task:    {"task_uuid", "audio_path", "hook_url"} + optional "model", "output_for
 Result:  {"task_uuid", "success": true, "vocals_path", "instrumental_path", "stems", "hook_url"}
          {"task_uuid", "success": false, "error_message", "hook_url"}
 
+"storage" says where a message's references live: "local" (absent in old messages: paths on this
+host, as above) or "s3" (object keys: "audio_key" in a task, "vocals_key", "instrumental_key" and
+the values of "stems" in a result).
+
 Parsing never trusts the bytes: every way a message can be wrong raises
 :class:`BadMessage` with a sentence a user can act on, and whatever could be
 salvaged (task_uuid, hook_url) so the failure still reaches them.
@@ -21,6 +25,9 @@ from urllib.parse import urlsplit
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_PATH_CHARS = 4096
 MAX_URL_CHARS = 2048
+# S3's own limit on a key's length, in UTF-8 bytes.
+MAX_KEY_BYTES = 1024
+STORAGE_KINDS = ("local", "s3")
 # task_uuid names a directory of outputs: it must be a plain file-name token.
 TASK_UUID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -35,11 +42,18 @@ class BadMessage(Exception):
 @dataclass(frozen=True)
 class Task:
     task_uuid: str
-    audio_path: str
+    audio_path: str | None  # with storage "local"
     hook_url: str | None  # None: nobody to call back; the status topic still tells
     model: str | None = None
     output_format: str | None = None
     submitted_at: str | None = None
+    storage: str = "local"
+    audio_key: str | None = None  # with storage "s3"
+
+    @property
+    def audio_ref(self) -> str:
+        """The input's reference in this task's storage: a path or an object key."""
+        return self.audio_key if self.storage == "s3" else self.audio_path
 
 
 def parse_task(value: bytes | None, key: bytes | None = None) -> Task:
@@ -69,21 +83,30 @@ def parse_task(value: bytes | None, key: bytes | None = None) -> Task:
     def bad(message: str) -> BadMessage:
         return BadMessage(message, salvaged_uuid, salvaged_hook)
 
-    for name in ("task_uuid", "audio_path"):
+    storage = data.get("storage", "local")
+    if storage not in STORAGE_KINDS:
+        shown = repr(storage) if isinstance(storage, str) and _is_unicode(storage) else _json_type(storage)
+        raise bad(f"task field 'storage' must be one of {', '.join(STORAGE_KINDS)}, not {shown[:80]}")
+    ref_field = "audio_key" if storage == "s3" else "audio_path"
+    for name in ("task_uuid", ref_field):
         if name not in data:
             raise bad(f"task is missing the field {name!r}")
-    for name in ("task_uuid", "audio_path", "hook_url"):
+    for name in ("task_uuid", ref_field, "hook_url"):
         if name in data and not isinstance(data[name], str) and not (name == "hook_url" and data[name] is None):
             raise bad(f"task field {name!r} must be a string, not {_json_type(data[name])}")
-    for name in ("audio_path", "hook_url", "model", "output_format"):
+    for name in (ref_field, "hook_url", "model", "output_format"):
         # JSON may escape a lone surrogate ("\ud800"): valid JSON, but no file name, URL or
         # result message can carry it, so it is refused here rather than crashing on use.
         if isinstance(data.get(name), str) and not _is_unicode(data[name]):
             raise bad(f"task field {name!r} is not valid Unicode (it holds a lone surrogate escape)")
     if not TASK_UUID_RE.fullmatch(task_uuid):
         raise bad("task field 'task_uuid' must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
-    audio_path = data["audio_path"]
-    if not audio_path or len(audio_path) > MAX_PATH_CHARS or "\0" in audio_path:
+    ref = data[ref_field]
+    if storage == "s3":
+        problem = key_problem(ref)
+        if problem:
+            raise bad(f"task field 'audio_key' {problem}")
+    elif not ref or len(ref) > MAX_PATH_CHARS or "\0" in ref:
         raise bad(f"task field 'audio_path' must be a path of 1-{MAX_PATH_CHARS} characters without NUL")
     if hook_url is not None and (len(hook_url) > MAX_URL_CHARS or not _is_http_url(hook_url)):
         raise bad("task field 'hook_url' must be an http:// or https:// URL with a host")
@@ -98,15 +121,41 @@ def parse_task(value: bytes | None, key: bytes | None = None) -> Task:
     submitted_at = data.get("submitted_at")
     if isinstance(submitted_at, str) and len(submitted_at) <= 64 and _is_unicode(submitted_at):
         optional["submitted_at"] = submitted_at  # informational only: never worth failing a task over
-    return Task(task_uuid=task_uuid, audio_path=audio_path, hook_url=hook_url, **optional)
+    if storage == "s3":
+        return Task(task_uuid=task_uuid, audio_path=None, hook_url=hook_url, storage="s3", audio_key=ref, **optional)
+    return Task(task_uuid=task_uuid, audio_path=ref, hook_url=hook_url, **optional)
 
 
-def success_result(task: Task, stems: dict[str, str], model: str, **times: str | None) -> dict[str, Any]:
+def key_problem(key: Any, prefix: str | None = None) -> str | None:
+    """Why *key* is no object key uvrd would write (under *prefix* when given), or None.
+
+    Stores treat keys as opaque, but a '..' segment or a leading '/' means something to
+    the proxies, mirrors and local copies in between: refused like ``../`` in a path.
+    """
+    if not isinstance(key, str) or not key:
+        return "must be a non-empty string"
+    if not _is_unicode(key) or len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        return f"must be valid Unicode of at most {MAX_KEY_BYTES} bytes"
+    if key.startswith("/") or any(ord(c) < 32 or c == "\x7f" for c in key) or "\\" in key:
+        return "must not start with '/' or hold control characters or backslashes"
+    parts = key.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "must not hold empty, '.' or '..' segments"
+    under = prefix.split("/") if prefix is not None else []
+    if len(parts) <= len(under) or parts[:len(under)] != under:
+        return f"must lie under the configured prefix {prefix + '/'!r}"
+    return None
+
+
+def success_result(task: Task, stems: dict[str, str], model: str, storage: str = "local",
+                   **times: str | None) -> dict[str, Any]:
+    kind = "key" if storage == "s3" else "path"
     return {
         "task_uuid": task.task_uuid,
         "success": True,
-        "vocals_path": stems.get("vocals"),
-        "instrumental_path": stems.get("instrumental"),
+        "storage": storage,
+        f"vocals_{kind}": stems.get("vocals"),
+        f"instrumental_{kind}": stems.get("instrumental"),
         "stems": stems,
         "model": model,
         "hook_url": task.hook_url,

@@ -21,13 +21,14 @@ from pathlib import Path
 
 import structlog
 
-from . import messages, spool, status
+from . import messages, status
 from .attempts import AttemptLedger
 from .config import OUTPUT_FORMATS, Config
 from .consumer_daemon import Abandoned, ConsumerDaemon, default_transactional_id
 from .delivery import OutRecord, dead_letter, next_offset
 from .priority import PriorityChooser
 from .engine import Engine, EngineDied, EngineSettings, Job, JobResult
+from .storage import StorageError, open_storage
 
 log = structlog.get_logger("uvrd.processor")
 
@@ -62,6 +63,7 @@ class Processor(ConsumerDaemon):
         ))
         self.ledger = AttemptLedger(cfg.output_dir / ".attempts")
         self.priorities = PriorityChooser(config.topics.task_topics())
+        self.storage = open_storage(config)
 
     # -- ConsumerDaemon hooks ---------------------------------------------------
     def start(self, stack: contextlib.ExitStack) -> bool:
@@ -118,25 +120,42 @@ class Processor(ConsumerDaemon):
             if fmt not in OUTPUT_FORMATS:
                 raise messages.BadMessage(f"unknown output_format {task.output_format!r}; use one of "
                                           f"{', '.join(OUTPUT_FORMATS)}", task.task_uuid, task.hook_url)
-            audio = spool.resolve_input(self.cfg.spool_dir, task.audio_path, task.task_uuid, task.hook_url)
+            if task.storage != self.storage.name:
+                raise messages.BadMessage(f"the task's audio is in {task.storage} storage, but this processor is "
+                                          f"configured for {self.storage.name} storage (storage.backend)",
+                                          task.task_uuid, task.hook_url)
+            audio = self.storage.fetch_input(task)
         except messages.BadMessage as e:
             if e.task_uuid:
                 structlog.contextvars.bind_contextvars(task_uuid=e.task_uuid)
             # The error quotes the offending value, which may be a field of most of a megabyte.
             error = str(e) if len(str(e)) <= MAX_ERROR_CHARS else str(e)[:MAX_ERROR_CHARS] + "... (cut)"
             log.warning("task rejected", error=error)
+            # A task of another backend names no input of ours to remove.
+            ours = task is not None and task.storage == self.storage.name
             self._finish(record, messages.failure_result(e.task_uuid, e.hook_url, error,
                                                           submitted_at=task and task.submitted_at),
-                         error, task.audio_path if task else None)
+                         error, task.audio_ref if ours else None)
             return
+        except StorageError as e:
+            error = f"could not fetch the task's audio: {e}"[:MAX_ERROR_CHARS]
+            log.error("task input not fetched", error=error)
+            self._finish(record, messages.failure_result(task.task_uuid, task.hook_url, error,
+                                                          submitted_at=task.submitted_at), error, None)
+            return
+        try:
+            self._run(record, task, audio, model, fmt)
+        finally:
+            self.storage.release_input(audio)
 
+    def _run(self, record, task: messages.Task, audio: Path, model: str, fmt: str) -> None:
         attempt = self.ledger.start(task.task_uuid)
         if attempt > self.cfg.max_attempts:
             error = (f"task abandoned: this host started it {attempt - 1} times and the worker was killed "
                      f"or hung each time before it finished")
             log.error("task keeps killing its worker", attempts=attempt - 1)
             self._finish(record, messages.failure_result(task.task_uuid, task.hook_url, error,
-                                                          submitted_at=task.submitted_at), error, str(audio))
+                                                          submitted_at=task.submitted_at), error, task.audio_ref)
             return
         log.info("task started", attempt=attempt, model=model, output_format=fmt, audio_path=str(audio))
         times = {"submitted_at": task.submitted_at, "started_at": messages.now_iso()}
@@ -145,12 +164,21 @@ class Processor(ConsumerDaemon):
         if isinstance(outcome, Abandoned):
             self.ledger.undo(task.task_uuid)
             log.info("task left uncommitted for redelivery", reason=outcome.reason)
-        elif outcome.ok:
-            stems = self._publish_stems(task.task_uuid, outcome.stems)
-            self._finish(record, messages.success_result(task, stems, model, **times), None, str(audio))
-        else:
-            self._finish(record, messages.failure_result(task.task_uuid, task.hook_url, outcome.error, **times),
-                         outcome.error, str(audio))
+            return
+        if outcome.ok:
+            try:
+                # Every stem is stored before the success is committed; a store that fails part-way
+                # fails the task (after its own retries) rather than report stems that are not there.
+                stems = self.storage.put_stems(task.task_uuid, outcome.stems)
+            except StorageError as e:
+                outcome = JobResult(ok=False, stems={}, error=f"separation finished but {e}"[:MAX_ERROR_CHARS])
+                log.error("stems not stored", error=outcome.error)
+            else:
+                self._finish(record, messages.success_result(task, stems, model, storage=self.storage.name, **times),
+                             None, task.audio_ref)
+                return
+        self._finish(record, messages.failure_result(task.task_uuid, task.hook_url, outcome.error, **times),
+                     outcome.error, task.audio_ref)
 
     def _publish_status(self, task_uuid: str, state: str, **fields) -> None:
         """Best effort: a status the broker does not take now is overtaken by the result's."""
@@ -204,15 +232,6 @@ class Processor(ConsumerDaemon):
                 return result
             self.keep_membership()
 
-    def _publish_stems(self, task_uuid: str, stems: dict[str, str]) -> dict[str, str]:
-        """Move a finished job's files to output_dir/<task_uuid>/ (replacing an earlier run's)."""
-        final = self.cfg.output_dir / task_uuid
-        workdir = Path(next(iter(stems.values()))).parent
-        if final.exists():
-            shutil.rmtree(final)
-        workdir.rename(final)
-        return {name: str(final / Path(path).name) for name, path in stems.items()}
-
     def _finish(self, record, result: dict, error: str | None, input_path: str | None) -> None:
         """Commit the result (plus status and, for a failure, a dead-letter copy) with the offset."""
         task_uuid = result["task_uuid"]
@@ -221,7 +240,7 @@ class Processor(ConsumerDaemon):
         if task_uuid:
             state = "succeeded" if result["success"] else "failed"
             fields = {k: result.get(k) for k in ("submitted_at", "started_at", "finished_at", "error_message",
-                                                 "stems")}
+                                                 "stems", "storage")}
             out.append(status.record(self.config.topics.status, task_uuid, state, **fields))
         if error is not None:
             out.append(dead_letter(self.config.topics.dead_letter, record, error, "processor"))
@@ -230,7 +249,7 @@ class Processor(ConsumerDaemon):
         if task_uuid:
             self.ledger.clear(task_uuid)
         if input_path:
-            spool.remove_input(self.cfg.spool_dir, input_path)
+            self.storage.remove_input(input_path)
         if result["success"]:
             log.info("task succeeded", stems=result["stems"])
         else:

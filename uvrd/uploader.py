@@ -21,10 +21,11 @@ from dataclasses import dataclass
 import structlog
 import urllib3
 
-from . import messages, retention, safehttp, status, webhook
+from . import messages, safehttp, status, webhook
 from .config import Config
 from .consumer_daemon import Abandoned, ConsumerDaemon, default_transactional_id
 from .delivery import dead_letter, next_offset
+from .storage import Storage, open_storage
 
 log = structlog.get_logger("uvrd.uploader")
 
@@ -56,6 +57,7 @@ class Uploader(ConsumerDaemon):
             environ=environ,
         )
         self.cfg = cfg
+        self.storage = open_storage(config)
         self._next_sweep = 0.0
 
     def start(self, stack: contextlib.ExitStack) -> bool:
@@ -76,7 +78,7 @@ class Uploader(ConsumerDaemon):
     # -- one result ----------------------------------------------------------
     def handle(self, record) -> None:
         try:
-            result = _parse_result(record.value)
+            result = _parse_result(record.value, self.storage)
         except ValueError as e:
             log.warning("result rejected", error=str(e))
             self.commit([dead_letter(self.config.topics.dead_letter, record, str(e), "uploader")],
@@ -109,7 +111,7 @@ class Uploader(ConsumerDaemon):
 
     def _deliver(self, result: dict) -> Delivered | GaveUp | Abandoned:
         api = self.config.api
-        payload = webhook.body(result, api.public_url, api.link_secret, api.link_ttl)
+        payload = webhook.body(result, api.public_url, api.link_secret, api.link_ttl, link=self.storage.link)
         reason = ""
         for attempt in range(1, self.cfg.max_attempts + 1):
             headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
@@ -153,12 +155,11 @@ class Uploader(ConsumerDaemon):
         if now < self._next_sweep:
             return
         self._next_sweep = now + self.cfg.retention_interval
-        p = self.config.processor
-        retention.sweep([p.output_dir, p.output_dir / ".attempts"], self.cfg.retention, keep=frozenset({".attempts"}))
-        retention.sweep([p.spool_dir], self.cfg.spool_retention)
+        self.storage.sweep()
 
 
-def _parse_result(raw: bytes | None) -> dict:
+def _parse_result(raw: bytes | None, storage: Storage | None = None) -> dict:
+    """The result, checked; *storage* (default: the local backend's rules) judges its stem references."""
     if raw is None:
         raise ValueError("result message is empty (a tombstone)")
     if len(raw) > messages.MAX_MESSAGE_BYTES:
@@ -190,6 +191,18 @@ def _parse_result(raw: bytes | None) -> dict:
     stems = result.get("stems") or {}
     if not isinstance(stems, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in stems.items()):
         raise ValueError("result field 'stems' must map stem names to paths")
+    kind = result.get("storage", "local")
+    if kind not in messages.STORAGE_KINDS:
+        raise ValueError(f"result field 'storage' must be one of {', '.join(messages.STORAGE_KINDS)}")
+    ours = storage.name if storage is not None else "local"
+    # A failure names no object, so it is delivered whichever backend its processor used.
+    if stems and kind != ours:
+        raise ValueError(f"result's stems are in {kind} storage, but this uploader is configured for {ours} "
+                         f"storage (storage.backend)")
+    for name, ref in stems.items():
+        problem = storage.ref_problem(ref) if storage is not None else None
+        if problem:
+            raise ValueError(f"result's stem {name[:100]!r} has a key that {problem}")
     return result
 
 

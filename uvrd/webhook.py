@@ -22,10 +22,13 @@ SIGNATURE_HEADER = "X-Uvrd-Signature"
 REPLAY_WINDOW_S = 300
 
 
-def body(result: dict, public_url: str, link_secret: str, link_ttl: float) -> bytes:
+def body(result: dict, public_url: str, link_secret: str, link_ttl: float, link=None) -> bytes:
+    """*link(task_uuid, stem, ref)*, when given, makes each stem's URL (a storage backend's);
+    otherwise the API's own signed link."""
     task_uuid = result["task_uuid"]
-    stems = {name: links.stem_url(public_url, link_secret, task_uuid, name, link_ttl)
-             for name in (result.get("stems") or {})}
+    stems = {name: link(task_uuid, name, ref) if link else links.stem_url(public_url, link_secret, task_uuid, name,
+                                                                            link_ttl)
+             for name, ref in (result.get("stems") or {}).items()}
     payload = {
         "task_uuid": task_uuid,
         "status": "success" if result.get("success") else "failed",

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from support import Daemon, NotifySocket, wait_until
+from support import Daemon, NotifySocket, toml_value, wait_until
 from uvrd.config import TopicsConfig
 from uvrd.devtools import tinymodel
 from uvrd.devtools.broker import free_port
@@ -34,16 +34,6 @@ PUBLIC_HOOK = "https://93.184.215.14/hooks/uvrd"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 _names = itertools.count()
-
-
-def _toml(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return str(value)
 
 
 @dataclass
@@ -112,13 +102,13 @@ class ApiStack:
             "drain_timeout": 20.0, **api,
         }
         t = self.topics
-        lines = ["[kafka]", f"bootstrap_servers = {_toml(self.bootstrap)}",
-                 *[f"{k} = {_toml(v)}" for k, v in (kafka or {}).items()],
-                 "[topics]", f"tasks = {_toml(t.tasks)}", f"results = {_toml(t.results)}",
-                 f"dead_letter = {_toml(t.dead_letter)}", f"status = {_toml(t.status)}",
-                 "[processor]", f"model = {_toml(tinymodel.TINY_MODEL)}", 'extra_models = ["Other.onnx"]',
-                 f"spool_dir = {_toml(str(self.spool))}", f"output_dir = {_toml(str(self.output))}",
-                 "[api]", *[f"{k} = {_toml(v)}" for k, v in settings.items()]]
+        lines = ["[kafka]", f"bootstrap_servers = {toml_value(self.bootstrap)}",
+                 *[f"{k} = {toml_value(v)}" for k, v in (kafka or {}).items()],
+                 "[topics]", f"tasks = {toml_value(t.tasks)}", f"results = {toml_value(t.results)}",
+                 f"dead_letter = {toml_value(t.dead_letter)}", f"status = {toml_value(t.status)}",
+                 "[processor]", f"model = {toml_value(tinymodel.TINY_MODEL)}", 'extra_models = ["Other.onnx"]',
+                 f"spool_dir = {toml_value(str(self.spool))}", f"output_dir = {toml_value(str(self.output))}",
+                 "[api]", *[f"{k} = {toml_value(v)}" for k, v in settings.items()]]
         path = self.root / name
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -263,4 +253,3 @@ def origin():
     o = Origin()
     yield o
     o.close()
-

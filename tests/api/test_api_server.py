@@ -6,9 +6,10 @@ import base64
 import signal
 import threading
 
+import pytest
 import requests
 
-from support import wait_until
+from support import fill, small_filesystem, wait_until
 from uvrd.devtools.broker import free_port
 
 
@@ -127,3 +128,19 @@ def test_no_secret_reaches_the_log_even_at_debug(api_stack, sample):
     basic = base64.b64encode(secrets["basic"].encode()).decode()
     for secret in [*secrets.values(), "tok-Secret-7x", "basic-Secret-7x", basic, "Secret-7"]:
         assert secret not in text, f"{secret!r} is in the log"
+
+
+def test_a_full_spool_is_507_with_retry_after_and_keeps_nothing(api_stack, sample):
+    with small_filesystem(api_stack.spool, 8) as spool:
+        if spool is None:
+            pytest.skip("mounting a small tmpfs needs root")
+        server = api_stack.start()
+        ballast = fill(spool)
+        r = server.upload(sample)
+        assert r.status_code == 507 and r.headers["Retry-After"].isdigit(), (r.status_code, r.text)
+        assert "no room" in r.json()["error"]
+        assert [p.name for p in spool.iterdir()] == [ballast.name], "no partial upload is left"
+        ballast.unlink()
+        assert server.upload(sample).status_code == 202, "room again, accepted again"
+        server.daemon.signal(signal.SIGTERM)
+        assert server.daemon.wait_exit(30) == 0

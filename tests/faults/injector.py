@@ -12,51 +12,42 @@ import collections
 import os
 import random
 import signal
-import threading
 
+from background import Background
 from pipeline import Pipeline
+from support import fill
 from supervisor import Supervisor
 
 
-class FaultInjector:
+class FaultInjector(Background):
+    name = "faults"
+
     def __init__(self, pipeline: Pipeline, supervisor: Supervisor, seed: int, note):
+        super().__init__()
         self.p = pipeline
         self.supervisor = supervisor
         self.rng = random.Random(seed)
         self.counts: collections.Counter[str] = collections.Counter()
         self.unexpected_exits: list[str] = []
         self.note = note
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="faults", daemon=True)
-        self.error: BaseException | None = None
         self.faults = [self.kill_daemon, self.term_daemon, self.pause_broker, self.receiver_trouble,
                        self.engine_hang, self.engine_death, self.disk_full, self.corrupt_input]
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(300)
-        if self.error is not None:
-            raise self.error
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.wait(self.rng.uniform(1.0, 3.0)):
-                fault = self.rng.choice(self.faults)
-                self.note(f"fault {fault.__name__}")
-                fault()
-        except BaseException as e:  # surfaced by stop(), in the test's thread
-            self.error = e
+    def loop(self) -> None:
+        while not self.stopping.wait(self.rng.uniform(1.0, 3.0)):
+            fault = self.rng.choice(self.faults)
+            self.note(f"fault {fault.__name__}")
+            fault()
 
     def _hold(self, low: float, high: float) -> None:
-        self._stop.wait(self.rng.uniform(low, high))
+        self.stopping.wait(self.rng.uniform(low, high))
 
     # -- the faults -------------------------------------------------------------------
     def kill_daemon(self) -> None:
         name = self.rng.choice(list(self.p.components))
         with self.supervisor.lock:
+            if not self.p.components[name].running():
+                return  # exited on its own: the supervisor's to report and restart
             self.p.kill(name)
             self.counts["kills"] += 1
             self._hold(0.2, 2.0)
@@ -114,13 +105,7 @@ class FaultInjector:
     def disk_full(self) -> None:
         if not self.p.disk_is_tmpfs:
             return
-        ballast = self.p.disk / "ballast"
-        try:
-            with open(ballast, "wb") as f:
-                while True:
-                    f.write(b"\0" * (1 << 20))
-        except OSError:
-            pass  # full: that is the point
+        ballast = fill(self.p.disk)
         self._hold(1.0, 5.0)
         ballast.unlink()
         self.counts["disk_full"] += 1

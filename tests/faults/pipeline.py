@@ -10,37 +10,27 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
-from support import FAST_GROUP, Daemon, NotifySocket, WebhookReceiver, wait_until
+from support import FAST_GROUP, Daemon, NotifySocket, WebhookReceiver, small_filesystem, toml_value, wait_until
 from uvrd.config import TopicsConfig
 from uvrd.devtools import tinymodel
 from uvrd.devtools.broker import free_port
 
 TOKEN = "fault-token"
-# WatchdogSec for the processors and the uploader (gunicorn does its own for the api).
-WATCHDOG_S = 10.0
+# WatchdogSec for the processors and the uploader (gunicorn does its own for the api): shorter than
+# the units' 120 s so a hung engine heals within a run, long enough for a model load on a busy host.
+WATCHDOG_S = 30.0
 
 # Short enough to heal within a run, long enough not to trip on a loaded 2-core machine.
-PROCESSOR = {"job_timeout": 60, "job_retries": 2, "engine_stall_timeout": 3, "max_attempts": 4,
+PROCESSOR = {"job_timeout": 60, "job_retries": 2, "engine_stall_timeout": 10, "max_attempts": 4,
              "drain_timeout": 20}
 UPLOADER = {"max_attempts": 6, "backoff_initial": 0.2, "backoff_max": 2.0, "timeout": 5, "drain_timeout": 10,
             "retention": 20, "spool_retention": 3600, "retention_interval": 2}
-
-
-def _toml(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return str(value)
 
 
 @dataclass
@@ -50,6 +40,7 @@ class Component:
     env: dict
     daemon: Daemon | None = None
     starts: int = 0
+    started_at: float = 0.0
     # Every process this component ever ran (main and children), for the no-leftovers check.
     pids: set[int] = field(default_factory=set)
 
@@ -77,12 +68,15 @@ class Pipeline:
         broker.create_uvrd_topics(self.topics, task_partitions=self.partitions)
         # Spool and output on a small filesystem of their own, so the suite can fill it.
         self.disk = root / "disk"
-        self.disk_is_tmpfs = make_tmpfs(self.disk, 256)
+        self._disk = small_filesystem(self.disk, 256)
+        self.disk_is_tmpfs = self._disk.__enter__() is not None
         self.spool = self.disk / "spool"
         self.output = self.disk / "output"
         self.spool.mkdir(parents=True, exist_ok=True)
         self.output.mkdir(parents=True, exist_ok=True)
         self.receiver = WebhookReceiver()
+        # Background loops that act on the components (fault injection, supervision), stopped first.
+        self.loops: list = []
         self.api_url = f"http://127.0.0.1:{free_port()}"
         self.config = self._write_config()
         self.components = {
@@ -109,7 +103,7 @@ class Pipeline:
         }
         lines = []
         for section, values in sections.items():
-            lines += [f"[{section}]"] + [f"{k} = {_toml(v)}" for k, v in values.items()]
+            lines += [f"[{section}]"] + [f"{k} = {toml_value(v)}" for k, v in values.items()]
         path = self.root / "uvrd.toml"
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -127,6 +121,7 @@ class Pipeline:
         c.daemon = Daemon(c.command, self.config, self.root / f"{name}.log", NotifySocket(workdir), env=c.env,
                           watchdog_usec=None if name == "api" else int(WATCHDOG_S * 1e6))
         c.pids.add(c.daemon.pid)
+        c.started_at = time.monotonic()
         if wait:
             self.wait_ready(name)
 
@@ -194,8 +189,7 @@ class Pipeline:
                 if c.daemon.notify:
                     c.daemon.notify.close()
         self.receiver.close()
-        if self.disk_is_tmpfs:
-            unmount(self.disk)
+        self._disk.__exit__(None, None, None)
 
     # -- a client --------------------------------------------------------------------
     def submit(self, audio: bytes) -> tuple[str | None, str]:
@@ -227,15 +221,3 @@ def gone(pid: int) -> bool:
 
 def sample_audio(path: Path, seconds: float = 1.0) -> bytes:
     return tinymodel.write_sample(path, seconds=seconds).read_bytes()
-
-
-def make_tmpfs(path: Path, size_mb: int) -> bool:
-    """A small filesystem that can be filled; False where mounting is not allowed."""
-    path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
-                          capture_output=True)
-    return done.returncode == 0
-
-
-def unmount(path: Path) -> None:
-    subprocess.run(["umount", "-l", str(path)], capture_output=True)

@@ -12,37 +12,29 @@ import collections
 import threading
 import time
 
+from background import Background
 from pipeline import Pipeline
 
+# TimeoutStartSec: an engine hung while loading the model holds READY back forever otherwise.
+START_TIMEOUT_S = 180.0
 
-class Supervisor:
+
+class Supervisor(Background):
+    name = "supervisor"
+
     def __init__(self, pipeline: Pipeline, watchdog_s: float, note):
+        super().__init__()
         self.p = pipeline
         self.watchdog_s = watchdog_s
         self.note = note
         self.counts: collections.Counter[str] = collections.Counter()
         self.unexpected_exits: list[str] = []
         self.lock = threading.Lock()  # held by whoever stops or starts a component
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
-        self.error: BaseException | None = None
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(300)
-        if self.error is not None:
-            raise self.error
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.wait(0.5):
-                with self.lock:
-                    self.check()
-        except BaseException as e:  # surfaced by stop(), in the test's thread
-            self.error = e
+    def loop(self) -> None:
+        while not self.stopping.wait(0.5):
+            with self.lock:
+                self.check()
 
     def check(self) -> None:
         for name, c in self.p.components.items():
@@ -53,15 +45,19 @@ class Supervisor:
                 self.unexpected_exits.append(f"{name} exited with {c.daemon.proc.returncode}")
                 self.note(f"supervisor: {name} exited with {c.daemon.proc.returncode}; restarting")
                 self.p.start(name, wait=False)
+            elif not c.daemon.notify.times("READY=1") and time.monotonic() - c.started_at > START_TIMEOUT_S:
+                self._kill_and_restart(name, f"not ready after {START_TIMEOUT_S:g} s", "start_timeouts")
             elif self.watchdog_s and name != "api" and self._silent(c) > self.watchdog_s:
-                self.note(f"supervisor: {name} watchdog timeout; killing and restarting")
-                self.p.kill(name)
-                self.counts["watchdog_restarts"] += 1
-                self.p.start(name, wait=False)
+                self._kill_and_restart(name, "watchdog timeout", "watchdog_restarts")
+
+    def _kill_and_restart(self, name: str, why: str, counter: str) -> None:
+        self.note(f"supervisor: {name} {why}; killing and restarting")
+        self.p.kill(name)
+        self.counts[counter] += 1
+        self.p.start(name, wait=False)
 
     def _silent(self, c) -> float:
         """Seconds since the daemon's last sign of life (READY counts as the first ping)."""
         notify = c.daemon.notify
         pings = notify.times("WATCHDOG=1") or notify.times("READY=1")
         return time.monotonic() - pings[-1] if pings else 0.0
-

@@ -38,7 +38,12 @@ def own_broker(tmp_path):
 def pipeline(tmp_path, own_broker, model_dir):
     p = Pipeline(tmp_path, own_broker, model_dir, processors=2)
     yield p
-    p.close()
+    # Whatever ended the test, nothing may restart a daemon while they are closed.
+    try:
+        for loop in p.loops:
+            loop.stop()
+    finally:
+        p.close()
 
 
 @pytest.mark.timeout(int(600 + TASKS * 12))
@@ -54,6 +59,7 @@ def test_every_accepted_task_ends_in_exactly_one_outcome_under_faults(pipeline, 
     pipeline.start_all()
     supervisor = Supervisor(pipeline, WATCHDOG_S, note)
     injector = FaultInjector(pipeline, supervisor, SEED + 1, note)
+    pipeline.loops = [injector, supervisor]
     supervisor.start()
     injector.start()
     kafka = KafkaView(pipeline.broker.bootstrap)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from container import Container
+from relabel import relabel
 from rootfs import fresh_copy
 from support import KafkaView, wait_until
 from uvrd.config import TopicsConfig
@@ -61,31 +62,8 @@ def uvrd_deb(debian_root) -> Path:
         return debs[-1]
 
 
+# This package relabelled as a later version: what an upgrade installs.
 NEWER_VERSION = "99.0"
-
-
-@pytest.fixture(scope="module")
-def newer_deb(uvrd_deb, tmp_path_factory) -> Path:
-    """This package relabelled as a later version: what an upgrade installs.
-
-    Only the control member changes; the 3 GB data member is copied as it is.
-    """
-    work = tmp_path_factory.mktemp("newer")
-    subprocess.run(["ar", "x", str(uvrd_deb)], cwd=work, check=True)
-    [control] = work.glob("control.tar*")
-    [data] = work.glob("data.tar*")
-    (work / "control").mkdir()
-    subprocess.run(["tar", "-xf", control.name, "-C", "control"], cwd=work, check=True)
-    fields = work / "control" / "control"
-    fields.write_text("".join(f"Version: {NEWER_VERSION}\n" if line.startswith("Version:") else line
-                              for line in fields.read_text().splitlines(keepends=True)))
-    control.unlink()
-    subprocess.run(["tar", "--owner=0", "--group=0", "-cJf", "control.tar.xz", "-C", "control", "."],
-                   cwd=work, check=True)
-    deb = work / f"uvrd_{NEWER_VERSION}_amd64.deb"
-    subprocess.run(["ar", "rc", deb.name, "debian-binary", "control.tar.xz", data.name], cwd=work, check=True)
-    data.unlink()
-    return deb
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +196,13 @@ def test_processor_under_systemd_works_drains_and_logs_fields(box, broker, topic
     box.systemctl("start", UNIT, timeout=300)  # returns after READY=1
     assert box.show(UNIT, "ActiveState")["ActiveState"] == "active"
     assert box.show(UNIT, "StatusText")["StatusText"] == "idle"
+    # The running daemon, not just its unit file: the uvrd user, no capabilities, no way to gain any.
+    status = dict(line.split(":", 1) for line in
+                  box.run("cat", f"/proc/{box.show(UNIT, 'MainPID')['MainPID']}/status").stdout.splitlines())
+    uvrd_uid = box.run("id", "-u", "uvrd").stdout.strip()
+    assert status["Uid"].split() == [uvrd_uid] * 4 and uvrd_uid != "0"
+    assert int(status["CapEff"], 16) == int(status["CapBnd"], 16) == 0
+    assert status["NoNewPrivs"].strip() == "1"
     assert "Status: \"idle\"" in box.systemctl("status", UNIT, "--no-pager", check=False).stdout
     window = box.wait_for_journal("drain window from the unit's TimeoutStopSec", unit=UNIT)
     assert json.loads(window["MESSAGE"])["drain_window_s"] == 54.0  # 60 s less the 10 % margin
@@ -326,6 +311,7 @@ def test_a_hung_engine_stops_the_watchdog_and_systemd_restarts_the_unit(box, bro
         box.run("sh", "-c", f"kill -STOP {engine}")
         wait_until(lambda: box.show(UNIT, "NRestarts")["NRestarts"] == "1", 60, "the watchdog restart")
         box.wait_for_journal("Watchdog timeout", unit=UNIT, timeout=10)
+        box.wait_for_journal("Failed with result 'watchdog'", unit=UNIT, timeout=10)
     finally:
         box.systemctl("stop", UNIT, timeout=120)
         box.run("rm", "-rf", f"/etc/systemd/system/{UNIT}.d")
@@ -365,10 +351,10 @@ def test_two_gpu_instances_share_the_work_and_the_target_drains_both(box, two_gp
     assert kafka.committed(group, topics.tasks, partitions=2) == {0: 3, 1: 3}
 
 
-def test_upgrade_drains_each_running_instance_once_and_brings_it_back(box, two_gpus, newer_deb, long_audio):
+def test_upgrade_drains_each_running_instance_once_and_brings_it_back(box, two_gpus, uvrd_deb, long_audio):
     topics, group, kafka = two_gpus
     before = {u: box.show(u, "InvocationID")["InvocationID"] for u in GPU_UNITS}
-    box.copy_in(newer_deb, "/root/uvrd-newer.deb", mode=0o644)
+    relabel(uvrd_deb, NEWER_VERSION, box.host_path("/root/uvrd-newer.deb"))
     # apt's two steps, taken one at a time so jobs are surely in flight at the second: dpkg
     # replaces the venv under the running daemons, then the postinst restarts them.
     box.run("dpkg", "--unpack", "/root/uvrd-newer.deb", timeout=1200)

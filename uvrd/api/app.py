@@ -8,6 +8,7 @@ import structlog
 from flask import Flask, Request, current_app, g, jsonify, request
 
 from ..config import Config
+from ..storage import open_storage
 from . import errors, openapi, query, submit
 from .auth import Authenticator
 from .backend import Backend
@@ -36,7 +37,7 @@ def create_app(config: Config) -> Flask:
     spool = Spool(config.processor.spool_dir, config.api.max_upload_bytes)
     spool.prepare()
     auth = Authenticator(config.api.tokens, config.api.basic_auth, config.api.link_secret)
-    app.extensions[EXTENSION] = ApiContext(config, auth, spool, Backend(config).start())
+    app.extensions[EXTENSION] = ApiContext(config, auth, spool, Backend(config).start(), open_storage(config))
 
     errors.register(app, config.api.max_upload_bytes)
     app.register_blueprint(submit.blueprint)

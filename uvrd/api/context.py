@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from ..config import Config
+from ..storage import Storage
 from .auth import Authenticator
 from .backend import Backend
 from .spooler import Spool
@@ -20,9 +21,11 @@ class ApiContext:
     auth: Authenticator
     spool: Spool
     backend: Backend
+    storage: Storage
 
     def close(self) -> None:
         self.backend.close()
+        self.storage.close()
 
 
 def current() -> ApiContext:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+
 import structlog
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = structlog.get_logger("uvrd.api")
+
+FULL_RETRY_AFTER_S = 30
 
 
 class ApiError(Exception):
@@ -41,6 +45,15 @@ def register(app: Flask, max_upload_bytes: int) -> None:
         if e.code == 405 and e.valid_methods:
             response.headers["Allow"] = ", ".join(e.valid_methods)
         return response
+
+    @app.errorhandler(OSError)
+    def _os_error(e: OSError):
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return _unexpected(e)
+        # A full spool is the server's trouble and passes: say so, and when to come back.
+        log.warning("spool is full; upload refused", error=str(e))
+        return error_response(507, "the server has no room to store the upload right now; try again later",
+                              {"Retry-After": str(FULL_RETRY_AFTER_S)})
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception):

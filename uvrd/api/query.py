@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import structlog
-from flask import Blueprint, jsonify, request, send_file
+from flask import Blueprint, jsonify, redirect, request, send_file
 
 from .. import links
 from ..messages import TASK_UUID_RE
@@ -34,7 +34,9 @@ def task_status(task_uuid: str):
     state = _lookup(api, task_uuid)
     body = {name: state[name] for name in PUBLIC_FIELDS if state.get(name) is not None}
     stems = _stems(state)
-    if stems:
+    if stems and _in_bucket(api, state):
+        body["stems"] = {name: api.storage.link(task_uuid, name, key) for name, key in stems.items()}
+    elif stems:
         cfg = api.config.api
         body["stems"] = {name: links.stem_url(cfg.public_url, cfg.link_secret, task_uuid, name, cfg.link_ttl)
                          for name in stems}
@@ -45,9 +47,13 @@ def task_status(task_uuid: str):
 def stem_file(task_uuid: str, stem: str):
     api = current()
     api.auth.require_stem_access(request.headers, request.args, task_uuid, stem)
-    path = _stems(_lookup(api, task_uuid)).get(stem)
+    state = _lookup(api, task_uuid)
+    path = _stems(state).get(stem)
     if path is None:
         raise ApiError(404, f"task {task_uuid} has no stem {stem!r}")
+    if _in_bucket(api, state):
+        # The bucket serves the bytes; this link only hands out a fresh presigned URL.
+        return redirect(api.storage.link(task_uuid, stem, path), 302)
     output = os.path.realpath(api.config.processor.output_dir)
     real = os.path.realpath(path)
     if not Path(real).is_relative_to(output) or real == output or not os.path.isfile(real):
@@ -71,6 +77,16 @@ def _lookup(api: ApiContext, task_uuid: str) -> dict:
     if state is None:
         raise ApiError(404, f"no task {task_uuid}")
     return state
+
+
+def _in_bucket(api: ApiContext, state: dict) -> bool:
+    """Stems recorded as object keys of this API's bucket; keys it would not hand out are refused."""
+    if state.get("storage") != "s3":
+        return False
+    if api.storage.name != "s3" or any(api.storage.ref_problem(k) for k in _stems(state).values()):
+        structlog.get_logger("uvrd.api").warning("stem keys refused", storage=api.storage.name)
+        raise ApiError(404, f"the stems of task {state.get('task_uuid')} are not available from this server")
+    return True
 
 
 def _stems(state: dict) -> dict[str, str]:

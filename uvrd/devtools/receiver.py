@@ -8,14 +8,15 @@ import time
 
 
 class WebhookReceiver:
-    """A real HTTP server standing in for a user's webhook endpoint, on loopback.
+    """A real HTTP server standing in for a user's webhook endpoint, on loopback (or *host*).
 
     *script* lists the status codes of the first answers (then 200 for good);
     *delay* holds each answer back that many seconds.  ``go_down()`` closes the
     port (connections refused) until ``come_back()`` listens on it again.
     """
 
-    def __init__(self, script: list[int] | None = None, delay: float = 0.0):
+    def __init__(self, script: list[int] | None = None, delay: float = 0.0, host: str = "127.0.0.1"):
+        self.host = host
         self.script = list(script or [])
         self.delay = delay
         self.requests: list[dict] = []
@@ -40,10 +41,10 @@ class WebhookReceiver:
 
         self._handler = Handler
         self._serve(0)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/hook"
+        self.url = f"http://{host}:{self.httpd.server_port}/hook"
 
     def _serve(self, port: int) -> None:
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), self._handler)
+        self.httpd = http.server.ThreadingHTTPServer((self.host, port), self._handler)
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self._thread.start()
 

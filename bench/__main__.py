@@ -1,0 +1,71 @@
+"""``python -m bench [--quick] [--only 1,3] [--out DIR]``: run the benchmarks, write DIR/bench.md."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from . import amortisation, drain, gpu, overhead, report, scaling, stop_latency
+from .harness import Bench, say
+
+# Sizes: the full run fits in 20 minutes on a 2-core machine without an accelerator.
+FULL = {"stop_runs": 20, "drain_runs": 8, "overhead_tasks": 12, "overhead_batches": 3, "amort_n": (1, 10, 50),
+        "amort_repeats": 2, "amort_cli_runs": 4, "scale_tasks": 16, "scale_repeats": 2, "scale_max": 4, "realistic_seconds": 8}
+QUICK = {"stop_runs": 2, "drain_runs": 2, "overhead_tasks": 4, "overhead_batches": 2, "amort_n": (1, 3),
+         "amort_repeats": 2, "amort_cli_runs": 2, "scale_tasks": 4, "scale_repeats": 2, "scale_max": 2, "realistic_seconds": 4}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="tiny sizes, to check that every benchmark runs")
+    p.add_argument("--only", default="", help="comma-separated benchmark numbers (1-6)")
+    p.add_argument("--out", type=Path, default=Path("docs"), help="where bench.md and bench/*.png go")
+    args = p.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    only = {int(x) for x in args.only.split(",") if x.strip()} or {1, 2, 3, 4, 5, 6}
+    report.configure(args.out)
+    started_wall = datetime.datetime.now(datetime.timezone.utc)
+    started = time.monotonic()
+    machine = report.machine()
+    command = "make bench" if not (args.quick or args.only or args.out != Path("docs")) else \
+        "python -m bench " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
+    bench = Bench()
+    say(f"workspace {bench.root}, broker {bench.bootstrap}")
+    sections, failed = [], []
+    shared: dict = {}
+    plan = [
+        (1, lambda: stop_latency.run(bench, sizes["stop_runs"], args.quick)),
+        (2, lambda: drain.run(bench, sizes["drain_runs"], args.quick)),
+        (3, lambda: overhead.run(bench, sizes, shared)),
+        (4, lambda: amortisation.run(bench, sizes, shared)),
+        (5, lambda: scaling.run(bench, sizes)),
+        (6, lambda: gpu.run(bench, sizes, shared)),
+    ]
+    try:
+        for number, step in plan:
+            if number not in only:
+                continue
+            t = time.monotonic()
+            try:
+                section = step()
+            except Exception as e:
+                traceback.print_exc()
+                failed.append(number)
+                section = {"key": f"failed_{number}", "title": f"{number}. (failed)",
+                           "intro": f"This benchmark failed in this run: `{type(e).__name__}: {e}`"}
+            section.setdefault("notes", []).append(f"_This benchmark took {time.monotonic() - t:.0f} s._")
+            sections.append(section)
+            say(f"benchmark {number} done in {time.monotonic() - t:.0f} s")
+    finally:
+        bench.close()
+    out = report.write(sections, machine, command, started_wall, time.monotonic() - started, args.quick)
+    say(f"wrote {out} in {(time.monotonic() - started) / 60:.1f} min")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

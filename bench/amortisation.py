@@ -1,0 +1,152 @@
+"""4. Model-load amortisation: N files through uvrd, through the ``audio-separator`` CLI run once per
+file (the model loaded each time) and through one in-process ``Separator`` looping over the files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from uvrd.devtools import tinymodel
+
+from .harness import Bench, median, say
+from .realistic import run_inprocess
+
+AUDIO_S = 3
+
+
+def _cli(bench: Bench, audio: Path, runs: int) -> list[float]:
+    exe = Path(sys.executable).with_name("audio-separator")
+    out = bench.workdir("amort-cli")
+    times = []
+    for _ in range(runs):
+        t = time.monotonic()
+        run = subprocess.run([str(exe), str(audio), "-m", tinymodel.TINY_MODEL, "--model_file_dir", str(bench.model_dir),
+                              "--output_dir", str(out), "--output_format", "WAV",
+                              "--mdx_segment_size", str(tinymodel.SEGMENT_SIZE),
+                              "--mdx_hop_length", str(tinymodel.HOP_LENGTH), "--log_level", "warning"],
+                             capture_output=True, text=True, env={**bench._env(), "TQDM_DISABLE": "1"}, timeout=300)
+        times.append(time.monotonic() - t)
+        if run.returncode != 0:
+            raise RuntimeError(f"audio-separator failed: {run.stderr[-2000:]}")
+    return times
+
+
+def run(bench: Bench, sizes: dict, shared: dict) -> dict:
+    ns, repeats = sizes["amort_n"], sizes["amort_repeats"]
+    audio = bench.sample(AUDIO_S)
+    files = []
+    for i in range(max(ns)):
+        target = bench.samples / f"amort-{i}.wav"
+        shutil.copyfile(audio, target)
+        files.append(target)
+
+    say(f"amortisation: in-process loop, {repeats} fresh processes over N = {ns}")
+    inproc = [run_inprocess(bench, tinymodel.TINY_MODEL, tinymodel.HOP_LENGTH, tinymodel.SEGMENT_SIZE,
+                            [files[:n] for n in ns], bench.workdir("amort-inproc"), warmup=bench.sample(1))
+              for _ in range(repeats)]
+
+    eos = shared.get("eos") or {}
+    if not eos:
+        where = bench.workdir("amort-uvrd")
+        topics = bench.topics("amort-uvrd")
+        proc = bench.daemon("processor", bench.write_config(where, topics, group="amort-uvrd"))
+        proc.wait_ready()
+        eos.update(proc=proc, topics=topics, where=where, reader=bench.results_reader(topics.results))
+    proc, reader, spool = eos["proc"], eos["reader"], eos["where"] / "spool"
+    say(f"amortisation: a warm uvrd processor (exactly-once), {repeats} x N = {ns}")
+    # One task first: a processor that just served another benchmark's burst is idle again.
+    bench.send_task(eos["topics"].tasks, bench.spool_copy(spool, audio))
+    bench.flush()
+    reader.wait(1, 120, proc.alive)
+    reader.take()
+    uvrd = {n: [] for n in ns}
+    for _ in range(repeats):
+        for n in ns:
+            inputs = [bench.spool_copy(spool, audio) for _ in range(n)]
+            t = time.monotonic()
+            for path in inputs:
+                bench.send_task(eos["topics"].tasks, path)
+            bench.flush()
+            arrivals = [a for a, _ in reader.wait(n, 600, proc.alive)]
+            uvrd[n].append(max(arrivals) - t)
+            reader.take()
+    reader.close()
+    bench.forget(proc)
+
+    cli_runs = sizes["amort_cli_runs"]
+    say(f"amortisation: audio-separator CLI, {cli_runs} invocations")
+    cli = _cli(bench, audio, cli_runs)
+    start_ready = bench.processor_starts
+    # Start-up, both sides: until the first (1 s) file is separated, one-off initialisation included.
+    uvrd_first = bench.first_results
+    uvrd_start = median(uvrd_first) if uvrd_first else median(start_ready)
+    inproc_start = median([r["import_s"] + r["load_s"] + r["warmup_s"] for r in inproc])
+
+    rows, summary, series = [], [], {"CLI per file": [], "in-process loop": [], "uvrd": []}
+    for i, n in enumerate(ns):
+        loop_warm = median([r["loops_s"][i] for r in inproc])
+        uvrd_warm = median(uvrd[n])
+        cli_n = n * median(cli)
+        loop_all = inproc_start + loop_warm
+        uvrd_all = uvrd_start + uvrd_warm
+        rows.append([n, f"{cli_n:.1f} s", f"{loop_all:.1f} s", f"{uvrd_all:.1f} s",
+                     f"{loop_warm:.2f} s", f"{uvrd_warm:.2f} s", f"{(uvrd_warm / loop_warm - 1) * 100:+.1f} %",
+                     f"{cli_n / uvrd_all:.1f}×"])
+        series["CLI per file"].append(cli_n / n)
+        series["in-process loop"].append(loop_all / n)
+        series["uvrd"].append(uvrd_all / n)
+    n = ns[-1]
+    last = rows[-1]
+    within = median(uvrd[n]) / median([r["loops_s"][-1] for r in inproc]) - 1 <= 0.05
+    summary.append((f"uvrd vs one in-process Separator loop, {n} files, model loaded (target: at most 5 % slower)",
+                    f"{last[6]} ({'met' if within else 'NOT met'})"))
+    summary.append((f"{n} files: CLI once per file / uvrd, start-up included", last[7]))
+    figure = _plot(ns, series)
+    return {
+        "key": "amortisation",
+        "title": "4. Model-load amortisation",
+        "intro": (f"N files of {AUDIO_S} s through the tiny model. *In-process loop*: a fresh Python process "
+                  f"that loads one `Separator` and loops over the files ({repeats} runs; start-up = import + "
+                  f"model load + a first 1 s file, which pays one-off initialisation: median "
+                  f"{inproc_start:.1f} s). *uvrd*: a running exactly-once processor, N tasks sent at once, time "
+                  f"to the N-th committed result ({repeats} runs); its start-up is exec to the committed result "
+                  f"of a 1 s task queued before the start (median of {len(uvrd_first)} processors: "
+                  f"{uvrd_start:.1f} s; exec to READY=1 alone: median {median(start_ready):.1f} s over the "
+                  f"{len(start_ready)} processors this run waited for). *CLI*: `audio-separator` once per "
+                  f"file, model reloaded each time; {cli_runs} invocations measured (median "
+                  f"{median(cli):.1f} s each), N files = N × that median (every invocation repeats the same "
+                  f"start, load and separation)."),
+        "header": ["N", "CLI per file", "in-process loop, incl. start", "uvrd, incl. start",
+                   "in-process loop, loaded", "uvrd, loaded", "uvrd vs loop (loaded)", "CLI / uvrd"],
+        "rows": rows,
+        "figures": [figure] if figure else [],
+        "summary": summary,
+        "data": {"inprocess": inproc, "uvrd": uvrd, "cli": cli, "uvrd_ready": start_ready,
+                 "uvrd_first_result": uvrd_first},
+    }
+
+
+def _plot(ns, series):
+    from .report import figure_path, plt
+
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for name, ys in series.items():
+        ax.plot(ns, ys, marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.set_xlabel("files (N)")
+    ax.set_ylabel("seconds per file, start-up included")
+    ax.set_title("Model-load amortisation")
+    ax.legend()
+    fig.tight_layout()
+    path = figure_path("amortisation.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

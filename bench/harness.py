@@ -1,0 +1,353 @@
+"""What every benchmark shares: a broker, the tiny model, topics, configs, daemons as subprocesses.
+
+Everything runs on loopback and is started here, by the benchmark; :meth:`Bench.close` stops
+every process it started, by PID.  Daemons are started the way systemd starts them: with a
+``NOTIFY_SOCKET`` (READY=1, STATUS=) and JSON logs in a file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import json
+import os
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from uvrd.config import TopicsConfig
+from uvrd.devtools import tinymodel
+from uvrd.devtools.notifylistener import NotifyListener, toml_value
+from uvrd.devtools.broker import EmbeddedBroker, free_port
+
+# Short group timeouts: Tansu's joins are slow with kafka-python's defaults (as in the tests).
+FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 8000}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def say(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+# -- statistics -------------------------------------------------------------
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def pct(xs, q: float):
+    """The q-quantile (0..1) by linear interpolation."""
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    pos = q * (len(s) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def iso_epoch(stamp: str) -> float:
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+# -- processes ----------------------------------------------------------------
+class Proc:
+    """A subprocess whose exit time is taken from a pidfd: exact, no polling interval."""
+
+    def __init__(self, argv: list[str], log_path: Path, env: dict, notify: NotifyListener | None = None):
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.notify = notify
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=env, cwd=ROOT)
+        self.pidfd = os.pidfd_open(self.proc.pid)
+        self.exited_at: float | None = None
+        self.ready_at: float | None = None
+        self.command = argv[3] if len(argv) > 3 and argv[1:3] == ["-m", "uvrd"] else None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.exited_at is None and self.proc.poll() is None
+
+    def wait_ready(self, timeout: float = 300, check=None) -> float:
+        """Wait for READY=1 (or *check()* true); the monotonic time it came."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.log_path.name}: exited with {self.proc.returncode} before ready:\n"
+                                   f"{self.log_text()[-2000:]}")
+            t = self.notify.first(lambda m: m == "READY=1") if self.notify and check is None else None
+            if t is None and check is not None and check():
+                t = time.monotonic()
+            if t is not None:
+                self.ready_at = t
+                return t
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.log_path.name}: not ready within {timeout} s")
+            time.sleep(0.05)
+
+    def signal(self, sig=signal.SIGTERM) -> float:
+        t = time.monotonic()
+        self.proc.send_signal(sig)
+        return t
+
+    def wait_exit(self, timeout: float) -> float | None:
+        """The monotonic exit time, or None if still running after *timeout*."""
+        if self.exited_at is None:
+            ready, _, _ = select.select([self.pidfd], [], [], timeout)
+            if not ready:
+                return None
+            self.exited_at = time.monotonic()
+            self.proc.wait()
+        return self.exited_at
+
+    def children(self) -> list[int]:
+        pids = []
+        try:
+            for task in Path(f"/proc/{self.pid}/task").iterdir():
+                pids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+        return pids
+
+    def kill(self) -> None:
+        """Clean-up: this process and its direct children (the engine), by PID."""
+        if self.proc.poll() is None:
+            for child in self.children():
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.proc.kill()
+            self.proc.wait(10)
+        self.exited_at = self.exited_at or time.monotonic()
+
+    def close(self) -> None:
+        self.kill()
+        self._log.close()
+        os.close(self.pidfd)
+        if self.notify:
+            self.notify.close()
+
+    def log_text(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def log_events(self) -> list[dict]:
+        events = []
+        for line in self.log_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                pass
+        return events
+
+
+# -- the bench ------------------------------------------------------------------
+class Bench:
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root or tempfile.mkdtemp(prefix="uvrd-bench-"))
+        self.procs: list[Proc] = []
+        self.started: list[Proc] = []
+        self.first_results: list[float] = []  # processors started with a task queued: exec to its result
+        self._names = itertools.count()
+        self.broker = EmbeddedBroker(log_path=self.root / "broker.log").start()
+        self.bootstrap = self.broker.bootstrap
+        self.model_dir = self.root / "models"
+        tinymodel.install(self.model_dir)
+        self.samples = self.root / "samples"
+        self.producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0)
+
+    # -- inputs ---------------------------------------------------------------
+    def sample(self, seconds: float) -> Path:
+        path = self.samples / f"sample-{seconds:g}s.wav"
+        if not path.exists():
+            tinymodel.write_sample(path, seconds=seconds)
+        return path
+
+    def spool_copy(self, spool: Path, source: Path) -> Path:
+        spool.mkdir(parents=True, exist_ok=True)
+        target = spool / f"{uuid.uuid4()}{source.suffix}"
+        shutil.copyfile(source, target)
+        return target
+
+    # -- topics and config ------------------------------------------------------------
+    def topics(self, label: str, partitions: int = 1) -> TopicsConfig:
+        prefix = f"b{next(self._names)}-{label}"
+        topics = TopicsConfig(tasks=f"{prefix}.tasks", results=f"{prefix}.results", dead_letter=f"{prefix}.dlq",
+                              status=f"{prefix}.status")
+        self.broker.create_uvrd_topics(topics, task_partitions=partitions)
+        return topics
+
+    def workdir(self, label: str) -> Path:
+        d = self.root / f"{label}-{next(self._names)}"
+        d.mkdir(parents=True)
+        return d
+
+    def write_config(self, where: Path, topics: TopicsConfig, group: str, processor: dict | None = None,
+                     api: dict | None = None, uploader: dict | None = None, model_dir: Path | None = None,
+                     model: str = tinymodel.TINY_MODEL) -> Path:
+        settings = {
+            "group_id": group, "model": model, "model_dir": str(model_dir or self.model_dir),
+            "spool_dir": str(where / "spool"), "output_dir": str(where / "output"),
+            "output_format": "wav", "mdx_hop_length": tinymodel.HOP_LENGTH,
+            "mdx_segment_size": tinymodel.SEGMENT_SIZE, "drain_timeout": 60, **(processor or {}),
+        }
+        lines = ["[kafka]", f'bootstrap_servers = "{self.bootstrap}"']
+        lines += [f"{k} = {v}" for k, v in FAST_GROUP.items()]
+        lines += ["[topics]", f"tasks = {toml_value(topics.tasks)}", f"results = {toml_value(topics.results)}",
+                  f"dead_letter = {toml_value(topics.dead_letter)}", f"status = {toml_value(topics.status)}", "[processor]"]
+        lines += [f"{k} = {toml_value(v)}" for k, v in settings.items()]
+        uploader = {"group_id": f"{group}-uploader", "webhook_secret": "whsec", "timeout": 5, **(uploader or {})}
+        lines += ["[uploader]"] + [f"{k} = {toml_value(v)}" for k, v in uploader.items()]
+        port = free_port()
+        api = {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}", "tokens": ["bench"],
+               "link_secret": "links", "allow_private_urls": True, **(api or {})}
+        lines += ["[api]"] + [f"{k} = {toml_value(v)}" for k, v in api.items()]
+        path = where / "uvrd.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    # -- daemons ----------------------------------------------------------------------
+    def _env(self, extra: dict | None = None) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("UVRD_", "NOTIFY_", "WATCHDOG_"))}
+        env["PYTHONUNBUFFERED"] = "1"
+        env["UVRD_LOG_FORMAT"] = "json"
+        env.update(extra or {})
+        return env
+
+    def daemon(self, command: str, config: Path, env: dict | None = None) -> Proc:
+        """``uvrd <command>`` with a notify socket of its own, in the config's directory."""
+        where = config.parent / f"{command}-{next(self._names)}"
+        where.mkdir()
+        notify = NotifyListener(where / "notify.sock")
+        env = self._env({"NOTIFY_SOCKET": notify.path,
+                         "UVRD_PROCESSOR_TRANSACTIONAL_ID": f"bench-{where.name}-{uuid.uuid4().hex[:8]}",
+                         "UVRD_UPLOADER_TRANSACTIONAL_ID": f"bench-{where.name}-{uuid.uuid4().hex[:8]}",
+                         **(env or {})})
+        proc = Proc([sys.executable, "-m", "uvrd", command, "--config", str(config)], where / "daemon.log", env, notify)
+        self.procs.append(proc)
+        self.started.append(proc)
+        return proc
+
+    @property
+    def processor_starts(self) -> list[float]:
+        """Seconds from exec to READY=1 of every processor started so far."""
+        return [p.ready_at - p.started for p in self.started if p.command == "processor" and p.ready_at]
+
+    def script(self, argv: list[str], where: Path, name: str) -> Proc:
+        proc = Proc([sys.executable, *argv], where / f"{name}.log", self._env())
+        self.procs.append(proc)
+        return proc
+
+    def forget(self, proc: Proc) -> None:
+        proc.close()
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    # -- kafka ------------------------------------------------------------------------
+    def send_task(self, topic: str, audio: Path, partition: int | None = None, **fields) -> str:
+        task_uuid = str(uuid.uuid4())
+        task = {"task_uuid": task_uuid, "audio_path": str(audio), "hook_url": None, **fields}
+        self.producer.send(topic, key=task_uuid.encode(), value=json.dumps(task).encode(), partition=partition)
+        return task_uuid
+
+    def flush(self) -> None:
+        self.producer.flush(10)
+
+    def results_reader(self, topic: str) -> "ResultsReader":
+        return ResultsReader(self.bootstrap, topic)
+
+    def close(self) -> None:
+        for proc in list(self.procs):
+            proc.close()
+        self.procs.clear()
+        self.producer.close(timeout=5)
+        self.broker.stop()
+
+
+class ResultsReader:
+    """Reads a results topic (read_committed) from its current end, timestamping each record's arrival."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+                                      enable_auto_commit=False, fetch_max_wait_ms=20)
+        parts = self.consumer.partitions_for_topic(topic) or {0}
+        self.tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        self.consumer.assign(self.tps)
+        self.consumer.seek_to_end(*self.tps)
+        for tp in self.tps:
+            self.consumer.position(tp)
+        self.seen: list[tuple[float, dict]] = []
+
+    def poll(self, timeout_ms: int = 50) -> None:
+        for batch in self.consumer.poll(timeout_ms=timeout_ms).values():
+            now = time.monotonic()
+            self.seen.extend((now, json.loads(r.value)) for r in batch)
+
+    def wait(self, n: int, timeout: float, alive=None) -> list[tuple[float, dict]]:
+        """Until *n* results arrived in all (counting earlier ones); the arrivals."""
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(self.seen)} of {n} results within {timeout} s")
+            if alive is not None and not alive():
+                raise RuntimeError("the daemon exited while results were awaited")
+            self.poll()
+        return self.seen
+
+    def take(self) -> list[tuple[float, dict]]:
+        seen, self.seen = self.seen, []
+        return seen
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def start_many(bench: Bench, make, n: int, parallel: int, ready_timeout: float = 300) -> list:
+    """Start *n* things with *make(i)* (returns a Proc, or a tuple whose first item is one), at most
+    *parallel* loading at once; return them all once each is ready."""
+    done, loading = [], []
+    pending = list(range(n))
+    while pending or loading:
+        while pending and len(loading) < parallel:
+            loading.append(make(pending.pop(0)))
+        item = loading.pop(0)
+        proc = item[0] if isinstance(item, tuple) else item
+        proc.wait_ready(ready_timeout)
+        done.append(item)
+    return done
+
+
+def max_or_nan(xs):
+    return max(xs) if xs else float("nan")
+
+
+def events(proc: Proc, name: str) -> list[dict]:
+    return [e for e in proc.log_events() if e.get("event") == name]
+
+
+def wait_event(proc: Proc, name: str, timeout: float, count: int = 1) -> list[dict]:
+    """Until *proc* logged event *name* at least *count* times; those events."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = events(proc, name)
+        if len(found) >= count:
+            return found
+        if not proc.alive():
+            raise RuntimeError(f"{proc.log_path}: exited while waiting for {name!r}:\n{proc.log_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{proc.log_path}: no {name!r} within {timeout} s")
+        time.sleep(0.1)

@@ -1,0 +1,169 @@
+"""The whole pipeline on object storage: ``uvrd api``, ``processor`` and ``uploader`` as
+subprocesses with ``storage.backend = "s3"`` on a real S3-compatible server (SeaweedFS),
+a real broker and a real webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+import requests
+from support import WebhookReceiver, wait_until
+
+from uvrd.devtools import tinymodel
+from uvrd.devtools.broker import free_port
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "s3-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MiB = 1024 * 1024
+
+
+def api_settings() -> dict:
+    port = free_port()
+    return {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}", "tokens": [TOKEN],
+            "workers": 1, "allow_private_urls": True}
+
+
+def start_api(stack, config):
+    daemon = stack.start("api", config=config)
+    url = "http://" + next(line for line in config.read_text().splitlines()
+                           if line.startswith("listen")).split('"')[1]
+
+    def healthy():
+        assert daemon.proc.poll() is None, daemon.log_text()[-3000:]
+        try:
+            return requests.get(url + "/healthz", timeout=5).status_code == 200
+        except requests.ConnectionError:
+            return False
+    wait_until(healthy, 60, "the api to answer", interval=0.1)
+    return url
+
+
+def submit(url: str, audio, hook_url: str | None) -> str:
+    with open(audio, "rb") as f:
+        response = requests.post(url + "/v1/tasks", headers=AUTH, files={"audio": ("song.wav", f)},
+                                 data={"hook_url": hook_url} if hook_url else {}, timeout=120)
+    assert response.status_code == 202, response.text
+    return response.json()["task_uuid"]
+
+
+def one(records: list[dict], task_uuid: str) -> dict:
+    [record] = [r for r in records if r.get("task_uuid") == task_uuid]
+    return record
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"e2e/{uuid.uuid4().hex[:12]}"
+
+
+def test_stems_reach_the_webhook_as_presigned_links_that_expire_and_retention_deletes_them(
+        stack, kafka, objectstore, prefix, tmp_path):
+    sample = tinymodel.write_sample(tmp_path / "sample.wav", seconds=2)
+    storage = objectstore.storage_settings(prefix=prefix, presign_ttl=8)
+    config = stack.write_config(storage=storage, api=api_settings(),
+                                uploader={"retention": 20, "spool_retention": 3600, "retention_interval": 1})
+    processor, uploader = stack.start("processor", config=config), stack.start("uploader", config=config)
+    api = start_api(stack, config)
+    receiver = WebhookReceiver()
+    try:
+        processor.wait_ready()
+        uploader.wait_ready()
+        task_uuid = submit(api, sample, receiver.url)
+
+        [task] = [json.loads(r.value) for r in kafka.read_all(stack.tasks) if r.key == task_uuid.encode()]
+        assert task["storage"] == "s3" and "audio_path" not in task
+        assert task["audio_key"] == f"{prefix}/inputs/{task_uuid}.wav"
+        assert not list(stack.spool.iterdir()), "the api's spool only staged the upload"
+
+        [delivery] = wait_until(receiver.successes, 120, "the webhook")
+        delivered_at = time.monotonic()
+        body = json.loads(delivery["body"])
+        assert body["status"] == "success" and set(body["stems"]) == {"vocals", "instrumental"}
+        assert body["vocals"] == body["stems"]["vocals"]
+
+        result = one(kafka.results(stack.results), task_uuid)
+        stem_keys = result["stems"]
+        assert result["storage"] == "s3" and result["vocals_key"] == stem_keys["vocals"]
+        assert "vocals_path" not in result
+        assert objectstore.keys(prefix) == sorted(stem_keys.values()), "the input object goes once the task is final"
+        assert not list(stack.output.glob(".input-*")) and not list(stack.output.glob(".work-*"))
+
+        client = objectstore.client()
+        for name, url in body["stems"].items():
+            assert url.startswith(objectstore.endpoint_url + "/") and "X-Amz-Signature=" in url
+            response = requests.get(url, timeout=10)
+            assert response.status_code == 200, response.text
+            stored = client.get_object(Bucket=objectstore.bucket, Key=stem_keys[name])["Body"].read()
+            assert response.content == stored and stored[:4] == b"RIFF"
+
+        # The API's status and stem links lead to the bucket as well.
+        status = requests.get(f"{api}/v1/tasks/{task_uuid}", headers=AUTH, timeout=10).json()
+        assert status["stems"]["vocals"].startswith(objectstore.endpoint_url + "/")
+        redirect = requests.get(f"{api}/v1/tasks/{task_uuid}/stems/vocals", headers=AUTH, timeout=10,
+                                allow_redirects=False)
+        assert redirect.status_code == 302 and redirect.headers["Location"].startswith(objectstore.endpoint_url)
+
+        time.sleep(max(0.0, delivered_at + 9 - time.monotonic()))
+        expired = requests.get(body["stems"]["vocals"], timeout=10)
+        assert expired.status_code == 403 and b"expired" in expired.content
+        assert objectstore.keys(prefix) == sorted(stem_keys.values()), "expired links, objects still there"
+
+        wait_until(lambda: objectstore.keys(prefix) == [], 60, "retention to delete the stems", interval=0.5)
+    finally:
+        receiver.close()
+
+
+def test_a_large_input_goes_up_in_parts_and_is_separated(stack, kafka, objectstore, prefix, tmp_path):
+    big = tinymodel.write_sample(tmp_path / "big.wav", seconds=200)
+    assert big.stat().st_size > 30 * MiB
+    storage = objectstore.storage_settings(prefix=prefix, multipart_threshold=8 * MiB, part_size=8 * MiB)
+    config = stack.write_config(storage=storage, api=api_settings(), job_timeout=240)
+    api = start_api(stack, config)
+    task_uuid = submit(api, big, None)
+    key = f"{prefix}/inputs/{task_uuid}.wav"
+    head = objectstore.client().head_object(Bucket=objectstore.bucket, Key=key)
+    parts = -(-big.stat().st_size // (8 * MiB))
+    assert head["ContentLength"] == big.stat().st_size and head["ETag"].strip('"').endswith(f"-{parts}")
+
+    processor = stack.start("processor", config=config)
+    processor.wait_ready()
+    result = wait_until(lambda: [r for r in kafka.results(stack.results) if r["task_uuid"] == task_uuid], 240,
+                        "the result")[0]
+    assert result["success"] is True and result["storage"] == "s3", result
+    [downloaded] = [e for e in processor.log_events() if e.get("event") == "input downloaded"]
+    assert downloaded["audio_bytes"] == big.stat().st_size
+    assert objectstore.keys(f"{prefix}/inputs/") == []
+
+
+def test_a_refused_stem_upload_fails_the_task_and_never_reports_a_success(stack, kafka, objectstore, prefix, tmp_path):
+    """The processor's credentials may read but not write: SeaweedFS refuses every stem upload."""
+    sample = tinymodel.write_sample(tmp_path / "sample.wav", seconds=2)
+    api_config = stack.write_config("api.toml", storage=objectstore.storage_settings(prefix=prefix),
+                                    api=api_settings())
+    processor_config = stack.write_config("processor.toml", storage=objectstore.storage_settings(
+        readonly=True, prefix=prefix, max_attempts=2))
+    processor = stack.start("processor", config=processor_config)
+    api = start_api(stack, api_config)
+    processor.wait_ready()
+    task_uuid = submit(api, sample, None)
+    # An old-style task naming a local path reaches a processor configured for the bucket.
+    local_task = stack.task(stack.spool_copy(sample))
+    kafka.send(stack.tasks, local_task)
+
+    results = wait_until(lambda: [r for r in kafka.results(stack.results)
+                                  if r["task_uuid"] in (task_uuid, local_task["task_uuid"])] if
+                         len(kafka.results(stack.results)) >= 2 else None, 120, "both results")
+    refused, mismatched = one(results, task_uuid), one(results, local_task["task_uuid"])
+    assert refused["success"] is False and "could not store the stem" in refused["error_message"]
+    assert "AccessDenied" in refused["error_message"] or "Access Denied" in refused["error_message"]
+    assert mismatched["success"] is False
+    assert "configured for s3 storage" in mismatched["error_message"]
+    assert objectstore.keys(f"{prefix}/stems/") == [], "no stem of a failed task is left in the bucket"
+    dead = [json.loads(r.value) for r in kafka.read_all(stack.dead_letter)]
+    assert {d["task_uuid"] for d in dead} == {task_uuid, local_task["task_uuid"]}
+    assert not list(stack.output.glob(".input-*")) and not list(stack.output.glob(".work-*"))
