@@ -128,6 +128,10 @@ class Daemon:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def events(self, name: str) -> list[dict]:
+        """The log lines whose event is *name*, oldest first."""
+        return [e for e in self.log_events() if e.get("event") == name]
+
     def log_events(self) -> list[dict]:
         events = []
         for line in self.log_text().splitlines():

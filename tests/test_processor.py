@@ -35,7 +35,7 @@ def start_job(stack, kafka, daemon, audio):
 
 def engine_pid(daemon) -> int:
     """The current engine child, as the worker logged it."""
-    return wait_until(lambda: events(daemon, "engine starting"), 30, "the engine child")[-1]["pid"]
+    return wait_until(lambda: daemon.events("engine starting"), 30, "the engine child")[-1]["pid"]
 
 
 def children_of(pid: int) -> list[int]:
@@ -54,10 +54,6 @@ def pid_gone(pid: int) -> bool:
     # A zombie still answers kill(0): count it as gone.
     with open(f"/proc/{pid}/stat") as f:
         return f.read().split(") ")[1].startswith("Z")
-
-
-def events(daemon, name):
-    return [e for e in daemon.log_events() if e.get("event") == name]
 
 
 def settled(daemon, n: int = 1) -> list[dict]:
@@ -101,7 +97,7 @@ def test_task_gives_one_result_and_commits_its_offset(stack, kafka, short_audio)
 def test_idle_worker_exits_within_a_second(stack, sig):
     p = stack.start()
     p.wait_ready()
-    wait_until(lambda: events(p, "partitions assigned"), 30, "the group join")
+    wait_until(lambda: p.events("partitions assigned"), 30, "the group join")
     engine = engine_pid(p)
     children = children_of(p.proc.pid)
     assert engine in children and len(children) == 2, "the engine and multiprocessing's resource tracker"
@@ -182,14 +178,14 @@ def test_job_longer_than_max_poll_interval_costs_no_rebalance(stack, kafka, long
     config = stack.write_config("short-poll.toml", kafka={"max_poll_interval_ms": max_poll_ms})
     p = stack.start(config=config)
     p.wait_ready()
-    wait_until(lambda: events(p, "partitions assigned"), 30, "the group join")
+    wait_until(lambda: p.events("partitions assigned"), 30, "the group join")
     task = start_job(stack, kafka, p, long_audio)
     wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 120, "the commit")
     finished = settled(p)[0]["timestamp"]
-    started = events(p, "task started")[0]["timestamp"]
+    started = p.events("task started")[0]["timestamp"]
     took = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
     assert took > max_poll_ms / 1000, f"the job ({took:.1f} s) must outlast max.poll.interval.ms to prove anything"
-    assert len(events(p, "partitions assigned")) == 1, "no rebalance"
+    assert len(p.events("partitions assigned")) == 1, "no rebalance"
     assert kafka.results(stack.results)[0]["task_uuid"] == task["task_uuid"]
     assert len(kafka.results(stack.results)) == 1
 
@@ -201,7 +197,7 @@ def test_at_least_once_produces_flushes_then_commits(stack, kafka, short_audio):
     kafka.send(stack.tasks, task)
     wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 60, "the commit")
     assert [r["task_uuid"] for r in kafka.results(stack.results)] == [task["task_uuid"]]
-    assert "at-least-once" in json.dumps(events(p, "processor ready"))
+    assert "at-least-once" in json.dumps(p.events("processor ready"))
 
 
 def test_bad_input_fails_clearly_and_the_worker_carries_on(stack, kafka, tmp_path, short_audio):
@@ -257,7 +253,7 @@ def test_bad_input_fails_clearly_and_the_worker_carries_on(stack, kafka, tmp_pat
     dead = kafka.read_all(stack.dead_letter)
     assert [r.value for r in dead] == [value for value, _, _ in cases], "each bad task is copied verbatim"
     assert all(dict(r.headers)["uvrd-error"] for r in dead)
-    assert p.proc.poll() is None and len(events(p, "engine starting")) == 1, "no restart on bad input"
+    assert p.proc.poll() is None and len(p.events("engine starting")) == 1, "no restart on bad input"
     assert outside.exists(), "a file outside the spool is never touched"
     assert not not_audio.exists(), "a failed task's input is removed once final"
     p.signal(signal.SIGTERM)
@@ -273,7 +269,7 @@ def test_job_over_job_timeout_is_killed_retried_then_failed(stack, kafka, long_a
     assert result["task_uuid"] == task["task_uuid"] and result["success"] is False
     assert "did not finish in 2 runs" in result["error_message"] and "job_timeout (2 s)" in result["error_message"]
     assert len(kafka.read_all(stack.dead_letter)) == 1
-    assert len(events(p, "engine starting")) == 3, "killed after each of the two runs, then restarted"
+    assert len(p.events("engine starting")) == 3, "killed after each of the two runs, then restarted"
 
 
 def test_engine_crash_mid_job_is_retried_and_succeeds(stack, kafka, long_audio):
@@ -283,7 +279,7 @@ def test_engine_crash_mid_job_is_retried_and_succeeds(stack, kafka, long_audio):
     os.kill(engine_pid(p), signal.SIGKILL)
     wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 180, "the commit")
     assert [(r["task_uuid"], r["success"]) for r in kafka.results(stack.results)] == [(task["task_uuid"], True)]
-    [retry] = events(p, "separation run did not finish; retrying")
+    [retry] = p.events("separation run did not finish; retrying")
     assert "killed by signal 9" in retry["reason"]
 
 
@@ -300,14 +296,14 @@ def test_task_that_keeps_killing_its_worker_is_failed(stack, kafka, long_audio):
     [result] = kafka.results(stack.results)
     assert result["task_uuid"] == task["task_uuid"] and result["success"] is False
     assert "killed or hung" in result["error_message"]
-    assert not events(second, "task started"), "the task was not run again"
+    assert not second.events("task started"), "the task was not run again"
 
 
 def test_an_engine_that_dies_while_loading_is_replaced_not_fatal(stack, kafka, short_audio):
     p = stack.start()
     os.kill(engine_pid(p), signal.SIGKILL)  # the model takes seconds to load: this is mid-load
     p.wait_ready()
-    assert events(p, "separation engine died while loading the model; restarting it")
+    assert p.events("separation engine died while loading the model; restarting it")
     task = stack.task(stack.spool_copy(short_audio))
     kafka.send(stack.tasks, task)
     wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 60, "the commit")
@@ -339,7 +335,7 @@ def test_a_model_that_does_not_exist_stops_the_unit_with_ex_config(stack):
     p = stack.start(config=stack.write_config("nomodel.toml", model="No-Such-Model.onnx"))
     assert p.wait_exit(120) == 78
     assert "READY=1" not in p.notify.lines()
-    [error] = events(p, "separation engine could not run")
+    [error] = p.events("separation engine could not run")
     assert "No-Such-Model.onnx" in error["error"]
 
 
@@ -350,7 +346,7 @@ def test_worker_waits_for_the_broker_and_becomes_ready_when_it_answers(stack, tm
     config = stack.write_config("late.toml")
     config.write_text(config.read_text().replace(stack.bootstrap, f"127.0.0.1:{port}"))
     p = stack.start(config=config)
-    wait_until(lambda: events(p, "broker not reachable, retrying"), 120, "the retry")
+    wait_until(lambda: p.events("broker not reachable, retrying"), 120, "the retry")
     assert "READY=1" not in p.notify.lines()
     with EmbeddedBroker(port=port, log_path=tmp_path / "late-broker.log") as late:
         late.create_uvrd_topics(stack.topics)
@@ -364,18 +360,18 @@ def test_a_worker_joining_mid_job_costs_no_duplicate(stack, kafka, long_audio):
     """Whoever the rebalance gives the busy partition to, the task ends in exactly one result."""
     first = stack.start()
     first.wait_ready()
-    wait_until(lambda: events(first, "partitions assigned"), 30, "the first join")
+    wait_until(lambda: first.events("partitions assigned"), 30, "the first join")
     task = start_job(stack, kafka, first, long_audio)
     second = stack.start()
     second.wait_ready()
-    wait_until(lambda: len(events(first, "partitions assigned")) >= 2, 60, "the rebalance")
+    wait_until(lambda: len(first.events("partitions assigned")) >= 2, 60, "the rebalance")
     wait_until(lambda: sum(kafka.committed(stack.group, stack.tasks, partitions=2).values()) == 1, 120,
                "the task's commit")
     assert [(r["task_uuid"], r["success"]) for r in kafka.results(stack.results)] == [(task["task_uuid"], True)]
-    wait_until(lambda: events(first, "task succeeded") or events(first, "task left uncommitted for redelivery"),
+    wait_until(lambda: first.events("task succeeded") or first.events("task left uncommitted for redelivery"),
                10, "the first worker's account of the job")
-    kept = any(task["task_uuid"] in json.dumps(e) for e in events(first, "task succeeded"))
-    lost = events(first, "task left uncommitted for redelivery")
+    kept = any(task["task_uuid"] in json.dumps(e) for e in first.events("task succeeded"))
+    lost = first.events("task left uncommitted for redelivery")
     assert kept != bool(lost), "either the first worker kept the job or it gave it up, never both"
 
 
@@ -388,7 +384,7 @@ def test_watchdog_pings_stop_while_the_broker_is_unreachable(stack, tmp_path):
         config.write_text(config.read_text().replace(stack.bootstrap, own.bootstrap))
         p = stack.start(config=config, watchdog_usec=1_000_000)
         p.wait_ready()
-        wait_until(lambda: events(p, "partitions assigned"), 30, "the group join")
+        wait_until(lambda: p.events("partitions assigned"), 30, "the group join")
         ready_at = p.notify.times("READY=1")[0]
         wait_until(lambda: len(p.notify.times("WATCHDOG=1", since=ready_at)) >= 2, 10, "watchdog pings")
         own.pause()

@@ -13,10 +13,6 @@ from support import fill, small_filesystem, wait_until
 from uvrd.devtools.broker import free_port
 
 
-def events(server, name: str) -> list[dict]:
-    return [e for e in server.daemon.log_events() if e.get("event") == name]
-
-
 def not_serving(server) -> bool:
     """No worker takes a new connection: closed, or left unaccepted in the backlog."""
     try:
@@ -30,7 +26,7 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(api_stack, origi
     server = api_stack.start(allow_private_urls=True)
     server.daemon.notify.wait_for(lambda line: line == "READY=1", 10, "READY=1")  # gunicorn speaks sd_notify
     # A worker signalled before gunicorn installed its handlers would miss the signal.
-    wait_until(lambda: len(events(server, "api worker ready")) == 2, 30, "both workers to be ready")
+    wait_until(lambda: len(server.daemon.events("api worker ready")) == 2, 30, "both workers to be ready")
     url = origin.serve(sample.read_bytes())
     reached, release = origin.hold(url)
     answers = []
@@ -52,7 +48,7 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(api_stack, origi
     assert task["priority"] == 1
     # The status written without waiting was flushed before the worker closed its producer.
     assert [s["state"] for s in api_stack.records(kafka, api_stack.topics.status, task_uuid)] == ["queued"]
-    assert len(events(server, "api worker stopped")) == 2
+    assert len(server.daemon.events("api worker stopped")) == 2
 
 
 def test_without_a_broker_a_submission_is_503_and_leaves_no_file(api_stack, sample):
@@ -75,12 +71,12 @@ def test_one_access_line_per_request_and_no_secret_in_the_log(public_api, sample
     public_api.post("/generate", json={}, auth=("old", "guess"))
 
     def access_lines():
-        lines = [e for e in events(public_api, "request") if e.get("task_uuid") == task_uuid]
+        lines = [e for e in public_api.daemon.events("request") if e.get("task_uuid") == task_uuid]
         return lines or None
     [line] = wait_until(access_lines, 10, "the submission's access line")
     assert line["method"] == "POST" and line["path"] == "/v1/tasks" and line["status"] == 202
     assert line["duration_ms"] >= 0
-    assert [e["task_uuid"] for e in events(public_api, "task queued")].count(task_uuid) == 1
+    assert [e["task_uuid"] for e in public_api.daemon.events("task queued")].count(task_uuid) == 1
 
     text = public_api.daemon.log_text()
     basic = base64.b64encode(":".join(public_api.BASIC).encode()).decode()
@@ -90,7 +86,7 @@ def test_one_access_line_per_request_and_no_secret_in_the_log(public_api, sample
 
 def test_without_tokens_it_warns_at_start_and_refuses_every_protected_request(api_stack, sample):
     server = api_stack.start(tokens=[])
-    assert events(server, "api.tokens is empty: every request but the health checks is refused")
+    assert server.daemon.events("api.tokens is empty: every request but the health checks is refused")
     for token in ("", "t0k3n", "None"):
         response = server.upload(sample, headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 401, response.text
@@ -103,7 +99,7 @@ def test_a_spool_it_cannot_create_is_a_configuration_error(api_stack, tmp_path):
     config.write_text(config.read_text().replace(str(api_stack.spool), str(tmp_path / "file" / "spool")))
     server = api_stack.start(config=config, wait=False)
     assert server.daemon.wait_exit(30) == 78
-    assert events(server, "processor.spool_dir cannot be used")
+    assert server.daemon.events("processor.spool_dir cannot be used")
 
 
 def test_no_secret_reaches_the_log_even_at_debug(api_stack, sample):
@@ -120,7 +116,7 @@ def test_no_secret_reaches_the_log_even_at_debug(api_stack, sample):
     assert server.post("/generate", json={}, auth=("old", "basic-Secret-7x")).status_code == 401
     stem = server.get(f"/v1/tasks/{task_uuid}/stems/vocals?expires=9999999999&sig={secrets['forged_sig']}")
     assert stem.status_code == 403
-    wait_until(lambda: len(events(server, "request")) >= 4, 10, "the access lines")
+    wait_until(lambda: len(server.daemon.events("request")) >= 4, 10, "the access lines")
     server.daemon.signal(signal.SIGTERM)
     assert server.daemon.wait_exit(30) == 0
     text = server.daemon.log_text()

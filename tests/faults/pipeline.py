@@ -8,6 +8,7 @@ restarted processor keeps its transactional id and fences its previous run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -68,8 +69,8 @@ class Pipeline:
         broker.create_uvrd_topics(self.topics, task_partitions=self.partitions)
         # Spool and output on a small filesystem of their own, so the suite can fill it.
         self.disk = root / "disk"
-        self._disk = small_filesystem(self.disk, 256)
-        self.disk_is_tmpfs = self._disk.__enter__() is not None
+        self._resources = contextlib.ExitStack()
+        self.disk_is_tmpfs = self._resources.enter_context(small_filesystem(self.disk, 256)) is not None
         self.spool = self.disk / "spool"
         self.output = self.disk / "output"
         self.spool.mkdir(parents=True, exist_ok=True)
@@ -189,7 +190,7 @@ class Pipeline:
                 if c.daemon.notify:
                     c.daemon.notify.close()
         self.receiver.close()
-        self._disk.__exit__(None, None, None)
+        self._resources.close()
 
     # -- a client --------------------------------------------------------------------
     def submit(self, audio: bytes) -> tuple[str | None, str]:

@@ -13,10 +13,6 @@ from support import wait_until
 from uvrd.devtools import tinymodel
 
 
-def events(daemon, name):
-    return [e for e in daemon.log_events() if e.get("event") == name]
-
-
 def _noise(frames: int, channels: int) -> np.ndarray:
     shape = (frames, channels) if channels > 1 else (frames,)
     return (np.random.default_rng(0).standard_normal(shape) * 0.1).astype("float32")
@@ -76,6 +72,6 @@ def test_awkward_audio_is_separated_or_refused_clearly(stack, kafka, tmp_path):
             assert result["success"] is False and refusal in result["error_message"], (name, result)
     refused = [name for name, (_, refusal) in cases.items() if refusal]
     assert len(kafka.read_all(stack.dead_letter)) == len(refused), "each refusal has its dead letter"
-    assert p.proc.poll() is None and len(events(p, "engine starting")) == 1, "no restart over one file"
+    assert p.proc.poll() is None and len(p.events("engine starting")) == 1, "no restart over one file"
     p.signal(signal.SIGTERM)
     assert p.wait_exit(10) == 0

@@ -11,10 +11,6 @@ from support import wait_until
 from uvrd.devtools import tinymodel
 
 
-def events(daemon, name):
-    return [e for e in daemon.log_events() if e.get("event") == name]
-
-
 def test_hostile_tasks_each_fail_clearly_and_the_processor_carries_on(stack, kafka, tmp_path):
     sample = tinymodel.write_sample(tmp_path / "sample.wav", seconds=1).read_bytes()
     outside = tmp_path / "outside.wav"
@@ -43,7 +39,7 @@ def test_hostile_tasks_each_fail_clearly_and_the_processor_carries_on(stack, kaf
         headers = dict(record.headers)
         assert case.words in headers["uvrd-error"].decode(), case.name
         assert headers["uvrd-stage"] == b"processor"
-    assert p.proc.poll() is None and len(events(p, "engine starting")) == 1, "no restart on bad input"
+    assert p.proc.poll() is None and len(p.events("engine starting")) == 1, "no restart on bad input"
     assert outside.read_bytes() == sample, "a file outside the spool is never touched"
     p.signal(signal.SIGTERM)
     assert p.wait_exit(10) == 0
