@@ -99,8 +99,11 @@ def test_stems_reach_the_webhook_as_presigned_links_that_expire_and_retention_de
             stored = client.get_object(Bucket=objectstore.bucket, Key=stem_keys[name])["Body"].read()
             assert response.content == stored and stored[:4] == b"RIFF"
 
-        # The API's status and stem links lead to the bucket as well.
-        status = requests.get(f"{api}/v1/tasks/{task_uuid}", headers=AUTH, timeout=10).json()
+        # The API's status and stem links lead to the bucket as well.  Its board reads the status topic
+        # on its own, so it may learn of the success a moment after the webhook went out.
+        status = wait_until(lambda: "stems" in (s := requests.get(f"{api}/v1/tasks/{task_uuid}", headers=AUTH,
+                                                                   timeout=10).json()) and s,
+                            30, "the api's status to show the stems", interval=0.2)
         assert status["stems"]["vocals"].startswith(objectstore.endpoint_url + "/")
         redirect = requests.get(f"{api}/v1/tasks/{task_uuid}/stems/vocals", headers=AUTH, timeout=10,
                                 allow_redirects=False)
