@@ -43,11 +43,6 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
         shutil.copyfile(audio, target)
         files.append(target)
 
-    say(f"amortisation: in-process loop, {repeats} fresh processes over N = {ns}")
-    inproc = [run_inprocess(bench, tinymodel.TINY_MODEL, tinymodel.HOP_LENGTH, tinymodel.SEGMENT_SIZE,
-                            [files[:n] for n in ns], bench.workdir("amort-inproc"), warmup=bench.sample(1))
-              for _ in range(repeats)]
-
     eos = shared.get("eos") or {}
     if not eos:
         where = bench.workdir("amort-uvrd")
@@ -56,22 +51,28 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
         proc.wait_ready()
         eos.update(proc=proc, topics=topics, where=where, reader=bench.results_reader(topics.results))
     proc, reader, spool = eos["proc"], eos["reader"], eos["where"] / "spool"
-    say(f"amortisation: a warm uvrd processor (exactly-once), {repeats} x N = {ns}")
     # One task first: a processor that just served another benchmark's burst is idle again.
     bench.send_task(eos["topics"].tasks, bench.spool_copy(spool, audio))
     bench.flush()
     reader.wait(1, 120, proc.alive)
     reader.take()
-    uvrd = {n: [] for n in ns}
-    for _ in range(repeats):
+
+    # The two sides take turns, so that whatever else the machine does weighs on both alike.
+    inproc, uvrd = [], {n: [] for n in ns}
+    for repeat in range(repeats):
+        say(f"amortisation {repeat + 1}/{repeats}: a fresh in-process loop, then the warm uvrd processor "
+            f"(exactly-once), over N = {ns}")
+        inproc.append(run_inprocess(bench, tinymodel.TINY_MODEL, tinymodel.HOP_LENGTH, tinymodel.SEGMENT_SIZE,
+                                    [files[:n] for n in ns], bench.workdir("amort-inproc"),
+                                    warmup=bench.sample(1)))
         for n in ns:
             inputs = [bench.spool_copy(spool, audio) for _ in range(n)]
             t = time.monotonic()
             for path in inputs:
                 bench.send_task(eos["topics"].tasks, path)
             bench.flush()
-            arrivals = [a for a, _ in reader.wait(n, 600, proc.alive)]
-            uvrd[n].append(max(arrivals) - t)
+            produced = [a for a, _ in reader.wait(n, 600, proc.alive)]
+            uvrd[n].append(max(produced) - t)
             reader.take()
     reader.close()
     bench.forget(proc)
@@ -112,7 +113,8 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
                   f"that loads one `Separator` and loops over the files ({repeats} runs; start-up = import + "
                   f"model load + a first 1 s file, which pays one-off initialisation: median "
                   f"{inproc_start:.1f} s). *uvrd*: a running exactly-once processor, N tasks sent at once, time "
-                  f"to the N-th committed result ({repeats} runs); its start-up is exec to the committed result "
+                  f"to the N-th result's produce time ({repeats} runs, taking turns with the loop); its "
+                  f"start-up is exec to the committed result "
                   f"of a 1 s task queued before the start (median of {len(uvrd_first)} processors: "
                   f"{uvrd_start:.1f} s; exec to READY=1 alone: median {median(start_ready):.1f} s over the "
                   f"{len(start_ready)} processors this run waited for). *CLI*: `audio-separator` once per "
@@ -130,7 +132,7 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
 
 
 def _plot(ns, series):
-    from .report import figure_path, plt
+    from .report import plt, save_figure
 
     if plt is None:
         return None
@@ -145,8 +147,4 @@ def _plot(ns, series):
     ax.set_ylabel("seconds per file, start-up included")
     ax.set_title("Model-load amortisation")
     ax.legend()
-    fig.tight_layout()
-    path = figure_path("amortisation.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, "amortisation.png")

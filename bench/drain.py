@@ -131,7 +131,7 @@ def run(bench: Bench, runs: int, quick: bool) -> dict:
 
 
 def _plot(records, job_s):
-    from .report import figure_path, plt
+    from .report import plt, save_figure
 
     if plt is None or not records:
         return None
@@ -143,8 +143,4 @@ def _plot(records, job_s):
     ax.set_ylabel("seconds")
     ax.set_title(f"Drain: exit follows the job's end ({job_s:.1f} s jobs)")
     ax.legend()
-    fig.tight_layout()
-    path = figure_path("drain.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, "drain.png")

@@ -119,7 +119,7 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
 
 
 def _plot(samples, t0, t1):
-    from .report import figure_path, plt
+    from .report import plt, save_figure
 
     if plt is None or not samples:
         return None
@@ -129,11 +129,7 @@ def _plot(samples, t0, t1):
     ax.set_xlabel("seconds")
     ax.set_ylabel("GPU utilisation (%)")
     ax.legend()
-    fig.tight_layout()
-    path = figure_path("gpu.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, "gpu.png")
 
 
 if __name__ == "__main__":

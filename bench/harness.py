@@ -15,7 +15,6 @@ import select
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,8 +25,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from uvrd.config import TopicsConfig
 from uvrd.devtools import tinymodel
-from uvrd.devtools.notifylistener import NotifyListener, toml_value
 from uvrd.devtools.broker import EmbeddedBroker, free_port
+from uvrd.devtools.children import LoggedProcess
+from uvrd.devtools.notifylistener import NotifyListener, toml_value
 
 # Short group timeouts: Tansu's joins are slow with kafka-python's defaults (as in the tests).
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 8000}
@@ -59,24 +59,17 @@ def iso_epoch(stamp: str) -> float:
 
 
 # -- processes ----------------------------------------------------------------
-class Proc:
+class Proc(LoggedProcess):
     """A subprocess whose exit time is taken from a pidfd: exact, no polling interval."""
 
     def __init__(self, argv: list[str], log_path: Path, env: dict, notify: NotifyListener | None = None):
-        self.log_path = log_path
-        self._log = open(log_path, "ab")
         self.notify = notify
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=env, cwd=ROOT)
+        super().__init__(argv, log_path, env, cwd=ROOT)
         self.pidfd = os.pidfd_open(self.proc.pid)
         self.exited_at: float | None = None
         self.ready_at: float | None = None
         self.command = argv[3] if len(argv) > 3 and argv[1:3] == ["-m", "uvrd"] else None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
 
     def alive(self) -> bool:
         return self.exited_at is None and self.proc.poll() is None
@@ -113,46 +106,16 @@ class Proc:
             self.proc.wait()
         return self.exited_at
 
-    def children(self) -> list[int]:
-        pids = []
-        try:
-            for task in Path(f"/proc/{self.pid}/task").iterdir():
-                pids += [int(p) for p in (task / "children").read_text().split()]
-        except OSError:
-            pass
-        return pids
-
     def kill(self) -> None:
-        """Clean-up: this process and its direct children (the engine), by PID."""
-        if self.proc.poll() is None:
-            for child in self.children():
-                try:
-                    os.kill(child, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            self.proc.kill()
-            self.proc.wait(10)
+        self.kill_all()
         self.exited_at = self.exited_at or time.monotonic()
 
     def close(self) -> None:
         self.kill()
-        self._log.close()
+        self.close_log()
         os.close(self.pidfd)
         if self.notify:
             self.notify.close()
-
-    def log_text(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def log_events(self) -> list[dict]:
-        events = []
-        for line in self.log_text().splitlines():
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                pass
-        return events
 
 
 # -- the bench ------------------------------------------------------------------
@@ -279,11 +242,18 @@ class Bench:
 
 
 class ResultsReader:
-    """Reads a results topic (read_committed) from its current end, timestamping each record's arrival."""
+    """Reads a results topic (read_committed) from its current end, with the time each result was
+    produced, on this process's monotonic clock.
+
+    The producer stamps a record when it sends it (CreateTime), so neither this reader's polling nor
+    a batching producer shifts the figure; an exactly-once result becomes visible when its
+    transaction commits, about 10 ms later.  A lazy fetch keeps the reader off the CPU the
+    measured work needs on a 2-core machine.
+    """
 
     def __init__(self, bootstrap: str, topic: str):
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                                      enable_auto_commit=False, fetch_max_wait_ms=20)
+                                      enable_auto_commit=False, fetch_max_wait_ms=500)
         parts = self.consumer.partitions_for_topic(topic) or {0}
         self.tps = [TopicPartition(topic, p) for p in sorted(parts)]
         self.consumer.assign(self.tps)
@@ -292,10 +262,10 @@ class ResultsReader:
             self.consumer.position(tp)
         self.seen: list[tuple[float, dict]] = []
 
-    def poll(self, timeout_ms: int = 50) -> None:
+    def poll(self, timeout_ms: int = 200) -> None:
         for batch in self.consumer.poll(timeout_ms=timeout_ms).values():
-            now = time.monotonic()
-            self.seen.extend((now, json.loads(r.value)) for r in batch)
+            wall_minus_mono = time.time() - time.monotonic()
+            self.seen.extend((r.timestamp / 1000 - wall_minus_mono, json.loads(r.value)) for r in batch)
 
     def wait(self, n: int, timeout: float, alive=None) -> list[tuple[float, dict]]:
         """Until *n* results arrived in all (counting earlier ones); the arrivals."""
@@ -335,15 +305,11 @@ def max_or_nan(xs):
     return max(xs) if xs else float("nan")
 
 
-def events(proc: Proc, name: str) -> list[dict]:
-    return [e for e in proc.log_events() if e.get("event") == name]
-
-
 def wait_event(proc: Proc, name: str, timeout: float, count: int = 1) -> list[dict]:
     """Until *proc* logged event *name* at least *count* times; those events."""
     deadline = time.monotonic() + timeout
     while True:
-        found = events(proc, name)
+        found = proc.events(name)
         if len(found) >= count:
             return found
         if not proc.alive():

@@ -106,7 +106,8 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
         "title": "3. Per-task overhead",
         "intro": (f"One worker, tasks of {AUDIO_S} s of audio through the tiny model (a near-zero-cost "
                   f"separation), {batches} batches of {tasks} tasks sent at once; a batch's rate is "
-                  f"(tasks − 1) / (last result − first result), results read `read_committed`. The old loop "
+                  f"(tasks − 1) / (last result − first result), by the results' produce times (read "
+                  f"`read_committed`, so only committed ones count). The old loop "
                   f"separates in process and produces its result with auto-commit on (bench/oldway.py). "
                   f"Realistic separation: {real['describe']}."),
         "header": ["worker", "tasks/s (median)", "range", "time per task", "extra per task", "extra, % of a realistic separation"],
@@ -118,7 +119,7 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
 
 
 def _plot(rates):
-    from .report import figure_path, plt
+    from .report import plt, save_figure
 
     if plt is None:
         return None
@@ -129,8 +130,4 @@ def _plot(rates):
         ax.scatter(rates[n], [i] * len(rates[n]), color="black", s=10, zorder=3)
     ax.set_xlabel("tasks per second (bars: median; dots: batches)")
     ax.set_title("Per-task throughput on a near-zero-cost separation")
-    fig.tight_layout()
-    path = figure_path("overhead.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, "overhead.png")

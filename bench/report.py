@@ -28,8 +28,13 @@ def configure(out_dir: Path) -> None:
     OUT["figures"].mkdir(parents=True, exist_ok=True)
 
 
-def figure_path(name: str) -> Path:
-    return OUT["figures"] / name
+def save_figure(fig, name: str) -> Path:
+    """Lay out, write docs/bench/NAME and free the figure; its path, for the section."""
+    fig.tight_layout()
+    path = OUT["figures"] / name
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def machine() -> list[tuple[str, str]]:

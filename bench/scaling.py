@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from .harness import Bench, events, iso_epoch, median, say
+from .harness import Bench, iso_epoch, median, say
 
 AUDIO_S = 3
 
@@ -20,12 +20,12 @@ def _settled(members, since_wall: float, timeout: float = 120) -> float:
     while True:
         last = []
         for proc in members:
-            stamps = [iso_epoch(e["timestamp"]) for e in events(proc, "partitions assigned")
+            stamps = [iso_epoch(e["timestamp"]) for e in proc.events("partitions assigned")
                       if iso_epoch(e["timestamp"]) > since_wall]
             last.append(max(stamps) if stamps else None)
         if all(s is not None for s in last):
             time.sleep(0.5)  # a member that rejoins once more would log again: take its latest
-            again = [max(iso_epoch(e["timestamp"]) for e in events(p, "partitions assigned")) for p in members]
+            again = [max(iso_epoch(e["timestamp"]) for e in p.events("partitions assigned")) for p in members]
             return max(again)
         if time.monotonic() > deadline:
             raise RuntimeError("the group did not settle")
@@ -102,7 +102,7 @@ def run(bench: Bench, sizes: dict) -> dict:
 
 
 def _plot(rates, joins, leaves):
-    from .report import figure_path, plt
+    from .report import plt, save_figure
 
     if plt is None:
         return None
@@ -119,8 +119,4 @@ def _plot(rates, joins, leaves):
     b.set_xticks([1, 2], ["join", "leave"])
     b.set_ylabel("seconds")
     b.set_title("Rebalance time")
-    fig.tight_layout()
-    path = figure_path("scaling.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, "scaling.png")

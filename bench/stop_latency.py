@@ -145,7 +145,7 @@ def run(bench: Bench, runs: int, quick: bool) -> dict:
 
 
 def _plot(bench: Bench, data: dict, old: dict, idle_wait: float):
-    from .report import figure_path, plt
+    from .report import plt, save_figure
 
     if plt is None:
         return None
@@ -163,11 +163,7 @@ def _plot(bench: Bench, data: dict, old: dict, idle_wait: float):
     ax.set_ylim(top=idle_wait * 1000 * 2)
     ax.set_ylabel("SIGTERM → exit (ms)")
     ax.set_title("Stop latency of an idle daemon")
-    fig.tight_layout()
-    path = figure_path("stop_latency.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, "stop_latency.png")
 
 
 if __name__ == "__main__":

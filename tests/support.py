@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from uvrd.devtools.children import LoggedProcess
 from uvrd.devtools.notifylistener import NotifyListener, toml_value  # noqa: F401  (tests import it from here)
 from uvrd.devtools.receiver import WebhookReceiver  # noqa: F401  (tests import it from here)
 
@@ -77,7 +77,7 @@ class NotifySocket(NotifyListener):
         return wait_until(found, timeout, what)
 
 
-class Daemon:
+class Daemon(LoggedProcess):
     """``uvrd <command>`` as a subprocess, started the way systemd would."""
 
     def __init__(self, command: str, config_path: Path, log_path: Path, notify: NotifySocket | None = None,
@@ -89,16 +89,8 @@ class Daemon:
             full_env["NOTIFY_SOCKET"] = notify.path
         if watchdog_usec:
             full_env["WATCHDOG_USEC"] = str(watchdog_usec)
-        self.log_path = log_path
-        self._log = open(log_path, "ab")
         self.notify = notify
-        self.proc = subprocess.Popen([sys.executable, "-m", "uvrd", command, "--config", str(config_path)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=full_env)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+        super().__init__([sys.executable, "-m", "uvrd", command, "--config", str(config_path)], log_path, full_env)
 
     def wait_ready(self, timeout: float = 120) -> None:
         def ready():
@@ -117,41 +109,10 @@ class Daemon:
         except subprocess.TimeoutExpired:
             raise AssertionError(f"daemon still running after {timeout} s:\n{self.log_text()[-3000:]}") from None
 
-    def children(self) -> list[int]:
-        pids = []
-        task_dir = Path(f"/proc/{self.pid}/task")
-        for task in task_dir.iterdir():
-            pids += [int(p) for p in (task / "children").read_text().split()]
-        return pids
-
-    def log_text(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def events(self, name: str) -> list[dict]:
-        """The log lines whose event is *name*, oldest first."""
-        return [e for e in self.log_events() if e.get("event") == name]
-
-    def log_events(self) -> list[dict]:
-        events = []
-        for line in self.log_text().splitlines():
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                pass
-        return events
-
     def stop(self) -> None:
         """Test clean-up: this daemon (by PID) and its engine child, if still there."""
-        if self.proc.poll() is None:
-            for child in self.children():
-                try:
-                    os.kill(child, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
+        self.kill_all()
+        self.close_log()
 
 
 class KafkaView:

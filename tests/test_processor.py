@@ -15,7 +15,7 @@ from datetime import datetime
 
 import pytest
 
-from support import wait_until
+from support import fill, small_filesystem, wait_until
 from uvrd.devtools import tinymodel
 
 
@@ -281,6 +281,32 @@ def test_engine_crash_mid_job_is_retried_and_succeeds(stack, kafka, long_audio):
     assert [(r["task_uuid"], r["success"]) for r in kafka.results(stack.results)] == [(task["task_uuid"], True)]
     [retry] = p.events("separation run did not finish; retrying")
     assert "killed by signal 9" in retry["reason"]
+
+
+def test_a_full_output_disk_holds_the_task_until_there_is_space(stack, kafka, short_audio, tmp_path):
+    with small_filesystem(tmp_path / "disk", 8) as disk:
+        if disk is None:
+            pytest.skip("this machine does not allow mounting a small tmpfs to fill")
+        p = stack.start(config=stack.write_config("full.toml", output_dir=str(disk)))
+        p.wait_ready()
+        ballast = fill(disk)
+        task = stack.task(stack.spool_copy(short_audio))
+        kafka.send(stack.tasks, task)
+        p.notify.wait_for(lambda line: line == f"STATUS=output disk full: task {task['task_uuid']} waits for "
+                                              f"space to run again", 90, "the wait for space")
+        [waiting] = p.events("output disk full; the task runs again once there is space")[:1]
+        assert "No space left on device" in waiting["error"] and str(disk) not in waiting["error"]
+        assert kafka.committed(stack.group, stack.tasks).get(0) is None and kafka.results(stack.results) == [], \
+            "a full disk is this host's trouble: the task is neither failed nor committed"
+
+        ballast.unlink()
+        wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 120, "the commit")
+        [result] = kafka.results(stack.results)
+        assert result["task_uuid"] == task["task_uuid"] and result["success"] is True, result
+        assert all(path.startswith(str(disk)) for path in result["stems"].values())
+        assert kafka.read_all(stack.dead_letter) == []
+        p.signal(signal.SIGTERM)
+        assert p.wait_exit(30) == 0
 
 
 def test_task_that_keeps_killing_its_worker_is_failed(stack, kafka, long_audio):

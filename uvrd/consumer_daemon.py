@@ -43,26 +43,20 @@ CLOSE_TIMEOUT_S = 5.0
 
 
 @dataclass
-class InFlight:
+class Taken:
+    """The record being handled, from the moment it is taken to its commit, and what rebalances
+    did to its partition meanwhile."""
+
     tp: TopicPartition
     offset: int
-    task_uuid: str | None
-    started: float = field(default_factory=time.monotonic)
+    task_uuid: str | None = None
+    started: float = field(default_factory=time.monotonic)  # the current run of its work
+    working: bool = False  # inside working_on(): every partition paused
     revoked: bool = False  # revoked by a rebalance that has not finished yet
-    lost: bool = False     # the rebalance gave the partition to another member
+    lost: bool = False     # some rebalance since the record was taken gave the partition to another member
 
     def age(self) -> float:
         return time.monotonic() - self.started
-
-
-@dataclass
-class Held:
-    """The partition of the record being handled, from the moment it is taken to its commit."""
-
-    tp: TopicPartition
-    offset: int
-    revoked: bool = False  # revoked by a rebalance that has not finished yet
-    lost: bool = False     # some rebalance since the record was taken gave the partition to another member
 
 
 @dataclass(frozen=True)
@@ -95,8 +89,7 @@ class ConsumerDaemon:
         self.lifecycle = Lifecycle(self.notifier, drain.drain_window(drain_timeout, environ))
         self.consumer = None
         self.delivery = None
-        self.inflight: InFlight | None = None
-        self.held: Held | None = None
+        self.taken: Taken | None = None
         self.ready = False
         self._connected_at = 0.0
 
@@ -190,11 +183,11 @@ class ConsumerDaemon:
                     if self.lifecycle.stopping:
                         return  # not committed: redelivered to whoever owns the partition next
                     logs.bind_task(topic=record.topic, partition=record.partition, offset=record.offset)
-                    self.held = Held(TopicPartition(record.topic, record.partition), record.offset)
+                    self.taken = Taken(TopicPartition(record.topic, record.partition), record.offset)
                     try:
                         self.handle(record)
                     finally:
-                        self.held = None
+                        self.taken = None
                     logs.bind_task()
 
     # -- shared helpers --------------------------------------------------------
@@ -237,15 +230,24 @@ class ConsumerDaemon:
             # Cannot happen with every partition paused; if it does, rewind so nothing is skipped.
             self.consumer.seek(tp, batch[0].offset)
 
+    @property
+    def inflight(self) -> Taken | None:
+        """The taken record while work on it runs."""
+        taken = self.taken
+        return taken if taken is not None and taken.working else None
+
     @contextlib.contextmanager
     def working_on(self, record, task_uuid: str | None):
-        """Mark *record* in flight, with every partition paused until the work ends."""
-        self.inflight = InFlight(TopicPartition(record.topic, record.partition), record.offset, task_uuid)
+        """Run work on the taken *record*, with every partition paused until it ends."""
+        taken = self.taken
+        assert taken is not None and (taken.tp.topic, taken.tp.partition, taken.offset) == \
+            (record.topic, record.partition, record.offset), "work only on the record the loop took"
+        taken.task_uuid, taken.started, taken.working = task_uuid, time.monotonic(), True
         self.consumer.pause(*self.consumer.assignment())
         try:
-            yield self.inflight
+            yield taken
         finally:
-            self.inflight = None
+            taken.working = False
             self.consumer.resume(*self.consumer.paused())
 
     def commit(self, out: list[OutRecord], offsets) -> bool:
@@ -275,40 +277,29 @@ class ConsumerDaemon:
         the partition: a member that has joined the next generation but not yet learnt that
         its partition went elsewhere would commit a record the new owner is redoing.
         """
-        held = self.held
-        while held is not None and held.revoked and not held.lost:
+        taken = self.taken
+        while taken is not None and taken.revoked and not taken.lost:
             if not self.pause_for(KEEPALIVE_POLL_MS / 1000, drain=True):
                 return False
-        return held is None or not held.lost
+        return taken is None or not taken.lost
 
     def on_revoked(self, revoked) -> None:
         log.info("partitions revoked", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))
-        if self.held is not None and self.held.tp in revoked:
-            self.held.revoked = True
-        if self.inflight is not None and self.inflight.tp in revoked:
-            self.inflight.revoked = True
+        if self.taken is not None and self.taken.tp in revoked:
+            self.taken.revoked = True
 
     def on_assigned(self, assigned) -> None:
         log.info("partitions assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
-        held = self.held
-        if held is not None and held.revoked:
-            held.revoked = False
-            held.lost = held.lost or held.tp not in assigned
-            if not held.lost:
+        taken = self.taken
+        if taken is not None and taken.revoked:
+            taken.revoked = False
+            taken.lost = taken.lost or taken.tp not in assigned
+            if not taken.lost:
                 # Ours again: a new assignment starts at the committed offset, which is still this
-                # record's; its commit is on the way.
-                self.consumer.seek(held.tp, held.offset + 1)
-        inflight = self.inflight
-        if inflight is None:
-            return
-        self.consumer.pause(*assigned)
-        if inflight.revoked:
-            if inflight.tp in assigned:
-                # Ours again: the work goes on; skip past it, the commit will cover it.
-                self.consumer.seek(inflight.tp, inflight.offset + 1)
-                inflight.revoked = False
-            else:
-                inflight.lost = True
+                # record's; its work goes on (or its commit is on the way), so skip past it.
+                self.consumer.seek(taken.tp, taken.offset + 1)
+        if taken is not None and taken.working:
+            self.consumer.pause(*assigned)
 
 
 class _Rebalance(ConsumerRebalanceListener):

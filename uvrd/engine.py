@@ -49,6 +49,7 @@ class JobResult:
     ok: bool
     stems: dict[str, str]  # stem name -> file, when ok
     error: str = ""
+    no_space: bool = False  # failed for want of disk space: the host's trouble, not the input's
 
 
 class EngineDied(Exception):
@@ -177,5 +178,5 @@ class Engine:
             return None
         if msg[0] == "done":
             return JobResult(ok=True, stems=msg[1])
-        assert msg[0] == "failed", msg
-        return JobResult(ok=False, stems={}, error=msg[1])
+        assert msg[0] in ("failed", "no_space"), msg
+        return JobResult(ok=False, stems={}, error=msg[1], no_space=msg[0] == "no_space")

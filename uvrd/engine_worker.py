@@ -7,6 +7,7 @@ torch and audio-separator.
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import re
@@ -74,18 +75,29 @@ def main(conn, heartbeat, settings) -> None:
             conn.send(("failed", str(e)))
         except Exception as e:
             log.warning("separation failed", error=f"{type(e).__name__}: {e}")
-            conn.send(("failed", _describe(e)))
+            conn.send(("no_space" if _no_space(e) else "failed", _describe(e, job)))
 
 
 # Exceptions that mean "this input is not audio ffmpeg/libsndfile can decode".
 _UNDECODABLE = {"NoBackendError", "LibsndfileError", "CouldntDecodeError", "AudioFileError", "InvalidAudioDataError"}
 
 
-def _describe(e: Exception) -> str:
+def _no_space(e: BaseException | None) -> bool:
+    """A full disk anywhere in the chain; audio-separator rewraps OSErrors, keeping only their text."""
+    seen = 0
+    while e is not None and seen < 10:
+        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or f"[Errno {errno.ENOSPC}]" in str(e):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
+def _describe(e: Exception, job) -> str:
+    """One line for the user: this host's directories are no business of theirs."""
     if type(e).__name__ in _UNDECODABLE:
         return f"{audio_probe.NOT_AUDIO}: {type(e).__name__}"
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    text = text[:400]
+    text = text.replace(job.workdir + os.sep, "").replace(job.audio_path, "the input")[:400]
     return f"separation failed: {type(e).__name__}: {text}" if text else f"separation failed: {type(e).__name__}"
 
 

@@ -11,6 +11,7 @@ so the task is redelivered to whichever worker owns the partition next.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import socket
@@ -33,6 +34,8 @@ from .storage import StorageError, open_storage
 log = structlog.get_logger("uvrd.processor")
 
 ENGINE_WAIT_S = 0.4
+# A full output disk: the first wait before the task runs again, doubling up to the longest.
+DISK_FULL_WAIT_S = (2.0, 60.0)
 # Deaths of a loading engine in a row before the worker exits and leaves it to systemd.
 ENGINE_LOAD_TRIES = 3
 MAX_ERROR_CHARS = 1000
@@ -64,6 +67,7 @@ class Processor(ConsumerDaemon):
         self.ledger = AttemptLedger(cfg.output_dir / ".attempts")
         self.priorities = PriorityChooser(config.topics.task_topics())
         self.storage = open_storage(config)
+        self.waiting_for_space: str | None = None  # the task that waits for a full output disk
 
     # -- ConsumerDaemon hooks ---------------------------------------------------
     def start(self, stack: contextlib.ExitStack) -> bool:
@@ -84,6 +88,8 @@ class Processor(ConsumerDaemon):
         return True
 
     def status(self) -> str:
+        if self.waiting_for_space:
+            return f"output disk full: task {self.waiting_for_space} waits for space to run again"
         if self.inflight is None and not self.lifecycle.stopping and not self.engine.ready:
             return f"loading model {self.cfg.model}"
         return super().status()
@@ -189,15 +195,40 @@ class Processor(ConsumerDaemon):
 
     def _separate(self, record, task, audio: Path, model: str, fmt: str) -> JobResult | Abandoned:
         reasons = []
-        for _ in range(self.cfg.job_retries + 1):
+        wait, waited = DISK_FULL_WAIT_S[0], 0.0
+        while len(reasons) <= self.cfg.job_retries:
             if not self.engine.ready and not self._await_engine():
                 return Abandoned("stopping while the engine restarted")
-            workdir = Path(tempfile.mkdtemp(prefix=f".work-{task.task_uuid}-", dir=self.cfg.output_dir))
-            with self.working_on(record, task.task_uuid):
-                outcome = self._run_job(Job(task.task_uuid, str(audio), model, fmt, str(workdir)))
-            if isinstance(outcome, JobResult) and outcome.ok:
-                return outcome
-            shutil.rmtree(workdir, ignore_errors=True)
+            try:
+                workdir = Path(tempfile.mkdtemp(prefix=f".work-{task.task_uuid}-", dir=self.cfg.output_dir))
+            except OSError as e:
+                outcome = JobResult(ok=False, stems={}, error=f"could not make a work directory: {e.strerror}",
+                                    no_space=e.errno == errno.ENOSPC)
+            else:
+                with self.working_on(record, task.task_uuid):
+                    outcome = self._run_job(Job(task.task_uuid, str(audio), model, fmt, str(workdir)))
+                if isinstance(outcome, JobResult) and outcome.ok:
+                    return outcome
+                shutil.rmtree(workdir, ignore_errors=True)
+            if isinstance(outcome, JobResult) and outcome.no_space and waited < self.cfg.job_timeout:
+                # This host's disk, not the task: wait for space (retention, an operator) and run it
+                # again, for as long as a job may take.
+                log.error("output disk full; the task runs again once there is space", error=outcome.error,
+                          retry_in_s=wait)
+                self.waiting_for_space = task.task_uuid
+                try:
+                    if not self.pause_for(wait, drain=False):
+                        return Abandoned("stopping while the output disk was full")
+                finally:
+                    self.waiting_for_space = None
+                if self.taken.lost:
+                    return Abandoned("the partition was reassigned to another worker")
+                waited += wait
+                wait = min(wait * 2, DISK_FULL_WAIT_S[1])
+                continue
+            if isinstance(outcome, JobResult) and outcome.no_space:
+                return JobResult(ok=False, stems={}, error=f"the output disk stayed full for over "
+                                                           f"{self.cfg.job_timeout:g} s: {outcome.error}")
             if not isinstance(outcome, Retry):
                 return outcome
             reasons.append(outcome.reason)

@@ -14,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from .children import stop_child
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -67,15 +69,9 @@ class EmbeddedBroker:
         self.proc.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGCONT)
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused broker would not act on SIGTERM
+        stop_child(self.proc, 5)
 
     def __enter__(self) -> "EmbeddedBroker":
         return self.start()

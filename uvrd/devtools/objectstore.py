@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from .broker import free_port
+from .children import stop_child
 
 # The ports `weed server` opens; each gets a free loopback port (their defaults would clash
 # across test processes, and the gRPC ones default to port + 10000).
@@ -85,7 +86,8 @@ class ObjectStore:
         s3_config = self.data_dir / "s3.json"
         s3_config.write_text(json.dumps(identities))
         s3_config.chmod(0o600)
-        args = [str(weed_binary()), "server", f"-dir={self.data_dir}", f"-ip={self.host}", f"-ip.bind={self.host}",
+        # Its glog files would otherwise pile up in /tmp, one set per start.
+        args = [str(weed_binary()), f"-logdir={self.data_dir}", "server", f"-dir={self.data_dir}", f"-ip={self.host}", f"-ip.bind={self.host}",
                 *[f"-{flag}={port}" for flag, port in self.ports.items()],
                 "-s3", f"-s3.config={s3_config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
                 # Small volumes: the default 30 GB limit would have it reserve more disk than a test machine has.
@@ -159,14 +161,7 @@ class ObjectStore:
         return sorted(keys)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_child(self.proc, 10)
 
     def __enter__(self) -> "ObjectStore":
         return self.start()

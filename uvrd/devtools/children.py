@@ -1,0 +1,81 @@
+"""Child processes that tests and benchmarks start, log to a file, read back and clean up.
+
+Only ever by PID: what is stopped here is what was started here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+
+def stop_child(proc: subprocess.Popen | None, grace: float) -> None:
+    """SIGTERM, then SIGKILL if it is still there after *grace* seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class LoggedProcess:
+    """A subprocess whose stdout and stderr go to *log_path*, read back as text or JSON log events."""
+
+    def __init__(self, argv: list[str], log_path: Path, env: dict, cwd: Path | None = None):
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=env, cwd=cwd)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def children(self) -> list[int]:
+        """Direct children (a processor's engine), from /proc; none once the process is gone."""
+        pids = []
+        try:
+            for task in Path(f"/proc/{self.pid}/task").iterdir():
+                pids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+        return pids
+
+    def kill_all(self) -> None:
+        """Clean-up: SIGKILL this process and its direct children, by PID, if it still runs."""
+        if self.proc.poll() is not None:
+            return
+        for child in self.children():
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def close_log(self) -> None:
+        self._log.close()
+
+    def log_text(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def log_events(self) -> list[dict]:
+        """Every JSON line of the log, oldest first; other lines (tracebacks, third-party prints) skipped."""
+        events = []
+        for line in self.log_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                pass
+        return events
+
+    def events(self, name: str) -> list[dict]:
+        """The log lines whose event is *name*, oldest first."""
+        return [e for e in self.log_events() if e.get("event") == name]
