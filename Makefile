@@ -64,7 +64,7 @@ deb:
 	git ls-files -co --exclude-standard -z | xargs -0 tar -cf - | tar -xf - -C build/deb/uvrd
 	cd build/deb/uvrd && dpkg-buildpackage -us -uc -b
 
-# lintian walks every file of the 5 GB virtualenv: about 20 minutes on 2 cores.
+# lintian walks every file of the 5 GB virtualenv: about 30 minutes on 2 cores.
 lint-deb:
 	lintian --fail-on error build/deb/*.deb
 

@@ -121,6 +121,7 @@ class Proc(LoggedProcess):
 # -- the bench ------------------------------------------------------------------
 class Bench:
     def __init__(self, root: Path | None = None):
+        self.own_root = root is None
         self.root = Path(root or tempfile.mkdtemp(prefix="uvrd-bench-"))
         self.procs: list[Proc] = []
         self.started: list[Proc] = []
@@ -239,6 +240,8 @@ class Bench:
         self.procs.clear()
         self.producer.close(timeout=5)
         self.broker.stop()
+        if self.own_root and not os.environ.get("UVRD_BENCH_KEEP"):  # set it to read the daemons' logs
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 class ResultsReader:

@@ -87,7 +87,8 @@ class ObjectStore:
         s3_config.write_text(json.dumps(identities))
         s3_config.chmod(0o600)
         # Its glog files would otherwise pile up in /tmp, one set per start.
-        args = [str(weed_binary()), f"-logdir={self.data_dir}", "server", f"-dir={self.data_dir}", f"-ip={self.host}", f"-ip.bind={self.host}",
+        args = [str(weed_binary()), f"-logdir={self.data_dir}", "server", f"-dir={self.data_dir}",
+                f"-ip={self.host}", f"-ip.bind={self.host}",
                 *[f"-{flag}={port}" for flag, port in self.ports.items()],
                 "-s3", f"-s3.config={s3_config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
                 # Small volumes: the default 30 GB limit would have it reserve more disk than a test machine has.
