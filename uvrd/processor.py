@@ -210,31 +210,36 @@ class Processor(ConsumerDaemon):
                 if isinstance(outcome, JobResult) and outcome.ok:
                     return outcome
                 shutil.rmtree(workdir, ignore_errors=True)
-            if isinstance(outcome, JobResult) and outcome.no_space and waited < self.cfg.job_timeout:
+            if isinstance(outcome, JobResult) and outcome.no_space:
                 # This host's disk, not the task: wait for space (retention, an operator) and run it
                 # again, for as long as a job may take.
-                log.error("output disk full; the task runs again once there is space", error=outcome.error,
-                          retry_in_s=wait)
-                self.waiting_for_space = task.task_uuid
-                try:
-                    if not self.pause_for(wait, drain=False):
-                        return Abandoned("stopping while the output disk was full")
-                finally:
-                    self.waiting_for_space = None
-                if self.taken.lost:
-                    return Abandoned("the partition was reassigned to another worker")
-                waited += wait
-                wait = min(wait * 2, DISK_FULL_WAIT_S[1])
+                if waited >= self.cfg.job_timeout:
+                    return JobResult(ok=False, stems={}, error=f"the output disk stayed full for over "
+                                                               f"{self.cfg.job_timeout:g} s: {outcome.error}")
+                gave_up = self._wait_for_space(task.task_uuid, wait, outcome.error)
+                if gave_up is not None:
+                    return gave_up
+                waited, wait = waited + wait, min(wait * 2, DISK_FULL_WAIT_S[1])
                 continue
-            if isinstance(outcome, JobResult) and outcome.no_space:
-                return JobResult(ok=False, stems={}, error=f"the output disk stayed full for over "
-                                                           f"{self.cfg.job_timeout:g} s: {outcome.error}")
             if not isinstance(outcome, Retry):
                 return outcome
             reasons.append(outcome.reason)
             log.warning("separation run did not finish; retrying", reason=outcome.reason, runs=len(reasons))
         return JobResult(ok=False, stems={}, error=f"separation did not finish in {len(reasons)} runs: "
                                                    f"{'; '.join(reasons)}")
+
+    def _wait_for_space(self, task_uuid: str, seconds: float, error: str) -> Abandoned | None:
+        """Wait, keeping the group membership; an Abandoned if a stop or a rebalance ends the wait."""
+        log.error("output disk full; the task runs again once there is space", error=error, retry_in_s=seconds)
+        self.waiting_for_space = task_uuid
+        try:
+            if not self.pause_for(seconds, drain=False):
+                return Abandoned("stopping while the output disk was full")
+        finally:
+            self.waiting_for_space = None
+        if self.taken.lost:
+            return Abandoned("the partition was reassigned to another worker")
+        return None
 
     def _run_job(self, job: Job) -> JobResult | Abandoned | Retry:
         try:
