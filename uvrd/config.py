@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .messages import STORAGE_KINDS
+
 DEFAULT_PATH = Path("/etc/uvrd/uvrd.toml")
 ENV_PREFIX = "UVRD_"
 EX_CONFIG = 78
@@ -203,7 +205,6 @@ class UploaderConfig:
             _require(getattr(self, name) > 0, f"uploader.{name}", "must be positive")
 
 
-STORAGE_BACKENDS = ("local", "s3")
 ADDRESSING_STYLES = ("auto", "path", "virtual")
 # S3 refuses parts under 5 MiB (but the last) and presigned URLs valid over 7 days (SigV4).
 MIN_PART_BYTES = 5 * 1024 * 1024
@@ -238,7 +239,7 @@ class StorageConfig:
         return self.prefix.strip("/")
 
     def validate(self) -> None:
-        _require(self.backend in STORAGE_BACKENDS, "storage.backend", f"must be one of {', '.join(STORAGE_BACKENDS)}")
+        _require(self.backend in STORAGE_KINDS, "storage.backend", f"must be one of {', '.join(STORAGE_KINDS)}")
         _require(self.addressing_style in ADDRESSING_STYLES, "storage.addressing_style",
                  f"must be one of {', '.join(ADDRESSING_STYLES)}")
         _require(not self.endpoint_url or self.endpoint_url.startswith(("http://", "https://")),

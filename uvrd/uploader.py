@@ -110,8 +110,7 @@ class Uploader(ConsumerDaemon):
                 log.warning("webhook dead-lettered", attempts=outcome.attempts, reason=outcome.reason)
 
     def _deliver(self, result: dict) -> Delivered | GaveUp | Abandoned:
-        api = self.config.api
-        payload = webhook.body(result, api.public_url, api.link_secret, api.link_ttl, link=self.storage.link)
+        payload = webhook.body(result, self.storage.link)
         reason = ""
         for attempt in range(1, self.cfg.max_attempts + 1):
             headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
@@ -121,7 +120,7 @@ class Uploader(ConsumerDaemon):
             retry_after = None
             try:
                 response = safehttp.request("POST", result["hook_url"], body=payload, headers=headers,
-                                            allow_private=api.allow_private_urls, timeout=self.cfg.timeout,
+                                            allow_private=self.config.api.allow_private_urls, timeout=self.cfg.timeout,
                                             max_bytes=64 * 1024)
             except safehttp.UnsafeURL as e:
                 return GaveUp(attempt, f"hook_url refused: {e}")

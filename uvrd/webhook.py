@@ -16,19 +16,16 @@ import hmac
 import json
 import time
 
-from . import links, messages
+from . import messages
 
 SIGNATURE_HEADER = "X-Uvrd-Signature"
 REPLAY_WINDOW_S = 300
 
 
-def body(result: dict, public_url: str, link_secret: str, link_ttl: float, link=None) -> bytes:
-    """*link(task_uuid, stem, ref)*, when given, makes each stem's URL (a storage backend's);
-    otherwise the API's own signed link."""
+def body(result: dict, link) -> bytes:
+    """*link(task_uuid, stem, ref)* makes each stem's URL: the storage backend's (Storage.link)."""
     task_uuid = result["task_uuid"]
-    stems = {name: link(task_uuid, name, ref) if link else links.stem_url(public_url, link_secret, task_uuid, name,
-                                                                            link_ttl)
-             for name, ref in (result.get("stems") or {}).items()}
+    stems = {name: link(task_uuid, name, ref) for name, ref in (result.get("stems") or {}).items()}
     payload = {
         "task_uuid": task_uuid,
         "status": "success" if result.get("success") else "failed",

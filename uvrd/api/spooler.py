@@ -72,9 +72,6 @@ class Spool:
                 raise ApiError(502, f"fetching the audio URL answered HTTP {response.status}")
             return self.keep(tmp, task_uuid)
 
-    def discard(self, path: Path) -> None:
-        path.unlink(missing_ok=True)
-
 
 def network_reason(e: Exception) -> str:
     """urllib3's messages name connection objects; keep the part a client can act on."""
