@@ -218,11 +218,11 @@ class ConsumerDaemon:
                 time.sleep(min(0.2, max(0.0, end - time.monotonic())))
         return True
 
-    def keep_membership(self) -> None:
+    def keep_membership(self, timeout_ms: int = KEEPALIVE_POLL_MS) -> None:
         """Poll with every partition paused: heartbeats and rebalances proceed, no records come."""
         self.consumer.pause(*self.consumer.assignment())
         try:
-            records = self.consumer.poll(timeout_ms=KEEPALIVE_POLL_MS)
+            records = self.consumer.poll(timeout_ms=timeout_ms)
         finally:
             if self.inflight is None:
                 self.consumer.resume(*self.consumer.paused())

@@ -50,6 +50,7 @@ class JobResult:
     stems: dict[str, str]  # stem name -> file, when ok
     error: str = ""
     no_space: bool = False  # failed for want of disk space: the host's trouble, not the input's
+    seconds: float | None = None  # the separation's own time in the child, when ok
 
 
 class EngineDied(Exception):
@@ -177,6 +178,6 @@ class Engine:
         if msg is None:
             return None
         if msg[0] == "done":
-            return JobResult(ok=True, stems=msg[1])
+            return JobResult(ok=True, stems=msg[1], seconds=msg[2])
         assert msg[0] in ("failed", "no_space"), msg
         return JobResult(ok=False, stems={}, error=msg[1], no_space=msg[0] == "no_space")

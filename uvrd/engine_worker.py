@@ -68,14 +68,17 @@ def main(conn, heartbeat, settings) -> None:
             return
         job = msg[1]
         logs.bind_task(task_uuid=job.task_uuid)
+        started = time.monotonic()
         try:
-            conn.send(("done", _separate(models, job)))
+            stems = _separate(models, job)
         except audio_probe.Unusable as e:
             log.warning("input refused", error=str(e))
             conn.send(("failed", str(e)))
         except Exception as e:
             log.warning("separation failed", error=f"{type(e).__name__}: {e}")
             conn.send(("no_space" if _no_space(e) else "failed", _describe(e, job)))
+        else:
+            conn.send(("done", stems, time.monotonic() - started))
 
 
 # Exceptions that mean "this input is not audio ffmpeg/libsndfile can decode".

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from .storage import StorageError, open_storage
 log = structlog.get_logger("uvrd.processor")
 
 ENGINE_WAIT_S = 0.4
+JOB_KEEPALIVE_POLL_MS = 10
 # A full output disk: the first wait before the task runs again, doubling up to the longest.
 DISK_FULL_WAIT_S = (2.0, 60.0)
 # Deaths of a loading engine in a row before the worker exits and leaves it to systemd.
@@ -165,8 +168,9 @@ class Processor(ConsumerDaemon):
             return
         log.info("task started", attempt=attempt, model=model, output_format=fmt, audio_path=str(audio))
         times = {"submitted_at": task.submitted_at, "started_at": messages.now_iso()}
-        self._publish_status(task.task_uuid, "processing", worker=socket.gethostname(), **times)
-        outcome = self._separate(record, task, audio, model, fmt)
+        announce = functools.partial(self._publish_status, task.task_uuid, "processing",
+                                     worker=socket.gethostname(), **times)
+        outcome = self._separate(record, task, audio, model, fmt, announce)
         if isinstance(outcome, Abandoned):
             self.ledger.undo(task.task_uuid)
             log.info("task left uncommitted for redelivery", reason=outcome.reason)
@@ -181,7 +185,7 @@ class Processor(ConsumerDaemon):
                 log.error("stems not stored", error=outcome.error)
             else:
                 self._finish(record, messages.success_result(task, stems, model, storage=self.storage.name, **times),
-                             None, task.audio_ref)
+                             None, task.audio_ref, separation_s=round(outcome.seconds, 3))
                 return
         self._finish(record, messages.failure_result(task.task_uuid, task.hook_url, outcome.error, **times),
                      outcome.error, task.audio_ref)
@@ -193,7 +197,9 @@ class Processor(ConsumerDaemon):
         except Exception as e:
             log.warning("could not publish the task's status", state=state, error=str(e) or type(e).__name__)
 
-    def _separate(self, record, task, audio: Path, model: str, fmt: str) -> JobResult | Abandoned:
+    def _separate(self, record, task, audio: Path, model: str, fmt: str,
+                  announce: Callable[[], None] | None) -> JobResult | Abandoned:
+        """Run the separation until it has an outcome; *announce* is called once, when a run has begun."""
         reasons = []
         wait, waited = DISK_FULL_WAIT_S[0], 0.0
         while len(reasons) <= self.cfg.job_retries:
@@ -206,7 +212,8 @@ class Processor(ConsumerDaemon):
                                     no_space=e.errno == errno.ENOSPC)
             else:
                 with self.working_on(record, task.task_uuid):
-                    outcome = self._run_job(Job(task.task_uuid, str(audio), model, fmt, str(workdir)))
+                    outcome = self._run_job(Job(task.task_uuid, str(audio), model, fmt, str(workdir)), announce)
+                announce = None
                 if isinstance(outcome, JobResult) and outcome.ok:
                     return outcome
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -241,12 +248,15 @@ class Processor(ConsumerDaemon):
             return Abandoned("the partition was reassigned to another worker")
         return None
 
-    def _run_job(self, job: Job) -> JobResult | Abandoned | Retry:
+    def _run_job(self, job: Job, announce: Callable[[], None] | None) -> JobResult | Abandoned | Retry:
         try:
             self.engine.submit(job)
         except OSError:
             self.engine.restart()
             return Retry("separation engine was gone when the job was submitted")
+        if announce is not None:
+            # While the child separates: the status's round trips to the broker then cost no time.
+            announce()
         while True:
             self.tick()
             if self.lifecycle.must_abandon():
@@ -266,9 +276,10 @@ class Processor(ConsumerDaemon):
                 return Retry(str(e))
             if result is not None:
                 return result
-            self.keep_membership()
+            # Short: a result that comes while the consumer polls waits for the poll to end.
+            self.keep_membership(JOB_KEEPALIVE_POLL_MS)
 
-    def _finish(self, record, result: dict, error: str | None, input_path: str | None) -> None:
+    def _finish(self, record, result: dict, error: str | None, input_path: str | None, **log_fields) -> None:
         """Commit the result (plus status and, for a failure, a dead-letter copy) with the offset."""
         task_uuid = result["task_uuid"]
         key = task_uuid.encode() if task_uuid else record.key
@@ -287,7 +298,7 @@ class Processor(ConsumerDaemon):
         if input_path:
             self.storage.remove_input(input_path)
         if result["success"]:
-            log.info("task succeeded", stems=result["stems"])
+            log.info("task succeeded", stems=result["stems"], **log_fields)
         else:
             log.info("task failed", error=result["error_message"])
 
