@@ -15,6 +15,7 @@ from kafka.admin import NewTopic
 from .harness import Bench, Proc, max_or_nan, median, pct, say, wait_event
 
 EXIT_TIMEOUT_S = 60
+API_WORKERS = 2
 
 
 def _healthz(url: str):
@@ -45,7 +46,7 @@ def _measure(procs: list[Proc], settle: float) -> list[float]:
 def _daemon_latencies(bench: Bench, command: str, runs: int, batch: int) -> list[float]:
     where = bench.workdir(f"stop-{command}")
     topics = bench.topics(f"stop-{command}")
-    config = bench.write_config(where, topics, group=f"stop-{command}", api={"workers": 2})
+    config = bench.write_config(where, topics, group=f"stop-{command}", api={"workers": API_WORKERS})
     latencies = []
     while len(latencies) < runs:
         procs = []
@@ -61,6 +62,8 @@ def _daemon_latencies(bench: Bench, command: str, runs: int, batch: int) -> list
         for proc, env in procs:
             if command == "api":
                 proc.wait_ready(check=_healthz(env["UVRD_API_PUBLIC_URL"]))
+                # One worker answering is not an idle server: the other may still be booting.
+                wait_event(proc, "api worker ready", 60, count=API_WORKERS)
             else:
                 proc.wait_ready()
                 wait_event(proc, "partitions assigned", 60)  # idle in its group, not still joining

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from kafka import KafkaConsumer, KafkaProducer
 
+from . import group_join
 from .config import KafkaConfig
+
+group_join.install()
 
 
 def client_settings(kc: KafkaConfig) -> dict:
