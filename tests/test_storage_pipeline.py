@@ -146,7 +146,8 @@ def test_a_refused_stem_upload_fails_the_task_and_never_reports_a_success(stack,
     sample = tinymodel.write_sample(tmp_path / "sample.wav", seconds=2)
     api_config = stack.write_config("api.toml", storage=objectstore.storage_settings(prefix=prefix),
                                     api=api_settings())
-    processor_config = stack.write_config("processor.toml", storage=objectstore.storage_settings(
+    # The refusals are waited out for job_timeout, as an outage would be, before the task fails.
+    processor_config = stack.write_config("processor.toml", job_timeout=6, storage=objectstore.storage_settings(
         readonly=True, prefix=prefix, max_attempts=2))
     processor = stack.start("processor", config=processor_config)
     api = start_api(stack, api_config)
@@ -161,10 +162,60 @@ def test_a_refused_stem_upload_fails_the_task_and_never_reports_a_success(stack,
                          len(kafka.results(stack.results)) >= 2 else None, 120, "both results")
     refused, mismatched = one(results, task_uuid), one(results, local_task["task_uuid"])
     assert refused["success"] is False and "could not store the stem" in refused["error_message"]
+    assert "kept failing for over 6 s" in refused["error_message"]
+    assert processor.events("storage failed; the task waits and tries again")
     assert "AccessDenied" in refused["error_message"] or "Access Denied" in refused["error_message"]
     assert mismatched["success"] is False
     assert "configured for s3 storage" in mismatched["error_message"]
     assert objectstore.keys(f"{prefix}/stems/") == [], "no stem of a failed task is left in the bucket"
     dead = [json.loads(r.value) for r in kafka.read_all(stack.dead_letter)]
     assert {d["task_uuid"] for d in dead} == {task_uuid, local_task["task_uuid"]}
+    assert not list(stack.output.glob(".input-*")) and not list(stack.output.glob(".work-*"))
+
+
+def test_a_store_outage_holds_the_task_until_the_store_answers_again(stack, kafka, objectstore, prefix, tmp_path):
+    """Neither the input's download nor the stems' upload fails a task while the store is down."""
+    waiting = "storage failed; the task waits and tries again"
+    sample = tinymodel.write_sample(tmp_path / "sample.wav", seconds=2)
+    long = tinymodel.write_sample(tmp_path / "long.wav", seconds=60)
+    config = stack.write_config(job_timeout=300, storage=objectstore.storage_settings(
+        prefix=prefix, timeout=1, max_attempts=1))
+    processor = stack.start("processor", config=config)
+    processor.wait_ready()
+    client = objectstore.client()
+
+    def task_for(audio) -> dict:
+        task_uuid = str(uuid.uuid4())
+        key = f"{prefix}/inputs/{task_uuid}.wav"
+        client.upload_file(str(audio), objectstore.bucket, key)
+        return {"task_uuid": task_uuid, "storage": "s3", "audio_key": key, "hook_url": None}
+
+    def outage(done: int, send: dict | None = None) -> None:
+        """The store stops answering until the processor waits for it, with *done* tasks committed."""
+        before = len(processor.events(waiting))
+        objectstore.pause()
+        try:
+            if send:
+                kafka.send(stack.tasks, send)
+            wait_until(lambda: len(processor.events(waiting)) > before, 60, "the processor to wait for the store")
+            processor.notify.wait_for(lambda line: line.startswith("STATUS=storage failed: task "), 10, "its status")
+            assert len(kafka.results(stack.results)) == done
+            assert sum(kafka.committed(stack.group, stack.tasks).values()) == done
+        finally:
+            objectstore.resume()
+
+    fetched, stored = task_for(sample), task_for(long)
+    outage(0, send=fetched)  # the input cannot be downloaded
+    wait_until(lambda: len(kafka.results(stack.results)) == 1, 120, "the first result")
+    kafka.send(stack.tasks, stored)
+    wait_until(lambda: len(processor.events("task started")) == 2, 60, "the second task to start")
+    outage(1)  # the separation runs, but its stems cannot be stored
+    results = wait_until(lambda: len(kafka.results(stack.results)) == 2 and kafka.results(stack.results), 120,
+                         "the second result")
+    assert [(r["task_uuid"], r["success"]) for r in results] == [(fetched["task_uuid"], True),
+                                                                  (stored["task_uuid"], True)]
+    folder = f"{prefix}/stems/{stored['task_uuid']}"
+    assert objectstore.keys(folder + "/") == [f"{folder}/instrumental.wav", f"{folder}/vocals.wav"]
+    assert len(processor.events("task started")) == 2, "no separation ran twice"
+    assert list(kafka.read_all(stack.dead_letter)) == []
     assert not list(stack.output.glob(".input-*")) and not list(stack.output.glob(".work-*"))

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
@@ -37,16 +38,33 @@ log = structlog.get_logger("uvrd.processor")
 
 ENGINE_WAIT_S = 0.4
 JOB_KEEPALIVE_POLL_MS = 10
-# A full output disk: the first wait before the task runs again, doubling up to the longest.
-DISK_FULL_WAIT_S = (2.0, 60.0)
+# The host's trouble (a full output disk, an unreachable store): the first wait before the task's
+# step runs again, doubling up to the longest.
+HOST_WAIT_S = (2.0, 60.0)
 # Deaths of a loading engine in a row before the worker exits and leaves it to systemd.
 ENGINE_LOAD_TRIES = 3
 MAX_ERROR_CHARS = 1000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Retry:
     reason: str
+
+
+class Patience:
+    """How long a task has waited for its host (disk, store), and how long its next wait is."""
+
+    def __init__(self, limit: float):
+        self.limit, self.waited, self.next = limit, 0.0, HOST_WAIT_S[0]
+
+    def exhausted(self) -> bool:
+        return self.waited >= self.limit
+
+    def take(self) -> float:
+        wait = self.next
+        self.waited, self.next = self.waited + wait, min(wait * 2, HOST_WAIT_S[1])
+        return wait
 
 
 class Processor(ConsumerDaemon):
@@ -70,7 +88,7 @@ class Processor(ConsumerDaemon):
         self.ledger = AttemptLedger(cfg.output_dir / ".attempts")
         self.priorities = PriorityChooser(config.topics.task_topics())
         self.storage = open_storage(config)
-        self.waiting_for_space: str | None = None  # the task that waits for a full output disk
+        self.waiting: str | None = None  # STATUS= while a task waits for its host
 
     # -- ConsumerDaemon hooks ---------------------------------------------------
     def start(self, stack: contextlib.ExitStack) -> bool:
@@ -91,8 +109,8 @@ class Processor(ConsumerDaemon):
         return True
 
     def status(self) -> str:
-        if self.waiting_for_space:
-            return f"output disk full: task {self.waiting_for_space} waits for space to run again"
+        if self.waiting:
+            return self.waiting
         if self.inflight is None and not self.lifecycle.stopping and not self.engine.ready:
             return f"loading model {self.cfg.model}"
         return super().status()
@@ -133,7 +151,7 @@ class Processor(ConsumerDaemon):
                 raise messages.BadMessage(f"the task's audio is in {task.storage} storage, but this processor is "
                                           f"configured for {self.storage.name} storage (storage.backend)",
                                           task.task_uuid, task.hook_url)
-            audio = self.storage.fetch_input(task)
+            audio = self._with_store(task.task_uuid, lambda: self.storage.fetch_input(task))
         except messages.BadMessage as e:
             if e.task_uuid:
                 structlog.contextvars.bind_contextvars(task_uuid=e.task_uuid)
@@ -151,6 +169,9 @@ class Processor(ConsumerDaemon):
             log.error("task input not fetched", error=error)
             self._finish(record, messages.failure_result(task.task_uuid, task.hook_url, error,
                                                           submitted_at=task.submitted_at), error, None)
+            return
+        if isinstance(audio, Abandoned):
+            log.info("task left uncommitted for redelivery", reason=audio.reason)
             return
         try:
             self._run(record, task, audio, model, fmt)
@@ -171,22 +192,29 @@ class Processor(ConsumerDaemon):
         announce = functools.partial(self._publish_status, task.task_uuid, "processing",
                                      worker=socket.gethostname(), **times)
         outcome = self._separate(record, task, audio, model, fmt, announce)
-        if isinstance(outcome, Abandoned):
-            self.ledger.undo(task.task_uuid)
-            log.info("task left uncommitted for redelivery", reason=outcome.reason)
-            return
-        if outcome.ok:
+        if isinstance(outcome, JobResult) and outcome.ok:
+            workdir = Path(next(iter(outcome.stems.values()))).parent
             try:
                 # Every stem is stored before the success is committed; a store that fails part-way
-                # fails the task (after its own retries) rather than report stems that are not there.
-                stems = self.storage.put_stems(task.task_uuid, outcome.stems)
+                # fails the task (once the store stayed down too long) rather than report stems
+                # that are not there.
+                stems = self._with_store(task.task_uuid, lambda: self.storage.put_stems(task.task_uuid, outcome.stems))
             except StorageError as e:
                 outcome = JobResult(ok=False, stems={}, error=f"separation finished but {e}"[:MAX_ERROR_CHARS])
                 log.error("stems not stored", error=outcome.error)
             else:
-                self._finish(record, messages.success_result(task, stems, model, storage=self.storage.name, **times),
-                             None, task.audio_ref, separation_s=round(outcome.seconds, 3))
-                return
+                if not isinstance(stems, Abandoned):
+                    self._finish(record, messages.success_result(task, stems, model, storage=self.storage.name,
+                                                                 **times),
+                                 None, task.audio_ref, separation_s=round(outcome.seconds, 3))
+                    return
+                outcome = stems
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)  # whatever the store did not take
+        if isinstance(outcome, Abandoned):
+            self.ledger.undo(task.task_uuid)
+            log.info("task left uncommitted for redelivery", reason=outcome.reason)
+            return
         self._finish(record, messages.failure_result(task.task_uuid, task.hook_url, outcome.error, **times),
                      outcome.error, task.audio_ref)
 
@@ -201,7 +229,7 @@ class Processor(ConsumerDaemon):
                   announce: Callable[[], None] | None) -> JobResult | Abandoned:
         """Run the separation until it has an outcome; *announce* is called once, when a run has begun."""
         reasons = []
-        wait, waited = DISK_FULL_WAIT_S[0], 0.0
+        patience = Patience(self.cfg.job_timeout)
         while len(reasons) <= self.cfg.job_retries:
             if not self.engine.ready and not self._await_engine():
                 return Abandoned("stopping while the engine restarted")
@@ -220,13 +248,16 @@ class Processor(ConsumerDaemon):
             if isinstance(outcome, JobResult) and outcome.no_space:
                 # This host's disk, not the task: wait for space (retention, an operator) and run it
                 # again, for as long as a job may take.
-                if waited >= self.cfg.job_timeout:
+                if patience.exhausted():
                     return JobResult(ok=False, stems={}, error=f"the output disk stayed full for over "
                                                                f"{self.cfg.job_timeout:g} s: {outcome.error}")
-                gave_up = self._wait_for_space(task.task_uuid, wait, outcome.error)
+                wait = patience.take()
+                log.error("output disk full; the task runs again once there is space", error=outcome.error,
+                          retry_in_s=wait)
+                gave_up = self._wait_for_host(f"output disk full: task {task.task_uuid} waits for space to run "
+                                              f"again", "the output disk was full", wait)
                 if gave_up is not None:
                     return gave_up
-                waited, wait = waited + wait, min(wait * 2, DISK_FULL_WAIT_S[1])
                 continue
             if not isinstance(outcome, Retry):
                 return outcome
@@ -235,18 +266,39 @@ class Processor(ConsumerDaemon):
         return JobResult(ok=False, stems={}, error=f"separation did not finish in {len(reasons)} runs: "
                                                    f"{'; '.join(reasons)}")
 
-    def _wait_for_space(self, task_uuid: str, seconds: float, error: str) -> Abandoned | None:
-        """Wait, keeping the group membership; an Abandoned if a stop or a rebalance ends the wait."""
-        log.error("output disk full; the task runs again once there is space", error=error, retry_in_s=seconds)
-        self.waiting_for_space = task_uuid
+    def _wait_for_host(self, status: str, trouble: str, seconds: float) -> Abandoned | None:
+        """Wait out the host's *trouble*, keeping the group membership and saying *status* to systemd;
+        an Abandoned if a stop or a rebalance ends the wait."""
+        self.waiting = status
         try:
             if not self.pause_for(seconds, drain=False):
-                return Abandoned("stopping while the output disk was full")
+                return Abandoned(f"stopping while {trouble}")
         finally:
-            self.waiting_for_space = None
+            self.waiting = None
         if self.taken.lost:
             return Abandoned("the partition was reassigned to another worker")
         return None
+
+    def _with_store(self, task_uuid: str, step: Callable[[], T]) -> T | Abandoned:
+        """*step()*, run again while the store fails (unreachable, refusing, broken off).
+
+        That is the deployment's trouble, not the task's: the task waits, uncommitted and with the
+        group membership kept, for as long as a job may take (job_timeout); only then does the
+        StorageError go to the caller, which fails the task.
+        """
+        patience = Patience(self.cfg.job_timeout)
+        while True:
+            try:
+                return step()
+            except StorageError as e:
+                if patience.exhausted():
+                    raise StorageError(f"{e} (the store kept failing for over {self.cfg.job_timeout:g} s)") from None
+                wait = patience.take()
+                log.error("storage failed; the task waits and tries again", error=str(e), retry_in_s=wait)
+                gave_up = self._wait_for_host(f"storage failed: task {task_uuid} waits to try again",
+                                              "the store was failing", wait)
+                if gave_up is not None:
+                    return gave_up
 
     def _run_job(self, job: Job, announce: Callable[[], None] | None) -> JobResult | Abandoned | Retry:
         try:

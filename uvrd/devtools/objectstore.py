@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -161,7 +162,16 @@ class ObjectStore:
             keys += [o["Key"] for o in page.get("Contents", [])]
         return sorted(keys)
 
+    def pause(self) -> None:
+        """An outage: connections still open, but no request is answered until :meth:`resume`."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused server would not act on SIGTERM
         stop_child(self.proc, 10)
 
     def __enter__(self) -> "ObjectStore":

@@ -55,6 +55,7 @@ class Storage:
         """Store a finished job's stem files (all in one work directory); return their refs.
 
         Either every stem is stored or StorageError is raised: a partial set never becomes a result.
+        The files are the caller's to remove afterwards, so that a failed store can be tried again.
         """
         raise NotImplementedError
 

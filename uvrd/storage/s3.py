@@ -140,21 +140,17 @@ class S3Storage(Storage):
             self._delete(ref)
 
     def put_stems(self, task_uuid: str, stems: dict[str, str]) -> dict[str, str]:
-        workdir = Path(next(iter(stems.values()))).parent
         stored: dict[str, str] = {}
-        try:
-            for name, path in stems.items():
-                key = self.stem_key(task_uuid, Path(path).name)
-                try:
-                    self.client.upload_file(path, self.bucket, key, Config=self.transfer)
-                except ERRORS as e:
-                    # Stems already up would only be orphans next to a failed task.
-                    for done in stored.values():
-                        self._delete(done)
-                    raise StorageError(f"could not store the stem {name!r} in the bucket: {reason(e)}") from None
-                stored[name] = key
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        for name, path in stems.items():
+            key = self.stem_key(task_uuid, Path(path).name)
+            try:
+                self.client.upload_file(path, self.bucket, key, Config=self.transfer)
+            except ERRORS as e:
+                # Stems already up would only be orphans next to a failed task.
+                for done in stored.values():
+                    self._delete(done)
+                raise StorageError(f"could not store the stem {name!r} in the bucket: {reason(e)}") from None
+            stored[name] = key
         log.info("stems stored", keys=list(stored.values()))
         return stored
 
