@@ -14,7 +14,7 @@ from .harness import Bench, say
 
 # Sizes: the full run fits in 20 minutes on a 2-core machine without an accelerator.
 FULL = {"stop_runs": 20, "drain_runs": 8, "overhead_tasks": 12, "overhead_batches": 3, "amort_n": (1, 10, 50),
-        "amort_repeats": 4, "amort_cli_runs": 4, "scale_tasks": 16, "scale_repeats": 2, "scale_max": 4, "realistic_seconds": 8}
+        "amort_repeats": 6, "amort_cli_runs": 4, "scale_tasks": 16, "scale_repeats": 2, "scale_max": 4, "realistic_seconds": 8}
 QUICK = {"stop_runs": 2, "drain_runs": 2, "overhead_tasks": 4, "overhead_batches": 2, "amort_n": (1, 3),
          "amort_repeats": 2, "amort_cli_runs": 2, "scale_tasks": 4, "scale_repeats": 2, "scale_max": 2, "realistic_seconds": 4}
 
