@@ -55,10 +55,19 @@ def test_a_member_busy_between_polls_joins_a_rebalance_once(broker):
     coordinator_log = logging.getLogger("kafka.coordinator")
     level = coordinator_log.level
     stop = threading.Event()
-    polling = threading.Thread(target=lambda: [other.poll(timeout_ms=200) for _ in iter(stop.is_set, True)])
+
+    def keep_polling():
+        while not stop.is_set():
+            other.poll(timeout_ms=200)
+
+    def joined():
+        busy.poll(timeout_ms=200)
+        return busy_seen.count == 1
+
+    polling = threading.Thread(target=keep_polling)
     try:
         busy.subscribe([topic], listener=busy_seen)
-        wait_until(lambda: busy.poll(timeout_ms=200) is not None and busy_seen.count == 1, 60, "the first join")
+        wait_until(joined, 60, "the first join")
         coordinator_log.setLevel(logging.INFO)
         coordinator_log.addHandler(joins)
         other.subscribe([topic], listener=other_seen)

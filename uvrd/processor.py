@@ -193,30 +193,33 @@ class Processor(ConsumerDaemon):
                                      worker=socket.gethostname(), **times)
         outcome = self._separate(record, task, audio, model, fmt, announce)
         if isinstance(outcome, JobResult) and outcome.ok:
-            workdir = Path(next(iter(outcome.stems.values()))).parent
-            try:
-                # Every stem is stored before the success is committed; a store that fails part-way
-                # fails the task (once the store stayed down too long) rather than report stems
-                # that are not there.
-                stems = self._with_store(task.task_uuid, lambda: self.storage.put_stems(task.task_uuid, outcome.stems))
-            except StorageError as e:
-                outcome = JobResult(ok=False, stems={}, error=f"separation finished but {e}"[:MAX_ERROR_CHARS])
-                log.error("stems not stored", error=outcome.error)
-            else:
-                if not isinstance(stems, Abandoned):
-                    self._finish(record, messages.success_result(task, stems, model, storage=self.storage.name,
-                                                                 **times),
-                                 None, task.audio_ref, separation_s=round(outcome.seconds, 3))
-                    return
-                outcome = stems
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)  # whatever the store did not take
+            stored = self._store_stems(task.task_uuid, outcome)
+            if isinstance(stored, dict):
+                self._finish(record, messages.success_result(task, stored, model, storage=self.storage.name, **times),
+                             None, task.audio_ref, separation_s=round(outcome.seconds, 3))
+                return
+            outcome = stored
         if isinstance(outcome, Abandoned):
             self.ledger.undo(task.task_uuid)
             log.info("task left uncommitted for redelivery", reason=outcome.reason)
             return
         self._finish(record, messages.failure_result(task.task_uuid, task.hook_url, outcome.error, **times),
                      outcome.error, task.audio_ref)
+
+    def _store_stems(self, task_uuid: str, outcome: JobResult) -> dict[str, str] | JobResult | Abandoned:
+        """The stored stems' refs; a failed JobResult if the store kept failing; Abandoned if a stop or a
+        rebalance ended the wait for it.  The work directory is gone afterwards in every case."""
+        workdir = Path(next(iter(outcome.stems.values()))).parent
+        try:
+            # Every stem is stored before the success is committed: never a result naming stems
+            # that are not there.
+            return self._with_store(task_uuid, lambda: self.storage.put_stems(task_uuid, outcome.stems))
+        except StorageError as e:
+            error = f"separation finished but {e}"[:MAX_ERROR_CHARS]
+            log.error("stems not stored", error=error)
+            return JobResult(ok=False, stems={}, error=error)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)  # whatever the store did not take
 
     def _publish_status(self, task_uuid: str, state: str, **fields) -> None:
         """Best effort: a status the broker does not take now is overtaken by the result's."""
@@ -251,11 +254,9 @@ class Processor(ConsumerDaemon):
                 if patience.exhausted():
                     return JobResult(ok=False, stems={}, error=f"the output disk stayed full for over "
                                                                f"{self.cfg.job_timeout:g} s: {outcome.error}")
-                wait = patience.take()
-                log.error("output disk full; the task runs again once there is space", error=outcome.error,
-                          retry_in_s=wait)
-                gave_up = self._wait_for_host(f"output disk full: task {task.task_uuid} waits for space to run "
-                                              f"again", "the output disk was full", wait)
+                gave_up = self._wait_for_host(
+                    patience, "output disk full; the task runs again once there is space", outcome.error,
+                    f"output disk full: task {task.task_uuid} waits for space to run again", "the output disk was full")
                 if gave_up is not None:
                     return gave_up
                 continue
@@ -266,9 +267,12 @@ class Processor(ConsumerDaemon):
         return JobResult(ok=False, stems={}, error=f"separation did not finish in {len(reasons)} runs: "
                                                    f"{'; '.join(reasons)}")
 
-    def _wait_for_host(self, status: str, trouble: str, seconds: float) -> Abandoned | None:
-        """Wait out the host's *trouble*, keeping the group membership and saying *status* to systemd;
-        an Abandoned if a stop or a rebalance ends the wait."""
+    def _wait_for_host(self, patience: Patience, event: str, error: str, status: str,
+                       trouble: str) -> Abandoned | None:
+        """Wait out the host's *trouble* for *patience*'s next wait: *event* in the journal, *status* to
+        systemd, the group membership kept; an Abandoned if a stop or a rebalance ends the wait."""
+        seconds = patience.take()
+        log.error(event, error=error, retry_in_s=seconds)
         self.waiting = status
         try:
             if not self.pause_for(seconds, drain=False):
@@ -293,10 +297,9 @@ class Processor(ConsumerDaemon):
             except StorageError as e:
                 if patience.exhausted():
                     raise StorageError(f"{e} (the store kept failing for over {self.cfg.job_timeout:g} s)") from None
-                wait = patience.take()
-                log.error("storage failed; the task waits and tries again", error=str(e), retry_in_s=wait)
-                gave_up = self._wait_for_host(f"storage failed: task {task_uuid} waits to try again",
-                                              "the store was failing", wait)
+                gave_up = self._wait_for_host(patience, "storage failed; the task waits and tries again", str(e),
+                                              f"storage failed: task {task_uuid} waits to try again",
+                                              "the store was failing")
                 if gave_up is not None:
                     return gave_up
 
