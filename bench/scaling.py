@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from .harness import Bench, iso_epoch, max_or_nan, median, say, wait_event
+from .harness import Bench, Finished, iso_epoch, max_or_nan, median, say, wait_event
 
 AUDIO_S = 3
 BUSY_AUDIO_S = 150  # a job of about 10 s here, longer than a rebalance
@@ -45,11 +45,13 @@ def run(bench: Bench, sizes: dict) -> dict:
 
     def burst(n):
         inputs = [bench.spool_copy(where / "spool", audio) for _ in range(n)]
+        finished = Finished(members)
         t = time.monotonic()
         for i, path in enumerate(inputs):
             bench.send_task(topics.tasks, path, partition=i % top)
         bench.flush()
-        arrivals = [a for a, _ in reader.wait(n, 600)]
+        finished.wait(n, 600)
+        arrivals = [a for a, _ in reader.wait(n, 60)]
         reader.take()
         return n / (max(arrivals) - t)
 
