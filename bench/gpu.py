@@ -11,7 +11,7 @@ import threading
 import time
 
 from . import realistic, realmodel
-from .harness import Bench, median, say
+from .harness import Bench, Finished, median, say
 from .report import gpu_name
 
 LENGTHS_S = (60, 240)
@@ -84,12 +84,15 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
     bench.flush()
     reader.wait(1, 600, proc.alive)
     reader.take()
+    inputs = [bench.spool_copy(where / "spool", clips[length]) for _ in range(QUEUE)]
+    finished = Finished([proc])
     sampler = Sampler()
     t0 = time.monotonic()
-    for _ in range(QUEUE):
-        bench.send_task(topics.tasks, bench.spool_copy(where / "spool", clips[length]))
+    for path in inputs:
+        bench.send_task(topics.tasks, path)
     bench.flush()
-    arrivals = reader.wait(QUEUE, 1800, proc.alive)
+    finished.wait(QUEUE, 1800)
+    arrivals = reader.wait(QUEUE, 60, proc.alive)
     t1 = max(a for a, _ in arrivals)
     sampler.stop()
     reader.close()
@@ -100,7 +103,7 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
     mean = sum(util) / max(1, len(util))
     # Work that ran beside the GPU's would leave it busy throughout; every idle sample is the GPU
     # waiting on decoding, the STFT, encoding the stems or the commit.
-    overlap = (f"so decoding, encoding and the commit overlap with GPU work: it did not wait for them"
+    overlap = ("so decoding, encoding and the commit overlap with GPU work: it did not wait for them"
                if busy >= OVERLAP_BUSY else
                f"so for {1 - busy:.0%} of the drain the GPU waited: decoding, the STFT, encoding the stems and "
                f"the commit run between its work, not beside it")
