@@ -36,17 +36,19 @@ def _cli(bench: Bench, audio: Path, runs: int) -> list[float]:
     return times
 
 
-def _between_separations(proc, since_wall: float) -> list[float]:
-    """uvrd's own time per task in a burst, from its journal: one `task started` to the next, less the
-    engine's time for the separation between them (taking the task, storing the stems, the commit).
-    Unlike the end-to-end figure it is not swayed by how fast the machine separates at the time."""
+def _burst_journal(proc, since_wall: float) -> tuple[list[float], list[float]]:
+    """A burst as uvrd's journal tells it: its own time per task (one `task started` to the next, less
+    the engine's time for the separation between them: taking the task, storing the stems, the commit),
+    and the engine's `separation_s` of each task.  Unlike the end-to-end figure, the first is not swayed
+    by how fast the machine separates at the time; the second shows whether a slow run was the
+    separations'."""
     events = [e for e in proc.log_events() if e.get("event") in ("task started", "task succeeded")
               and iso_epoch(e["timestamp"]) > since_wall]
     gaps = []
     for start, done, following in zip(events, events[1:], events[2:]):
         if (start["event"], done["event"], following["event"]) == ("task started", "task succeeded", "task started"):
             gaps.append(iso_epoch(following["timestamp"]) - iso_epoch(start["timestamp"]) - done["separation_s"])
-    return gaps
+    return gaps, [e["separation_s"] for e in events if e["event"] == "task succeeded"]
 
 
 def run(bench: Bench, sizes: dict, shared: dict) -> dict:
@@ -74,7 +76,7 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
 
     # The two sides take turns, in the order A B B A ..., so that whatever else the machine does, and
     # any drift over the run, weighs on both alike; each uvrd run is compared with its partner loop.
-    inproc, uvrd, pickup, between = [], {n: [] for n in ns}, [], []
+    inproc, uvrd, pickup, between, engine_files = [], {n: [] for n in ns}, [], [], []
 
     def loop() -> None:
         inproc.append(run_inprocess(bench, tinymodel.TINY_MODEL, tinymodel.HOP_LENGTH, tinymodel.SEGMENT_SIZE,
@@ -99,7 +101,9 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
             started = [iso_epoch(e["timestamp"]) for e in proc.events("task started")]
             pickup.append(min(s for s in started if s > sent_wall) - sent_wall)
             if n == ns[-1]:
-                between.extend(_between_separations(proc, sent_wall))
+                gaps, separations = _burst_journal(proc, sent_wall)
+                between.extend(gaps)
+                engine_files.append(median(separations))
 
     for repeat in range(repeats):
         order = (loop, through_uvrd) if repeat % 2 == 0 else (through_uvrd, loop)
@@ -142,7 +146,12 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
     summary.append((f"uvrd vs one in-process Separator loop, {n} files, model loaded (target: at most 5 % slower)",
                     f"{excess_n[n]:+.1f} % ({'met' if within else 'NOT met'})"))
     own, per_file = median(between), median([t for r in inproc for t in r["per_file_s"]])
-    loop_files = [median(r["per_file_s"]) for r in inproc]
+    loop_files = [median(r["per_file_s"][-n:]) for r in inproc]  # the loop's last group is its n files
+    pairs = [f"{loop:.3f} / {engine:.3f} s ({(engine / loop - 1) * 100:+.1f} %)"
+             for loop, engine in zip(loop_files, engine_files)]
+    notes = [f"Where each pair's difference lies, {n}-file bursts: the loop's per-file median / the engine's "
+             f"`separation_s` median: {'; '.join(pairs)}. The rest of a pair's difference is uvrd's own time "
+             f"between separations and the first task's hand-over."]
     summary.append((f"uvrd's own time per task between separations, from its journal ({n}-file bursts)",
                     f"{own * 1000:.1f} ms = {own / per_file * 100:.1f} % of a file's in-process separation"))
     summary.append((f"{n} files: CLI once per file / uvrd, start-up included", last[7]))
@@ -175,9 +184,11 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
                    "in-process loop, loaded", "uvrd, loaded",
                    "uvrd vs loop, loaded: median of the paired runs (range)", "CLI / uvrd"],
         "rows": rows,
+        "notes": notes,
         "figures": [figure] if figure else [],
         "summary": summary,
-        "data": {"inprocess": inproc, "uvrd": uvrd, "pickup": pickup, "between_separations": between, "cli": cli,
+        "data": {"inprocess": inproc, "uvrd": uvrd, "pickup": pickup, "between_separations": between,
+                 "engine_separation_s": engine_files, "cli": cli,
                  "uvrd_ready": start_ready, "uvrd_first_result": uvrd_first},
     }
 
