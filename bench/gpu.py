@@ -103,8 +103,9 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
     mean = sum(util) / max(1, len(util))
     # Work that ran beside the GPU's would leave it busy throughout; every idle sample is the GPU
     # waiting on decoding, the STFT, encoding the stems or the commit.
+    overlaps = busy >= OVERLAP_BUSY
     overlap = ("so decoding, encoding and the commit overlap with GPU work: it did not wait for them"
-               if busy >= OVERLAP_BUSY else
+               if overlaps else
                f"so for {1 - busy:.0%} of the drain the GPU waited: decoding, the STFT, encoding the stems and "
                f"the commit run between its work, not beside it")
     notes = [f"Queue of {QUEUE} tasks × {length} s through one processor: {(t1 - t0):.1f} s, "
@@ -123,7 +124,7 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
         "notes": notes,
         "figures": [figure] if figure else [],
         "summary": [("GPU", device), ("GPU busy while a queue drains", f"{busy:.0%} of the time, mean {mean:.0f} %"),
-                    ("decoding/encoding overlap with GPU work", "yes" if busy >= OVERLAP_BUSY else
+                    ("decoding/encoding overlap with GPU work", "yes" if overlaps else
                      f"no: the GPU waited {1 - busy:.0%} of the time")],
         "data": {"device": device, "per_length_s": per, "util": sampler.samples, "t0": t0, "t1": t1},
     }

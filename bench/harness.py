@@ -70,25 +70,6 @@ class Proc(LoggedProcess):
         self.exited_at: float | None = None
         self.ready_at: float | None = None
         self.command = argv[3] if len(argv) > 3 and argv[1:3] == ["-m", "uvrd"] else None
-        self._read_to = 0  # how far finished_tasks() has read the log
-        self._finished = 0
-
-    def finished_tasks(self) -> int:
-        """Tasks this daemon has finished so far, succeeded or failed, counted in the part of its log
-        not read before (a partly written last line waits for the next call)."""
-        with open(self.log_path, "rb") as f:
-            f.seek(self._read_to)
-            chunk = f.read()
-        whole = chunk[:chunk.rfind(b"\n") + 1]
-        self._read_to += len(whole)
-        for line in whole.splitlines():
-            if b"task succeeded" in line or b"task failed" in line:
-                try:
-                    event = json.loads(line).get("event")
-                except ValueError:
-                    continue
-                self._finished += event in ("task succeeded", "task failed")
-        return self._finished
 
     def alive(self) -> bool:
         return self.exited_at is None and self.proc.poll() is None
@@ -322,15 +303,15 @@ class Finished:
         self.base = self._total()
 
     def _total(self) -> int:
-        return sum(p.finished_tasks() for p in self.procs)
+        return sum(e.get("event") in ("task succeeded", "task failed") for p in self.procs for e in p.log_events())
 
     def wait(self, n: int, timeout: float, every: float = 0.5) -> None:
         deadline = time.monotonic() + timeout
-        while self._total() - self.base < n:
+        while (done := self._total() - self.base) < n:
             if not all(p.alive() for p in self.procs):
                 raise RuntimeError("a daemon exited while its tasks were awaited")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"only {self._total() - self.base} of {n} tasks finished within {timeout} s")
+                raise RuntimeError(f"only {done} of {n} tasks finished within {timeout} s")
             time.sleep(every)
 
 

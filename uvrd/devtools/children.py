@@ -30,6 +30,8 @@ class LoggedProcess:
     def __init__(self, argv: list[str], log_path: Path, env: dict, cwd: Path | None = None):
         self.log_path = log_path
         self._log = open(log_path, "ab")
+        self._events: list[dict] = []  # the log's JSON lines read so far, and how far that is
+        self._read_to = 0
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=env, cwd=cwd)
 
@@ -67,14 +69,25 @@ class LoggedProcess:
         return self.log_path.read_text(errors="replace")
 
     def log_events(self) -> list[dict]:
-        """Every JSON line of the log, oldest first; other lines (tracebacks, third-party prints) skipped."""
-        events = []
-        for line in self.log_text().splitlines():
+        """Every JSON line of the log, oldest first; other lines (tracebacks, third-party prints) skipped.
+
+        Only what was appended since the last call is read and parsed: callers poll this while the
+        process works, and a long run's log would otherwise be parsed whole, again and again, on the
+        CPU the process needs.  A line still being written waits for its newline.
+        """
+        with open(self.log_path, "rb") as f:
+            f.seek(self._read_to)
+            chunk = f.read()
+        whole = chunk[:chunk.rfind(b"\n") + 1]
+        self._read_to += len(whole)
+        for line in whole.decode(errors="replace").splitlines():
             try:
-                events.append(json.loads(line))
+                event = json.loads(line)
             except ValueError:
-                pass
-        return events
+                continue
+            if isinstance(event, dict):
+                self._events.append(event)
+        return list(self._events)
 
     def events(self, name: str) -> list[dict]:
         """The log lines whose event is *name*, oldest first."""
