@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from support import fuzz_examples
 from uvrd import webhook
 
 SECRET = "whsec"
@@ -46,3 +49,20 @@ def test_the_timestamp_is_part_of_what_is_signed():
 @pytest.mark.parametrize("header", [None, "", "v1=abc", "t=abc,v1=abc", "t=,v1=", "garbage"])
 def test_malformed_headers_are_refused(header):
     assert not webhook.verify(SECRET, header, BODY)
+
+
+@settings(max_examples=fuzz_examples(), deadline=None)
+@given(header=st.one_of(st.text(max_size=120), st.builds(lambda t, v: f"t={t},v1={v}", st.text(max_size=20),
+                                                          st.text(max_size=70))))
+def test_any_header_a_receiver_gets_is_refused_or_accepted_never_an_error(header):
+    """The signature header comes from whoever calls the receiver: a forged one (non-ASCII digits in t,
+    non-ASCII in v1) must be a refusal, not an exception."""
+    assert webhook.verify(SECRET, header, BODY) in (True, False)
+
+
+def test_a_timestamp_of_digits_int_cannot_read_is_refused():
+    now = time.time()
+    digest = webhook.sign(SECRET, BODY, now=now).partition(",v1=")[2]
+    for t in ("¹⁷⁰⁰⁰⁰⁰⁰⁰⁰", "١٧٠٠٠٠٠٠٠٠", f" {int(now)}", f"+{int(now)}"):
+        assert not webhook.verify(SECRET, f"t={t},v1={digest}", BODY, now=now)
+    assert not webhook.verify(SECRET, f"t={int(now)},v1=é{digest[1:]}", BODY, now=now)

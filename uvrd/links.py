@@ -12,6 +12,8 @@ import hmac
 import time
 from urllib.parse import quote, urlencode
 
+from . import peer_numbers
+
 
 def _signature(secret: str, task_uuid: str, stem: str, expires: int) -> str:
     message = f"{task_uuid}/{stem}/{expires}".encode()
@@ -32,8 +34,10 @@ def stem_url(public_url: str, secret: str, task_uuid: str, stem: str, ttl: float
 
 def verify(secret: str, task_uuid: str, stem: str, expires: str | None, sig: str | None,
            now: float | None = None) -> bool:
-    if not secret or not expires or not sig or not expires.isdigit():
+    deadline = peer_numbers.decimal(expires)
+    if not secret or deadline is None or not isinstance(sig, str) or not sig:
         return False
-    if int(expires) < (time.time() if now is None else now):
+    if deadline < (time.time() if now is None else now):
         return False
-    return hmac.compare_digest(_signature(secret, task_uuid, stem, int(expires)), sig)
+    # As bytes: compare_digest refuses str with non-ASCII characters, which a forged link may hold.
+    return hmac.compare_digest(_signature(secret, task_uuid, stem, deadline).encode(), sig.encode("utf-8", "replace"))

@@ -19,6 +19,8 @@ from urllib.parse import urljoin, urlsplit
 import certifi
 import urllib3
 
+from . import peer_numbers
+
 MAX_REDIRECTS = 3
 
 
@@ -124,8 +126,8 @@ def _exchange(method: str, target: Target, body: bytes | None, headers: dict, ti
 
 
 def _read(response, max_bytes: int, sink: BinaryIO | None) -> bytes:
-    declared = response.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
+    declared = peer_numbers.decimal(response.headers.get("Content-Length"))
+    if declared is not None and declared > max_bytes:
         raise TooLarge(f"{declared} bytes, over the {max_bytes}-byte limit")
     total = 0
     chunks = []

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import structlog
 import urllib3
 
-from . import messages, safehttp, status, webhook
+from . import messages, peer_numbers, safehttp, status, webhook
 from .config import Config
 from .consumer_daemon import Abandoned, ConsumerDaemon, default_transactional_id
 from .delivery import dead_letter, next_offset
@@ -132,7 +132,7 @@ class Uploader(ConsumerDaemon):
                 reason = f"the webhook answered HTTP {response.status}"
                 if response.status != 429 and response.status < 500:
                     return GaveUp(attempt, reason)
-                retry_after = _retry_after(response.headers)
+                retry_after = _retry_after(response.headers, self.cfg.backoff_max)
             if attempt == self.cfg.max_attempts:
                 break
             delay = self._backoff(attempt, retry_after)
@@ -205,6 +205,6 @@ def _parse_result(raw: bytes | None, storage: Storage | None = None) -> dict:
     return result
 
 
-def _retry_after(headers: dict) -> float | None:
-    value = {k.lower(): v for k, v in headers.items()}.get("retry-after", "")
-    return float(value) if value.replace(".", "", 1).isdigit() else None
+def _retry_after(headers: dict, cap: float) -> float | None:
+    value = {k.lower(): v for k, v in headers.items()}.get("retry-after")
+    return peer_numbers.retry_after(value, time.time(), cap)

@@ -16,7 +16,7 @@ import hmac
 import json
 import time
 
-from . import messages
+from . import messages, peer_numbers
 
 SIGNATURE_HEADER = "X-Uvrd-Signature"
 REPLAY_WINDOW_S = 300
@@ -50,8 +50,9 @@ def verify(secret: str, header: str | None, payload: bytes, now: float | None = 
     if not header:
         return False
     parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
-    t, given = parts.get("t", ""), parts.get("v1", "")
-    if not t.isdigit() or abs((time.time() if now is None else now) - int(t)) > window:
+    t, given = peer_numbers.decimal(parts.get("t")), parts.get("v1", "")
+    if t is None or abs((time.time() if now is None else now) - t) > window:
         return False
     expected = hmac.new(secret.encode(), f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, given)
+    # As bytes: compare_digest refuses str with non-ASCII characters, which a forged header may hold.
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))

@@ -108,6 +108,18 @@ def test_without_a_link_secret_no_link_is_valid():
     assert status_of(lambda: unsigned.require_stem_access({}, forged, "task-1", "vocals")) == 403
 
 
+
+@pytest.mark.parametrize("forged", [
+    {"expires": "\u00b9\u2077\u2079\u2079\u2079\u2079\u2079\u2079\u2079\u2079", "sig": "0" * 64},  # isdigit(), not int()
+    {"expires": "\u0661\u0667\u0669\u0669\u0669\u0669\u0669\u0669\u0669\u0669", "sig": "0" * 64},  # int() reads these
+    {"expires": "9" * 5000, "sig": "0" * 64},
+    {"expires": "-1", "sig": "0" * 64},
+    {"expires": str(int(time.time()) + 60), "sig": "\u00e9" * 64},  # compare_digest refuses non-ASCII str
+])
+def test_a_forged_link_is_refused_not_an_error(forged):
+    assert stem_status({}, forged) == 403
+
+
 # -- against the live server ---------------------------------------------------
 
 def test_the_server_refuses_missing_and_wrong_tokens(public_api, sample):
@@ -167,3 +179,12 @@ def test_every_route_but_health_and_the_document_refuses_a_request_without_crede
             assert response.headers["WWW-Authenticate"], f"{method} {rule.rule} has no challenge"
             checked.append(f"{method} {rule.rule}")
     assert {"POST /v1/tasks", "POST /generate"} <= set(checked) and len(checked) >= 4
+
+
+def test_the_server_answers_a_forged_link_with_403(public_api):
+    for expires, sig in (("\u00b9\u2077\u2079\u2079\u2079\u2079\u2079\u2079\u2079\u2079", "0" * 64),
+                         (str(int(time.time()) + 60), "\u00e9" * 64)):
+        response = public_api.get("/v1/tasks/00000000-0000-4000-8000-000000000000/stems/vocals",
+                                  params={"expires": expires, "sig": sig})
+        assert response.status_code == 403, response.text
+        assert response.json()["error"] == "the download link is invalid or has expired"
