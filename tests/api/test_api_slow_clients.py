@@ -8,6 +8,7 @@ import json
 import socket
 import threading
 import time
+import uuid
 
 from support import wait_until
 from uvrd.api.server import THREADS_PER_WORKER
@@ -161,3 +162,34 @@ def test_a_body_that_stops_arriving_is_408_and_frees_its_thread(api_stack, sampl
     assert not server.daemon.events("request failed"), "no 500 behind the 408s"
     wait_until(lambda: not api_stack.incoming(), 10, "the stalled uploads' temporary files to go")
     assert server.upload(sample).status_code == 202
+
+
+def test_a_client_that_stops_reading_its_answer_is_dropped(api_stack, kafka):
+    server = api_stack.start(body_timeout=2.0, workers=1)
+    task_uuid = str(uuid.uuid4())
+    stem = api_stack.output / task_uuid / "vocals.wav"
+    stem.parent.mkdir()
+    with open(stem, "wb") as f:
+        f.truncate(256 * 1024 * 1024)  # far more than the sockets' buffers hold
+    kafka.send(api_stack.topics.status, {"task_uuid": task_uuid, "state": "succeeded", "stems": {"vocals": str(stem)}})
+    wait_until(lambda: server.get(f"/v1/tasks/{task_uuid}", headers=server.AUTH).status_code == 200, 15,
+               "the status board to see the task")
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(address(server))
+    sock.sendall(f"GET /v1/tasks/{task_uuid}/stems/vocals HTTP/1.1\r\nHost: uvrd\r\n"
+                 f"Authorization: Bearer {server.TOKEN}\r\n\r\n".encode())
+    assert sock.recv(16).startswith(b"HTTP/1.1 200")  # then nothing more is read for a while
+    wait_until(lambda: server.daemon.events("client stopped reading its answer; connection closed"), 30,
+               "the api to give up on the reader")
+    received = 0
+    sock.settimeout(10)
+    try:
+        while chunk := sock.recv(1 << 20):
+            received += len(chunk)
+    except ConnectionResetError:
+        pass
+    sock.close()
+    assert received < stem.stat().st_size, "the connection ended before the whole file was sent"
+    assert server.get("/healthz").status_code == 200

@@ -74,9 +74,11 @@ class WorkerHealth:
 
 
 def private_listener() -> socket.socket:
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
+    """On loopback, on a port of the kernel's choosing: only this host can reach it."""
+    try:
+        listener = socket.create_server(("127.0.0.1", 0), backlog=8)
+    except OSError:  # a host without IPv4 loopback
+        listener = socket.create_server(("::1", 0), family=socket.AF_INET6, backlog=8)
     return listener
 
 

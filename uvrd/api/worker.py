@@ -25,10 +25,13 @@ import selectors
 from collections import deque
 from functools import partial
 
+import structlog
 from gunicorn import http
 from gunicorn.workers.gthread import ThreadWorker
 
 from ..deadline import Deadline
+
+log = structlog.get_logger("uvrd.api")
 
 # Far above any head this api needs (a bearer token and a few short headers), and small enough
 # that a thousand connections each holding one stay cheap.
@@ -158,17 +161,24 @@ class SlowClientWorker(ThreadWorker):
             self._refuse(self.heads[0], self.timed_out)
 
     def _cap_keepalive(self, deadline):
-        # A stopping worker: heads still arriving get the same short linger as kept-alive connections.
+        # gthread calls this as a graceful stop begins: heads still arriving get the same short linger
+        # as kept-alive connections, and the master's probes go to the workers that stay.
         super()._cap_keepalive(deadline)
         for head in self.heads:
             head.deadline = head.deadline.earlier(Deadline(deadline))
+        listener = getattr(self, "probe_listener", None)
+        if listener is not None:
+            try:
+                self.poller.unregister(listener)
+            except (KeyError, ValueError):
+                pass
+            listener.close()
 
     def _refuse(self, head: PendingHead, response: bytes) -> None:
         self._forget(head)
         sock = head.conn.sock
         try:
-            while sock.recv(READ_BYTES):  # unread bytes would turn the close into a reset
-                pass
+            sock.recv(MAX_HEAD_BYTES)  # unread bytes would turn the close into a reset
         except OSError:
             pass
         try:
@@ -197,6 +207,10 @@ class SlowClientWorker(ThreadWorker):
         req.body.reader = _IdleLimitedReader(reader, req, self.body_timeout)
         try:
             return super().handle_request(req, conn)
+        except TimeoutError:  # a body read times out as BodyTimeout: this is the answer's write
+            log.info("client stopped reading its answer; connection closed", path=req.path,
+                     waited_s=self.body_timeout)
+            return False
         finally:
             # gunicorn's own drain of an unread body afterwards handles its timeouts itself.
             req.body.reader = reader
