@@ -12,6 +12,7 @@ import uuid
 
 from support import wait_until
 from uvrd.api.server import THREADS_PER_WORKER
+from uvrd.api.worker import MAX_HEAD_BYTES
 
 IDLE = 200
 TRICKLING = 200
@@ -192,4 +193,37 @@ def test_a_client_that_stops_reading_its_answer_is_dropped(api_stack, kafka):
         pass
     sock.close()
     assert received < stem.stat().st_size, "the connection ended before the whole file was sent"
+    assert server.get("/healthz").status_code == 200
+
+
+def read_until(sock: socket.socket, predicate, timeout: float = 20) -> bytes:
+    got, sock_timeout = b"", sock.gettimeout()
+    sock.settimeout(timeout)
+    try:
+        while not predicate(got):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        sock.settimeout(sock_timeout)
+    return got
+
+
+def test_pipelined_and_kept_alive_requests_meet_the_same_head_deadline(api_stack):
+    server = api_stack.start(header_timeout=2.0)
+    sock = socket.create_connection(address(server), timeout=20)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: uvrd\r\n\r\n" * 2)  # the second one pipelined
+    answers = read_until(sock, lambda got: got.count(b"HTTP/1.1 200 ") == 2 and got.endswith(b"}\n"))
+    assert answers.count(b"HTTP/1.1 200 ") == 2 and b"Connection: keep-alive" in answers
+    sock.sendall(b"GET /heal")  # a third on the kept-alive connection, which never ends
+    late = read_until(sock, lambda got: False)
+    assert late.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 2 s" in late
+    sock.close()
+
+    huge = socket.create_connection(address(server), timeout=20)
+    huge.sendall(b"GET /healthz HTTP/1.1\r\nX-Padding: " + b"a" * (MAX_HEAD_BYTES + 1))
+    refused = read_until(huge, lambda got: False)
+    assert refused.startswith(b"HTTP/1.1 431 "), refused[:200]
+    huge.close()
     assert server.get("/healthz").status_code == 200

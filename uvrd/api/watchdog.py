@@ -6,10 +6,10 @@ thread stuck) while the master goes on happily.  So :class:`ApiServer` hides ``N
 gunicorn and its workers, and this module speaks for the api instead.
 
 Before forking each worker the master opens a private loopback listener for it; the worker accepts
-on it beside the public socket (uvrd/api/worker.py).  Once per turn of its loop the master advances
-a ``GET /readyz`` on each worker's listener without blocking (uvrd/api/probe.py): an answer needs
-the worker's loop, a free thread, the application, Kafka, the status board and the producer, which
-is what queueing a task needs.  ``READY=1`` once every worker has answered ready; ``WATCHDOG=1``
+on it beside the public socket (uvrd/api/worker.py).  Every few seconds the master asks each worker
+``GET /readyz`` there, a step per turn of its loop and never blocking (uvrd/api/probe.py): an answer
+needs the worker's loop, a free thread, the application, Kafka, the status board and the producer,
+which is what queueing a task needs.  ``READY=1`` once every worker has answered ready; ``WATCHDOG=1``
 while every worker answered ready within ``api.ready_timeout`` (a worker younger than that gets
 the time to boot), so a Kafka outage shorter than that does not get the api restarted, and a
 wedged worker does.  ``STATUS=`` says what is wrong, ``STOPPING=1`` on SIGTERM or SIGINT.
@@ -28,7 +28,10 @@ from .probe import ProbeAnswer, ReadinessProbe
 
 log = structlog.get_logger("uvrd.api")
 
-PROBE_INTERVAL_S = 1.0
+# Once a second until READY; then a sixth of api.ready_timeout (at most 5 s): each probe costs the
+# worker a thread for a moment and Kafka two metadata requests.
+STARTING_INTERVAL_S = 1.0
+MAX_INTERVAL_S = 5.0
 # /readyz itself waits at most a few seconds for Kafka (backend.PROBE_TIMEOUT_MS, CONNECT_TIMEOUT_MS).
 PROBE_TIMEOUT_S = 10.0
 # How often the master's loop turns while a probe is on its way (gunicorn's own turn is 1 s).
@@ -47,19 +50,19 @@ class WorkerHealth:
         self.probe: ReadinessProbe | None = None
         self.next_probe = 0.0
 
-    def step(self, now: float) -> None:
+    def step(self, now: float, interval: float) -> None:
         if self.probe is None:
             if now < self.next_probe:
                 return
             self.probe = ReadinessProbe(self.address, PROBE_TIMEOUT_S)
         answer = self.probe.poll()
         if answer is not None:
-            self._record(answer, now)
+            self._record(answer, now, interval)
 
-    def _record(self, answer: ProbeAnswer, now: float) -> None:
+    def _record(self, answer: ProbeAnswer, now: float, interval: float) -> None:
         self.probe.close()
         self.probe = None
-        self.next_probe = now + PROBE_INTERVAL_S
+        self.next_probe = now + interval
         if answer.ready:
             self.last_ready = now
         self.reason = answer.reason
@@ -86,6 +89,7 @@ class ApiWatchdog:
     def __init__(self, notifier: Notifier, ready_timeout: float):
         self.notifier = notifier
         self.ready_timeout = ready_timeout
+        self.interval = min(MAX_INTERVAL_S, ready_timeout / 6)
         self.workers: dict[int, WorkerHealth] = {}  # by gunicorn's worker age: known before the fork
         self.ready_sent = False
         self.pinging = True
@@ -126,7 +130,7 @@ class ApiWatchdog:
         if not healths:
             return
         for health in healths:
-            health.step(now)
+            health.step(now, self.interval if self.ready_sent else min(self.interval, STARTING_INTERVAL_S))
         if not self.ready_sent:
             if all(h.last_ready is not None for h in healths):
                 self.ready_sent = True
