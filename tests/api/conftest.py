@@ -162,7 +162,7 @@ def api_stack(broker, tmp_path, request):
 def own_broker_stack(tmp_path, request):
     """(broker, stack) on a broker of the test's own, which it may pause without stopping other tests' servers."""
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
-        stack = make_stack(broker, tmp_path, request.node.name[:30])
+        stack = make_stack(broker, tmp_path, request.node.name[:30].replace("[", "-").replace("]", ""))
         yield broker, stack
         stack.close()
 
