@@ -1,3 +1,4 @@
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,9 @@ def test_missing_default_file_means_defaults(tmp_path, monkeypatch):
     ("[kafka]\nsession_timeout_ms = true\n", {}, "kafka.session_timeout_ms must be an integer"),
     ("", {"UVRD_PROCESSOR_JOB_TIMEOUT": "soon"}, "UVRD_PROCESSOR_JOB_TIMEOUT must be a number"),
     ("", {"UVRD_PROCESSOR_NOPE": "1"}, "unknown key processor.nope"),
+    ("[api]\nheader_timeout = 0\n", {}, "api.header_timeout must be positive"),
+    ("[api]\nready_timeout = -5\n", {}, "api.ready_timeout must be positive"),
+    ("[api]\nlisten = '127.0.0.1:\uff18\uff10'\n", {}, "api.listen must be HOST:PORT"),
 ])
 def test_bad_configuration_names_the_culprit(tmp_path, text, environ, words):
     with pytest.raises(ConfigError) as e:
@@ -132,3 +136,29 @@ def test_storage_settings_are_checked_and_its_secrets_never_shown(tmp_path):
     with pytest.raises(ConfigError) as e:
         load(path, environ={})
     assert "12345" not in str(e.value) and "value hidden" in str(e.value)
+
+
+@pytest.mark.parametrize("listen, expected", [("127.0.0.1:18080", "http://127.0.0.1:18080"),
+                                              ("localhost:9000", "http://localhost:9000"),
+                                              ("[::1]:18080", "http://[::1]:18080")])
+def test_public_url_follows_listen_unless_it_is_set(tmp_path, listen, expected):
+    path = write(tmp_path, f'[api]\nlisten = "{listen}"\n')
+    api = load(path, environ={}).api
+    assert api.public_url == expected and not api.listens_on_wildcard
+    assert load(path, environ={"UVRD_API_PUBLIC_URL": "https://uvrd.example"}).api.public_url == "https://uvrd.example"
+    set_in_file = write(tmp_path, f'[api]\nlisten = "{listen}"\npublic_url = "https://uvrd.example/base"\n')
+    assert load(set_in_file, environ={}).api.public_url == "https://uvrd.example/base"
+    empty = write(tmp_path, "")
+    assert load(empty, environ={"UVRD_API_LISTEN": "127.0.0.1:9999"}).api.public_url == "http://127.0.0.1:9999"
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:18080", "[::]:18080"])
+def test_a_wildcard_listen_names_this_host_in_links(tmp_path, listen):
+    api = load(write(tmp_path, f'[api]\nlisten = "{listen}"\n'), environ={}).api
+    assert api.listens_on_wildcard and api.public_url == f"http://{socket.gethostname()}:18080"
+
+
+def test_the_defaults_link_to_the_default_listen_address(tmp_path, monkeypatch):
+    monkeypatch.setattr("uvrd.config.DEFAULT_PATH", tmp_path / "absent.toml")
+    api = load(None, environ={}).api
+    assert (api.listen, api.public_url) == ("127.0.0.1:8080", "http://127.0.0.1:8080")

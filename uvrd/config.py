@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -148,11 +149,15 @@ class ProcessorConfig:
             _require(getattr(self, name).is_absolute(), f"processor.{name}", "must be an absolute path")
 
 
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
 @dataclass(frozen=True)
 class ApiConfig:
     listen: str = "127.0.0.1:8080"
-    # Base of the links uvrd hands out (status URL, stem downloads, webhooks).
-    public_url: str = "http://127.0.0.1:8080"
+    # Base of the links uvrd hands out (status URL, stem downloads, webhooks).  Empty: derived
+    # from listen (see listen_url); set it whenever clients reach the api by another name.
+    public_url: str = ""
     workers: int = 2
     # Bearer tokens for /v1; empty refuses every request but the health checks.
     tokens: tuple[str, ...] = ()
@@ -166,16 +171,42 @@ class ApiConfig:
     link_secret: str = ""
     link_ttl: float = 7 * 86400.0
     drain_timeout: float = 30.0
+    # A client must send its whole request head within header_timeout, and never pause longer
+    # than body_timeout while sending a body: 408 otherwise, so slow clients cannot hold threads.
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    # systemd's watchdog is pinged while the api answered ready (a worker, Kafka, the status
+    # board, the producer) within this many seconds: a short broker outage does not restart it.
+    ready_timeout: float = 60.0
+
+    def __post_init__(self):
+        if not self.public_url:
+            object.__setattr__(self, "public_url", self.listen_url)
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def listens_on_wildcard(self) -> bool:
+        return self.listen_host in WILDCARD_HOSTS
+
+    @property
+    def listen_url(self) -> str:
+        """``http://<listen>``; for a wildcard address, this host's name (a guess: set public_url)."""
+        host = socket.gethostname() if self.listens_on_wildcard else self.listen_host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.listen.rpartition(':')[2]}"
 
     def validate(self) -> None:
         host, _, port = self.listen.rpartition(":")
-        _require(bool(host) and port.isdigit(), "api.listen", "must be HOST:PORT")
+        _require(bool(host) and port.isascii() and port.isdigit(), "api.listen", "must be HOST:PORT")
         _require(self.public_url.startswith(("http://", "https://")), "api.public_url", "must be an http(s) URL")
         _require(self.workers >= 1, "api.workers", "must be at least 1")
         _require(self.max_upload_bytes > 0, "api.max_upload_bytes", "must be positive")
         for pair in self.basic_auth:
             _require(":" in pair, "api.basic_auth", "entries must be user:password")
-        for name in ("fetch_timeout", "link_ttl", "drain_timeout"):
+        for name in ("fetch_timeout", "link_ttl", "drain_timeout", "header_timeout", "body_timeout", "ready_timeout"):
             _require(getattr(self, name) > 0, f"api.{name}", "must be positive")
 
 

@@ -23,7 +23,7 @@ import requests
 from support import Daemon, NotifySocket, toml_value, wait_until
 from uvrd.config import TopicsConfig
 from uvrd.devtools import tinymodel
-from uvrd.devtools.broker import free_port
+from uvrd.devtools.broker import EmbeddedBroker, free_port
 
 TOKEN = "t0k3n"
 BASIC = ("old", "secret")
@@ -113,12 +113,13 @@ class ApiStack:
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def start(self, config: Path | None = None, wait: bool = True, env: dict | None = None, **api) -> ApiServer:
+    def start(self, config: Path | None = None, wait: bool = True, env: dict | None = None,
+              watchdog_usec: int | None = None, **api) -> ApiServer:
         config = config or self.write_config(**api)
         name = f"api{len(self.daemons)}"
         (self.root / name).mkdir()
         notify = NotifySocket(self.root / name)
-        daemon = Daemon("api", config, self.root / f"{name}.log", notify, env=env)
+        daemon = Daemon("api", config, self.root / f"{name}.log", notify, env=env, watchdog_usec=watchdog_usec)
         self.daemons.append(daemon)
         listen = next(line for line in config.read_text().splitlines() if line.startswith("listen"))
         server = ApiServer(daemon, "http://" + listen.split('"')[1], self)
@@ -155,6 +156,15 @@ def api_stack(broker, tmp_path, request):
     stack = make_stack(broker, tmp_path, request.node.name[:30].replace("[", "-").replace("]", ""))
     yield stack
     stack.close()
+
+
+@pytest.fixture
+def own_broker_stack(tmp_path, request):
+    """(broker, stack) on a broker of the test's own, which it may pause without stopping other tests' servers."""
+    with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
+        stack = make_stack(broker, tmp_path, request.node.name[:30].replace("[", "-").replace("]", ""))
+        yield broker, stack
+        stack.close()
 
 
 @pytest.fixture(scope="session")

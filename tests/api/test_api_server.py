@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import signal
+import socket
 import threading
 
 import pytest
@@ -140,3 +141,34 @@ def test_a_full_spool_is_507_with_retry_after_and_keeps_nothing(api_stack, sampl
         assert server.upload(sample).status_code == 202, "room again, accepted again"
         server.daemon.signal(signal.SIGTERM)
         assert server.daemon.wait_exit(30) == 0
+
+
+def public_url_warnings(server) -> list[dict]:
+    return [e for e in server.daemon.log_events() if str(e.get("event")).startswith("api.public_url is not set")]
+
+
+def without_public_url(config):
+    config.write_text("\n".join(l for l in config.read_text().splitlines() if not l.startswith("public_url")) + "\n")
+    return config
+
+
+def test_without_public_url_links_follow_listen(api_stack, sample):
+    server = api_stack.start(config=without_public_url(api_stack.write_config()))
+    response = server.upload(sample)
+    assert response.status_code == 202, response.text
+    assert response.json()["status_url"] == f"{server.url}/v1/tasks/{response.json()['task_uuid']}"
+    assert response.headers["Location"] == response.json()["status_url"]
+    assert server.get("/openapi.json").json()["servers"] == [{"url": server.url}]
+    assert not public_url_warnings(server)
+
+
+def test_a_wildcard_listen_without_public_url_warns_and_names_this_host(api_stack, sample):
+    config = without_public_url(api_stack.write_config())
+    config.write_text(config.read_text().replace('listen = "127.0.0.1:', 'listen = "0.0.0.0:'))
+    server = api_stack.start(config=config)
+    port = server.url.rpartition(":")[2]
+    [warning] = public_url_warnings(server)
+    assert warning["level"] == "warning" and "set api.public_url" in warning["event"]
+    response = server.upload(sample)
+    assert response.status_code == 202, response.text
+    assert response.json()["status_url"].startswith(f"http://{socket.gethostname()}:{port}/v1/tasks/")

@@ -66,8 +66,14 @@ def test_lifecycle_settings_the_daemons_rely_on(unit):
     assert s["Restart"] == ["on-failure"] and s["RestartPreventExitStatus"] == ["78"]
     assert s["User"] == ["uvrd"] and "TimeoutStopSec" in s and "SyslogIdentifier" in s
     assert s["ExecStart"][0].startswith("/usr/bin/uvrd ")
-    if unit != "uvrd-api.service":
-        assert "WatchdogSec" in s
+    assert "WatchdogSec" in s
+
+
+def test_the_api_may_hold_every_workers_connections():
+    from uvrd.api.server import FD_MARGIN, WORKER_CONNECTIONS
+
+    [limit] = settings(UNITS / "uvrd-api.service")["LimitNOFILE"]
+    assert int(limit) >= WORKER_CONNECTIONS + FD_MARGIN
 
 
 def test_processor_reaches_the_gpu_through_device_nodes_only():

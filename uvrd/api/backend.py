@@ -100,16 +100,43 @@ class Backend:
 
     # -- readiness ---------------------------------------------------------
     def not_ready_reason(self) -> str | None:
-        """None when ready: Kafka answers now and the status board has caught up."""
+        """None when ready: Kafka answers now, the status board has caught up, and this worker's
+        producer can send."""
         reason = self._probe_kafka()
         if reason:
             return reason
         if not self.board.caught_up:
             return f"the status of tasks is still loading from the topic {self.config.topics.status!r}"
         try:
-            self.producer()
+            producer = self.producer()
         except Unavailable as e:
             return str(e)
+        return self._producer_problem(producer)
+
+    def _producer_problem(self, producer: KafkaProducer) -> str | None:
+        """A producer's network I/O all happens in its sender thread: it must be running and answer a
+        metadata round trip (kafka-python's internals, pinned below 4).  One whose thread has died
+        can never send again and is replaced on next use; a stuck one keeps the api not ready, which
+        the watchdog (uvrd/api/watchdog.py) turns into a restart if it lasts."""
+        sender = producer._sender
+        if not sender.is_alive():
+            with self._producer_lock:
+                if self._producer is producer:
+                    self._producer = None
+            log.error("the Kafka producer's I/O thread has stopped; a new producer is made on next use")
+            try:
+                producer.close(timeout=0)
+            except KafkaError:
+                pass
+            return "the Kafka producer's I/O thread has stopped"
+        answered = threading.Event()
+        update = producer._metadata.request_update()
+        update.add_both(lambda *_: answered.set())
+        sender.wakeup()
+        if not answered.wait(PROBE_TIMEOUT_MS / 1000):
+            return f"the Kafka producer did not answer within {PROBE_TIMEOUT_MS / 1000:g} s"
+        if update.failed():
+            return f"the Kafka producer cannot reach Kafka: {update.exception}"
         return None
 
     def _probe_kafka(self) -> str | None:

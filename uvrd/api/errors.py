@@ -8,6 +8,8 @@ import structlog
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from .worker import BodyTimeout
+
 log = structlog.get_logger("uvrd.api")
 
 FULL_RETRY_AFTER_S = 30
@@ -33,6 +35,10 @@ def register(app: Flask, max_upload_bytes: int) -> None:
     @app.errorhandler(ApiError)
     def _api_error(e: ApiError):
         return error_response(e.status, e.message, e.headers)
+
+    @app.errorhandler(BodyTimeout)
+    def _body_timeout(e: BodyTimeout):
+        return error_response(408, str(e))
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(e):

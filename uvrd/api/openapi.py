@@ -40,10 +40,12 @@ def _submission_responses() -> dict:
             "headers": {"Location": {"description": "The task's status URL", "schema": {"type": "string"}}},
             "content": {JSON: {"schema": _ref("TaskAccepted")}},
         },
-        "400": _error("A field is missing or invalid, or a URL is refused (not http(s), does not resolve, "
-                      "or names a non-public address)"),
+        "400": _error("The body cannot be parsed (JSON, or a form with a file part other than one 'audio', "
+                      "or too many parts), a field is missing or invalid, or a URL is refused (not http(s), "
+                      "does not resolve, or names a non-public address)"),
         "401": UNAUTHORIZED,
-        "413": _error("The request or the audio is over the upload limit"),
+        "408": _error("The client stopped sending the body for longer than the server waits"),
+        "413": _error("The request or the audio is over the upload limit, or a JSON body over 64 KiB"),
         "415": _error(f"The body is not the expected media type, or the audio is not {AUDIO_FORMATS}"),
         "502": _error("The audio URL could not be fetched or did not answer 2xx"),
         "503": _error("Kafka did not take the task; nothing was queued", _RETRY),

@@ -1,14 +1,21 @@
 """``uvrd api``: the Flask application under gunicorn.
 
 gunicorn does the process work: it binds the socket, forks the workers
-(each builds its own application and Kafka clients after the fork), tells
-systemd READY=1 when NOTIFY_SOCKET is set, and on SIGTERM closes the
-socket, lets every worker finish its requests in flight within the drain
-window, then exits 0.  Each worker flushes and closes its Kafka clients in
-gunicorn's ``worker_exit`` hook, which runs in the worker itself.
+(each builds its own application and Kafka clients after the fork), and on
+SIGTERM closes the socket, lets every worker finish its requests in flight
+within the drain window, then exits 0.  Each worker flushes and closes its
+Kafka clients in gunicorn's ``worker_exit`` hook, which runs in the worker
+itself.  The workers read request heads in their main loop and give a
+thread only to complete requests (uvrd/api/worker.py); the master tells
+systemd READY and WATCHDOG only while every worker can queue a task
+(uvrd/api/watchdog.py).
 """
 
 from __future__ import annotations
+
+import os
+import resource
+import sys
 
 import structlog
 from gunicorn import glogging
@@ -17,13 +24,23 @@ from gunicorn.app.base import BaseApplication
 from .. import drain, logs
 from ..cli import add_config_argument, load_config
 from ..config import EX_CONFIG, Config
+from ..notify import Notifier
+from . import watchdog
 from .context import EXTENSION
 from .spooler import Spool
+from .watchdog import ApiArbiter, ApiWatchdog
+from .worker import SlowClientWorker
 
 log = structlog.get_logger("uvrd.api")
 
 # Requests in flight per worker: uploads and URL fetches wait on the network, not the CPU.
 THREADS_PER_WORKER = 8
+# Connections one worker holds (idle, kept alive, sending a head, or served): slow clients cost a
+# buffer each, not a thread.  Every one is a file descriptor, beside the spool files and Kafka sockets.
+WORKER_CONNECTIONS = 1000
+FD_MARGIN = 256
+# What the master speaks for itself (uvrd/api/watchdog.py): gunicorn would say READY=1 too early.
+SYSTEMD_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
 def add_arguments(parser) -> None:
@@ -45,10 +62,29 @@ def run(args) -> int:
         log.warning("api.tokens is empty: every request but the health checks is refused")
     if not config.api.link_secret:
         log.warning("api.link_secret is empty: stem links are unsigned and need a bearer token")
+    if "api.public_url" not in config.explicit and config.api.listens_on_wildcard:
+        log.warning("api.public_url is not set and api.listen is a wildcard address: links name this host as "
+                    f"{config.api.public_url}; set api.public_url to the URL clients reach the api by")
+    _raise_open_file_limit(WORKER_CONNECTIONS + FD_MARGIN)
     log.info("api starting", listen=config.api.listen, workers=config.api.workers, drain_window_s=window,
              public_url=config.api.public_url)
     ApiServer(config, window).run()
     return 0
+
+
+def _raise_open_file_limit(wanted: int) -> None:
+    """Each worker is a process with its own descriptors: the soft limit must hold its connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY
+                                                        else min(wanted, hard), hard))
+        except (ValueError, OSError):  # the unit's seccomp filter refuses it: LimitNOFILE= decides
+            pass
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning("the open-file limit is below what a worker's connections need; raise LimitNOFILE=",
+                    limit=soft, wanted=wanted)
 
 
 class StructlogLogger(glogging.Logger):
@@ -82,24 +118,40 @@ class ApiServer(BaseApplication):
     def __init__(self, config: Config, drain_window: float):
         self.config = config
         self.drain_window = drain_window
+        # Built before the variables go: it keeps the notify socket and the watchdog interval.
+        self.watchdog = ApiWatchdog(Notifier(), config.api.ready_timeout)
+        for name in SYSTEMD_VARIABLES:
+            os.environ.pop(name, None)
         super().__init__()
 
     def load_config(self) -> None:
+        api = self.config.api
         settings = {
-            "bind": [self.config.api.listen],
-            "workers": self.config.api.workers,
-            "worker_class": "gthread",
+            "bind": [api.listen],
+            "workers": api.workers,
+            "worker_class": SlowClientWorker.configured(api.header_timeout, api.body_timeout),
             "threads": THREADS_PER_WORKER,
+            "worker_connections": WORKER_CONNECTIONS,
             "graceful_timeout": max(1, round(self.drain_window)),  # gunicorn takes whole seconds
             "proc_name": "uvrd-api",
             "logger_class": StructlogLogger,
             "post_worker_init": post_worker_init,
             "worker_exit": worker_exit,
+            "pre_fork": watchdog.pre_fork,
+            "post_fork": watchdog.post_fork,
+            "child_exit": watchdog.child_exit,
             # No runtime control socket: one more thing to secure, and two servers on a host would share its path.
             "control_socket_disable": True,
         }
         for name, value in settings.items():
             self.cfg.set(name, value)
+
+    def run(self):
+        try:
+            ApiArbiter(self, self.watchdog).run()
+        except RuntimeError as e:  # as BaseApplication.run, with uvrd's arbiter
+            print(f"\nError: {e}\n", file=sys.stderr)
+            sys.exit(1)
 
     def load(self):
         from .app import create_app  # in the worker, after the fork: its Kafka clients are its own

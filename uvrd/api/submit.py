@@ -7,12 +7,12 @@ has acknowledged it, and a task the broker did not take leaves no file.
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
 import structlog
 from flask import Blueprint, jsonify, request
-from werkzeug.exceptions import BadRequest
 
 from .. import messages
 from ..delivery import OutRecord
@@ -27,6 +27,8 @@ log = structlog.get_logger("uvrd.api")
 blueprint = Blueprint("submit", __name__)
 
 RETRY_AFTER_S = "5"
+# A URL submission is a few short fields; audio itself comes as a form upload.
+MAX_JSON_BYTES = 64 * 1024
 
 
 @blueprint.post("/v1/tasks")
@@ -50,13 +52,29 @@ def generate():
 
 
 def _json_object() -> dict:
+    raw = _read_at_most(request.stream, MAX_JSON_BYTES + 1)
+    if len(raw) > MAX_JSON_BYTES:
+        raise ApiError(413, f"the JSON body is over {MAX_JSON_BYTES} bytes (upload the audio as a form instead)")
     try:
-        body = request.get_json()
-    except BadRequest:
+        body = json.loads(raw)
+    except RecursionError:  # json's C scanner recurses once per level of nesting
+        raise ApiError(400, "the body is not valid JSON: it is nested too deeply") from None
+    except ValueError:  # malformed, not UTF-8, or an integer too long to convert
         raise ApiError(400, "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the JSON body must be an object")
     return body
+
+
+def _read_at_most(stream, limit: int) -> bytes:
+    chunks, size = [], 0
+    while size < limit:
+        chunk = stream.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _submission(api: ApiContext, values, form: bool) -> fields.Submission:
