@@ -5,6 +5,7 @@ import threading
 import pytest
 
 from support import RebindingDNS, rebinding_pair
+from uvrd.deadline import Deadline
 from uvrd.safehttp import TooLarge, UnsafeURL, check_url, request
 
 
@@ -65,18 +66,18 @@ def test_every_dns_answer_is_checked_and_the_checked_one_is_used():
 def test_requests_go_to_the_checked_address_with_the_real_host(server):
     port = server.rsplit(":", 1)[1]
     named = f"http://hooks.test:{port}/"
-    r = request("POST", named, allow_private=True, timeout=5, body=b"host?",
+    r = request("POST", named, allow_private=True, deadline=Deadline.after(5), body=b"host?",
                 resolver=lambda h, p: ["127.0.0.1"])
     assert r.status == 201 and r.body == f"hooks.test:{port}".encode()[:5]
 
 
 def test_size_limit_and_redirect_checks(server):
-    assert request("GET", server + "/100", allow_private=True, timeout=5, max_bytes=100).body == b"x" * 100
+    assert request("GET", server + "/100", allow_private=True, deadline=Deadline.after(5), max_bytes=100).body == b"x" * 100
     with pytest.raises(TooLarge):
-        request("GET", server + "/101", allow_private=True, timeout=5, max_bytes=100)
+        request("GET", server + "/101", allow_private=True, deadline=Deadline.after(5), max_bytes=100)
     # A redirect goes through the same check as the first URL.
     with pytest.raises(UnsafeURL, match="only http and https"):
-        request("GET", server + "/redirect-out", allow_private=True, timeout=5)
+        request("GET", server + "/redirect-out", allow_private=True, deadline=Deadline.after(5))
 
 
 @pytest.fixture
@@ -92,7 +93,7 @@ def test_a_name_is_resolved_once_and_the_request_goes_to_that_answer(pair, monke
     checked, rebound = pair
     dns = RebindingDNS("rebind.test", first="127.0.0.1", then="127.0.0.2")
     monkeypatch.setattr(socket, "getaddrinfo", dns.getaddrinfo)
-    r = request("GET", f"http://rebind.test:{checked.port}/a", allow_private=True, timeout=5)
+    r = request("GET", f"http://rebind.test:{checked.port}/a", allow_private=True, deadline=Deadline.after(5))
     assert (r.status, r.body) == (200, b"ok")
     assert checked.hits == ["/a"] and rebound.hits == []
     assert dns.lookups == 1

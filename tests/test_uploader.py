@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 
@@ -13,8 +14,8 @@ import pytest
 
 from support import RebindingDNS, WebhookReceiver, rebinding_pair, wait_until
 from uvrd import webhook
-from uvrd.config import ApiConfig, Config, UploaderConfig
-from uvrd.uploader import Delivered, Uploader
+from uvrd.config import UploaderConfig
+from uvrd.webhook_delivery import Delivered, WebhookSender
 
 
 @pytest.fixture
@@ -201,11 +202,10 @@ def test_a_hook_url_whose_dns_answer_changes_is_called_at_the_checked_address(mo
     try:
         dns = RebindingDNS("hook.rebind.test", first="127.0.0.1", then="127.0.0.2")
         monkeypatch.setattr(socket, "getaddrinfo", dns.getaddrinfo)
-        config = Config(api=ApiConfig(allow_private_urls=True),
-                        uploader=UploaderConfig(webhook_secret="whsec", max_attempts=1, timeout=5))
+        cfg = UploaderConfig(webhook_secret="whsec", max_attempts=1, timeout=5)
         result = {"task_uuid": str(uuid.uuid4()), "success": False, "error_message": "x",
                   "hook_url": f"http://hook.rebind.test:{checked.port}/hook"}
-        outcome = Uploader(config, environ={})._deliver(result)
+        outcome = WebhookSender(cfg, allow_private=True, link=None).deliver(result, threading.Event())
         assert outcome == Delivered(attempts=1, status=200)
         assert checked.hits == ["/hook"] and rebound.hits == [] and dns.lookups == 1
     finally:
