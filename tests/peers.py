@@ -221,15 +221,18 @@ def hostile_answers():
                          "9" * 40, "", "5, 5", "5,6", "Sun, 06 Nov 1994 08:49:37 GMT", "Fri, 31 Dec 9999 23:59:59 GMT",
                          "Mon, 32 Foo 0000 99:99:99 GMT", "Thu, 01 Jan 1970 00:00:00 -0000", "abc"]),
         st.integers(0, 10 ** 6).map(str), st.text(max_size=30))
+    locations = st.one_of(
+        st.sampled_from(["http://[::1", "http://[v7.x]/", "//\x00", "ftp://x/", "/again", "http://a b/",
+                         "http://127.0.0.1:1/", "\udcff", "http://user:pw@h.example/", "https://localhost:1/",
+                         "http://h.example:99999/", "http://h.example:0/", "", "?", "#"]),
+        st.text(max_size=30))
     header = st.one_of(
         st.tuples(st.just("Content-Length"), numbers),
         st.tuples(st.just("Retry-After"), numbers),
         st.tuples(st.just("Transfer-Encoding"),
                   st.sampled_from(["chunked", "gzip, chunked", "identity", "chunked, chunked", "x", ""])),
         st.tuples(st.just("Content-Encoding"), st.sampled_from(["gzip", "deflate", "br", "zstd", "x-rot13", "gzip, gzip"])),
-        st.tuples(st.just("Location"), st.sampled_from(["http://[::1", "//\x00", "ftp://x/", "/again", "http://a b/",
-                                                        "http://127.0.0.1:1/", "\udcff", "http://user:pw@h.example/",
-                                                        "https://localhost:1/", ""])),
+        st.tuples(st.just("Location"), locations),
         st.tuples(st.sampled_from(["Connection", "Content-Type", "Set-Cookie", "Trailer"]), st.text(max_size=20)),
         st.tuples(st.text(max_size=12), st.text(max_size=30)),
     ).map(lambda nv: raw(f"{nv[0]}: {nv[1]}"))
@@ -255,4 +258,19 @@ def hostile_answers():
                          b"3\r\nabc\r\n", b"3;ext\r\nabc\r\n0\r\nTrailer: x\r\n\r\n", b"\x1f\x8b\x08\x00garbage",
                          b"-1\r\n"]))
     eol = st.one_of(st.just(b"\r\n"), st.sampled_from([b"\r\n", b"\n", b"\r"]))
-    return st.builds(lambda s, hs, b, e: s + e + b"".join(h + e for h in hs) + e + b, status_line, headers, body, eol)
+    anything = st.builds(lambda s, hs, b, e: s + e + b"".join(h + e for h in hs) + e + b,
+                         status_line, headers, body, eol)
+
+    def answer(code: str, *lines: bytes, body: bytes = b"") -> bytes:
+        return raw(f"HTTP/1.1 {code} Reason\r\n") + b"".join(line + b"\r\n" for line in lines) + b"\r\n" + body
+
+    # Well-formed but for one lie, so that each lie reaches the code that reads it.
+    redirect = st.builds(lambda code, location: answer(code, raw(f"Location: {location}"), b"Content-Length: 0"),
+                         st.sampled_from(["301", "302", "303", "307", "308"]), locations)
+    retry = st.builds(lambda code, value: answer(code, raw(f"Retry-After: {value}"), b"Content-Length: 0"),
+                      st.sampled_from(["429", "503"]), numbers)
+    length = st.builds(lambda code, value, b: answer(code, raw(f"Content-Length: {value}"), body=b),
+                       st.sampled_from(["200", "500"]), numbers, body)
+    chunked = st.builds(lambda code, b: answer(code, b"Transfer-Encoding: chunked", body=b),
+                        st.sampled_from(["200", "503"]), body)
+    return st.one_of(anything, redirect, retry, length, chunked)
