@@ -37,6 +37,8 @@ class OffsetLedger(Generic[T]):
         # Revoked by a rebalance that has not finished yet: nothing of it is committed until the
         # rebalance says whether the partition is still ours.
         self.revoked = False
+        # The consumer group generation that last assigned the partition to us.
+        self.generation: int | None = None
 
     def take(self, offset: int) -> None:
         if self._last_taken is not None and offset <= self._last_taken:

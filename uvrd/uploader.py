@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import kafka.errors as Errors
 import structlog
 from kafka import TopicPartition
+from kafka.coordinator.base import MemberState
 from kafka.structs import OffsetAndMetadata
 
 from . import logs, messages, status
@@ -91,6 +92,7 @@ class Uploader(ConsumerDaemon):
         self._next_sweep = 0.0
         self._commit_wait = COMMIT_BACKOFF_S[0]
         self._next_commit = Deadline(0.0)
+        self._joined_at = float("-inf")  # when the last rebalance gave this member its partitions
 
     def start(self, stack: contextlib.ExitStack) -> bool:
         if not self.cfg.webhook_secret:
@@ -155,7 +157,10 @@ class Uploader(ConsumerDaemon):
     def _take(self, record) -> int:
         """Start on *record*; the number of pool slots that took (0 or 1)."""
         tp = TopicPartition(record.topic, record.partition)
-        ledger = self.ledgers.setdefault(tp, OffsetLedger(tp))
+        ledger = self.ledgers.get(tp)
+        if ledger is None:
+            ledger = self.ledgers[tp] = OffsetLedger(tp)
+            ledger.generation = self.consumer.group_metadata().generation_id
         logs.bind_task(topic=record.topic, partition=record.partition, offset=record.offset)
         if ledger.taken(record.offset):
             log.warning("a record in flight was fetched again; skipped")
@@ -219,7 +224,7 @@ class Uploader(ConsumerDaemon):
 
     def _commit_ready(self) -> None:
         """Commit, in one transaction, every partition's finished run up to its lowest unfinished result."""
-        if not self._next_commit.expired():
+        if not self._next_commit.expired() or not self._surely_in_the_group():
             return
         # A partition in a rebalance not yet over may be going to another member: it waits.
         batch = [(ledger, ready) for ledger in self.ledgers.values()
@@ -242,6 +247,27 @@ class Uploader(ConsumerDaemon):
             for settled in ready.outcomes:
                 getattr(log, settled.level)(settled.event, **settled.fields)
 
+    def _surely_in_the_group(self) -> bool:
+        """Whether the group cannot have moved on without this member: it is in a stable generation,
+        wants no rejoin, and heard from the coordinator (a heartbeat answered, or a join) well inside
+        a session timeout.
+
+        A member frozen past its session (SIGSTOP, a paused VM) wakes up believing it still holds
+        its partitions while their new owner redoes its results; until its heartbeat thread and the
+        next poll find out, it must not commit.  Kafka would fence such a commit by its generation,
+        but not every broker does (Tansu takes it).
+        """
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        heartbeat = getattr(coordinator, "heartbeat", None)
+        if heartbeat is None:
+            return True
+        if coordinator.state is not MemberState.STABLE or coordinator.need_rejoin() or coordinator.coordinator_unknown():
+            return False
+        # Not heartbeat.last_reset: finding the coordinator again resets it, and says nothing of the group.
+        heard = max(heartbeat.last_receive, self._joined_at)
+        kc = self.config.kafka
+        return time.monotonic() - heard < (kc.session_timeout_ms - kc.heartbeat_interval_ms) / 1000
+
     def _abandon_all(self) -> None:
         flying = self.pool.in_flight()
         for ticket in flying:
@@ -259,14 +285,18 @@ class Uploader(ConsumerDaemon):
 
     def on_assigned(self, assigned) -> None:
         super().on_assigned(assigned)
+        self._joined_at = time.monotonic()
+        generation = self.consumer.group_metadata().generation_id
         for tp, ledger in list(self.ledgers.items()):
-            if tp not in assigned:
+            # Given back only if no generation passed without us: a member frozen past its session
+            # is expelled, another owns the partition for a generation, and then it may come back.
+            if tp not in assigned or ledger.generation is None or generation != ledger.generation + 1:
                 self._lose(ledger)
-            elif ledger.revoked:
-                ledger.revoked = False
-                if ledger.next_to_take is not None:
-                    # Ours again: a new assignment starts at the committed offset, below what is in flight.
-                    self.consumer.seek(tp, ledger.next_to_take)
+                continue
+            ledger.revoked, ledger.generation = False, generation
+            if ledger.next_to_take is not None:
+                # Ours again: a new assignment starts at the committed offset, below what is in flight.
+                self.consumer.seek(tp, ledger.next_to_take)
         if self.pool.free() == 0 or self.lifecycle.stopping:
             self.consumer.pause(*assigned)
 
@@ -277,7 +307,8 @@ class Uploader(ConsumerDaemon):
             ticket.abandon.set()
         log.warning("partition moved to another uploader: its uncommitted results are left to it",
                     partition=f"{ledger.tp.topic}/{ledger.tp.partition}", uncommitted=len(ledger),
-                    deliveries_abandoned=len(flying))
+                    deliveries_abandoned=len(flying), held_in_generation=ledger.generation,
+                    generation=self.consumer.group_metadata().generation_id)
 
     def _sweep_if_due(self) -> None:
         now = time.monotonic()
