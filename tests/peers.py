@@ -146,18 +146,22 @@ class RawPeer(_Server):
 
 
 class Trickler(_Server):
-    """A status line, then a header that never ends: one byte every *interval* seconds, for ever."""
+    """Sends *at_once*, then *trickle* and after it "a" for ever, one byte every *interval* seconds.
 
-    def __init__(self, interval: float = 0.2, **kwargs):
-        self.interval = interval
+    By default a status line, then a header that never ends; with a Content-Length in *at_once*, a
+    download that never finishes."""
+
+    def __init__(self, interval: float = 0.2, at_once: bytes = b"", trickle: bytes = b"HTTP/1.1 200 OK\r\nX-Trickle: ",
+                 **kwargs):
+        self.interval, self.at_once, self.trickle = interval, at_once, trickle
         self.bytes_sent = 0
         super().__init__(**kwargs)
 
     def respond(self, conn: socket.socket, request: Request) -> None:
-        head = b"HTTP/1.1 200 OK\r\nX-Trickle: "
+        conn.sendall(self.at_once)
         i = 0
         while not self._closed.is_set():
-            conn.sendall(head[i:i + 1] if i < len(head) else b"a")
+            conn.sendall(self.trickle[i:i + 1] if i < len(self.trickle) else b"a")
             i += 1
             with self._lock:
                 self.bytes_sent += 1
