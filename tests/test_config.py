@@ -71,6 +71,8 @@ def test_missing_default_file_means_defaults(tmp_path, monkeypatch):
     ("[kafka]\nsession_timeout_ms = true\n", {}, "kafka.session_timeout_ms must be an integer"),
     ("", {"UVRD_PROCESSOR_JOB_TIMEOUT": "soon"}, "UVRD_PROCESSOR_JOB_TIMEOUT must be a number"),
     ("", {"UVRD_PROCESSOR_NOPE": "1"}, "unknown key processor.nope"),
+    ("[uploader]\nconcurrency = 0\n", {}, "uploader.concurrency must be 1 to 256"),
+    ("", {"UVRD_UPLOADER_CONCURRENCY": "1000"}, "uploader.concurrency must be 1 to 256"),
 ])
 def test_bad_configuration_names_the_culprit(tmp_path, text, environ, words):
     with pytest.raises(ConfigError) as e:
