@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import statistics
 import time
-import uuid
 
 import pytest
 from hypothesis import HealthCheck, given, settings

@@ -41,7 +41,7 @@ from .config import Config
 from .consumer_daemon import POLL_MS, Abandoned, ConsumerDaemon, default_transactional_id
 from .deadline import Deadline
 from .delivery import CommitLost, OutRecord, dead_letter
-from .delivery_pool import DeliveryPool, Finished, Ticket
+from .delivery_pool import DeliveryPool, Ticket
 from .offset_ledger import OffsetLedger
 from .storage import Storage, open_storage
 from .webhook_delivery import Delivered, GaveUp, Outcome, WebhookSender, describe

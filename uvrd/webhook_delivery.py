@@ -48,6 +48,14 @@ class GaveUp:
     reason: str
 
 
+@dataclass(frozen=True)
+class Failed:
+    """One attempt that failed and may be retried."""
+
+    reason: str
+    retry_after: float | None = None  # what the receiver asked for, in seconds
+
+
 Outcome = Delivered | GaveUp | Abandoned
 
 
@@ -69,19 +77,20 @@ class WebhookSender:
         reason = ""
         for attempt in range(1, self.cfg.max_attempts + 1):
             answer = self._attempt(result, payload, attempt)
-            if isinstance(answer, (Delivered, GaveUp)):
+            if not isinstance(answer, Failed):
                 return answer
-            reason, retry_after = answer
+            reason = answer.reason
             if attempt == self.cfg.max_attempts:
                 break
-            delay = self.backoff(attempt, retry_after)
+            delay = self.backoff(attempt, answer.retry_after)
             log.info("webhook delivery failed, retrying", attempt=attempt, reason=reason, retry_in_s=round(delay, 2))
             if abandon.wait(delay):
                 return Abandoned("the delivery was abandoned")
-        return GaveUp(self.cfg.max_attempts, _bounded(f"{reason} (after {self.cfg.max_attempts} attempts)"))
+        suffix = f" (after {self.cfg.max_attempts} attempts)"
+        return GaveUp(self.cfg.max_attempts, _bounded(reason, MAX_REASON_CHARS - len(suffix)) + suffix)
 
-    def _attempt(self, result: dict, payload: bytes, attempt: int) -> Delivered | GaveUp | tuple[str, float | None]:
-        """One POST: Delivered, GaveUp (final), or why it failed and the peer's Retry-After."""
+    def _attempt(self, result: dict, payload: bytes, attempt: int) -> Delivered | GaveUp | Failed:
+        """One POST: Delivered, GaveUp (final) or Failed (may be retried)."""
         try:
             headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
                        "Idempotency-Key": result["task_uuid"], "X-Uvrd-Delivery-Attempt": str(attempt)}
@@ -95,16 +104,16 @@ class WebhookSender:
             reason = f"the webhook answered HTTP {response.status}"
             if response.status != 429 and response.status < 500:
                 return GaveUp(attempt, reason)
-            return reason, _retry_after(response.headers, self.cfg.backoff_max)
+            return Failed(reason, _retry_after(response.headers, self.cfg.backoff_max))
         except safehttp.UnsafeURL as e:
             return GaveUp(attempt, _bounded(f"hook_url refused: {e}"))
         except (urllib3.exceptions.HTTPError, OSError, safehttp.TooLarge, safehttp.DeadlineExceeded) as e:
-            return describe(e), None
+            return Failed(describe(e))
         except Exception as e:
             # Nothing a peer answers may end the uploader: what nobody foresaw is a failed attempt too.
             log.warning("unexpected error in a delivery attempt", attempt=attempt, error_type=type(e).__name__,
                         error=describe(e), exc_info=True)
-            return f"unexpected {describe(e)}", None
+            return Failed(f"unexpected {describe(e)}")
 
     def backoff(self, attempt: int, retry_after: float | None) -> float:
         """Exponential with full jitter; a server's Retry-After is honoured up to backoff_max."""
@@ -116,7 +125,7 @@ class WebhookSender:
 
 
 def describe(e: BaseException) -> str:
-    """"Type: message", bounded."""
+    """The exception's type and message, bounded in length."""
     try:
         text = str(e)
     except Exception:
@@ -124,8 +133,8 @@ def describe(e: BaseException) -> str:
     return _bounded(f"{type(e).__name__}: {text}" if text else type(e).__name__)
 
 
-def _bounded(text: str) -> str:
-    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS - 1] + "…"
+def _bounded(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _retry_after(headers: dict, cap: float) -> float | None:
