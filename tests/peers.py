@@ -70,8 +70,9 @@ class _Server:
             if self.tls is not None and not self.handshake_first(conn):
                 return
             if self.tls is not None:
-                conn = self.tls.wrap_socket(conn, server_side=True)
+                plain, conn = conn, self.tls.wrap_socket(conn, server_side=True)
                 with self._lock:
+                    self._conns.discard(plain)
                     self._conns.add(conn)
             request = _read_request(conn)
             if request is None:

@@ -256,17 +256,22 @@ def test_no_secret_reaches_the_log_even_at_debug(stack, kafka, receiver):
 
 # -- concurrent deliveries: exactly-once through stops, kills and rebalances -------------------------
 
-def per_task(stack, kafka, results) -> dict[str, tuple[list[str], int]]:
-    """Per result: the states of its status records, and how many dead-letter records it has."""
-    found = {r["task_uuid"]: ([], 0) for r in results}
+def outcomes(stack, kafka, task_uuids) -> dict[str, tuple[list[str], list[dict]]]:
+    """Per task: the states of its status records, and the headers of its dead-letter records."""
+    found = {t: ([], []) for t in task_uuids}
     for state in states(stack, kafka):
         if state["task_uuid"] in found:
             found[state["task_uuid"]][0].append(state["state"])
     for record in kafka.read_all(stack.dead_letter):
         task_uuid = json.loads(record.value)["task_uuid"]
         if task_uuid in found:
-            found[task_uuid] = (found[task_uuid][0], found[task_uuid][1] + 1)
+            found[task_uuid][1].append(dict(record.headers))
     return found
+
+
+def delivered_once(results) -> dict:
+    """What :func:`outcomes` gives when each result was delivered and recorded exactly once."""
+    return {r["task_uuid"]: (["delivered"], []) for r in results}
 
 
 def webhook_counts(receiver) -> dict[str, int]:
@@ -302,8 +307,7 @@ def test_sigkill_with_deliveries_in_flight_duplicates_and_loses_no_record(stack,
         second = stack.start("uploader", config=config, env=unit)
         second.wait_ready(60)
         wait_until(lambda: committed(stack, kafka) == len(results), 90, "every result committed")
-        found = per_task(stack, kafka, results)
-        assert found == {r["task_uuid"]: (["delivered"], 0) for r in results}
+        assert outcomes(stack, kafka, [r["task_uuid"] for r in results]) == delivered_once(results)
         counts = webhook_counts(receiver)
         assert [counts[r["task_uuid"]] for r in before] == [1] * len(before), "committed: not delivered again"
         assert [counts[r["task_uuid"]] for r in after] == [2] * len(after), "uncommitted: delivered again"
@@ -327,7 +331,7 @@ def test_sigterm_lets_the_deliveries_in_flight_finish_and_commits_them(stack, ka
         assert up.wait_exit(30) == 0
         assert len(r.successes()) == len(results)
         assert committed(stack, kafka) == len(results)
-        assert per_task(stack, kafka, results) == {r["task_uuid"]: (["delivered"], 0) for r in results}
+        assert outcomes(stack, kafka, [r["task_uuid"] for r in results]) == delivered_once(results)
     finally:
         r.close()
 
@@ -348,14 +352,14 @@ def test_at_the_drain_deadline_what_is_contiguous_is_committed_and_the_rest_is_r
         first.signal(signal.SIGTERM)
         assert first.wait_exit(20) == 0
         assert committed(stack, kafka) == 1, "nothing past the unfinished delivery"
-        assert per_task(stack, kafka, results) == {**{r["task_uuid"]: ([], 0) for r in results},
-                                                   done["task_uuid"]: (["delivered"], 0)}
+        assert outcomes(stack, kafka, [r["task_uuid"] for r in results]) == {
+            **{r["task_uuid"]: ([], []) for r in results}, **delivered_once([done])}
         assert "stop deadline reached" in first.log_text()
         hanger.release()
         second = stack.start("uploader", config=config)
         second.wait_ready(60)
         wait_until(lambda: committed(stack, kafka) == len(results), 90, "every result committed")
-        assert per_task(stack, kafka, results) == {r["task_uuid"]: (["delivered"], 0) for r in results}
+        assert outcomes(stack, kafka, [r["task_uuid"] for r in results]) == delivered_once(results)
         counts = webhook_counts(receiver)
         assert counts[done["task_uuid"]] == 1 and [counts[r["task_uuid"]] for r in later] == [2] * len(later)
     finally:
@@ -397,7 +401,7 @@ def test_rebalances_mid_delivery_change_no_outcome(stack, kafka, receiver):
         wait_until(lambda: [e for e in owner.log_events() if e["event"].startswith("partition moved to another")],
                    60, "the thawed one to let go")
         assert committed(stack, kafka) == len(results)
-        assert per_task(stack, kafka, results) == {r["task_uuid"]: (["delivered"], 0) for r in results}
+        assert outcomes(stack, kafka, [r["task_uuid"] for r in results]) == delivered_once(results)
         assert set(webhook_counts(receiver)) == {r["task_uuid"] for r in results[1:]}
         assert first.proc.poll() is None and second.proc.poll() is None
     finally:
