@@ -7,9 +7,10 @@ import threading
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
-from peers import OK, RawPeer
-from support import wait_until
+from peers import OK, RawPeer, hostile_answers
+from support import fuzz_examples, wait_until
 from uvrd.config import Config, StorageConfig, UploaderConfig
 from uvrd.consumer_daemon import Abandoned
 from uvrd.storage import open_storage
@@ -29,6 +30,17 @@ def peer():
     p.answers = answers
     yield p
     p.close()
+
+
+@settings(max_examples=fuzz_examples(), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(answer=hostile_answers())
+def test_whatever_a_receiver_answers_the_delivery_ends_delivered_or_given_up(peer, answer):
+    """The uploader's rule at the level where it lives (what the daemon test checks from outside)."""
+    peer.answers["bytes"] = answer
+    outcome = WebhookSender(FAST, allow_private=True, link=None).deliver(result(peer.url("/hook")), threading.Event())
+    assert isinstance(outcome, (Delivered, GaveUp))
+    if isinstance(outcome, GaveUp):
+        assert outcome.reason and len(outcome.reason) <= MAX_REASON_CHARS
 
 
 def test_a_webhook_whose_body_cannot_be_built_is_given_up_at_once_with_the_reason(peer, monkeypatch):
