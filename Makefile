@@ -45,7 +45,7 @@ faults: venv
 	UVRD_FAULT_TASKS=$(FAULT_TASKS) UVRD_FAULT_SEED=$(FAULT_SEED) UVRD_FUZZ_EXAMPLES=2000 \
 	UVRD_FAULT_SUMMARY=build/faults-summary.txt \
 	$(PY) -m pytest -p no:cacheprovider -s -n $(PYTEST_WORKERS) tests/faults tests/test_messages.py \
-		tests/test_uploader_parsing.py tests/api/test_api_openapi.py
+		tests/test_uploader_parsing.py tests/test_safehttp.py tests/test_webhook_delivery.py tests/api/test_api_openapi.py
 	@cat build/faults-summary.txt
 
 # The benchmarks (bench/): everything on loopback, started and stopped by the benchmark; writes

@@ -75,6 +75,8 @@ def test_missing_default_file_means_defaults(tmp_path, monkeypatch):
     ("[api]\nheader_timeout = 0\n", {}, "api.header_timeout must be positive"),
     ("[api]\nready_timeout = -5\n", {}, "api.ready_timeout must be positive"),
     ("[api]\nlisten = '127.0.0.1:\uff18\uff10'\n", {}, "api.listen must be HOST:PORT"),
+    ("[uploader]\nconcurrency = 0\n", {}, "uploader.concurrency must be 1 to 256"),
+    ("", {"UVRD_UPLOADER_CONCURRENCY": "1000"}, "uploader.concurrency must be 1 to 256"),
 ])
 def test_bad_configuration_names_the_culprit(tmp_path, text, environ, words):
     with pytest.raises(ConfigError) as e:

@@ -6,15 +6,17 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 
 import pytest
 
+from peers import Hanger
 from support import RebindingDNS, WebhookReceiver, rebinding_pair, wait_until
 from uvrd import webhook
-from uvrd.config import ApiConfig, Config, UploaderConfig
-from uvrd.uploader import Delivered, Uploader
+from uvrd.config import UploaderConfig
+from uvrd.webhook_delivery import Delivered, WebhookSender
 
 
 @pytest.fixture
@@ -201,11 +203,10 @@ def test_a_hook_url_whose_dns_answer_changes_is_called_at_the_checked_address(mo
     try:
         dns = RebindingDNS("hook.rebind.test", first="127.0.0.1", then="127.0.0.2")
         monkeypatch.setattr(socket, "getaddrinfo", dns.getaddrinfo)
-        config = Config(api=ApiConfig(allow_private_urls=True),
-                        uploader=UploaderConfig(webhook_secret="whsec", max_attempts=1, timeout=5))
+        cfg = UploaderConfig(webhook_secret="whsec", max_attempts=1, timeout=5)
         result = {"task_uuid": str(uuid.uuid4()), "success": False, "error_message": "x",
                   "hook_url": f"http://hook.rebind.test:{checked.port}/hook"}
-        outcome = Uploader(config, environ={})._deliver(result)
+        outcome = WebhookSender(cfg, allow_private=True, link=None).deliver(result, threading.Event())
         assert outcome == Delivered(attempts=1, status=200)
         assert checked.hits == ["/hook"] and rebound.hits == [] and dns.lookups == 1
     finally:
@@ -251,3 +252,157 @@ def test_no_secret_reaches_the_log_even_at_debug(stack, kafka, receiver):
     assert '"level": "debug"' in text and "webhook delivered" in text
     for secret in [*secrets.values(), signature]:
         assert secret not in text, f"{secret!r} is in the log"
+
+
+# -- concurrent deliveries: exactly-once through stops, kills and rebalances -------------------------
+
+def outcomes(stack, kafka, task_uuids) -> dict[str, tuple[list[str], list[dict]]]:
+    """Per task: the states of its status records, and the headers of its dead-letter records."""
+    found = {t: ([], []) for t in task_uuids}
+    for state in states(stack, kafka):
+        if state["task_uuid"] in found:
+            found[state["task_uuid"]][0].append(state["state"])
+    for record in kafka.read_all(stack.dead_letter):
+        task_uuid = json.loads(record.value)["task_uuid"]
+        if task_uuid in found:
+            found[task_uuid][1].append(dict(record.headers))
+    return found
+
+
+def delivered_once(results) -> dict:
+    """What :func:`outcomes` gives when each result was delivered and recorded exactly once."""
+    return {r["task_uuid"]: (["delivered"], []) for r in results}
+
+
+def webhook_counts(receiver) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for request in receiver.requests:
+        task_uuid = json.loads(request["body"])["task_uuid"]
+        counts[task_uuid] = counts.get(task_uuid, 0) + 1
+    return counts
+
+
+def test_sigkill_with_deliveries_in_flight_duplicates_and_loses_no_record(stack, kafka, receiver):
+    """Deliveries finished above an unfinished one wait uncommitted; after a SIGKILL the next uploader
+    (the same unit, so the same transactional id) delivers them again, and every result still has
+    exactly one status record and no dead letter."""
+    hanger = Hanger()
+    try:
+        config = stack.write_config("kill.toml", uploader={"timeout": 30, "max_attempts": 2})
+        unit = {"UVRD_UPLOADER_TRANSACTIONAL_ID": f"{stack.group}-the-uploader-unit"}
+        first = stack.start("uploader", config=config, env=unit)
+        first.wait_ready(60)
+        before = [result_for(stack, receiver.url) for _ in range(3)]
+        stuck = result_for(stack, hanger.url())
+        after = [result_for(stack, receiver.url) for _ in range(6)]
+        results = [*before, stuck, *after]
+        for result in results:
+            kafka.send(stack.results, result)
+        wait_until(lambda: len(receiver.requests) == len(before) + len(after) and hanger.paths(), 60,
+                   "every healthy webhook, and the hanging one in flight")
+        wait_until(lambda: committed(stack, kafka) == len(before), 30, "the results below the hanging one committed")
+        first.proc.send_signal(signal.SIGKILL)
+        assert first.wait_exit(10) == -signal.SIGKILL
+        hanger.release()
+        second = stack.start("uploader", config=config, env=unit)
+        second.wait_ready(60)
+        wait_until(lambda: committed(stack, kafka) == len(results), 90, "every result committed")
+        assert outcomes(stack, kafka, [r["task_uuid"] for r in results]) == delivered_once(results)
+        counts = webhook_counts(receiver)
+        assert [counts[r["task_uuid"]] for r in before] == [1] * len(before), "committed: not delivered again"
+        assert [counts[r["task_uuid"]] for r in after] == [2] * len(after), "uncommitted: delivered again"
+        assert hanger.paths() == ["/hook", "/hook"]
+    finally:
+        hanger.close()
+
+
+def test_sigterm_lets_the_deliveries_in_flight_finish_and_commits_them(stack, kafka):
+    r = WebhookReceiver(delay=3)
+    try:
+        up = stack.start("uploader")
+        up.wait_ready(60)
+        results = [result_for(stack, r.url) for _ in range(4)]
+        for result in results:
+            kafka.send(stack.results, result)
+        wait_until(lambda: len(r.requests) == len(results), 30, "all four deliveries in flight")
+        arrivals = [x["at"] for x in r.requests]
+        assert max(arrivals) - min(arrivals) < r.delay, "the last arrived before the first was answered"
+        up.signal(signal.SIGTERM)
+        assert up.wait_exit(30) == 0
+        assert len(r.successes()) == len(results)
+        assert committed(stack, kafka) == len(results)
+        assert outcomes(stack, kafka, [r["task_uuid"] for r in results]) == delivered_once(results)
+    finally:
+        r.close()
+
+
+def test_at_the_drain_deadline_what_is_contiguous_is_committed_and_the_rest_is_redone(stack, kafka, receiver):
+    hanger = Hanger()
+    try:
+        config = stack.write_config("drain.toml", uploader={"timeout": 30, "drain_timeout": 2})
+        first = stack.start("uploader", config=config)
+        first.wait_ready(60)
+        done, stuck, later = result_for(stack, receiver.url), result_for(stack, hanger.url()), \
+            [result_for(stack, receiver.url) for _ in range(3)]
+        results = [done, stuck, *later]
+        for result in results:
+            kafka.send(stack.results, result)
+        wait_until(lambda: len(receiver.requests) == 1 + len(later) and hanger.paths(), 30, "all deliveries started")
+        wait_until(lambda: committed(stack, kafka) == 1, 30, "the first result committed")
+        first.signal(signal.SIGTERM)
+        assert first.wait_exit(20) == 0
+        assert committed(stack, kafka) == 1, "nothing past the unfinished delivery"
+        assert outcomes(stack, kafka, [r["task_uuid"] for r in results]) == {
+            **{r["task_uuid"]: ([], []) for r in results}, **delivered_once([done])}
+        assert "stop deadline reached" in first.log_text()
+        hanger.release()
+        second = stack.start("uploader", config=config)
+        second.wait_ready(60)
+        wait_until(lambda: committed(stack, kafka) == len(results), 90, "every result committed")
+        assert outcomes(stack, kafka, [r["task_uuid"] for r in results]) == delivered_once(results)
+        counts = webhook_counts(receiver)
+        assert counts[done["task_uuid"]] == 1 and [counts[r["task_uuid"]] for r in later] == [2] * len(later)
+    finally:
+        hanger.close()
+
+
+def assigned_partitions(daemon) -> list | None:
+    """What the daemon's last rebalance gave it (None before its first)."""
+    events = daemon.events("partitions assigned")
+    return events[-1]["partitions"] if events else None
+
+
+def test_rebalances_mid_delivery_change_no_outcome(stack, kafka, receiver):
+    """A second uploader joins while deliveries are in flight: the first keeps them if it keeps the
+    partition, drops them if not.  Then the owner is frozen (SIGSTOP) past its session: the other
+    takes over and redoes what was uncommitted, and the frozen one, thawed, drops its outcomes.
+    Whatever happened, each result has exactly one status record."""
+    hanger = Hanger()
+    try:
+        config = stack.write_config("pair.toml", uploader={"timeout": 60})
+        first = stack.start("uploader", config=config)
+        first.wait_ready(60)
+        results = [result_for(stack, hanger.url()), *[result_for(stack, receiver.url) for _ in range(5)]]
+        for result in results:
+            kafka.send(stack.results, result)
+        wait_until(lambda: len(receiver.requests) == 5 and hanger.paths(), 30, "deliveries in flight")
+        second = stack.start("uploader", config=config)
+        second.wait_ready(60)
+        wait_until(lambda: assigned_partitions(second) is not None and len(first.events("partitions assigned")) == 2,
+                   60, "the rebalance")
+        owner, other = (first, second) if assigned_partitions(first) else (second, first)
+        owner.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: assigned_partitions(other), 60, "the other uploader to take the partition")
+            hanger.release()
+            wait_until(lambda: committed(stack, kafka) == len(results), 60, "every result committed")
+        finally:
+            owner.proc.send_signal(signal.SIGCONT)
+        wait_until(lambda: [e for e in owner.log_events() if e["event"].startswith("partition moved to another")],
+                   60, "the thawed one to let go")
+        assert committed(stack, kafka) == len(results)
+        assert outcomes(stack, kafka, [r["task_uuid"] for r in results]) == delivered_once(results)
+        assert set(webhook_counts(receiver)) == {r["task_uuid"] for r in results[1:]}
+        assert first.proc.poll() is None and second.proc.poll() is None
+    finally:
+        hanger.close()

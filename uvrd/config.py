@@ -164,6 +164,7 @@ class ApiConfig:
     # "user:password" pairs for the old service's POST /generate (HTTP Basic).
     basic_auth: tuple[str, ...] = ()
     max_upload_bytes: int = 500 * 1024 * 1024
+    # One audio URL download, whole: connect, send and every byte of the answer.
     fetch_timeout: float = 30.0
     # hook_url and audio URLs may name loopback/private/link-local addresses only if true.
     allow_private_urls: bool = False
@@ -210,12 +211,19 @@ class ApiConfig:
             _require(getattr(self, name) > 0, f"api.{name}", "must be positive")
 
 
+# Each delivery in flight is a thread and a connection.
+MAX_UPLOADER_CONCURRENCY = 256
+
+
 @dataclass(frozen=True)
 class UploaderConfig:
     group_id: str = "uvrd-uploader"
     # Signs each webhook (X-Uvrd-Signature); receivers verify with the same secret.
     webhook_secret: str = ""
+    # One delivery attempt, whole: connect, send and every byte of the answer.
     timeout: float = 10.0
+    # Webhooks delivered at once: a slow or hanging receiver holds one of them, not the uploader.
+    concurrency: int = 8
     max_attempts: int = 8
     backoff_initial: float = 1.0
     backoff_max: float = 300.0
@@ -231,6 +239,8 @@ class UploaderConfig:
 
     def validate(self) -> None:
         _require(self.max_attempts >= 1, "uploader.max_attempts", "must be at least 1")
+        _require(1 <= self.concurrency <= MAX_UPLOADER_CONCURRENCY, "uploader.concurrency",
+                 f"must be 1 to {MAX_UPLOADER_CONCURRENCY}")
         for name in ("timeout", "backoff_initial", "backoff_max", "drain_timeout", "broker_timeout",
                      "retention", "spool_retention", "retention_interval"):
             _require(getattr(self, name) > 0, f"uploader.{name}", "must be positive")

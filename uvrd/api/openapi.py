@@ -48,6 +48,7 @@ def _submission_responses() -> dict:
         "413": _error("The request or the audio is over the upload limit, or a JSON body over 64 KiB"),
         "415": _error(f"The body is not the expected media type, or the audio is not {AUDIO_FORMATS}"),
         "502": _error("The audio URL could not be fetched or did not answer 2xx"),
+        "504": _error("The audio URL's download did not finish within the server's time limit"),
         "503": _error("Kafka did not take the task; nothing was queued", _RETRY),
     }
 

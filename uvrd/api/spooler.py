@@ -18,6 +18,7 @@ from typing import IO
 import urllib3
 
 from .. import safehttp
+from ..deadline import Deadline
 from .audio_types import DESCRIPTION, HEAD_BYTES, sniff
 from .errors import ApiError
 
@@ -58,14 +59,20 @@ class Spool:
         return final
 
     def fetch(self, url: str, task_uuid: str, allow_private: bool, timeout: float) -> Path:
+        """Download *url* into the spool; *timeout* bounds the whole download, not each read."""
         with self.incoming() as tmp:
             try:
-                response = safehttp.request("GET", url, allow_private=allow_private, timeout=timeout,
+                response = safehttp.request("GET", url, allow_private=allow_private, deadline=Deadline.after(timeout),
                                             max_bytes=self.max_bytes, sink=tmp)
             except ValueError as e:  # UnsafeURL, or a URL the HTTP client cannot send
                 raise ApiError(400, f"the audio URL is refused: {e}") from None
             except safehttp.TooLarge:
                 raise ApiError(413, f"the audio at the URL is over the {self.max_bytes}-byte upload limit") from None
+            except safehttp.DeadlineExceeded:
+                # 504, not 502: the server at the URL answered too slowly rather than wrongly, and
+                # the same URL may well work later (RFC 9110 15.6.5: an upstream's untimely answer).
+                raise ApiError(504, f"fetching the audio URL took longer than this server allows "
+                                    f"({timeout:g} s); nothing was queued") from None
             except (urllib3.exceptions.HTTPError, OSError) as e:
                 raise ApiError(502, f"could not fetch the audio URL: {network_reason(e)}") from None
             if not 200 <= response.status < 300:
