@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import crafted_audio
+from uvrd.devtools import crafted_audio
 from uvrd.audio_probe import NOT_AUDIO, AudioInfo, Unusable, check, probe
 
 

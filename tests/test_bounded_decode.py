@@ -15,10 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import crafted_audio
 from support import fuzz_examples
 from uvrd import audio_probe, bounded_decode
-from uvrd.devtools import tinymodel
+from uvrd.devtools import crafted_audio, tinymodel
 
 LIMIT = 8.0
 

@@ -72,18 +72,21 @@ class _Load:
         if isinstance(path, (str, os.PathLike)):
             a["path"] = _open_with_libsndfile(path)
         if a["path"] is None:
-            y, sr = self._ffmpeg_load(os.fspath(path), a)
-        else:
-            y, sr = self.real(*args.args, **args.kwargs)
-        if y.shape[-1] > (self.max_seconds + PADDING_S) * sr:
-            raise audio_probe.Unusable(audio_probe.too_long(self.max_seconds, self.declared))
+            return self._ffmpeg_load(os.fspath(path), a)
+        y, sr = self.real(*args.args, **args.kwargs)
+        self._check(y, sr)
         return y, sr
+
+    def _check(self, y: np.ndarray, rate: int) -> None:
+        if y.shape[-1] > (self.max_seconds + PADDING_S) * rate:
+            raise audio_probe.Unusable(audio_probe.too_long(self.max_seconds, self.declared))
 
     def _ffmpeg_load(self, path: str, a: dict):
         import librosa
 
         info = self.probed.get(os.path.realpath(path)) or audio_probe.probe(path)
         y = decode(path, info.rate, info.channels, a["offset"], a["duration"]).astype(a["dtype"], copy=False)
+        self._check(y, info.rate)  # before resampling: a refusal costs no more than the decode
         # What librosa.load does after decoding.
         if a["mono"]:
             y = librosa.to_mono(y)

@@ -9,9 +9,8 @@ import subprocess
 import numpy as np
 import soundfile as sf
 
-import crafted_audio
 from support import wait_until
-from uvrd.devtools import tinymodel
+from uvrd.devtools import crafted_audio, tinymodel
 
 
 def _noise(frames: int, channels: int) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Audio files that lie about their length, or do not say it, built with ffmpeg for each test.
+"""Audio files that lie about their length, or do not say it, built with ffmpeg (for the tests
+of max_audio_seconds and bench/decode_bomb.py).
 
 - :func:`lying_m4a`: an M4A (which the api accepts) whose headers (mvhd, tkhd, mdhd) claim a
   length other than the samples it holds; ffprobe reports the claim, ffmpeg decodes every sample.
@@ -12,13 +13,13 @@ import struct
 import subprocess
 from pathlib import Path
 
-NOISE = "anoisesrc=r={rate}:a=0.1:d={seconds}"
+SOURCES = {"noise": "anoisesrc=r={rate}:a=0.1:d={seconds}", "silence": "anullsrc=r={rate}:d={seconds}"}
 
 
-def _ffmpeg(seconds: float, rate: int, channels: int, output: list[str], stdout=None) -> None:
+def _ffmpeg(seconds: float, rate: int, channels: int, output: list[str], stdout=None, source: str = "noise") -> None:
     layout = {1: "mono", 2: "stereo", 6: "5.1"}[channels]
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
-                    "-i", NOISE.format(rate=rate, seconds=seconds), "-af", f"aformat=channel_layouts={layout}",
+                    "-i", SOURCES[source].format(rate=rate, seconds=seconds), "-af", f"aformat=channel_layouts={layout}",
                     *output], check=True, stdout=stdout)
 
 
@@ -32,9 +33,10 @@ def stream(path: Path, seconds: float, container: str = "matroska", rate: int = 
     return path
 
 
-def lying_m4a(path: Path, seconds: float, claims: float, rate: int = 16000, channels: int = 2) -> Path:
-    """An AAC M4A holding *seconds* of noise whose every duration field says *claims*."""
-    _ffmpeg(seconds, rate, channels, ["-c:a", "aac", "-b:a", "64k", str(path)])
+def lying_m4a(path: Path, seconds: float, claims: float, rate: int = 16000, channels: int = 2,
+              source: str = "noise") -> Path:
+    """An AAC M4A holding *seconds* of noise (or silence) whose every duration field says *claims*."""
+    _ffmpeg(seconds, rate, channels, ["-c:a", "aac", "-b:a", "64k", str(path)], source=source)
     path.write_bytes(claim(path.read_bytes(), claims))
     return path
 
