@@ -55,7 +55,8 @@ def _run_task(bench: Bench, proc, topics, spool: Path, audio: Path, timeout: flo
             raise RuntimeError(f"no result for {audio.name} within {timeout} s")
     reader.close()
     result = done[0]
-    return {"file": audio.name, "bytes": audio.stat().st_size, "seconds_to_result": round(time.monotonic() - started, 1),
+    return {"file": audio.name, "bytes": audio.stat().st_size,
+            "seconds_to_result": round(time.monotonic() - started, 1),
             "success": result["success"], "error": result.get("error_message"),
             "engine_vmhwm_mb": round(peaks["engine"]), "worker_vmhwm_mb": round(peaks["worker"])}
 
@@ -84,7 +85,8 @@ def main(argv=None) -> int:
             proc = bench.daemon("processor", config)
             proc.wait_ready()
             engine = wait_event(proc, "engine starting", 30)[-1]["pid"]
-            idle = {"idle_engine_vmhwm_mb": round(vm_hwm_mb(engine)), "idle_worker_vmhwm_mb": round(vm_hwm_mb(proc.proc.pid))}
+            idle = {"idle_engine_vmhwm_mb": round(vm_hwm_mb(engine)),
+                    "idle_worker_vmhwm_mb": round(vm_hwm_mb(proc.proc.pid))}
             row = {**_run_task(bench, proc, topics, where / "spool", audio, args.job_timeout + 120), **idle}
             say(json.dumps(row))
             rows.append(row)

@@ -10,7 +10,8 @@ and so was a Matroska stream, which declares no length at all: one hour of silen
 of Opus, took 5.3 GB to decode and resample.
 
 While a job runs, :func:`limited` puts a bounded ``load`` where audio-separator looks
-``librosa.load`` up (the librosa module; no caller binds the function itself):
+``librosa.load`` up (the librosa module; no caller binds the function itself; the chunked mode,
+which decodes with pydub instead, is never turned on here):
 
 - what libsndfile reads (and knows the length of) is read for at most the limit plus a margin;
 - anything else is decoded by ffmpeg, cut off with ``-t`` at the same bound, into an array of

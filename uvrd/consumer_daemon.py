@@ -150,7 +150,8 @@ class ConsumerDaemon:
         attempts = 0
         while True:
             attempts += 1
-            log.info("connecting to the broker", bootstrap_servers=self.config.kafka.bootstrap_servers, attempt=attempts)
+            log.info("connecting to the broker", bootstrap_servers=self.config.kafka.bootstrap_servers,
+                     attempt=attempts)
             attempt = _Attempt(self._open_clients)
             while not attempt.wait(POLL_MS / 1000):
                 self.tick()

@@ -118,7 +118,8 @@ def _separate(models: "_Models", job) -> dict[str, str]:
     audio_path = _downmix(job, info.channels, limit) if info.channels > 2 else job.audio_path
     try:
         with bounded_decode.limited(limit, job.audio_path, info):
-            outputs = separator.separate(audio_path, custom_output_names={s: s.lower().replace(" ", "_") for s in KNOWN_STEMS})
+            outputs = separator.separate(audio_path,
+                                         custom_output_names={s: s.lower().replace(" ", "_") for s in KNOWN_STEMS})
     finally:
         if audio_path != job.audio_path:
             os.unlink(audio_path)

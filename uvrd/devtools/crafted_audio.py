@@ -19,8 +19,8 @@ SOURCES = {"noise": "anoisesrc=r={rate}:a=0.1:d={seconds}", "silence": "anullsrc
 def _ffmpeg(seconds: float, rate: int, channels: int, output: list[str], stdout=None, source: str = "noise") -> None:
     layout = {1: "mono", 2: "stereo", 6: "5.1"}[channels]
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
-                    "-i", SOURCES[source].format(rate=rate, seconds=seconds), "-af", f"aformat=channel_layouts={layout}",
-                    *output], check=True, stdout=stdout)
+                    "-i", SOURCES[source].format(rate=rate, seconds=seconds),
+                    "-af", f"aformat=channel_layouts={layout}", *output], check=True, stdout=stdout)
 
 
 def stream(path: Path, seconds: float, container: str = "matroska", rate: int = 16000, channels: int = 2) -> Path:
