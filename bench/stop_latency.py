@@ -1,5 +1,7 @@
 """1. Stop latency, idle: SIGTERM to exit of an idle processor, uploader and api, beside the old
-``for message in consumer:`` loop, which only notices the stop when the next message arrives."""
+``for message in consumer:`` loop, which only notices the stop when the next message arrives; and
+of a processor and an uploader stopped during their first group join, which the broker holds
+(Tansu: a round of 3 s)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from .harness import Bench, Proc, max_or_nan, median, pct, say, wait_event
 
 EXIT_TIMEOUT_S = 60
 API_WORKERS = 2
+JOIN_SETTLE_S = 0.3  # after READY=1: the first poll has sent its JoinGroup, which the broker holds for its round
 
 
 def _healthz(url: str):
@@ -73,6 +76,26 @@ def _daemon_latencies(bench: Bench, command: str, runs: int, batch: int) -> list
     return latencies
 
 
+def _join_latencies(bench: Bench, command: str, runs: int) -> list[float]:
+    """Fresh daemons (each its own group) SIGTERMed while the broker holds their first JoinGroup:
+    JOIN_SETTLE_S after READY=1, the join their first poll sent is in its round.  A run counts
+    only if the daemon says it left while its join was held."""
+    where = bench.workdir(f"join-{command}")
+    topics = bench.topics(f"join-{command}")
+    config = bench.write_config(where, topics, group=f"join-{command}")
+    latencies = []
+    for _ in range(runs):
+        proc = bench.daemon(command, config, env={"UVRD_PROCESSOR_GROUP_ID": f"join-{uuid.uuid4().hex[:8]}",
+                                                  "UVRD_UPLOADER_GROUP_ID": f"join-{uuid.uuid4().hex[:8]}"})
+        ready = proc.wait_ready()
+        time.sleep(max(0.0, ready + JOIN_SETTLE_S - time.monotonic()))
+        [latency] = _measure([proc], settle=0.0)
+        if proc.events("left the group while its join was held") and not proc.events("partitions assigned"):
+            latencies.append(latency)
+        bench.forget(proc)
+    return latencies
+
+
 def _oldway_latencies(bench: Bench, runs: int, idle_wait: float) -> dict:
     """Start *runs* old-style consumers (each its own topic and group), SIGTERM them all, wait
     *idle_wait*; then send each its next message and time its exit."""
@@ -116,6 +139,11 @@ def run(bench: Bench, runs: int, quick: bool) -> dict:
     for command in ("processor", "uploader", "api"):
         say(f"stop latency: {runs} idle {command}s")
         data[command] = _daemon_latencies(bench, command, runs, batch if command == "processor" else 10)
+    joins = {}
+    join_runs = max(2, runs // 4)
+    for command in ("processor", "uploader"):
+        say(f"stop latency: {join_runs} {command}s during their first join")
+        joins[command] = _join_latencies(bench, command, join_runs)
     say(f"stop latency: {runs} old-way consumers")
     old = _oldway_latencies(bench, runs, idle_wait)
 
@@ -123,6 +151,9 @@ def run(bench: Bench, runs: int, quick: bool) -> dict:
     for command, xs in data.items():
         rows.append([f"uvrd {command}", f"{median(xs) * 1000:.0f} ms", f"{pct(xs, 0.9) * 1000:.0f} ms",
                      f"{max_or_nan(xs) * 1000:.0f} ms", f"{len(xs)}/{runs}"])
+    for command, xs in joins.items():
+        rows.append([f"uvrd {command}, first join", f"{median(xs) * 1000:.0f} ms", f"{pct(xs, 0.9) * 1000:.0f} ms",
+                     f"{max_or_nan(xs) * 1000:.0f} ms", f"{len(xs)}/{join_runs} caught joining"])
     rows.append(["old loop, idle topic", f"never (> {idle_wait:g} s)", "", "",
                  f"{old['exited_by_itself']}/{runs}"])
     rows.append(["old loop, from its next message", f"{median(old['after_message']) * 1000:.0f} ms",
@@ -133,14 +164,19 @@ def run(bench: Bench, runs: int, quick: bool) -> dict:
         "key": "stop_latency",
         "title": "1. Stop latency, idle",
         "intro": (f"SIGTERM to process exit of an idle daemon (ready, partitions assigned, no work), "
-                  f"{runs} fresh daemons each; the old design's `for message in consumer:` loop with a "
-                  f"signal flag, on an idle topic, was given {idle_wait:g} s, then sent one message."),
+                  f"{runs} fresh daemons each, and of {join_runs} fresh processors and uploaders each "
+                  f"{JOIN_SETTLE_S:g} s after READY=1, while the broker held their first JoinGroup (counted "
+                  f"only when the daemon logged that it left while its join was held); the old design's "
+                  f"`for message in consumer:` loop with a signal flag, on an idle topic, was given "
+                  f"{idle_wait:g} s, then sent one message."),
         "header": ["daemon", "median", "p90", "max", "exited on its own"],
         "rows": rows,
         "figures": [figure] if figure else [],
-        "data": {"uvrd": data, "oldway": old},
+        "data": {"uvrd": data, "first_join": joins, "oldway": old},
         "summary": [(f"idle {c}: SIGTERM to exit, median / max ({len(xs)} runs)",
                      f"{median(xs) * 1000:.0f} ms / {max_or_nan(xs) * 1000:.0f} ms") for c, xs in data.items()]
+        + [(f"{c} during its first join: SIGTERM to exit, median / max ({len(xs)} runs)",
+            f"{median(xs) * 1000:.0f} ms / {max_or_nan(xs) * 1000:.0f} ms") for c, xs in joins.items()]
         + [("old `for message in consumer:` loop, idle topic",
             f"{runs - old['exited_by_itself']}/{runs} still running after {idle_wait:g} s; "
             f"exits {median(old['after_message']) * 1000:.0f} ms (median) after the next message")],

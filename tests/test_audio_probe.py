@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from uvrd.devtools import crafted_audio
 from uvrd.audio_probe import NOT_AUDIO, AudioInfo, Unusable, check, probe
 
 
@@ -37,4 +38,14 @@ def test_refuses_no_samples_and_over_the_limit_and_takes_the_rest():
         check(AudioInfo(seconds=7200.0, rate=8000, channels=1), 3600)
     assert "2:00:00 long" in str(e.value) and "max_audio_seconds = 3600" in str(e.value)
     check(AudioInfo(seconds=0.001, rate=44100, channels=2), 3600)
-    check(AudioInfo(seconds=None, rate=44100, channels=2), 3600)  # a stream that does not say: job_timeout bounds it
+    # A stream that does not say passes this early check; its decode stops at the limit (test_bounded_decode.py).
+    check(AudioInfo(seconds=None, rate=44100, channels=2), 3600)
+
+
+@pytest.mark.parametrize("container", ["flac", "matroska"])
+def test_a_stream_that_does_not_declare_its_length_has_no_length(tmp_path, container):
+    """Written to a pipe, the muxer cannot go back to write the length: libsndfile then says
+    'the largest count there is' (FLAC), ffprobe says nothing (Matroska).  Neither is a length."""
+    path = crafted_audio.stream(tmp_path / f"stream.{container}", 3, container)
+    info = probe(str(path))
+    assert info.seconds is None and info.channels == 2

@@ -65,8 +65,9 @@ def settled(daemon, n: int = 1) -> list[dict]:
 def test_task_gives_one_result_and_commits_its_offset(stack, kafka, short_audio):
     p = stack.start()
     p.wait_ready()
-    audio = stack.spool_copy(short_audio)
-    task = stack.task(audio)
+    task_uuid = str(uuid.uuid4())
+    audio = stack.spool_copy(short_audio, f"{task_uuid}.wav")  # the api's name for the task's input
+    task = stack.task(audio, task_uuid=task_uuid)
     kafka.send(stack.tasks, task)
     wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 60, "offset 1 committed")
     settled(p)
@@ -206,12 +207,13 @@ def test_bad_input_fails_clearly_and_the_worker_carries_on(stack, kafka, tmp_pat
     (stack.spool / "link.wav").symlink_to("/etc/passwd")
     (stack.spool / "dir.wav").mkdir()
     (stack.spool / "empty.wav").write_bytes(b"")
-    not_audio = stack.spool / "text.wav"
+    not_audio_uuid = str(uuid.uuid4())
+    not_audio = stack.spool / f"{not_audio_uuid}.wav"  # the task's own, as the api names it
     not_audio.write_text("this is not audio\n" * 200)
     good = stack.spool_copy(short_audio)
 
     def task(**fields):
-        # Each its own input: a failed task's input is removed once final.
+        # Each its own input file.
         audio = fields.pop("audio", None) or stack.spool_copy(short_audio)
         return json.dumps(stack.task(audio, **fields)).encode()
 
@@ -233,7 +235,7 @@ def test_bad_input_fails_clearly_and_the_worker_carries_on(stack, kafka, tmp_pat
         (task(task_uuid=(x := u()), audio=stack.spool / "link.wav"), x, "outside the spool"),
         (task(task_uuid=(x := u()), audio=stack.spool / "dir.wav"), x, "not a regular file"),
         (task(task_uuid=(x := u()), audio=stack.spool / "empty.wav"), x, "is empty"),
-        (task(task_uuid=(x := u()), audio=not_audio), x, "could not be decoded"),
+        (task(task_uuid=not_audio_uuid, audio=not_audio), not_audio_uuid, "could not be decoded"),
     ]
     p = stack.start()
     p.wait_ready()
@@ -256,6 +258,36 @@ def test_bad_input_fails_clearly_and_the_worker_carries_on(stack, kafka, tmp_pat
     assert p.proc.poll() is None and len(p.events("engine starting")) == 1, "no restart on bad input"
     assert outside.exists(), "a file outside the spool is never touched"
     assert not not_audio.exists(), "a failed task's input is removed once final"
+    p.signal(signal.SIGTERM)
+    assert p.wait_exit(10) == 0
+
+
+def test_a_task_naming_another_tasks_input_never_removes_it(stack, kafka, short_audio):
+    """Duplicated or forged tasks that name another task's spool file: refused or separated,
+    none removes it, and the task it belongs to then succeeds and removes it."""
+    owner = str(uuid.uuid4())
+    audio = stack.spool_copy(short_audio, f"{owner}.wav")  # as the api names the owner's input
+    forged = [
+        stack.task(audio, model="nope.onnx"),
+        stack.task(audio, output_format="exe"),
+        stack.task(audio.name),  # relative to the spool
+        stack.task(audio, task_uuid=f"{owner}.wav"),  # a uuid that extends the owner's
+    ]
+    p = stack.start()
+    p.wait_ready()
+    for t in forged:
+        kafka.send(stack.tasks, t)
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == len(forged), 120, "the forged tasks")
+    settled(p, len(forged))
+    assert [r["success"] for r in kafka.results(stack.results)] == [False, False, True, True]
+    assert audio.exists(), "another task's input is never removed"
+
+    kafka.send(stack.tasks, stack.task(audio, task_uuid=owner))
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == len(forged) + 1, 60, "the owner's task")
+    settled(p, len(forged) + 1)
+    last = kafka.results(stack.results)[-1]
+    assert (last["task_uuid"], last["success"]) == (owner, True), last
+    assert not audio.exists(), "the owner's task removes its own input once final"
     p.signal(signal.SIGTERM)
     assert p.wait_exit(10) == 0
 

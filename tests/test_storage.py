@@ -34,8 +34,8 @@ def config(objectstore, tmp_path) -> Config:
     return Config(processor=processor, storage=storage)
 
 
-def s3_task(key: str) -> Task:
-    return Task(task_uuid=str(uuid.uuid4()), audio_path=None, hook_url=None, storage="s3", audio_key=key)
+def s3_task(key: str, task_uuid: str | None = None) -> Task:
+    return Task(task_uuid=task_uuid or str(uuid.uuid4()), audio_path=None, hook_url=None, storage="s3", audio_key=key)
 
 
 def spooled(config: Config, content: bytes, name: str = "x.wav") -> Path:
@@ -67,8 +67,23 @@ def test_an_input_goes_to_the_bucket_and_comes_back_into_a_private_directory(con
     store.release_input(path)
     assert not path.parent.exists()
 
-    store.remove_input(key)
+    store.remove_input(s3_task(key, task_uuid="abc"))
     assert objectstore.keys(config.storage.root) == []
+
+
+def test_a_task_removes_only_its_own_input_object(config, objectstore):
+    """A duplicated or forged task may name another task's object; only the object the api named
+    after the task (inputs/<task_uuid>.<ext>) is its own to delete."""
+    store = open_storage(config)
+    mine, theirs = (store.put_input(spooled(config, b"RIFF-audio", f"{name}.wav"), f"{name}.wav")
+                    for name in ("mine", "theirs"))
+    elsewhere = f"{config.storage.root}/stems/mine/mine.wav"
+    objectstore.client().put_object(Bucket=objectstore.bucket, Key=elsewhere, Body=b"RIFF-stem")
+    for key in (theirs, elsewhere, f"{config.storage.root}/inputs/mine.wav.wav"):
+        store.remove_input(s3_task(key, task_uuid="mine"))
+    assert objectstore.keys(config.storage.root) == sorted([mine, theirs, elsewhere])
+    store.remove_input(s3_task(mine, task_uuid="mine"))
+    assert objectstore.keys(config.storage.root) == sorted([theirs, elsewhere])
 
 
 @pytest.mark.parametrize("key, words", [

@@ -5,6 +5,10 @@ use is refused with a sentence that says why, instead of an error from deep
 inside numpy, or an hour of work on a recording over the configured limit.
 libsndfile reads the common formats' headers without decoding; ffprobe covers
 the rest (MP4/M4A, Matroska), in its own process with a time limit.
+
+A length read here comes from the file's header: it may refuse a file early,
+but never lets one through, since a header can lie or say nothing.  The decode
+itself stops at the limit (bounded_decode).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import subprocess
 from dataclasses import dataclass
 
 FFPROBE_TIMEOUT_S = 30.0
+# libsndfile's frame count for a stream that does not say (a FLAC written to a pipe): SF_COUNT_MAX.
+UNKNOWN_FRAMES = 2**63 - 1
 NOT_AUDIO = "audio file could not be decoded (not audio, truncated, or a format ffmpeg cannot read)"
 
 
@@ -37,15 +43,25 @@ def probe(path: str) -> AudioInfo:
         return _ffprobe(path)
     if info.samplerate <= 0 or info.channels <= 0:
         raise Unusable(NOT_AUDIO)
-    return AudioInfo(seconds=info.frames / info.samplerate, rate=info.samplerate, channels=info.channels)
+    seconds = None if info.frames >= UNKNOWN_FRAMES else info.frames / info.samplerate
+    return AudioInfo(seconds=seconds, rate=info.samplerate, channels=info.channels)
 
 
 def check(info: AudioInfo, max_seconds: float) -> None:
     if info.seconds is not None and info.seconds <= 0:
         raise Unusable("audio file holds no audio (0 samples): there is nothing to separate")
     if info.seconds is not None and info.seconds > max_seconds:
-        raise Unusable(f"audio is {_clock(info.seconds)} long, over this processor's limit of "
-                       f"{_clock(max_seconds)} (processor.max_audio_seconds = {max_seconds:g})")
+        raise Unusable(f"audio is {_clock(info.seconds)} long, over {_limit(max_seconds)}")
+
+
+def too_long(max_seconds: float, declared: float | None) -> str:
+    """The refusal of audio whose decode ran past the limit, whatever its header said."""
+    header = "its container declares no length" if declared is None else f"its header says {_clock(declared)}"
+    return f"audio is longer than {_limit(max_seconds)}; {header}"
+
+
+def _limit(max_seconds: float) -> str:
+    return f"this processor's limit of {_clock(max_seconds)} (processor.max_audio_seconds = {max_seconds:g})"
 
 
 def _ffprobe(path: str) -> AudioInfo:

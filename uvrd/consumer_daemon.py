@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -29,8 +30,9 @@ import kafka.errors as Errors
 import structlog
 from kafka import ConsumerRebalanceListener, TopicPartition
 
-from . import drain, kafka_io, logs
+from . import drain, group_leave, kafka_io, logs
 from .config import Config
+from .deadline import Deadline
 from .delivery import AtLeastOnce, CommitLost, ExactlyOnce, OutRecord
 from .lifecycle import Lifecycle
 from .notify import Notifier
@@ -145,29 +147,46 @@ class ConsumerDaemon:
     def _connect(self, stack: contextlib.ExitStack) -> bool:
         """Connect to Kafka, retrying until it answers or a stop is requested."""
         backoff = 0.5
+        attempts = 0
         while True:
-            consumer = None
+            attempts += 1
+            log.info("connecting to the broker", bootstrap_servers=self.config.kafka.bootstrap_servers,
+                     attempt=attempts)
+            attempt = _Attempt(self._open_clients)
+            while not attempt.wait(POLL_MS / 1000):
+                self.tick()
+                if self.lifecycle.stopping:
+                    return False  # the attempt's thread ends with the process
             try:
-                consumer = kafka_io.consumer(self.config.kafka, self.group_id)
-                consumer.subscribe(self.topics, listener=_Rebalance(self))
-                delivery = (ExactlyOnce if self.exactly_once else AtLeastOnce)(self._make_producer, consumer)
-                delivery.open()
+                self.consumer, self.delivery = attempt.result()
             except Errors.KafkaError as e:
-                if consumer is not None:
-                    consumer.close(autocommit=False, timeout_ms=1000)
                 log.warning("broker not reachable, retrying", bootstrap_servers=self.config.kafka.bootstrap_servers,
                             error=str(e) or type(e).__name__, retry_in_s=backoff)
                 if not self.pause_for(backoff, drain=False):
                     return False
                 backoff = min(backoff * 2, 10.0)
                 continue
-            self.consumer, self.delivery = consumer, delivery
             self._connected_at = time.monotonic()
             # Closed in reverse: the consumer first (it leaves the group, so
             # its partitions move at once), then the producer.
             stack.callback(self.delivery.close, CLOSE_TIMEOUT_S)
-            stack.callback(self.consumer.close, autocommit=False, timeout_ms=int(CLOSE_TIMEOUT_S * 1000))
+            stack.callback(self._close_consumer)
             return True
+
+    def _open_clients(self):
+        """The consumer, subscribed, and the delivery, open; KafkaError if the broker does not answer."""
+        consumer = kafka_io.consumer(self.config.kafka, self.group_id)
+        try:
+            consumer.subscribe(self.topics, listener=_Rebalance(self))
+            delivery = (ExactlyOnce if self.exactly_once else AtLeastOnce)(self._make_producer, consumer)
+            delivery.open()
+        except BaseException:
+            consumer.close(autocommit=False, timeout_ms=1000)
+            raise
+        return consumer, delivery
+
+    def _close_consumer(self) -> None:
+        group_leave.close(self.consumer, Deadline.after(CLOSE_TIMEOUT_S))
 
     def _make_producer(self):
         return kafka_io.producer(self.config.kafka, self.transactional_id if self.exactly_once else None)
@@ -311,3 +330,32 @@ class _Rebalance(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned):
         self.daemon.on_assigned(assigned)
+
+
+class _Attempt:
+    """One try at opening the Kafka clients, on a thread of its own, so that the daemon's loop goes
+    on acting on signals meanwhile: kafka-python waits for a broker that does not answer for up to
+    bootstrap_timeout_ms (30 s) in each client's constructor, and init_transactions longer.  A stop
+    leaves the try behind; the thread is a daemon thread and ends with the process."""
+
+    def __init__(self, open_clients):
+        self._done = threading.Event()
+        self._result = self._error = None
+        threading.Thread(target=self._run, args=(open_clients,), name="kafka-connect", daemon=True).start()
+
+    def _run(self, open_clients) -> None:
+        try:
+            self._result = open_clients()
+        except BaseException as e:
+            self._error = e
+        finally:
+            self._done.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Whether the try has ended, waiting up to *seconds* for it."""
+        return self._done.wait(seconds)
+
+    def result(self):
+        if self._error is not None:
+            raise self._error
+        return self._result

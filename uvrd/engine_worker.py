@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import audio_probe, parent_death
+from . import audio_probe, bounded_decode, parent_death
 
 # Stem file names: audio-separator's own stem names, lower-cased.
 KNOWN_STEMS = ("Vocals", "Instrumental", "Drums", "Bass", "Other", "Guitar", "Piano",
@@ -103,8 +103,9 @@ def _describe(e: Exception, job) -> str:
 
 
 def _separate(models: "_Models", job) -> dict[str, str]:
+    limit = models.settings.max_audio_seconds
     info = audio_probe.probe(job.audio_path)
-    audio_probe.check(info, models.settings.max_audio_seconds)
+    audio_probe.check(info, limit)
     separator = models.get(job.model)
     instance = separator.model_instance
     instance.output_dir = job.workdir
@@ -112,9 +113,11 @@ def _separate(models: "_Models", job) -> dict[str, str]:
     separator.output_dir = job.workdir
     # The models are stereo and audio-separator only widens mono: more channels are folded
     # down by ffmpeg, which knows the surround layouts' downmix matrices.
-    audio_path = _downmix(job, info.channels) if info.channels > 2 else job.audio_path
+    audio_path = _downmix(job, info.channels, limit) if info.channels > 2 else job.audio_path
     try:
-        outputs = separator.separate(audio_path, custom_output_names={s: s.lower().replace(" ", "_") for s in KNOWN_STEMS})
+        with bounded_decode.limited(limit, job.audio_path, info):
+            outputs = separator.separate(audio_path,
+                                         custom_output_names={s: s.lower().replace(" ", "_") for s in KNOWN_STEMS})
     finally:
         if audio_path != job.audio_path:
             os.unlink(audio_path)
@@ -129,10 +132,13 @@ def _separate(models: "_Models", job) -> dict[str, str]:
     return stems
 
 
-def _downmix(job, channels: int) -> str:
+def _downmix(job, channels: int, max_seconds: float) -> str:
+    """A stereo FLAC of the input in the work directory, no longer than any decode may be: the
+    bounded decode of it then finds out whether the input ran past the limit."""
     target = os.path.join(job.workdir, ".input-stereo.flac")
-    run = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", job.audio_path, "-ac", "2", "-vn",
-                          "-c:a", "flac", target], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    run = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", job.audio_path, "-map", "0:a:0",
+                          "-t", f"{bounded_decode.bound(max_seconds):.6f}", "-ac", "2", "-c:a", "flac", target],
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if run.returncode != 0:
         if os.path.exists(target):
             os.unlink(target)

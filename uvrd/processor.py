@@ -162,7 +162,7 @@ class Processor(ConsumerDaemon):
             ours = task is not None and task.storage == self.storage.name
             self._finish(record, messages.failure_result(e.task_uuid, e.hook_url, error,
                                                           submitted_at=task and task.submitted_at),
-                         error, task.audio_ref if ours else None)
+                         error, task if ours else None)
             return
         except StorageError as e:
             error = f"could not fetch the task's audio: {e}"[:MAX_ERROR_CHARS]
@@ -185,7 +185,7 @@ class Processor(ConsumerDaemon):
                      f"or hung each time before it finished")
             log.error("task keeps killing its worker", attempts=attempt - 1)
             self._finish(record, messages.failure_result(task.task_uuid, task.hook_url, error,
-                                                          submitted_at=task.submitted_at), error, task.audio_ref)
+                                                          submitted_at=task.submitted_at), error, task)
             return
         log.info("task started", attempt=attempt, model=model, output_format=fmt, audio_path=str(audio))
         times = {"submitted_at": task.submitted_at, "started_at": messages.now_iso()}
@@ -196,7 +196,7 @@ class Processor(ConsumerDaemon):
             stored = self._store_stems(task.task_uuid, outcome)
             if isinstance(stored, dict):
                 self._finish(record, messages.success_result(task, stored, model, storage=self.storage.name, **times),
-                             None, task.audio_ref, separation_s=round(outcome.seconds, 3))
+                             None, task, separation_s=round(outcome.seconds, 3))
                 return
             outcome = stored
         if isinstance(outcome, Abandoned):
@@ -204,7 +204,7 @@ class Processor(ConsumerDaemon):
             log.info("task left uncommitted for redelivery", reason=outcome.reason)
             return
         self._finish(record, messages.failure_result(task.task_uuid, task.hook_url, outcome.error, **times),
-                     outcome.error, task.audio_ref)
+                     outcome.error, task)
 
     def _store_stems(self, task_uuid: str, outcome: JobResult) -> dict[str, str] | JobResult | Abandoned:
         """The stored stems' refs; a failed JobResult if the store kept failing; Abandoned if a stop or a
@@ -334,8 +334,10 @@ class Processor(ConsumerDaemon):
             # Short: a result that comes while the consumer polls waits for the poll to end.
             self.keep_membership(JOB_KEEPALIVE_POLL_MS)
 
-    def _finish(self, record, result: dict, error: str | None, input_path: str | None, **log_fields) -> None:
-        """Commit the result (plus status and, for a failure, a dead-letter copy) with the offset."""
+    def _finish(self, record, result: dict, error: str | None, input_of: messages.Task | None,
+                **log_fields) -> None:
+        """Commit the result (plus status and, for a failure, a dead-letter copy) with the offset;
+        then remove *input_of*'s input, if it is the task's own."""
         task_uuid = result["task_uuid"]
         key = task_uuid.encode() if task_uuid else record.key
         out = [OutRecord(self.config.topics.results, key, messages.encode(result))]
@@ -350,8 +352,8 @@ class Processor(ConsumerDaemon):
             return
         if task_uuid:
             self.ledger.clear(task_uuid)
-        if input_path:
-            self.storage.remove_input(input_path)
+        if input_of is not None:
+            self.storage.remove_input(input_of)
         if result["success"]:
             log.info("task succeeded", stems=result["stems"], **log_fields)
         else:

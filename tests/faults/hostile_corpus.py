@@ -50,7 +50,7 @@ def task_cases(spool: Path, outside: Path, sample: bytes) -> list[Case]:
         i = next(n)
         task_uuid = fields.pop("task_uuid", f"hostile-{i}")
         if "audio_path" not in fields:
-            # Each its own input: a failed task's input is removed once final.
+            # Each its own input file.
             path = spool / f"in-{i}.wav"
             path.write_bytes(sample)
             fields["audio_path"] = str(path)

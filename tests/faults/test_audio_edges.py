@@ -10,7 +10,7 @@ import numpy as np
 import soundfile as sf
 
 from support import wait_until
-from uvrd.devtools import tinymodel
+from uvrd.devtools import crafted_audio, tinymodel
 
 
 def _noise(frames: int, channels: int) -> np.ndarray:
@@ -70,6 +70,51 @@ def test_awkward_audio_is_separated_or_refused_clearly(stack, kafka, tmp_path):
                 assert (info.channels, info.samplerate) == (2, 44100) and info.frames > 0, (name, stem)
         else:
             assert result["success"] is False and refusal in result["error_message"], (name, result)
+    refused = [name for name, (_, refusal) in cases.items() if refusal]
+    assert len(kafka.read_all(stack.dead_letter)) == len(refused), "each refusal has its dead letter"
+    assert p.proc.poll() is None and len(p.events("engine starting")) == 1, "no restart over one file"
+    p.signal(signal.SIGTERM)
+    assert p.wait_exit(10) == 0
+
+
+def test_audio_longer_than_its_header_says_stops_at_the_limit(stack, kafka, tmp_path):
+    """A header that claims 1 s, a stream that declares no length, a surround one that must be mixed
+    down first: each decode stops at max_audio_seconds and the task fails saying so; audio under the
+    limit is separated whole, whatever its header claims; the worker never restarts over one."""
+    limit = "this processor's limit of 8 s (processor.max_audio_seconds = 8)"
+    cases = {  # name -> (file, None to be separated, or the words its refusal must contain)
+        "m4a claiming 1 s, holding 40 s": (crafted_audio.lying_m4a(tmp_path / "lie.m4a", 40, claims=1),
+                                           f"audio is longer than {limit}; its header says 1 s"),
+        "Matroska stream of 40 s": (crafted_audio.stream(tmp_path / "long.mka", 40),
+                                    f"audio is longer than {limit}; its container declares no length"),
+        "FLAC stream of 40 s": (crafted_audio.stream(tmp_path / "long.flac", 40, "flac"),
+                                f"audio is longer than {limit}; its container declares no length"),
+        "5.1 Matroska stream of 40 s": (crafted_audio.stream(tmp_path / "long-5.1.mka", 40, channels=6),
+                                        f"audio is longer than {limit}; its container declares no length"),
+        "m4a claiming 1 s, holding 7 s": (crafted_audio.lying_m4a(tmp_path / "short-lie.m4a", 7, claims=1), None),
+        "5.1 Matroska stream of 7 s": (crafted_audio.stream(tmp_path / "short-5.1.mka", 7, channels=6), None),
+        "FLAC stream of 7 s": (crafted_audio.stream(tmp_path / "short.flac", 7, "flac"), None),
+    }
+    p = stack.start(config=stack.write_config("limit.toml", max_audio_seconds=8))
+    p.wait_ready()
+    tasks = {}
+    for name, (path, _) in cases.items():
+        task = stack.task(stack.spool_copy(path))
+        tasks[task["task_uuid"]] = name
+        kafka.send(stack.tasks, task)
+    n = len(cases)
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == n, 180, f"all {n} offsets committed")
+
+    results = {tasks[r["task_uuid"]]: r for r in kafka.results(stack.results)}
+    assert sorted(results) == sorted(cases), "one result per file"
+    for name, (_, refusal) in cases.items():
+        result = results[name]
+        if refusal is None:
+            assert result["success"] is True, (name, result.get("error_message"))
+            info = sf.info(result["stems"]["vocals"])
+            assert abs(info.frames / info.samplerate - 7) < 0.1, (name, "separated whole", info.frames)
+        else:
+            assert result["success"] is False and result["error_message"] == refusal, (name, result)
     refused = [name for name, (_, refusal) in cases.items() if refusal]
     assert len(kafka.read_all(stack.dead_letter)) == len(refused), "each refusal has its dead letter"
     assert p.proc.poll() is None and len(p.events("engine starting")) == 1, "no restart over one file"

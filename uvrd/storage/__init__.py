@@ -47,8 +47,10 @@ class Storage:
     def release_input(self, path: Path) -> None:
         """Forget the local file :meth:`fetch_input` gave (not the input itself)."""
 
-    def remove_input(self, ref: str) -> None:
-        """Delete a task's input once the task is final."""
+    def remove_input(self, task: Task) -> None:
+        """Delete a task's input once the task is final, if it is the task's own: the api names
+        each input after its task (``<task_uuid>.<ext>``).  A task may name another's input (a
+        duplicated or forged record); that one stays, and retention removes what no task claims."""
         raise NotImplementedError
 
     def put_stems(self, task_uuid: str, stems: dict[str, str]) -> dict[str, str]:

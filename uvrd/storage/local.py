@@ -22,8 +22,8 @@ class LocalStorage(Storage):
     def fetch_input(self, task: Task) -> Path:
         return spool.resolve_input(self.config.processor.spool_dir, task.audio_path, task.task_uuid, task.hook_url)
 
-    def remove_input(self, ref: str) -> None:
-        spool.remove_input(self.config.processor.spool_dir, ref)
+    def remove_input(self, task: Task) -> None:
+        spool.remove_input(self.config.processor.spool_dir, task.audio_path, task.task_uuid)
 
     def put_stems(self, task_uuid: str, stems: dict[str, str]) -> dict[str, str]:
         """Move the job's work directory to output_dir/<task_uuid>/ (replacing an earlier run's)."""

@@ -23,6 +23,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .. import spool
 from ..messages import BadMessage, Task, key_problem
 from . import Storage, StorageError
 from .local import sweep_local
@@ -135,9 +136,10 @@ class S3Storage(Storage):
         if path.parent.name.startswith(INPUT_DIR_PREFIX):
             shutil.rmtree(path.parent, ignore_errors=True)
 
-    def remove_input(self, ref: str) -> None:
-        if key_problem(ref, self.root) is None:
-            self._delete(ref)
+    def remove_input(self, task: Task) -> None:
+        name = task.audio_key.rpartition("/")[2]
+        if task.audio_key == self.input_key(name) and spool.owned_name(name, task.task_uuid):
+            self._delete(task.audio_key)
 
     def put_stems(self, task_uuid: str, stems: dict[str, str]) -> dict[str, str]:
         stored: dict[str, str] = {}

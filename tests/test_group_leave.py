@@ -1,0 +1,228 @@
+"""A consumer stopped while the broker holds its JoinGroup leaves the group at once, and its
+partitions go to the other members in the round it interrupted.
+
+Against the real broker, whose join rounds last 3 s: the stopped consumer is a plain
+kafka-python consumer closed by group_leave (the unit), or a daemon sent SIGTERM in each phase
+of its life (waiting for the broker, its first join, idle with an assignment, a rebalance).  The
+group's other member is a plain consumer on a thread of the test, which records what it is
+assigned and when.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import uuid
+
+import pytest
+from kafka import ConsumerRebalanceListener, KafkaConsumer
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from support import FAST_GROUP, wait_until
+from uvrd import group_leave, kafka_io  # noqa: F401  (kafka_io installs the group_join fix, as in the daemons)
+from uvrd.deadline import Deadline
+
+CLOSE_S = 5.0  # the daemons' close budget (consumer_daemon.CLOSE_TIMEOUT_S)
+
+
+class Member(ConsumerRebalanceListener):
+    """The group's other member, polled on a thread: every assignment it is given, with its time."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str):
+        self.assigned: list[tuple[float, frozenset[int]]] = []
+        self.revoked: list[float] = []
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                                      **FAST_GROUP)
+        self.consumer.subscribe([topic], listener=self)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def on_partitions_revoked(self, revoked):
+        if revoked:
+            self.revoked.append(time.monotonic())
+
+    def on_partitions_assigned(self, assigned):
+        self.assigned.append((time.monotonic(), frozenset(tp.partition for tp in assigned)))
+
+    def _poll(self):
+        while not self._stop.is_set():
+            self.consumer.poll(timeout_ms=100)
+
+    def holds(self, partitions: set[int]) -> bool:
+        return bool(self.assigned) and self.assigned[-1][1] == frozenset(partitions)
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(10)
+        self.consumer.close(autocommit=False)
+
+
+@pytest.fixture
+def member_factory():
+    members = []
+
+    def make(bootstrap, group, topic) -> Member:
+        members.append(Member(bootstrap, group, topic))
+        return members[-1]
+    yield make
+    for m in members:
+        m.close()
+
+
+# -- the unit: group_leave.close on a plain consumer --------------------------------------------
+
+@pytest.fixture
+def topic(broker) -> str:
+    name = f"leave-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, 2, 1)])
+    finally:
+        admin.close()
+    return name
+
+
+def joining_consumer(bootstrap: str, group: str, topic: str) -> KafkaConsumer:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, **FAST_GROUP)
+    consumer.subscribe([topic])
+    return consumer
+
+
+def test_a_consumer_closed_while_its_join_is_held_leaves_before_the_round_ends(broker, topic, member_factory):
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    member = member_factory(broker.bootstrap, group, topic)
+    wait_until(lambda: member.holds({0, 1}), 30, "the member's assignment")
+    joining = joining_consumer(broker.bootstrap, group, topic)
+    wait_until(lambda: joining.poll(timeout_ms=100) == {} and member.revoked, 30, "the round the join started")
+    assert group_leave.join_held(joining._coordinator)
+
+    closing = time.monotonic()
+    group_leave.close(joining, Deadline.after(CLOSE_S))
+    closed = time.monotonic()
+    wait_until(lambda: len(member.assigned) >= 2, 30, "the member's assignment at the end of the round")
+    ended, partitions = member.assigned[1]
+    assert partitions == {0, 1}, "the consumer left: nothing was assigned to it in the round"
+    assert closed < ended, f"the close ({closed - closing:.2f} s) did not wait for the round to end"
+
+
+def test_a_consumer_closed_with_its_assignment_leaves_and_its_partitions_move_at_once(broker, topic,
+                                                                                       member_factory):
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    stable = joining_consumer(broker.bootstrap, group, topic)
+    member = member_factory(broker.bootstrap, group, topic)
+    wait_until(lambda: stable.poll(timeout_ms=100) == {} and len(stable.assignment()) == 1
+               and member.holds({0, 1} - {tp.partition for tp in stable.assignment()})
+               and not group_leave.join_held(stable._coordinator), 30, "one partition each")
+    closing = time.monotonic()
+    group_leave.close(stable, Deadline.after(CLOSE_S))
+    wait_until(lambda: member.holds({0, 1}), 30, "the member to take both partitions")
+    moved = member.assigned[-1][0] - closing
+    assert moved < FAST_GROUP["session_timeout_ms"] / 1000, \
+        f"the partition moved after {moved:.1f} s: the consumer's session expired, it never left"
+
+
+# -- the daemons, in each phase of their life ----------------------------------------------------
+
+def subscription(stack, command: str) -> tuple[str, str, set[int]]:
+    """The daemon's group, a topic a member can share with it, and that topic's partitions."""
+    if command == "processor":
+        return stack.group, stack.tasks, {0, 1}
+    return f"{stack.group}-uploader", stack.results, {0}
+
+
+def stop(daemon) -> tuple[float, float]:
+    """SIGTERM *daemon*; when it was sent and when the exit was seen (status 0)."""
+    sent = daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(30) == 0
+    return sent, time.monotonic()
+
+
+def assigned(daemon) -> list[dict]:
+    return daemon.events("partitions assigned")
+
+
+def revoked(daemon) -> list[dict]:
+    return [e for e in daemon.events("partitions revoked") if e["partitions"]]
+
+
+@pytest.mark.parametrize("stack", [2], indirect=True)
+@pytest.mark.parametrize("command", ["processor", "uploader"])
+def test_a_daemon_stopped_during_its_first_join_leaves_at_once(stack, member_factory, record_property, command):
+    group, topic, partitions = subscription(stack, command)
+    member = member_factory(stack.bootstrap, group, topic)
+    wait_until(lambda: member.holds(partitions), 30, "the member's assignment")
+    daemon = stack.start(command)
+    daemon.wait_ready()
+    # The daemon's JoinGroup starts a round, which the broker holds: the member is told to rejoin.
+    wait_until(lambda: member.revoked, 30, "the round the daemon's first join started")
+    sent, exited = stop(daemon)
+
+    wait_until(lambda: len(member.assigned) >= 2, 30, "the member's assignment at the end of the round")
+    ended, held = member.assigned[1]
+    assert held == partitions, "the daemon left: nothing was assigned to it in the round"
+    assert exited < ended, "the exit did not wait for the round to end"
+    assert assigned(daemon) == [] and daemon.events("left the group while its join was held")
+    record_property("summary", f"{command} stopped during its first join: SIGTERM to exit {exited - sent:.3f} s")
+
+
+@pytest.mark.parametrize("stack", [2], indirect=True)
+@pytest.mark.parametrize("command", ["processor", "uploader"])
+def test_a_daemon_stopped_during_a_rebalance_leaves_at_once(stack, member_factory, record_property, command):
+    group, topic, partitions = subscription(stack, command)
+    # The group's leader joins first and stays: Tansu keeps a leader that left mid-round as the
+    # leader of every later round, whose SyncGroups then never get an assignment (seen with
+    # kafka-python's own close as well).
+    leader = member_factory(stack.bootstrap, group, topic)
+    wait_until(lambda: leader.holds(partitions), 30, "the leader's assignment")
+    daemon = stack.start(command)
+    daemon.wait_ready()
+    wait_until(lambda: assigned(daemon), 30, "the daemon's assignment")
+    rounds, rejoins = len(leader.assigned), len(daemon.events("partitions revoked"))
+    other = member_factory(stack.bootstrap, group, topic)
+    # The newcomer's join starts a round: the daemon gives up its partitions and rejoins, held by the broker.
+    wait_until(lambda: len(daemon.events("partitions revoked")) > rejoins, 30, "the daemon's rejoin")
+    sent, exited = stop(daemon)
+
+    wait_until(lambda: len(leader.assigned) > rounds and other.assigned, 30, "the round's assignments")
+    ended = max(leader.assigned[rounds][0], other.assigned[0][0])
+    assert leader.assigned[rounds][1] | other.assigned[0][1] == partitions, \
+        "the daemon left: nothing was assigned to it in the round"
+    assert exited < ended, "the exit did not wait for the round to end"
+    assert exited - sent < CLOSE_S, "the exit did not wait out the LeaveGroup's timeout"
+    assert len(assigned(daemon)) == 1 and daemon.events("left the group while its join was held")
+    record_property("summary", f"{command} stopped during a rebalance: SIGTERM to exit {exited - sent:.3f} s")
+
+
+@pytest.mark.parametrize("stack", [2], indirect=True)
+def test_an_idle_daemon_stopped_leaves_and_its_partitions_move_at_once(stack, member_factory, record_property):
+    daemon = stack.start()
+    daemon.wait_ready()
+    wait_until(lambda: assigned(daemon), 30, "the daemon's assignment")
+    member = member_factory(stack.bootstrap, stack.group, stack.tasks)
+    wait_until(lambda: len(assigned(daemon)) == 2 and member.assigned and len(member.assigned[-1][1]) == 1, 60,
+               "one task partition each")
+    sent, exited = stop(daemon)
+    wait_until(lambda: member.holds({0, 1}), 30, "the member to take both partitions")
+    moved = member.assigned[-1][0] - exited
+    assert moved < FAST_GROUP["session_timeout_ms"] / 1000, \
+        f"the partition moved after {moved:.1f} s: the daemon's session expired, it never left"
+    assert not daemon.events("left the group while its join was held")
+    record_property("summary", f"processor stopped idle with an assignment: SIGTERM to exit {exited - sent:.3f} s, "
+                               f"its partition moved {moved:.1f} s after")
+
+
+@pytest.mark.parametrize("command", ["processor", "uploader"])
+def test_a_daemon_stopped_while_waiting_for_the_broker_exits(stack, record_property, command):
+    """Stopped during a try at the broker, which kafka-python gives 30 s (bootstrap_timeout_ms)."""
+    from uvrd.devtools.broker import free_port
+
+    config = stack.write_config("nobroker.toml")
+    config.write_text(config.read_text().replace(stack.bootstrap, f"127.0.0.1:{free_port()}"))
+    daemon = stack.start(command, config=config)
+    wait_until(lambda: daemon.events("connecting to the broker"), 120, "the try at the broker")
+    sent, exited = stop(daemon)
+    assert exited - sent < CLOSE_S, "the stop waited for the try at the broker to time out"
+    assert "READY=1" not in daemon.notify.lines()
+    record_property("summary", f"{command} stopped while waiting for the broker: SIGTERM to exit {exited - sent:.3f} s")
