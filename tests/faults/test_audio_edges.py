@@ -49,17 +49,7 @@ def write_cases(d):
 def test_awkward_audio_is_separated_or_refused_clearly(stack, kafka, tmp_path):
     cases = write_cases(tmp_path)
     p = stack.start()
-    p.wait_ready()
-    tasks = {}
-    for name, (path, _) in cases.items():
-        task = stack.task(stack.spool_copy(path))
-        tasks[task["task_uuid"]] = name
-        kafka.send(stack.tasks, task)
-    n = len(cases)
-    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == n, 240, f"all {n} offsets committed")
-
-    results = {tasks[r["task_uuid"]]: r for r in kafka.results(stack.results)}
-    assert sorted(results) == sorted(cases), "one result per file"
+    results = separate_each(stack, kafka, p, cases, timeout=240)
     for name, (_, refusal) in cases.items():
         result = results[name]
         if refusal is None:
@@ -70,11 +60,7 @@ def test_awkward_audio_is_separated_or_refused_clearly(stack, kafka, tmp_path):
                 assert (info.channels, info.samplerate) == (2, 44100) and info.frames > 0, (name, stem)
         else:
             assert result["success"] is False and refusal in result["error_message"], (name, result)
-    refused = [name for name, (_, refusal) in cases.items() if refusal]
-    assert len(kafka.read_all(stack.dead_letter)) == len(refused), "each refusal has its dead letter"
-    assert p.proc.poll() is None and len(p.events("engine starting")) == 1, "no restart over one file"
-    p.signal(signal.SIGTERM)
-    assert p.wait_exit(10) == 0
+    refusals_dead_lettered_without_a_restart(stack, kafka, p, cases)
 
 
 def test_audio_longer_than_its_header_says_stops_at_the_limit(stack, kafka, tmp_path):
@@ -96,17 +82,7 @@ def test_audio_longer_than_its_header_says_stops_at_the_limit(stack, kafka, tmp_
         "FLAC stream of 7 s": (crafted_audio.stream(tmp_path / "short.flac", 7, "flac"), None),
     }
     p = stack.start(config=stack.write_config("limit.toml", max_audio_seconds=8))
-    p.wait_ready()
-    tasks = {}
-    for name, (path, _) in cases.items():
-        task = stack.task(stack.spool_copy(path))
-        tasks[task["task_uuid"]] = name
-        kafka.send(stack.tasks, task)
-    n = len(cases)
-    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == n, 180, f"all {n} offsets committed")
-
-    results = {tasks[r["task_uuid"]]: r for r in kafka.results(stack.results)}
-    assert sorted(results) == sorted(cases), "one result per file"
+    results = separate_each(stack, kafka, p, cases, timeout=180)
     for name, (_, refusal) in cases.items():
         result = results[name]
         if refusal is None:
@@ -115,8 +91,28 @@ def test_audio_longer_than_its_header_says_stops_at_the_limit(stack, kafka, tmp_
             assert abs(info.frames / info.samplerate - 7) < 0.1, (name, "separated whole", info.frames)
         else:
             assert result["success"] is False and result["error_message"] == refusal, (name, result)
+    refusals_dead_lettered_without_a_restart(stack, kafka, p, cases)
+
+
+def separate_each(stack, kafka, processor, cases: dict, timeout: float) -> dict:
+    """One task per case's file through the ready *processor*; each case's result, by name."""
+    processor.wait_ready()
+    tasks = {}
+    for name, (path, _) in cases.items():
+        task = stack.task(stack.spool_copy(path))
+        tasks[task["task_uuid"]] = name
+        kafka.send(stack.tasks, task)
+    n = len(cases)
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == n, timeout, f"all {n} offsets committed")
+    results = {tasks[r["task_uuid"]]: r for r in kafka.results(stack.results)}
+    assert sorted(results) == sorted(cases), "one result per file"
+    return results
+
+
+def refusals_dead_lettered_without_a_restart(stack, kafka, processor, cases: dict) -> None:
     refused = [name for name, (_, refusal) in cases.items() if refusal]
     assert len(kafka.read_all(stack.dead_letter)) == len(refused), "each refusal has its dead letter"
-    assert p.proc.poll() is None and len(p.events("engine starting")) == 1, "no restart over one file"
-    p.signal(signal.SIGTERM)
-    assert p.wait_exit(10) == 0
+    assert processor.proc.poll() is None and len(processor.events("engine starting")) == 1, \
+        "no restart over one file"
+    processor.signal(signal.SIGTERM)
+    assert processor.wait_exit(10) == 0
