@@ -11,9 +11,11 @@ import time
 
 from support import wait_until
 
-# Pings every second (half of WatchdogSec); the api may be unready this long before they stop.
+# Pings every second (half of WatchdogSec); the api may be unready this long before they stop.  Long
+# enough beside the probes' own time (each worker asked every second, two Kafka round trips each)
+# that a loaded machine still shows pings well into an outage.
 WATCHDOG_USEC = 2_000_000
-READY_TIMEOUT_S = 3.0
+READY_TIMEOUT_S = 6.0
 
 
 def pinged_since(daemon, since: float) -> bool:
@@ -46,7 +48,7 @@ def test_ready_and_pings_only_while_kafka_answers(own_broker_stack):
         own_broker.pause()
         # Pings go on for ready_timeout (a blip is ridden out), then stop.
         wait_until(lambda: silent_for(server.daemon, 2.5), READY_TIMEOUT_S + 20, "the pings to stop")
-        assert pinged_since(server.daemon, paused + 1), "pings went on while the outage was short"
+        assert pinged_since(server.daemon, paused + 2), "pings went on while the outage was short"
         # Kafka itself, or the producer's round trip to it, whichever the worker asked first.
         assert any(s.startswith("not ready: /readyz: ") and "Kafka" in s for s in notify.statuses()), notify.statuses()
         assert server.daemon.events("api not ready for longer than api.ready_timeout: watchdog pings stop, "
