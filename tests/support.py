@@ -55,6 +55,14 @@ def fill(directory: Path) -> Path:
     return ballast
 
 
+def process_gone(pid: int) -> bool:
+    """Whether *pid* has exited (or is a zombie waiting to be reaped)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while True:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from support import WebhookReceiver, wait_until
+from support import WebhookReceiver, process_gone, wait_until
 from uvrd import webhook
 from uvrd.devtools import tinymodel
 from uvrd.devtools.broker import free_port
@@ -149,13 +149,6 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def gone(pid: int) -> bool:
-    try:
-        return open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0] == "Z"
-    except OSError:
-        return True
-
-
 def minimal_config(stack, port: int, name: str = "minimal.toml") -> Path:
     """What a user writes for `uvrd dev --config`: no [kafka] at all, so the embedded broker runs."""
     path = stack.root / name
@@ -206,10 +199,10 @@ def test_killing_the_supervisor_takes_every_child_and_the_broker_with_it(stack, 
     dev.signal(signal.SIGKILL)
     dev.wait_exit(10)
     try:
-        wait_until(lambda: all(gone(pid) for pid in tree), 30, "every child of the killed supervisor to exit")
+        wait_until(lambda: all(process_gone(pid) for pid in tree), 30, "every child of the killed supervisor to exit")
     finally:
         for pid in tree:  # what this test started and the defect would leave behind, by PID
-            if not gone(pid):
+            if not process_gone(pid):
                 os.kill(pid, signal.SIGKILL)
 
     again = stack.start("dev", config=config, name="dev-again")

@@ -17,6 +17,8 @@ import json
 import subprocess
 from dataclasses import dataclass
 
+from . import parent_death
+
 FFPROBE_TIMEOUT_S = 30.0
 # libsndfile's frame count for a stream that does not say (a FLAC written to a pipe): SF_COUNT_MAX.
 UNKNOWN_FRAMES = 2**63 - 1
@@ -69,7 +71,7 @@ def _ffprobe(path: str) -> AudioInfo:
                "stream=sample_rate,channels,duration:format=duration", "-of", "json", "--", path]
     try:
         run = subprocess.run(command, capture_output=True, text=True, timeout=FFPROBE_TIMEOUT_S,
-                             stdin=subprocess.DEVNULL)
+                             stdin=subprocess.DEVNULL, preexec_fn=parent_death.preexec())
     except subprocess.TimeoutExpired:
         raise Unusable(f"{NOT_AUDIO}: probing it took over {FFPROBE_TIMEOUT_S:g} s") from None
     try:

@@ -30,7 +30,7 @@ import subprocess
 
 import numpy as np
 
-from . import audio_probe
+from . import audio_probe, parent_death
 
 # Codec priming and padding: a decode may run this far past a length within the limit.
 PADDING_S = 0.5
@@ -121,8 +121,9 @@ def decode(path: str, rate: int, channels: int, offset: float, seconds: float) -
         "-f", "f32le", "-c:a", "pcm_f32le", "pipe:1"]
     view = memoryview(out).cast("B")
     got = 0
+    # Ends with the engine: a job killed mid-decode (job_timeout, a stop) leaves no decoder running.
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, preexec_fn=parent_death.preexec())
     try:
         while got < len(view):
             n = proc.stdout.readinto(view[got:])

@@ -138,7 +138,7 @@ def _downmix(job, channels: int, max_seconds: float) -> str:
     target = os.path.join(job.workdir, ".input-stereo.flac")
     run = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", job.audio_path, "-map", "0:a:0",
                           "-t", f"{bounded_decode.bound(max_seconds):.6f}", "-ac", "2", "-c:a", "flac", target],
-                         capture_output=True, text=True, stdin=subprocess.DEVNULL)
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL, preexec_fn=parent_death.preexec())
     if run.returncode != 0:
         if os.path.exists(target):
             os.unlink(target)
