@@ -188,7 +188,10 @@ def open_api(broker, tmp_path_factory):
 def fuzzed_api(broker, tmp_path_factory):
     """For schemathesis, whose accepted tasks must not mix with other tests' records."""
     stack = make_stack(broker, tmp_path_factory.mktemp("fuzzed-api"), "fuzzed")
-    yield stack.start(allow_private_urls=True, fetch_timeout=2.0)
+    server = stack.start(allow_private_urls=True, fetch_timeout=2.0)
+    # Ready, not only alive: a /readyz the fuzzer sends while the status topic still loads is a 503.
+    server.daemon.wait_ready(60)
+    yield server
     stack.close()
 
 

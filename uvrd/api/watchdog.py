@@ -70,9 +70,13 @@ class WorkerHealth:
     def healthy(self, now: float, grace: float) -> bool:
         return now - (self.born if self.last_ready is None else self.last_ready) < grace
 
-    def close(self) -> None:
+    def drop_probe(self) -> None:
         if self.probe is not None:
             self.probe.close()
+            self.probe = None
+
+    def close(self) -> None:
+        self.drop_probe()
         self.listener.close()
 
 
@@ -161,8 +165,13 @@ class ApiWatchdog:
         self.pinging = healthy
 
     def stopping(self) -> None:
-        if self.active:
-            self.notifier.stopping("draining")
+        if not self.active:
+            return
+        self.notifier.stopping("draining")
+        # The master's stop loop takes no more steps: a probe left open would hold its worker's
+        # graceful exit until the head deadline's linger (2 s), waiting for a request never sent.
+        for health in self.workers.values():
+            health.drop_probe()
 
 
 def _worst(healths: list[WorkerHealth]) -> WorkerHealth:
