@@ -11,13 +11,13 @@ ONNX inference, inverse STFT, encoding the stems) runs.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import wave
 from pathlib import Path
 
 import numpy as np
+
+from . import model_catalogue
 
 TINY_MODEL = "UVRD-Tiny-MDX.onnx"
 DIM_F = 256
@@ -25,10 +25,6 @@ DIM_T_POW = 5  # dim_t = 2**5 = 32 frames per segment
 N_FFT = 512
 HOP_LENGTH = 256  # must not exceed N_FFT
 SEGMENT_SIZE = 2 ** DIM_T_POW
-
-_LISTS = ("vr_download_list", "mdx_download_list", "mdx_download_vip_list", "demucs_download_list",
-          "mdx23c_download_list", "mdx23c_download_vip_list", "roformer_download_list")
-
 
 def build_onnx(gain: float = 0.5) -> bytes:
     import onnx
@@ -49,24 +45,14 @@ def build_onnx(gain: float = 0.5) -> bytes:
 
 
 def install(model_dir: Path, name: str = TINY_MODEL, primary_stem: str = "Vocals") -> str:
-    """Write the model and the two catalogue files into *model_dir*; return the model's MD5."""
+    """Write the model and its catalogue entries into *model_dir*; return the model's hash."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    data = build_onnx()
-    (model_dir / name).write_bytes(data)
-    md5 = hashlib.md5(data).hexdigest()
-    checks_path = model_dir / "download_checks.json"
-    checks = json.loads(checks_path.read_text()) if checks_path.exists() else {k: {} for k in _LISTS}
-    checks["mdx_download_list"][f"MDX-Net Model: {Path(name).stem}"] = name
-    checks_path.write_text(json.dumps(checks, indent=1))
-    data_path = model_dir / "mdx_model_data.json"
-    model_data = json.loads(data_path.read_text()) if data_path.exists() else {}
-    model_data[md5] = {"compensate": 1.0, "mdx_dim_f_set": DIM_F, "mdx_dim_t_set": DIM_T_POW,
-                       "mdx_n_fft_scale_set": N_FFT, "primary_stem": primary_stem}
-    data_path.write_text(json.dumps(model_data, indent=1))
-    vr_path = model_dir / "vr_model_data.json"
-    if not vr_path.exists():
-        vr_path.write_text("{}")
-    return md5
+    path = model_dir / name
+    path.write_bytes(build_onnx())
+    model_catalogue.list_model(model_dir, "mdx_download_list", f"MDX-Net Model: {Path(name).stem}", name)
+    return model_catalogue.describe_by_hash(model_dir, "mdx", path, {
+        "compensate": 1.0, "mdx_dim_f_set": DIM_F, "mdx_dim_t_set": DIM_T_POW,
+        "mdx_n_fft_scale_set": N_FFT, "primary_stem": primary_stem})
 
 
 def write_sample(path: Path, seconds: float, rate: int = 44100, channels: int = 2, seed: int = 0) -> Path:
