@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 # audio-separator hashes only the last 10,240,000 bytes of a file at least that large.
@@ -59,3 +60,19 @@ def describe_by_hash(model_dir: Path, arch: str, model_file: Path, parameters: d
     _ensure_data_files(model_dir)
     _update(model_dir / DATA_FILES[arch], {}, lambda data: data.__setitem__(digest, parameters))
     return digest
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    """A model made ready in a model directory, and what uvrd needs to know to run it."""
+
+    filename: str  # what `processor.model` (or a task's `model`) names
+    architecture: str  # "MDX", "VR", "MDXC" or "Demucs", as audio-separator says
+    stems: tuple[str, ...]  # the stem names uvrd's results carry, lower-case, in the model's order
+    processor_settings: tuple[tuple[str, object], ...] = ()  # further [processor] keys it needs, e.g. mdx_hop_length
+
+    def toml(self, model_dir: Path) -> str:
+        """The [processor] lines that select this model."""
+        lines = [f"model = {json.dumps(self.filename)}", f"model_dir = {json.dumps(str(model_dir))}"]
+        lines += [f"{key} = {json.dumps(value)}" for key, value in self.processor_settings]
+        return "\n".join(lines) + "\n"

@@ -44,15 +44,19 @@ def build_onnx(gain: float = 0.5) -> bytes:
     return model.SerializeToString()
 
 
-def install(model_dir: Path, name: str = TINY_MODEL, primary_stem: str = "Vocals") -> str:
-    """Write the model and its catalogue entries into *model_dir*; return the model's hash."""
+def install(model_dir: Path, name: str = TINY_MODEL, primary_stem: str = "Vocals") -> model_catalogue.InstalledModel:
+    """Write the model and its catalogue entries into *model_dir*."""
     model_dir.mkdir(parents=True, exist_ok=True)
     path = model_dir / name
     path.write_bytes(build_onnx())
     model_catalogue.list_model(model_dir, "mdx_download_list", f"MDX-Net Model: {Path(name).stem}", name)
-    return model_catalogue.describe_by_hash(model_dir, "mdx", path, {
+    model_catalogue.describe_by_hash(model_dir, "mdx", path, {
         "compensate": 1.0, "mdx_dim_f_set": DIM_F, "mdx_dim_t_set": DIM_T_POW,
         "mdx_n_fft_scale_set": N_FFT, "primary_stem": primary_stem})
+    secondary = "Instrumental" if primary_stem == "Vocals" else "Vocals"
+    return model_catalogue.InstalledModel(
+        name, "MDX", (primary_stem.lower(), secondary.lower()),
+        (("mdx_hop_length", HOP_LENGTH), ("mdx_segment_size", SEGMENT_SIZE)))
 
 
 def write_sample(path: Path, seconds: float, rate: int = 44100, channels: int = 2, seed: int = 0) -> Path:
