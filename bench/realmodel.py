@@ -8,11 +8,11 @@ weights, so separation time is a real model's order of magnitude; the stems are 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
+
+from uvrd.devtools import model_catalogue
 
 NAME = "UVRD-Bench-MDX-UVRsize.onnx"
 DIM_F, DIM_T_POW, N_FFT, HOP_LENGTH = 3072, 8, 6144, 1024
@@ -78,15 +78,9 @@ def install(model_dir: Path) -> dict:
     model_dir.mkdir(parents=True, exist_ok=True)
     data, params = build_onnx()
     (model_dir / NAME).write_bytes(data)
-    md5 = hashlib.md5(data).hexdigest()
-    checks_path = model_dir / "download_checks.json"
-    checks = json.loads(checks_path.read_text())
-    checks["mdx_download_list"][f"MDX-Net Model: {Path(NAME).stem}"] = NAME
-    checks_path.write_text(json.dumps(checks, indent=1))
-    data_path = model_dir / "mdx_model_data.json"
-    model_data = json.loads(data_path.read_text())
-    model_data[md5] = {"compensate": 1.0, "mdx_dim_f_set": DIM_F, "mdx_dim_t_set": DIM_T_POW,
-                       "mdx_n_fft_scale_set": N_FFT, "primary_stem": "Instrumental"}
-    data_path.write_text(json.dumps(model_data, indent=1))
+    model_catalogue.list_model(model_dir, "mdx_download_list", f"MDX-Net Model: {Path(NAME).stem}", NAME)
+    model_catalogue.describe_by_hash(model_dir, "mdx", model_dir / NAME, {
+        "compensate": 1.0, "mdx_dim_f_set": DIM_F, "mdx_dim_t_set": DIM_T_POW, "mdx_n_fft_scale_set": N_FFT,
+        "primary_stem": "Instrumental"})
     return {"name": NAME, "params": params, "bytes": len(data), "dim_f": DIM_F, "dim_t": SEGMENT_SIZE,
             "n_fft": N_FFT, "hop": HOP_LENGTH}

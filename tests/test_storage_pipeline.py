@@ -9,45 +9,14 @@ import uuid
 
 import pytest
 import requests
+from separation_service import AUTH, api_settings, start_api, submit
 from support import WebhookReceiver, wait_until
 
 from uvrd.devtools import tinymodel
-from uvrd.devtools.broker import free_port
 
 pytestmark = pytest.mark.slow
 
-TOKEN = "s3-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MiB = 1024 * 1024
-
-
-def api_settings() -> dict:
-    port = free_port()
-    return {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}", "tokens": [TOKEN],
-            "workers": 1, "allow_private_urls": True}
-
-
-def start_api(stack, config):
-    daemon = stack.start("api", config=config)
-    url = "http://" + next(line for line in config.read_text().splitlines()
-                           if line.startswith("listen")).split('"')[1]
-
-    def healthy():
-        assert daemon.proc.poll() is None, daemon.log_text()[-3000:]
-        try:
-            return requests.get(url + "/healthz", timeout=5).status_code == 200
-        except requests.ConnectionError:
-            return False
-    wait_until(healthy, 60, "the api to answer", interval=0.1)
-    return url
-
-
-def submit(url: str, audio, hook_url: str | None) -> str:
-    with open(audio, "rb") as f:
-        response = requests.post(url + "/v1/tasks", headers=AUTH, files={"audio": ("song.wav", f)},
-                                 data={"hook_url": hook_url} if hook_url else {}, timeout=120)
-    assert response.status_code == 202, response.text
-    return response.json()["task_uuid"]
 
 
 def one(records: list[dict], task_uuid: str) -> dict:
