@@ -20,7 +20,6 @@ The first build takes a few seconds and is cached under
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 import warnings
 from dataclasses import dataclass
