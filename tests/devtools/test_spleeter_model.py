@@ -1,11 +1,12 @@
 """The real Spleeter 2-stems model, through uvrd's engine, measured against the MUSDB excerpt's true stems.
 
 Floors: what the model measured here (spleeter_model.MEASURED_SDR_DB: vocals 4.81 dB, instrumental
-11.66 dB, the same as audio-separator in-process and as issue 14's table) less 0.5 dB.  Runs repeat
-to the last digit on one machine; another CPU's (or a GPU's) kernels move them by well under 0.01 dB.
-0.5 dB is tight on purpose: a one-sample delay (instrumental 10.5), a mono downmix (4.3 / 9.3), left
-and right swapped (3.1 / 5.5), a gain of 0.8 (4.2 / 10.1), clipping at 0.3 (instrumental 10.9) or
-the last 0.5 s missing (3.8 / 7.8) each fall below it.  The mixture itself scores -7.2 / 7.0 dB.
+11.66 dB, the same as audio-separator in-process and as issue 14's table) less 0.5 dB.  Runs here
+repeat to the last digit, and other kernels barely move the model's output (onnxruntime unoptimised
+on one thread, or torch running the same network, differ from it by -117 dB or less).  0.5 dB is
+tight on purpose: a one-sample delay (instrumental 10.5), a mono downmix (4.3 / 9.3), left and right
+swapped (3.1 / 5.5), a gain of 0.8 (4.2 / 10.1), clipping at 0.3 (instrumental 10.9) or the last
+0.5 s missing (3.8 / 7.8) each fall below it.  The mixture itself scores -7.2 / 7.0 dB.
 """
 
 from __future__ import annotations
