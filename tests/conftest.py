@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from support import FAST_GROUP, Daemon, KafkaView, NotifySocket, toml_value
+from support import FAST_GROUP, Daemon, InstalledIn, KafkaView, NotifySocket, real_assets, toml_value
 from uvrd.config import TopicsConfig
-from uvrd.devtools import tinymodel
+from uvrd.devtools import denoise_model, musdb_excerpt, spleeter_model, tinymodel
 from uvrd.devtools.broker import EmbeddedBroker
 
 
@@ -26,6 +26,26 @@ def model_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("models")
     tinymodel.install(d)
     return d
+
+
+@pytest.fixture(scope="session")
+def musdb():
+    """A MUSDB18 excerpt with its true stems (uvrd.devtools.musdb_excerpt); a skip if the registry is out of reach."""
+    return real_assets(musdb_excerpt.excerpt)
+
+
+@pytest.fixture(scope="session")
+def spleeter_models(tmp_path_factory) -> InstalledIn:
+    """A model directory with the real Spleeter 2-stems model (MDX), built once into the asset cache."""
+    d = tmp_path_factory.mktemp("spleeter")
+    return InstalledIn(d, real_assets(lambda: spleeter_model.install(d)))
+
+
+@pytest.fixture(scope="session")
+def denoise_models(tmp_path_factory) -> InstalledIn:
+    """A model directory with UVR's real VR model UVR-DeNoise-Lite."""
+    d = tmp_path_factory.mktemp("denoise")
+    return InstalledIn(d, real_assets(lambda: denoise_model.install(d)))
 
 
 @pytest.fixture(scope="session")

