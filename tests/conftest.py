@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
 from dataclasses import dataclass
@@ -138,21 +139,36 @@ class Stack:
         return target
 
 
-@pytest.fixture
-def stack(broker, model_dir, tmp_path, request):
+@contextlib.contextmanager
+def _stack(broker, model_dir, root: Path, name: str, partitions: int = 1):
     n = next(_names)
-    prefix = f"t{n}-{request.node.name[:40]}".replace("[", "-").replace("]", "")
-    partitions = getattr(request, "param", 1)
-    s = Stack(root=tmp_path, bootstrap=broker.bootstrap, model_dir=model_dir, tasks=f"{prefix}.tasks",
+    prefix = f"t{n}-{name[:40]}".replace("[", "-").replace("]", "")
+    s = Stack(root=root, bootstrap=broker.bootstrap, model_dir=model_dir, tasks=f"{prefix}.tasks",
               results=f"{prefix}.results", dead_letter=f"{prefix}.dlq", status=f"{prefix}.status",
               group=f"{prefix}.group", partitions=partitions, daemons=[])
     broker.create_uvrd_topics(s.topics, task_partitions=partitions)
-    (tmp_path / "spool").mkdir()
-    yield s
-    for d in s.daemons:
-        d.stop()
-        if d.notify:
-            d.notify.close()
+    (root / "spool").mkdir()
+    try:
+        yield s
+    finally:
+        for d in s.daemons:
+            d.stop()
+            if d.notify:
+                d.notify.close()
+
+
+@pytest.fixture
+def stack(broker, model_dir, tmp_path, request):
+    with _stack(broker, model_dir, tmp_path, request.node.name, getattr(request, "param", 1)) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def module_stack(broker, model_dir, tmp_path_factory, request):
+    """One stack for a module's tests: for daemons that are slow to start and serve every test alike."""
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    with _stack(broker, model_dir, tmp_path_factory.mktemp(name), name) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

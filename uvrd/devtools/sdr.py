@@ -55,17 +55,19 @@ def fit(estimate: np.ndarray, frames: int) -> np.ndarray:
     return np.concatenate([estimate, np.zeros((frames - estimate.shape[0], estimate.shape[1]), estimate.dtype)])
 
 
-def read_audio(path: Path) -> Audio:
+def read_audio(path: Path, rate: int | None = None) -> Audio:
     """Any file ffmpeg decodes (every uvrd output format), at its own rate and channel count: nothing
-    is resampled or remixed on the way, so a stem with the wrong rate or channels shows as such."""
+    is resampled or remixed on the way, so a stem with the wrong rate or channels shows as such.
+    Only where *rate* is given is it resampled to it (Opus always decodes at 48 kHz)."""
     try:
         info = audio_probe.probe(str(path))
     except audio_probe.Unusable as e:
         raise ValueError(f"could not decode {path.name}: {e}") from None
     run = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
+                          *(["-ar", str(rate)] if rate else []),
                           "-f", "f32le", "-c:a", "pcm_f32le", "-"], capture_output=True, stdin=subprocess.DEVNULL,
                          check=False)
     if run.returncode != 0:
         raise ValueError(f"ffmpeg could not decode {path.name}: {run.stderr.decode(errors='replace')[-300:]}")
     samples = np.frombuffer(run.stdout, dtype="<f4").reshape(-1, info.channels)
-    return Audio(samples.copy(), info.rate)
+    return Audio(samples.copy(), rate or info.rate)

@@ -1,6 +1,7 @@
-"""One in-process ``Separator`` looping over files: the lower bound uvrd is compared against.
+"""One in-process ``Separator`` looping over files: the lower bound uvrd is compared against (the
+benchmarks), and the stems uvrd's must equal (the quality tests).
 
-    python bench/inprocess.py MODEL_DIR MODEL HOP SEGMENT OUT_DIR GROUPS_JSON [WARMUP_FILE]
+    python -m uvrd.devtools.inprocess_loop MODEL_DIR MODEL HOP SEGMENT OUT_DIR GROUPS_JSON [WARMUP_FILE]
 
 GROUPS_JSON is a list of lists of files; each group is separated in one loop.  Prints one JSON
 line: the import and model-load times and each group's loop time (time.monotonic()).
@@ -30,16 +31,16 @@ def main() -> int:
     if warmup:  # the first separation pays one-off initialisation (numba, onnxruntime): time it apart
         separator.separate(warmup)
     warm = time.monotonic()
-    loops, per_file = [], []
+    loops, per_file, outputs = [], [], []
     for group in json.loads(groups):
         t0 = time.monotonic()
         for path in group:
             t = time.monotonic()
-            separator.separate(path)
+            outputs.append([os.path.join(out_dir, f) for f in separator.separate(path)])
             per_file.append(time.monotonic() - t)
         loops.append(time.monotonic() - t0)
     print(json.dumps({"import_s": imported - started, "load_s": loaded - imported, "warmup_s": warm - loaded, "loops_s": loops,
-                      "per_file_s": per_file, "device": str(separator.torch_device)}), flush=True)
+                      "per_file_s": per_file, "outputs": outputs, "device": str(separator.torch_device)}), flush=True)
     return 0
 
 
