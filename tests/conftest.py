@@ -164,11 +164,18 @@ def stack(broker, model_dir, tmp_path, request):
 
 
 @pytest.fixture(scope="module")
-def module_stack(broker, model_dir, tmp_path_factory, request):
-    """One stack for a module's tests: for daemons that are slow to start and serve every test alike."""
-    name = request.module.__name__.rsplit(".", 1)[-1]
-    with _stack(broker, model_dir, tmp_path_factory.mktemp(name), name) as s:
-        yield s
+def module_stacks(broker, model_dir, tmp_path_factory):
+    """Make stacks that serve a whole module's tests: for daemons that are slow to start and serve
+    every test alike.  ``module_stacks(name)``; each has its own topics and directories."""
+    with contextlib.ExitStack() as stacks:
+        def make(name: str) -> Stack:
+            return stacks.enter_context(_stack(broker, model_dir, tmp_path_factory.mktemp(name), name))
+        yield make
+
+
+@pytest.fixture(scope="module")
+def module_stack(module_stacks, request):
+    return module_stacks(request.module.__name__.rsplit(".", 1)[-1])
 
 
 @pytest.fixture(scope="session")
