@@ -21,15 +21,18 @@ from . import audio_probe, bounded_decode, parent_death
 # Stem file names: audio-separator's own stem names, lower-cased.
 KNOWN_STEMS = ("Vocals", "Instrumental", "Drums", "Bass", "Other", "Guitar", "Piano",
                "Lead Vocals", "Backing Vocals", "No Vocals", "Reverb", "No Reverb", "Echo", "No Echo")
-_STEM_IN_NAME = re.compile(r"_\(([^)]+)\)_")
 # Errors from audio-separator that mean the model named in the config cannot be used at all.
 _UNKNOWN_MODEL = re.compile(r"not found in supported model files|Unsupported Model File|Model type not supported")
 
 
-def stem_name(path: str) -> str:
+def stem_name(path: str, prefix: str = "", suffix: str = "") -> str:
+    """The stem an output holds: a known stem's file is named for it; audio-separator names any
+    other ``<input>_(<Stem>)_<model>``, and *prefix* (``<input>_(``) and *suffix* (``)_<model>``)
+    are cut off whole, since the input's name may hold a ``_(...)_`` of its own."""
     base = Path(path).stem
-    m = _STEM_IN_NAME.search(base)
-    return (m.group(1) if m else base).strip().lower().replace(" ", "_")
+    if prefix and base.startswith(prefix) and base.endswith(suffix) and len(base) > len(prefix) + len(suffix):
+        base = base[len(prefix):len(base) - len(suffix)]
+    return base.strip().lower().replace(" ", "_")
 
 
 def main(conn, heartbeat, settings) -> None:
@@ -122,11 +125,16 @@ def _separate(models: "_Models", job) -> dict[str, str]:
         if audio_path != job.audio_path:
             os.unlink(audio_path)
     stems = {}
+    named = (f"{instance.sanitize_filename(Path(audio_path).stem)}_(",
+             f")_{instance.sanitize_filename(instance.model_name)}")
     for out in outputs:
         path = Path(out) if os.path.isabs(out) else Path(job.workdir) / out
         if not path.is_file() or path.stat().st_size == 0:
             raise RuntimeError(f"audio-separator reported {path.name} but wrote no data")
-        stems[stem_name(str(path))] = str(path)
+        name = stem_name(str(path), *named)
+        if name in stems:
+            raise RuntimeError(f"audio-separator wrote two files for the stem {name!r}")
+        stems[name] = str(path)
     if not stems:
         raise RuntimeError("audio-separator produced no stems")
     return stems
