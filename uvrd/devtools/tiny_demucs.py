@@ -71,7 +71,7 @@ def checkpoint_bytes(sources: tuple[str, ...]) -> bytes:
 
 def _install(model_dir: Path, bag: str, sources: tuple[str, ...]) -> model_catalogue.InstalledModel:
     name = Path(bag).stem
-    signature = hashlib.sha256(name.encode()).hexdigest()[:8]
+    signature = hashlib.sha256(name.encode()).hexdigest()[:8]  # 8 hex digits, as Meta's; fixed per model
     data = checkpoint_bytes(sources)
     checkpoint = f"{signature}-{hashlib.sha256(data).hexdigest()[:8]}.th"
     model_dir.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,12 @@ BS-Roformer, one with ``num_bands`` a Mel-Band Roformer, any other is run by ``T
 
 Each network is built here from its YAML's ``model`` section, the way the training code that
 publishes these checkpoints builds it, and not through audio-separator's loader: a loader that
-stops passing an argument then fails to load the checkpoint, as it would fail a real one.  The
-layouts follow the published models (the STFT, the 62 bands of ``model_bs_roformer_ep_317``, the
-60 mel bands); only widths and depths are shrunk.
+builds the network wrong then fails on the checkpoint as it would on a real one.  (0.47.1's
+RoformerLoader does not pass a BS-Roformer's ``mask_estimator_depth`` on, so any value but the
+constructor's default, 2, fails its main path and loads only through its legacy fallback: the
+BS-Roformer here keeps 2, as ``model_bs_roformer_ep_317`` has.)  The layouts follow the published
+models (the STFT, the 62 bands of ``model_bs_roformer_ep_317``, the 60 mel bands); only widths and
+depths are shrunk.
 """
 
 from __future__ import annotations
@@ -51,8 +54,8 @@ BS_ROFORMER_CONFIG = {
 }
 
 # Two outputs of the network itself, named as ZFTurbo's configs name them (lower case, "other").  Its mask
-# estimators widen to 4 * dim whatever the YAML says, over bins its overlapping mel bands count about twice:
-# dim 8 keeps it near 1 M parameters.
+# estimators' hidden layer is 4 * dim whatever the YAML says, and its overlapping mel bands cover each bin
+# about twice: dim 8 keeps it near 1 M parameters.
 MEL_BAND_ROFORMER_CONFIG = {
     "audio": _ROFORMER_AUDIO,
     "model": {**_TINY_TRANSFORMER, "dim": 8, "num_stems": 2, "num_bands": 60, "sample_rate": 44100,
