@@ -12,7 +12,6 @@ import numpy as np
 import soundfile
 
 from uvrd.devtools import musdb_excerpt, sdr, spleeter_model
-from uvrd.engine_worker import stem_name
 
 from .harness import Bench, Finished, median, say
 from .realistic import run_inprocess
@@ -85,7 +84,7 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
     reader.close()
     bench.forget(proc)
 
-    in_process_scores = {stem_name(f): excerpt.score(stem_name(f), f) for f in loops[0]["outputs"][0]}
+    in_process_scores = {stem: excerpt.score(stem, f) for stem, f in loops[0]["outputs"][0].items()}
     excess = [(u / r["loops_s"][0] - 1) * 100 for u, r in zip(uvrd, loops)]
     loop_s, uvrd_s = median([r["loops_s"][0] for r in loops]), median(uvrd)
     rows = [

@@ -26,7 +26,6 @@ import soundfile
 from separation_service import SeparationService
 
 from uvrd.devtools import sdr, spleeter_model
-from uvrd.engine_worker import stem_name
 
 pytestmark = pytest.mark.slow
 
@@ -60,8 +59,8 @@ def in_process(spleeter_models, musdb, tmp_path_factory) -> dict:
                           str(settings["mdx_segment_size"]), str(out), json.dumps([[str(musdb.mixture)]])],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    [files] = json.loads(run.stdout.strip().splitlines()[-1])["outputs"]
-    return {stem_name(f): f for f in files}
+    [stems] = json.loads(run.stdout.strip().splitlines()[-1])["outputs"]
+    return stems
 
 
 def test_the_webhook_the_status_and_the_links_name_vocals_and_instrumental(wav, spleeter_models):

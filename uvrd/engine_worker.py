@@ -22,15 +22,25 @@ from . import audio_probe, bounded_decode, parent_death
 KNOWN_STEMS = ("Vocals", "Instrumental", "Drums", "Bass", "Other", "Guitar", "Piano",
                "Lead Vocals", "Backing Vocals", "No Vocals", "Reverb", "No Reverb", "Echo", "No Echo",
                "Noise", "No Noise")
-_STEM_IN_NAME = re.compile(r"_\(([^)]+)\)_")
 # Errors from audio-separator that mean the model named in the config cannot be used at all.
 _UNKNOWN_MODEL = re.compile(r"not found in supported model files|Unsupported Model File|Model type not supported")
 
 
-def stem_name(path: str) -> str:
+def stem_name(path: str, prefix: str = "", suffix: str = "") -> str:
+    """The stem an output holds: a known stem's file is named for it; audio-separator names any
+    other ``<input>_(<Stem>)_<model>``, and *prefix* (``<input>_(``) and *suffix* (``)_<model>``)
+    are cut off whole, since the input's name may hold a ``_(...)_`` of its own."""
     base = Path(path).stem
-    m = _STEM_IN_NAME.search(base)
-    return (m.group(1) if m else base).strip().lower().replace(" ", "_")
+    if prefix and base.startswith(prefix) and base.endswith(suffix) and len(base) > len(prefix) + len(suffix):
+        base = base[len(prefix):len(base) - len(suffix)]
+    return base.strip().lower().replace(" ", "_")
+
+
+def output_affixes(instance, audio_path: str) -> tuple[str, str]:
+    """What audio-separator puts around a stem's name in an output's file name: ``<input>_(`` and
+    ``)_<model>``, as its own ``sanitize_filename`` spells them."""
+    return (f"{instance.sanitize_filename(Path(audio_path).stem)}_(",
+            f")_{instance.sanitize_filename(instance.model_name)}")
 
 
 def main(conn, heartbeat, settings) -> None:
@@ -123,11 +133,15 @@ def _separate(models: "_Models", job) -> dict[str, str]:
         if audio_path != job.audio_path:
             os.unlink(audio_path)
     stems = {}
+    named = output_affixes(instance, audio_path)
     for out in outputs:
         path = Path(out) if os.path.isabs(out) else Path(job.workdir) / out
         if not path.is_file() or path.stat().st_size == 0:
             raise RuntimeError(f"audio-separator reported {path.name} but wrote no data")
-        stems[stem_name(str(path))] = str(path)
+        name = stem_name(str(path), *named)
+        if name in stems:
+            raise RuntimeError(f"audio-separator wrote two files for the stem {name!r}")
+        stems[name] = str(path)
     if not stems:
         raise RuntimeError("audio-separator produced no stems")
     return stems

@@ -36,12 +36,20 @@ def main() -> int:
         t0 = time.monotonic()
         for path in group:
             t = time.monotonic()
-            outputs.append([os.path.join(out_dir, f) for f in separator.separate(path)])
+            outputs.append(_by_stem(separator, path, separator.separate(path), out_dir))
             per_file.append(time.monotonic() - t)
         loops.append(time.monotonic() - t0)
     print(json.dumps({"import_s": imported - started, "load_s": loaded - imported, "warmup_s": warm - loaded, "loops_s": loops,
                       "per_file_s": per_file, "outputs": outputs, "device": str(separator.torch_device)}), flush=True)
     return 0
+
+
+def _by_stem(separator, audio_path: str, files: list[str], out_dir: str) -> dict[str, str]:
+    """audio-separator's own file names (``<input>_(<Stem>)_<model>``) read as uvrd names stems."""
+    from uvrd.engine_worker import output_affixes, stem_name
+
+    named = output_affixes(separator.model_instance, audio_path)
+    return {stem_name(f, *named): os.path.join(out_dir, f) for f in files}
 
 
 if __name__ == "__main__":

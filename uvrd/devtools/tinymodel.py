@@ -53,9 +53,11 @@ def install(model_dir: Path, name: str = TINY_MODEL, primary_stem: str = "Vocals
     model_catalogue.describe_by_hash(model_dir, "mdx", path, {
         "compensate": 1.0, "mdx_dim_f_set": DIM_F, "mdx_dim_t_set": DIM_T_POW,
         "mdx_n_fft_scale_set": N_FFT, "primary_stem": primary_stem})
-    secondary = "Instrumental" if primary_stem == "Vocals" else "Vocals"
+    # audio-separator's pairing (CommonSeparator.secondary_stem): Vocals and Instrumental, else X and No X.
+    secondary = {"Vocals": "Instrumental", "Instrumental": "Vocals"}.get(primary_stem) or (
+        primary_stem.removeprefix("No ") if primary_stem.startswith("No ") else f"No {primary_stem}")
     return model_catalogue.InstalledModel(
-        name, "MDX", (primary_stem.lower(), secondary.lower()),
+        name, "MDX", tuple(stem.lower().replace(" ", "_") for stem in (primary_stem, secondary)),
         (("mdx_hop_length", HOP_LENGTH), ("mdx_segment_size", SEGMENT_SIZE)))
 
 
