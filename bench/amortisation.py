@@ -11,7 +11,7 @@ from pathlib import Path
 
 from uvrd.devtools import tinymodel
 
-from .harness import Bench, Finished, iso_epoch, median, say
+from .harness import Bench, Finished, iso_epoch, median, say, take_turns
 from .realistic import run_inprocess
 
 # Long enough that a file's separation (about 0.7 s here) dwarfs the few hundred milliseconds a
@@ -74,8 +74,7 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
     reader.wait(1, 120, proc.alive)
     reader.take()
 
-    # The two sides take turns, in the order A B B A ..., so that whatever else the machine does, and
-    # any drift over the run, weighs on both alike; each uvrd run is compared with its partner loop.
+    # Each uvrd run is compared with its partner loop (harness.take_turns).
     inproc, uvrd, pickup, between, engine_files = [], {n: [] for n in ns}, [], [], []
 
     def loop() -> None:
@@ -105,12 +104,9 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
                 between.extend(gaps)
                 engine_files.append(median(separations))
 
-    for repeat in range(repeats):
-        order = (loop, through_uvrd) if repeat % 2 == 0 else (through_uvrd, loop)
-        say(f"amortisation {repeat + 1}/{repeats}: a fresh in-process loop and the warm uvrd processor "
-            f"(exactly-once), {' then '.join('the loop' if f is loop else 'uvrd' for f in order)}, over N = {ns}")
-        for side in order:
-            side()
+    take_turns(repeats, loop, through_uvrd, lambda repeat, order: (
+        f"amortisation {repeat + 1}/{repeats}: a fresh in-process loop and the warm uvrd processor "
+        f"(exactly-once), {order}, over N = {ns}"))
     reader.close()
     bench.forget(proc)
 

@@ -315,6 +315,17 @@ class Finished:
             time.sleep(every)
 
 
+def take_turns(repeats: int, loop, uvrd, describe) -> None:
+    """Run *loop* (the in-process side) and *uvrd* *repeats* times each, in the order A B B A ..., so
+    that whatever else the machine does, and any drift over the run, weighs on both alike.
+    ``describe(repeat, order)`` says what a turn runs."""
+    for repeat in range(repeats):
+        order = (loop, uvrd) if repeat % 2 == 0 else (uvrd, loop)
+        say(describe(repeat, " then ".join("the loop" if side is loop else "uvrd" for side in order)))
+        for side in order:
+            side()
+
+
 def start_many(bench: Bench, make, n: int, parallel: int, ready_timeout: float = 300) -> list:
     """Start *n* things with *make(i)* (returns a Proc, or a tuple whose first item is one), at most
     *parallel* loading at once; return them all once each is ready."""

@@ -13,7 +13,7 @@ import soundfile
 
 from uvrd.devtools import musdb_excerpt, sdr, spleeter_model
 
-from .harness import Bench, Finished, median, say
+from .harness import Bench, Finished, median, say, take_turns
 from .realistic import run_inprocess
 
 
@@ -75,12 +75,8 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
         for stem, path in results[0][1]["stems"].items():
             scores[stem].append(excerpt.score(stem, path))
 
-    for repeat in range(repeats):
-        order = (loop, through_uvrd) if repeat % 2 == 0 else (through_uvrd, loop)
-        say(f"real weights {repeat + 1}/{repeats}: {files_n} excerpts, "
-            f"{' then '.join('the in-process loop' if f is loop else 'uvrd' for f in order)}")
-        for side in order:
-            side()
+    take_turns(repeats, loop, through_uvrd,
+               lambda repeat, order: f"real weights {repeat + 1}/{repeats}: {files_n} excerpts, {order}")
     reader.close()
     bench.forget(proc)
 
