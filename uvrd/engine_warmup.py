@@ -1,12 +1,11 @@
 """The warm-up separation a model runs once it is loaded, before it serves any task.
 
 Loading a model leaves one-off costs to its first separation: librosa's lazy imports and the
-numba compilation of its ufuncs (a fresh install has no numba cache: tens of seconds on 2 cores),
-the first run of torch and onnxruntime, the first ffprobe and ffmpeg encode.  Without a warm-up
-the first task after READY paid them (with the tiny model on 2 cores: 23 s against about 1 s
-warm with an empty numba cache, about 2.5 times the warm time with a used one).  So the engine
-separates a short generated clip first, through the very path and output format of a task, and
-reports ready only after it.
+numba compilation of its ufuncs (a fresh install has no numba cache), the first run of torch and
+onnxruntime, the first ffprobe and ffmpeg encode.  Without a warm-up the first task after READY paid
+them: with the tiny model on 2 cores (``make bench``, section 7), about 14 s more than the tasks after
+it on a fresh install and 1 to 2 s more on a used one.  So the engine separates a short generated
+clip first, through the very path and output format of a task, and reports ready only after it.
 
 The clip and its stems live in a temporary directory of their own, removed afterwards: the warm-up
 never touches the spool or the output directory.

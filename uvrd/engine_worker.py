@@ -176,12 +176,15 @@ class _Models:
     def warm(self, model: str) -> engine_warmup.Warmup:
         """The loaded *model*'s warm-up separation, in the processor's output format; a model whose
         warm-up fails is dropped, so that the next task naming it loads it afresh."""
-        from .engine import Job
+        from .engine import Job  # not at the top: engine imports this module
 
         fmt = self.settings.output_format
+
+        def separate(clip: str, workdir: str) -> dict[str, str]:
+            return _separate(self, Job("warm-up", clip, model, fmt, workdir))
+
         try:
-            warmup = engine_warmup.run(model, lambda clip, workdir: _separate(self, Job("warm-up", clip, model, fmt,
-                                                                                         workdir)))
+            warmup = engine_warmup.run(model, separate)
         except BaseException:
             del self._loaded[model]
             raise
