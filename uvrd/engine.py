@@ -33,6 +33,9 @@ class EngineSettings:
     mdx_segment_size: int
     mdx_batch_size: int
     max_audio_seconds: float = 3600.0
+    # Each model separates a short clip once loaded, before it serves a task (engine_warmup.py).
+    # Off only in the benchmark of what the first task paid without it.
+    warm_up: bool = True
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class Engine:
         self._conn = None
         self._heartbeat = None
         self.ready = False
+        self.warming = False  # loaded, separating the warm-up clip
         self.started_at = 0.0
         self.load_info: dict = {}
 
@@ -83,7 +87,7 @@ class Engine:
         self._proc.start()
         child_conn.close()
         self._conn = parent_conn
-        self.ready = False
+        self.ready = self.warming = False
         self.started_at = time.monotonic()
         log.info("engine starting", pid=self._proc.pid, model=self.settings.models[0])
 
@@ -133,7 +137,7 @@ class Engine:
         if self._conn is not None:
             self._conn.close()
         self._proc = self._conn = None
-        self.ready = False
+        self.ready = self.warming = False
 
     # -- messages ---------------------------------------------------------
     def _receive(self, timeout: float):
@@ -152,7 +156,7 @@ class Engine:
         raise EngineDied(f"separation engine {how}")
 
     def poll_ready(self, timeout: float) -> bool:
-        """Wait up to *timeout* for the model to load; True once loaded."""
+        """Wait up to *timeout* for the model to load and warm up; True once it has."""
         if self.ready:
             return True
         msg = self._receive(timeout)
@@ -162,8 +166,12 @@ class Engine:
             _, message, config_problem = msg
             self.kill()
             raise EngineDied(message, fatal_config=config_problem)
+        if msg[0] == "warming":
+            self.warming = True
+            log.info("engine warming up", pid=self._proc.pid, **msg[1])
+            return False
         assert msg[0] == "ready", msg
-        self.ready = True
+        self.ready, self.warming = True, False
         self.load_info = msg[1]
         log.info("engine ready", pid=self._proc.pid, load_s=round(time.monotonic() - self.started_at, 2),
                  **self.load_info)

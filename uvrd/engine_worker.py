@@ -16,7 +16,9 @@ import threading
 import time
 from pathlib import Path
 
-from . import audio_probe, bounded_decode, parent_death
+import structlog
+
+from . import audio_probe, bounded_decode, engine_warmup, parent_death
 
 # Stem file names: audio-separator's own stem names, lower-cased.
 KNOWN_STEMS = ("Vocals", "Instrumental", "Drums", "Bass", "Other", "Guitar", "Piano",
@@ -24,6 +26,8 @@ KNOWN_STEMS = ("Vocals", "Instrumental", "Drums", "Bass", "Other", "Guitar", "Pi
                "Noise", "No Noise")
 # Errors from audio-separator that mean the model named in the config cannot be used at all.
 _UNKNOWN_MODEL = re.compile(r"not found in supported model files|Unsupported Model File|Model type not supported")
+
+log = structlog.get_logger("uvrd.engine.child")
 
 
 def stem_name(path: str, prefix: str = "", suffix: str = "") -> str:
@@ -55,20 +59,27 @@ def main(conn, heartbeat, settings) -> None:
     from . import logs
 
     logs.configure("uvrd-engine")
-    import structlog
-
-    log = structlog.get_logger("uvrd.engine.child")
     threading.Thread(target=_beat, args=(heartbeat,), daemon=True, name="heartbeat").start()
 
     models = _Models(settings)
+    model = settings.models[0]
     try:
         started = time.monotonic()
-        models.get(settings.models[0])
-        info = {"model": settings.models[0], "device": models.device, "model_load_s": round(time.monotonic() - started, 2)}
+        models.load(model)
+        info = {"model": model, "device": models.device, "model_load_s": round(time.monotonic() - started, 2)}
     except Exception as e:  # the parent decides what a failed load means
-        message = f"could not load model {settings.models[0]!r}: {type(e).__name__}: {e}"
+        message = f"could not load model {model!r}: {type(e).__name__}: {e}"
         conn.send(("fatal", message, bool(_UNKNOWN_MODEL.search(str(e)))))
         return
+    if settings.warm_up:
+        conn.send(("warming", info))
+        try:
+            info["warmup_s"] = round(models.warm(model).seconds, 2)
+        except engine_warmup.WarmupFailed as e:
+            # A model that cannot separate a clean clip cannot serve a task: the config's trouble, which
+            # a restart does not mend, unless the warm-up only found the disk full.
+            conn.send(("fatal", str(e), not _no_space(e)))
+            return
     conn.send(("ready", info))
     while True:
         try:
@@ -163,7 +174,7 @@ def _downmix(job, channels: int, max_seconds: float) -> str:
 
 
 class _Models:
-    """One audio-separator Separator per model, each loaded on first use."""
+    """One audio-separator Separator per model, each loaded and warmed up on first use."""
 
     def __init__(self, settings):
         self.settings = settings
@@ -171,6 +182,32 @@ class _Models:
         self.device = "unknown"
 
     def get(self, model: str):
+        if model not in self._loaded:
+            self.load(model)
+            if self.settings.warm_up:
+                self.warm(model)
+        return self._loaded[model]
+
+    def warm(self, model: str) -> engine_warmup.Warmup:
+        """The loaded *model*'s warm-up separation, in the processor's output format; a model whose
+        warm-up fails is dropped, so that the next task naming it loads it afresh."""
+        from .engine import Job  # not at the top: engine imports this module
+
+        fmt = self.settings.output_format
+
+        def separate(clip: str, workdir: str) -> dict[str, str]:
+            return _separate(self, Job("warm-up", clip, model, fmt, workdir))
+
+        try:
+            warmup = engine_warmup.run(model, separate)
+        except BaseException:
+            del self._loaded[model]
+            raise
+        log.info("model warmed up", model=model, warmup_s=round(warmup.seconds, 2), stems=list(warmup.stems),
+                 output_format=fmt, audio_s=engine_warmup.CLIP_SECONDS, directory=warmup.directory)
+        return warmup
+
+    def load(self, model: str) -> None:
         if model not in self._loaded:
             from audio_separator.separator import Separator
 
@@ -185,7 +222,6 @@ class _Models:
             separator.load_model(model_filename=model)
             self.device = str(separator.torch_device)
             self._loaded[model] = separator
-        return self._loaded[model]
 
 
 def _beat(heartbeat) -> None:

@@ -112,7 +112,7 @@ class Processor(ConsumerDaemon):
         if self.waiting:
             return self.waiting
         if self.inflight is None and not self.lifecycle.stopping and not self.engine.ready:
-            return f"loading model {self.cfg.model}"
+            return f"{'warming up' if self.engine.warming else 'loading'} model {self.cfg.model}"
         return super().status()
 
     def busy_status(self) -> str:
@@ -361,7 +361,7 @@ class Processor(ConsumerDaemon):
 
     # -- engine and group membership ---------------------------------------
     def _await_engine(self) -> bool:
-        """Wait for the engine's model to load; False if a stop came first.
+        """Wait for the engine's model to load and warm up; False if a stop came first.
 
         A child that dies while loading is replaced a few times before the
         worker gives up: one lost child (the OOM killer, a GPU reset) should not

@@ -195,6 +195,10 @@ def test_processor_under_systemd_works_drains_and_logs_fields(box, broker, topic
     box.systemctl("daemon-reload")
     box.systemctl("start", UNIT, timeout=300)  # returns after READY=1
     assert box.show(UNIT, "ActiveState")["ActiveState"] == "active"
+    # READY=1 came after the warm-up, which compiled librosa's numba code into the unit's CacheDirectory
+    # (the venv is read-only under ProtectSystem=strict), where the next start finds it.
+    assert json.loads(box.wait_for_journal('"engine ready"', unit=UNIT)["MESSAGE"])["warmup_s"] > 0
+    assert box.run("find", "/var/cache/uvrd/numba", "-name", "*.nbi").stdout.split()
     assert box.show(UNIT, "StatusText")["StatusText"] == "idle"
     # The running daemon, not just its unit file: the uvrd user, no capabilities, no way to gain any.
     status = dict(line.split(":", 1) for line in

@@ -84,3 +84,11 @@ def test_processor_reaches_the_gpu_through_device_nodes_only():
             "char-nvidiactl", "char-nvidia-uvm", "char-nvidia-frontend", "char-nvidia-caps"}
         assert s["MemoryDenyWriteExecute"] == ["false"]
     assert "CUDA_VISIBLE_DEVICES=%i" in settings(UNITS / "uvrd-processor@.service")["Environment"]
+
+
+def test_processor_keeps_its_numba_cache_where_it_may_write_and_systemd_keeps_it():
+    """ProtectSystem=strict leaves the venv read-only: numba's cache goes to the unit's CacheDirectory."""
+    for unit in ("uvrd-processor.service", "uvrd-processor@.service"):
+        s = settings(UNITS / unit)
+        [cache] = [v.partition("=")[2] for v in s["Environment"] if v.startswith("NUMBA_CACHE_DIR=")]
+        assert cache in {f"/var/cache/{d}" for line in s["CacheDirectory"] for d in line.split()}, unit
