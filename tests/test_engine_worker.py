@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from support import wait_until
-from uvrd.devtools import tinymodel
-from uvrd.engine import Engine, EngineSettings, Job
+
+from uvrd.devtools import tiny_mdxc, tinymodel
+from uvrd.engine import Engine, EngineDied, EngineSettings, Job
 
 
 def test_stems_outside_the_known_names_are_named_whatever_the_input_is_called(tmp_path):
     """audio-separator names such a stem's file ``<input>_(<Stem>)_<model>``: the input's own name may
     hold ``_(...)_`` too, and two stems must not both be taken for it (one would be lost)."""
-    model = tinymodel.install(tmp_path / "models", primary_stem="Noise")  # Noise and No Noise: not known names
+    # Crowd and No Crowd (UVR's crowd models): not among KNOWN_STEMS, so named from the file name.
+    model = tinymodel.install(tmp_path / "models", primary_stem="Crowd")
     engine = Engine(EngineSettings(model_dir=str(tmp_path / "models"), output_dir=str(tmp_path / "out"),
                                    models=(model.filename,), output_format="wav", mdx_hop_length=tinymodel.HOP_LENGTH,
                                    mdx_segment_size=tinymodel.SEGMENT_SIZE, mdx_batch_size=1))
@@ -25,5 +28,25 @@ def test_stems_outside_the_known_names_are_named_whatever_the_input_is_called(tm
     finally:
         engine.close()
     assert result.ok, result.error
-    assert sorted(result.stems) == ["no_noise", "noise"] == sorted(model.stems)
+    assert sorted(result.stems) == ["crowd", "no_crowd"] == sorted(model.stems)
     assert len({*result.stems.values()}) == 2
+
+
+def test_a_checkpoint_audio_separator_gives_up_on_is_a_failed_load_that_says_so(tmp_path):
+    """audio-separator ends an MDXC/Roformer load that fails with sys.exit(1): the engine reports the
+    failed load and its model, as for any other model that will not load, instead of dying mute."""
+    model = tiny_mdxc.install_bs_roformer(tmp_path / "models")
+    import torch
+
+    torch.save({"not": torch.zeros(1)}, tmp_path / "models" / model.filename)  # no weight of its network
+    engine = Engine(EngineSettings(model_dir=str(tmp_path / "models"), output_dir=str(tmp_path / "out"),
+                                   models=(model.filename,), output_format="wav", mdx_hop_length=1024,
+                                   mdx_segment_size=256, mdx_batch_size=1))
+    engine.start()
+    try:
+        with pytest.raises(EngineDied) as died:
+            wait_until(lambda: engine.poll_ready(0.5), 120, "the load to end")
+    finally:
+        engine.close()
+    assert f"could not load model {model.filename!r}" in str(died.value)
+    assert "audio-separator gave up loading it" in str(died.value)

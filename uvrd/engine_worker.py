@@ -219,7 +219,13 @@ class _Models:
                 mdx_params={"hop_length": self.settings.mdx_hop_length, "segment_size": self.settings.mdx_segment_size,
                             "overlap": 0.25, "batch_size": self.settings.mdx_batch_size, "enable_denoise": False},
             )
-            separator.load_model(model_filename=model)
+            try:
+                separator.load_model(model_filename=model)
+            except SystemExit as e:
+                # audio-separator's MDXC/Roformer path calls sys.exit(1) when a checkpoint will not load
+                # (mdxc_separator.py); caught here, it is one clear failed load instead of a dead engine.
+                raise RuntimeError(f"audio-separator gave up loading it (sys.exit({e.code}); its log above "
+                                   "says why)") from None
             self.device = str(separator.torch_device)
             self._loaded[model] = separator
 
