@@ -3,7 +3,7 @@
 Loading a model leaves one-off costs to its first separation: librosa's lazy imports and the
 numba compilation of its ufuncs (a fresh install has no numba cache), the first run of torch and
 onnxruntime, the first ffprobe and ffmpeg encode.  Without a warm-up the first task after READY paid
-them: with the tiny model on 2 cores (``make bench``, section 7), about 14 s more than the tasks after
+them: with the tiny model on 2 cores (``make bench``, section 8), about 14 s more than the tasks after
 it on a fresh install and 1 to 2 s more on a used one.  So the engine separates a short generated
 clip first, through the very path and output format of a task, and reports ready only after it.
 
