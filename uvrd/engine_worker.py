@@ -19,6 +19,7 @@ from pathlib import Path
 import structlog
 
 from . import audio_probe, bounded_decode, engine_warmup, parent_death
+from .engine_job import Job
 
 # Stem file names: audio-separator's own stem names, lower-cased.
 KNOWN_STEMS = ("Vocals", "Instrumental", "Drums", "Bass", "Other", "Guitar", "Piano",
@@ -191,8 +192,6 @@ class _Models:
     def warm(self, model: str) -> engine_warmup.Warmup:
         """The loaded *model*'s warm-up separation, in the processor's output format; a model whose
         warm-up fails is dropped, so that the next task naming it loads it afresh."""
-        from .engine import Job  # not at the top: engine imports this module
-
         fmt = self.settings.output_format
 
         def separate(clip: str, workdir: str) -> dict[str, str]:
