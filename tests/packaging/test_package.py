@@ -294,7 +294,11 @@ def test_sigkill_mid_job_is_restarted_by_systemd_and_completes_once(box, broker,
     kafka = KafkaView(broker.bootstrap)
     try:
         task = start_long_job(box, kafka, topics, long_audio)
-        box.systemctl("kill", "-s", "KILL", UNIT)
+        # systemd signals the main process first, then the rest of the unit's cgroup; it once answered
+        # EIO for "auxiliary processes" (one exiting at that moment) after the main process was killed.
+        # The restart below is what shows the crash happened.
+        killed = box.systemctl("kill", "-s", "KILL", UNIT, check=False)
+        assert killed.returncode == 0 or "auxiliary processes" in killed.stderr, killed.stderr
         wait_until(lambda: box.show(UNIT, "NRestarts")["NRestarts"] == "1", 60, "systemd's restart")
         wait_until(lambda: kafka.committed(group, topics.tasks).get(0) == 1, 180, "the redelivered task's commit")
         assert [r["task_uuid"] for r in kafka.results(topics.results)] == [task["task_uuid"]]
