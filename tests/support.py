@@ -256,19 +256,34 @@ def real_assets(make):
         pytest.skip(f"real model or music not available offline: {e}")
 
 
-def separate_in_engine(model_dir: Path, model, audio: Path, workdir: Path, output_format: str = "wav"):
+@dataclass(frozen=True)
+class EngineRun:
+    load_info: dict  # the engine's ready message: model_load_s, warmup_s, device
+    result: object  # the JobResult
+
+
+def separate_in_engine(model_dir: Path, model, audio: Path, workdir: Path, output_format: str = "wav",
+                       child_env: dict | None = None) -> EngineRun:
     """One separation through uvrd's engine child (the processor's own path: audio-separator loaded
-    once, the stems named as results name them); *model* is an ``InstalledModel``.  The JobResult."""
+    once, the stems named as results name them); *model* is an ``InstalledModel``; *child_env* is
+    added to the child's environment."""
     from uvrd.engine import Engine, EngineSettings, Job
 
     settings = dict(model.processor_settings)
     engine = Engine(EngineSettings(str(model_dir), str(workdir), (model.filename,), output_format,
                                    settings.get("mdx_hop_length", 1024), settings.get("mdx_segment_size", 256), 1))
-    engine.start()
+    saved = {key: os.environ.get(key) for key in child_env or {}}
+    os.environ.update(child_env or {})
+    try:
+        engine.start()  # the child takes its environment now
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
     try:
         wait_until(lambda: engine.poll_ready(1.0), 180, f"the engine to load {model.filename}", interval=0)
         engine.submit(Job("quality", str(audio), model.filename, output_format, str(workdir / "job")))
-        return wait_until(lambda: engine.poll_result(1.0), 240, f"{model.filename} to separate {audio.name}",
-                          interval=0)
+        result = wait_until(lambda: engine.poll_result(1.0), 240, f"{model.filename} to separate {audio.name}",
+                            interval=0)
+        return EngineRun(engine.load_info, result)
     finally:
         engine.close()

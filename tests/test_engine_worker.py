@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 
 import pytest
-from support import wait_until
+from support import separate_in_engine, wait_until
 
 from uvrd.devtools import tiny_mdxc, tinymodel
-from uvrd.engine import Engine, EngineDied, EngineSettings, Job
+from uvrd.engine import Engine, EngineDied, EngineSettings
 
 
 def test_stems_outside_the_known_names_are_named_whatever_the_input_is_called(tmp_path):
@@ -16,17 +15,8 @@ def test_stems_outside_the_known_names_are_named_whatever_the_input_is_called(tm
     hold ``_(...)_`` too, and two stems must not both be taken for it (one would be lost)."""
     # Crowd and No Crowd (UVR's crowd models): not among KNOWN_STEMS, so named from the file name.
     model = tinymodel.install(tmp_path / "models", primary_stem="Crowd")
-    engine = Engine(EngineSettings(model_dir=str(tmp_path / "models"), output_dir=str(tmp_path / "out"),
-                                   models=(model.filename,), output_format="wav", mdx_hop_length=tinymodel.HOP_LENGTH,
-                                   mdx_segment_size=tinymodel.SEGMENT_SIZE, mdx_batch_size=1))
     audio = tinymodel.write_sample(tmp_path / "take_(2)_final mix.wav", seconds=1)
-    engine.start()
-    try:
-        wait_until(lambda: engine.poll_ready(0.5), 60, "the model to load")
-        engine.submit(Job(str(uuid.uuid4()), str(audio), model.filename, "wav", str(tmp_path / "job")))
-        result = wait_until(lambda: engine.poll_result(0.5), 60, "the separation")
-    finally:
-        engine.close()
+    result = separate_in_engine(tmp_path / "models", model, audio, tmp_path / "out").result
     assert result.ok, result.error
     assert sorted(result.stems) == ["crowd", "no_crowd"] == sorted(model.stems)
     assert len({*result.stems.values()}) == 2

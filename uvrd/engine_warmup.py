@@ -13,17 +13,15 @@ never touches the spool or the output directory.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
 import time
-import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from .chord_sample import write_sample
 
 # Long enough for every architecture's first full pass (MDX and Demucs pad a segment to its
 # full size anyway), short enough that the warm-up costs little beyond the one-off work.
@@ -45,16 +43,7 @@ class Warmup:
 
 def write_clip(path: Path, seconds: float = CLIP_SECONDS, rate: int = CLIP_RATE) -> Path:
     """A stereo 16-bit WAV of a chord and a little noise: what a song's separation meets."""
-    t = np.arange(int(seconds * rate)) / rate
-    chord = sum(0.2 * np.sin(2 * math.pi * f * t) for f in (220.0, 277.2, 329.6))
-    noise = 0.05 * np.random.default_rng(0).standard_normal((t.size, 2))
-    pcm = (np.clip(chord[:, None] + noise, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(2)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return path
+    return write_sample(path, seconds=seconds, rate=rate)
 
 
 def run(model: str, separate: Callable[[str, str], dict[str, str]]) -> Warmup:

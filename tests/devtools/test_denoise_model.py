@@ -50,7 +50,7 @@ def noisy_voice(musdb, tmp_path_factory):
 def separated(denoise_models, noisy_voice, tmp_path_factory):
     path, _, _ = noisy_voice
     result = separate_in_engine(denoise_models.model_dir, denoise_models.model, path,
-                                tmp_path_factory.mktemp("denoise-out"))
+                                tmp_path_factory.mktemp("denoise-out")).result
     assert result.ok, result.error
     return result.stems
 

