@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from ..chord_sample import write_sample  # noqa: F401  (tests and tools take it from here)
 from . import model_catalogue
