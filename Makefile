@@ -37,7 +37,7 @@ run: venv
 	$(PY) -m uvrd.devtools.demo
 
 test: venv
-	$(PY) -m pytest -n $(PYTEST_WORKERS) -p no:cacheprovider
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -p no:cacheprovider
 
 # The fault suite at full size: FAULT_TASKS tasks through the whole pipeline under random faults
 # (the seed is printed in the summary line; FAULT_SEED=N repeats a run), and longer fuzzing.

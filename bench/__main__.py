@@ -9,26 +9,29 @@ import time
 import traceback
 from pathlib import Path
 
-from . import amortisation, drain, first_task, gpu, overhead, real_weights, report, scaling, stop_latency
+from . import (amortisation, drain, first_task, gpu, overhead, real_weights, report, scaling, single_host,
+               stop_latency)
 from .harness import Bench, say
 
 # Sizes: the full run fits in 25 minutes on a 2-core machine without an accelerator.
 FULL = {"stop_runs": 20, "drain_runs": 8, "overhead_tasks": 12, "overhead_batches": 3, "amort_n": (1, 10, 50),
         "amort_repeats": 6, "amort_cli_runs": 4, "scale_tasks": 16, "scale_repeats": 2, "scale_max": 4, "realistic_seconds": 8,
-        "real_files": 10, "real_repeats": 2, "real_long_s": 60, "first_tasks": 6, "first_used_repeats": 2}
+        "real_files": 10, "real_repeats": 2, "real_long_s": 60, "first_tasks": 6, "first_used_repeats": 2,
+        "single_host_alone": 10}
 QUICK = {"stop_runs": 2, "drain_runs": 2, "overhead_tasks": 4, "overhead_batches": 2, "amort_n": (1, 3),
          "amort_repeats": 2, "amort_cli_runs": 2, "scale_tasks": 4, "scale_repeats": 2, "scale_max": 2, "realistic_seconds": 4,
-         "real_files": 2, "real_repeats": 1, "real_long_s": 12, "first_tasks": 3, "first_used_repeats": 1}
+         "real_files": 2, "real_repeats": 1, "real_long_s": 12, "first_tasks": 3, "first_used_repeats": 1,
+         "single_host_alone": 2}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check that every benchmark runs")
-    p.add_argument("--only", default="", help="comma-separated benchmark numbers (1-8)")
+    p.add_argument("--only", default="", help="comma-separated benchmark numbers (1-9)")
     p.add_argument("--out", type=Path, default=Path("docs"), help="where bench.md and bench/*.png go")
     args = p.parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    only = {int(x) for x in args.only.split(",") if x.strip()} or {1, 2, 3, 4, 5, 6, 7, 8}
+    only = {int(x) for x in args.only.split(",") if x.strip()} or {1, 2, 3, 4, 5, 6, 7, 8, 9}
     report.configure(args.out)
     started_wall = datetime.datetime.now(datetime.timezone.utc)
     started = time.monotonic()
@@ -47,6 +50,7 @@ def main(argv=None) -> int:
         (5, lambda: scaling.run(bench, sizes)),
         (6, lambda: gpu.run(bench, sizes, shared)),
         (7, lambda: real_weights.run(bench, sizes, shared)),
+        (9, lambda: single_host.run(bench, sizes)),
         # Last: its processors' fresh-install starts would weigh on the start-up figures of the others.
         (8, lambda: first_task.run(bench, sizes)),
     ]

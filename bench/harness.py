@@ -25,7 +25,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from uvrd.config import TopicsConfig
 from uvrd.devtools import tinymodel
-from uvrd.devtools.broker import GROUP_SETTINGS, EmbeddedBroker, free_port
+from uvrd.devtools.broker import GROUP_SETTINGS
+from uvrd.loopback import free_port
+from uvrd.tansu import TansuBroker
 from uvrd.devtools.children import LoggedProcess
 from uvrd.devtools.notifylistener import NotifyListener, toml_value
 
@@ -120,14 +122,16 @@ class Proc(LoggedProcess):
 
 # -- the bench ------------------------------------------------------------------
 class Bench:
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: Path | None = None, broker=None):
+        """*broker*: a started broker to run on (stopped by :meth:`close`); else an in-memory one."""
         self.own_root = root is None
         self.root = Path(root or tempfile.mkdtemp(prefix="uvrd-bench-"))
+        self.root.mkdir(parents=True, exist_ok=True)
         self.procs: list[Proc] = []
         self.started: list[Proc] = []
         self.first_results: list[float] = []  # processors started with a task queued: exec to its result
         self._names = itertools.count()
-        self.broker = EmbeddedBroker(log_path=self.root / "broker.log").start()
+        self.broker = broker or TansuBroker(log_path=self.root / "broker.log").start()
         self.bootstrap = self.broker.bootstrap
         self.model_dir = self.root / "models"
         tinymodel.install(self.model_dir)

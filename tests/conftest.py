@@ -11,14 +11,14 @@ import pytest
 from support import FAST_GROUP, Daemon, InstalledIn, KafkaView, NotifySocket, real_assets, toml_value
 from uvrd.config import TopicsConfig
 from uvrd.devtools import denoise_model, musdb_excerpt, spleeter_model, tinymodel
-from uvrd.devtools.broker import EmbeddedBroker
+from uvrd.tansu import TansuBroker
 
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
     """One real broker per test process, on a free loopback port."""
     log = tmp_path_factory.mktemp("broker") / "broker.log"
-    with EmbeddedBroker(log_path=log) as b:
+    with TansuBroker(log_path=log) as b:
         yield b
 
 
@@ -122,7 +122,8 @@ class Stack:
         (self.root / name).mkdir()
         notify = NotifySocket(self.root / name)
         daemon = Daemon(command, config or self.write_config(), self.root / f"{name}.log", notify,
-                        env={"UVRD_PROCESSOR_TRANSACTIONAL_ID": f"{self.group}-{name}-processor",
+                        env={"XDG_STATE_HOME": str(self.root / "xdg-state"),  # never the user's home
+                             "UVRD_PROCESSOR_TRANSACTIONAL_ID": f"{self.group}-{name}-processor",
                              "UVRD_UPLOADER_TRANSACTIONAL_ID": f"{self.group}-{name}-uploader", **(env or {})},
                         watchdog_usec=watchdog_usec)
         self.daemons.append(daemon)
@@ -181,7 +182,7 @@ def module_stack(module_stacks, request):
 @pytest.fixture(scope="session")
 def objectstore(tmp_path_factory):
     """One real S3-compatible server (SeaweedFS) per test process, on free loopback ports."""
-    from uvrd.devtools.objectstore import ObjectStore
+    from uvrd.object_store import ObjectStore
 
     root = tmp_path_factory.mktemp("objectstore")
     with ObjectStore(root / "data", log_path=root / "weed.log") as store:

@@ -13,7 +13,7 @@ import requests
 from support import WebhookReceiver, wait_until
 
 from uvrd import stem_download, webhook
-from uvrd.devtools.broker import free_port
+from uvrd.loopback import free_port
 from uvrd.devtools.model_catalogue import InstalledModel
 
 TOKEN = "pipeline-token"

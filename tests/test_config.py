@@ -164,3 +164,45 @@ def test_the_defaults_link_to_the_default_listen_address(tmp_path, monkeypatch):
     monkeypatch.setattr("uvrd.config.DEFAULT_PATH", tmp_path / "absent.toml")
     api = load(None, environ={}).api
     assert (api.listen, api.public_url) == ("127.0.0.1:8080", "http://127.0.0.1:8080")
+
+
+def test_drop_ins_beside_the_file_replace_its_keys_in_name_order(tmp_path):
+    """The package writes the secrets it generated to uvrd.toml.d/: they must win over the shipped file."""
+    main = tmp_path / "uvrd.toml"
+    main.write_text('[api]\ntokens = []\nlisten = "127.0.0.1:8080"\n[uploader]\nwebhook_secret = ""\n')
+    (tmp_path / "uvrd.toml.d").mkdir()
+    (tmp_path / "uvrd.toml.d" / "50-secrets.toml").write_text('[api]\ntokens = ["generated"]\n'
+                                                               '[uploader]\nwebhook_secret = "w1"\n')
+    (tmp_path / "uvrd.toml.d" / "60-model.toml").write_text('[uploader]\nwebhook_secret = "w2"\n'
+                                                             '[processor]\nmodel = "m.onnx"\n')
+    (tmp_path / "uvrd.toml.d" / "README").write_text("not TOML, not read")
+    config = load(main, environ={})
+    assert config.api.tokens == ("generated",) and config.api.listen == "127.0.0.1:8080"
+    assert config.uploader.webhook_secret == "w2", "a later file wins"
+    assert config.processor.model == "m.onnx"
+    assert config.source == f"{main} + 50-secrets.toml + 60-model.toml"
+    assert load(main, environ={"UVRD_UPLOADER_WEBHOOK_SECRET": "env"}).uploader.webhook_secret == "env"
+
+
+def test_a_bad_drop_in_is_named(tmp_path):
+    main = tmp_path / "uvrd.toml"
+    main.write_text("")
+    (tmp_path / "uvrd.toml.d").mkdir()
+    (tmp_path / "uvrd.toml.d" / "50-secrets.toml").write_text("[api\n")
+    with pytest.raises(ConfigError, match="50-secrets.toml is not valid TOML"):
+        load(main, environ={})
+
+
+@pytest.mark.parametrize("listen", ["9092", "localhost:", ":9092x", "h:70000"])
+def test_the_brokers_listen_address_must_be_host_and_port(tmp_path, listen):
+    main = tmp_path / "uvrd.toml"
+    main.write_text(f'[broker]\nlisten = "{listen}"\n')
+    with pytest.raises(ConfigError, match="broker.listen must be HOST:PORT"):
+        load(main, environ={})
+
+
+def test_the_shipped_file_points_at_the_single_host_broker():
+    shipped = load(Path(__file__).resolve().parents[1] / "packaging" / "uvrd.toml", environ={})
+    assert shipped.kafka.bootstrap_servers == shipped.broker.listen == "127.0.0.1:9092"
+    assert shipped.api.tokens == () and shipped.api.link_secret == "" and shipped.uploader.webhook_secret == "", \
+        "no secret is shipped: the package generates them"

@@ -15,7 +15,7 @@ import requests
 from support import WebhookReceiver, process_gone, wait_until
 from uvrd import webhook
 from uvrd.devtools import tinymodel
-from uvrd.devtools.broker import free_port
+from uvrd.loopback import free_port
 
 TOKEN = "dev-token"
 
@@ -227,3 +227,68 @@ def test_the_embedded_broker_gives_short_group_timeouts_but_keeps_the_users_own(
     assert embedded_group_env(load(environ={"UVRD_KAFKA_SESSION_TIMEOUT_MS": "45000",
                                             "UVRD_KAFKA_HEARTBEAT_INTERVAL_MS": "3000",
                                             "UVRD_KAFKA_MAX_POLL_INTERVAL_MS": "300000"})) == {}
+
+
+def durable_config(stack, port: int, receiver_url_ok: bool = True) -> Path:
+    """A file with no [kafka]: `uvrd dev`'s own broker, durable, its data in the state directory."""
+    path = minimal_config(stack, port, "durable.toml")
+    path.write_text(path.read_text().replace("[api]\n", "[api]\nallow_private_urls = true\n")
+                    + '[uploader]\nwebhook_secret = "whsec"\nbackoff_initial = 0.2\nbackoff_max = 1.0\n')
+    return path
+
+
+def test_sigkill_of_the_whole_tree_with_tasks_queued_loses_none_after_a_restart(stack, receiver, long_audio,
+                                                                                 tmp_path, record_property):
+    """Every task the api answered 202 for is delivered once, after the supervisor, its broker and every
+    daemon were SIGKILLed together and `uvrd dev` started again on the same state directory."""
+    port = free_port()
+    config = durable_config(stack, port)
+    api = f"http://127.0.0.1:{port}"
+    dev = stack.start("dev", config=config)
+    dev.wait_ready(180)
+    audio = [long_audio] + [tinymodel.write_sample(tmp_path / f"s{i}.wav", seconds=2) for i in range(5)]
+    accepted = []
+    for path in audio:
+        r = requests.post(f"{api}/v1/tasks", headers={"Authorization": f"Bearer {TOKEN}"},
+                          data={"hook_url": receiver.url}, files={"audio": (path.name, path.open("rb"))}, timeout=60)
+        assert r.status_code == 202, r.text
+        accepted.append(r.json()["task_uuid"])
+    wait_until(lambda: (get_status(api, accepted[0]) or {}).get("state") == "processing", 60, "the long task running")
+    assert all((get_status(api, u) or {}).get("state") == "queued" for u in accepted[1:]), "tasks wait behind it"
+
+    tree = descendants(dev.pid) | {dev.pid}
+    for pid in tree:  # the whole tree at once, as a power cut or an OOM kill of the session would
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: all(process_gone(pid) for pid in tree), 30, "the killed tree to be gone")
+    assert receiver.requests == [], "nothing was delivered before the kill"
+
+    again = stack.start("dev", config=config, name="dev-again")
+    again.wait_ready(180)
+    wait_until(lambda: {json.loads(r["body"])["task_uuid"] for r in receiver.successes()} == set(accepted), 300,
+               "a webhook for every accepted task")
+    wait_until(lambda: all((get_status(api, u) or {}).get("state") == "delivered" for u in accepted), 60,
+               "every task delivered")
+    delivered = [json.loads(r["body"])["task_uuid"] for r in receiver.requests]
+    assert sorted(delivered) == sorted(accepted), "each task delivered exactly once"
+    outcomes = [(json.loads(r["body"])["status"], json.loads(r["body"]).get("error_message")) for r in receiver.requests]
+    assert all(status == "success" for status, _ in outcomes), outcomes
+    again.signal(signal.SIGTERM)
+    assert again.wait_exit(60) == 0
+    record_property("summary", f"uvrd dev: {len(accepted)} tasks accepted, tree SIGKILLed with "
+                               f"{len(accepted) - 1} queued; after the restart {len(delivered)} webhooks, once each")
+
+
+def test_ephemeral_keeps_nothing_and_a_second_dev_on_one_state_dir_is_refused(stack, tmp_path):
+    port = free_port()
+    config = durable_config(stack, port)
+    dev = stack.start("dev", config=config)
+    dev.wait_ready(180)
+    state = stack.root / "xdg-state" / "uvrd" / "broker"
+    assert (state / "objects").is_dir(), "the durable broker keeps its data in the state directory"
+
+    second = stack.start("dev", config=durable_config(stack, free_port()), name="dev-second")
+    assert second.wait_exit(120) == 1
+    assert any(e.get("event") == "the embedded broker did not start" and "another broker uses" in e.get("error", "")
+               for e in second.log_events()), second.log_text()[-2000:]
+    dev.signal(signal.SIGTERM)
+    assert dev.wait_exit(60) == 0

@@ -29,8 +29,8 @@ from support import FAST_GROUP, Daemon, KafkaView, NotifySocket, WebhookReceiver
 
 from uvrd.config import TopicsConfig
 from uvrd.devtools import tinymodel
-from uvrd.devtools.broker import EmbeddedBroker
-from uvrd.devtools.objectstore import ObjectStore
+from uvrd.tansu import TansuBroker
+from uvrd.object_store import ObjectStore
 
 pytestmark = pytest.mark.slow
 
@@ -137,7 +137,7 @@ def test_a_batch_spreads_over_two_worker_hosts_and_a_killed_worker_loses_and_rep
     try:
         # -- infra: the broker (advertising its host's address) and the object store ---------
         with network.entered("infra"):
-            broker = EmbeddedBroker(port=9092, host=addr["infra"], log_path=tmp_path / "broker.log").start()
+            broker = TansuBroker(port=9092, host=addr["infra"], log_path=tmp_path / "broker.log").start()
             cleanup.append(broker.stop)
             store = ObjectStore(tmp_path / "infra" / "s3", log_path=tmp_path / "weed.log", host=addr["infra"])
             cleanup.append(store.stop)

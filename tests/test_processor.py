@@ -398,7 +398,8 @@ def test_a_model_that_does_not_exist_stops_the_unit_with_ex_config(stack):
 
 
 def test_worker_waits_for_the_broker_and_becomes_ready_when_it_answers(stack, tmp_path):
-    from uvrd.devtools.broker import EmbeddedBroker, free_port
+    from uvrd.loopback import free_port
+    from uvrd.tansu import TansuBroker
 
     port = free_port()
     config = stack.write_config("late.toml")
@@ -406,7 +407,7 @@ def test_worker_waits_for_the_broker_and_becomes_ready_when_it_answers(stack, tm
     p = stack.start(config=config)
     wait_until(lambda: p.events("broker not reachable, retrying"), 120, "the retry")
     assert "READY=1" not in p.notify.lines()
-    with EmbeddedBroker(port=port, log_path=tmp_path / "late-broker.log") as late:
+    with TansuBroker(port=port, log_path=tmp_path / "late-broker.log") as late:
         late.create_uvrd_topics(stack.topics)
         p.wait_ready(60)
         p.signal(signal.SIGTERM)
@@ -438,9 +439,9 @@ def test_a_worker_joining_mid_job_costs_no_duplicate(stack, kafka, long_audio):
 
 
 def test_watchdog_pings_stop_while_the_broker_is_unreachable(stack, tmp_path):
-    from uvrd.devtools.broker import EmbeddedBroker
+    from uvrd.tansu import TansuBroker
 
-    with EmbeddedBroker(log_path=tmp_path / "own-broker.log") as own:
+    with TansuBroker(log_path=tmp_path / "own-broker.log") as own:
         own.create_uvrd_topics(stack.topics)
         config = stack.write_config("bt.toml", broker_timeout=3)
         config.write_text(config.read_text().replace(stack.bootstrap, own.bootstrap))

@@ -21,6 +21,7 @@ COMMANDS = {
     "api": ("uvrd.api.server", "serve the HTTP API that accepts audio and produces tasks"),
     "uploader": ("uvrd.uploader_cli", "deliver results to their webhooks"),
     "submit": ("uvrd.submit", "upload a file to the API and optionally wait for its stems"),
+    "broker": ("uvrd.broker_daemon", "run the single-host Kafka-compatible broker (Tansu on a local object store)"),
     "dev": ("uvrd.devstack", "run broker, api, processor and uploader in the foreground"),
 }
 

@@ -301,6 +301,34 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class BrokerConfig:
+    """``uvrd broker``: the single-host broker (Tansu on a SeaweedFS store) that the package runs
+    unless the operator points kafka.bootstrap_servers at a cluster and disables its unit."""
+    # Loopback by default: the broker has no authentication.
+    listen: str = "127.0.0.1:9092"
+    # Topics, group offsets and transactions: everything queued lives here.
+    data_dir: Path = Path("/var/lib/uvrd/broker")
+    # Partitions of each task topic it creates: how many processors (GPUs) share the work.
+    task_partitions: int = 4
+    start_timeout: float = 90.0
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    def validate(self) -> None:
+        host, _, port = self.listen.rpartition(":")
+        _require(bool(host) and port.isascii() and port.isdigit() and 0 < int(port) < 65536, "broker.listen",
+                 "must be HOST:PORT")
+        _require(self.task_partitions >= 1, "broker.task_partitions", "must be at least 1")
+        _require(self.start_timeout > 0, "broker.start_timeout", "must be positive")
+
+
+@dataclass(frozen=True)
 class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
@@ -308,13 +336,15 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     uploader: UploaderConfig = field(default_factory=UploaderConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
     source: str = "built-in defaults"
     # "section.key" of every setting the file or the environment gave.
     explicit: frozenset[str] = frozenset()
 
 
 SECTIONS: dict[str, type] = {"kafka": KafkaConfig, "topics": TopicsConfig, "processor": ProcessorConfig,
-                             "api": ApiConfig, "uploader": UploaderConfig, "storage": StorageConfig}
+                             "api": ApiConfig, "uploader": UploaderConfig, "storage": StorageConfig,
+                             "broker": BrokerConfig}
 
 
 def _require(ok: bool, key: str, why: str) -> None:
@@ -323,7 +353,9 @@ def _require(ok: bool, key: str, why: str) -> None:
 
 
 def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
-    """Read *path* (or the default file, which may be absent), apply env overrides."""
+    """Read *path* (or the default file, which may be absent), then each ``*.toml`` of the directory
+    beside it named ``<file>.d`` in name order, each key replacing the one before (the package puts
+    the secrets it generates there, so the shipped file stays the operator's); then env overrides."""
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     source = "built-in defaults"
@@ -332,6 +364,14 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
     if explicit or path.exists():
         raw = _read_toml(path)
         source = str(path)
+        drop_ins = sorted(path.with_name(path.name + ".d").glob("*.toml"))
+        for drop_in in drop_ins:
+            for section, table in _read_toml(drop_in).items():
+                if isinstance(table, dict) and isinstance(raw.get(section, {}), dict):
+                    raw.setdefault(section, {}).update(table)
+                else:
+                    raw[section] = table
+        source += "".join(f" + {d.name}" for d in drop_ins)
     for section, values in _env_overrides(environ).items():
         raw.setdefault(section, {}).update(values)
     unknown = sorted(set(raw) - set(SECTIONS))

@@ -1,8 +1,10 @@
 """``uvrd dev``: the whole stack in the foreground, for a laptop, with no systemd.
 
-An embedded broker (Tansu, from the dev extra) unless kafka.bootstrap_servers
-is configured, with short consumer-group timeouts unless the configuration
-sets them; the topics created; then api, processor and uploader as child
+An embedded broker unless kafka.bootstrap_servers is configured, with short
+consumer-group timeouts unless the configuration sets them: durable by default
+(Tansu on a local object store, :mod:`uvrd.local_broker`, its data in the state
+directory, so a Ctrl+C, a crash or a reboot loses no queued task), or in memory
+with ``--ephemeral``; the topics created; then api, processor and uploader as child
 processes, each in its own session so that a terminal's Ctrl+C reaches only
 this supervisor, which forwards one SIGTERM: every child drains with the same
 guarantees as under systemd.  If the supervisor itself dies (SIGKILL, a crash),
@@ -15,6 +17,7 @@ reported and the rest of the stack is stopped cleanly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -38,10 +41,19 @@ CHILDREN = ("processor", "uploader", "api")
 STATE_DIRS = {"model_dir": "models", "spool_dir": "spool", "output_dir": "output"}
 
 
+def default_state_dir() -> Path:
+    """$XDG_STATE_HOME/uvrd, the XDG base directory for state that outlives a restart."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "uvrd"
+
+
 def add_arguments(parser) -> None:
     add_config_argument(parser)
-    parser.add_argument("--state-dir", type=Path, default=Path(".uvrd-dev"),
-                        help="models, spool and outputs, unless the configuration names them")
+    parser.add_argument("--state-dir", type=Path, default=default_state_dir(),
+                        help="the broker's data, models, spool and outputs, unless the configuration names them "
+                             "(default $XDG_STATE_HOME/uvrd, ~/.local/state/uvrd)")
+    parser.add_argument("--ephemeral", action="store_true",
+                        help="keep the embedded broker in memory: stopping loses every queued task")
 
 
 class Child:
@@ -92,26 +104,46 @@ def run(args) -> int:
         if f"processor.{key}" not in config.explicit:
             env[f"UVRD_PROCESSOR_{key.upper()}"] = str((args.state_dir / sub).resolve())
     lifecycle = Lifecycle(Notifier(), drain.drain_window(config.processor.drain_timeout))
-    broker = None
-    with lifecycle.signals_installed(), tempfile.TemporaryDirectory(prefix="uvrd-dev-") as workdir:
-        try:
-            if "kafka.bootstrap_servers" not in config.explicit:
-                from .devtools.broker import EmbeddedBroker
+    # Undone in reverse: the children stop (in _supervise) before the broker, the broker before its files go.
+    with lifecycle.signals_installed(), contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="uvrd-dev-")))
+        if "kafka.bootstrap_servers" not in config.explicit:
+            try:
+                broker = _embedded_broker(args, workdir)
+            except RuntimeError as e:
+                log.error("the embedded broker did not start", error=str(e))
+                return 1
+            stack.callback(_stop_broker, broker)
+            env["UVRD_KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+            env.update(embedded_group_env(config))
+            broker.create_uvrd_topics(config.topics)
+        else:
+            _ensure_topics(config)
+        children = [Child(name, args.config, env, workdir) for name in CHILDREN]
+        return _supervise(children, lifecycle, config)
 
-                broker = EmbeddedBroker(log_path=Path(workdir) / "broker.log", die_with_parent=True).start()
-                env["UVRD_KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
-                env.update(embedded_group_env(config))
-                broker.create_uvrd_topics(config.topics)
-                log.info("embedded broker started (in memory: its topics vanish when it stops)",
-                         bootstrap=broker.bootstrap)
-            else:
-                _ensure_topics(config)
-            children = [Child(name, args.config, env, Path(workdir)) for name in CHILDREN]
-            return _supervise(children, lifecycle, config)
-        finally:
-            if broker is not None:
-                broker.stop()
-                log.info("embedded broker stopped")
+
+def _stop_broker(broker) -> None:
+    broker.stop()
+    log.info("embedded broker stopped")
+
+
+def _embedded_broker(args, workdir: Path):
+    from .loopback import free_port
+
+    if args.ephemeral:
+        from .tansu import TansuBroker
+
+        broker = TansuBroker(log_path=workdir / "broker.log", die_with_parent=True).start()
+        log.info("embedded broker started (in memory: its topics vanish when it stops)", bootstrap=broker.bootstrap)
+        return broker
+    from .local_broker import LocalBroker
+
+    data_dir = (args.state_dir / "broker").resolve()
+    broker = LocalBroker(data_dir, port=free_port(), log_dir=workdir, die_with_parent=True).start()
+    log.info("embedded broker started (durable: queued tasks survive a stop)", bootstrap=broker.bootstrap,
+             data_dir=str(data_dir))
+    return broker
 
 
 def embedded_group_env(config) -> dict[str, str]:

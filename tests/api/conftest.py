@@ -23,7 +23,8 @@ import requests
 from support import Daemon, NotifySocket, toml_value, wait_until
 from uvrd.config import TopicsConfig
 from uvrd.devtools import tinymodel
-from uvrd.devtools.broker import EmbeddedBroker, free_port
+from uvrd.loopback import free_port
+from uvrd.tansu import TansuBroker
 
 TOKEN = "t0k3n"
 BASIC = ("old", "secret")
@@ -161,7 +162,7 @@ def api_stack(broker, tmp_path, request):
 @pytest.fixture
 def own_broker_stack(tmp_path, request):
     """(broker, stack) on a broker of the test's own, which it may pause without stopping other tests' servers."""
-    with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
+    with TansuBroker(log_path=tmp_path / "broker.log") as broker:
         stack = make_stack(broker, tmp_path, request.node.name[:30].replace("[", "-").replace("]", ""))
         yield broker, stack
         stack.close()

@@ -18,7 +18,7 @@ from invariants import read_outcomes, summarize
 from pipeline import WATCHDOG_S, Pipeline, gone, sample_audio
 from supervisor import Supervisor
 from support import KafkaView, wait_until
-from uvrd.devtools.broker import EmbeddedBroker
+from uvrd.tansu import TansuBroker
 
 TASKS = int(os.environ.get("UVRD_FAULT_TASKS", "24"))
 SEED = int(os.environ.get("UVRD_FAULT_SEED", "1"))
@@ -30,7 +30,7 @@ SETTLE_S = 180 + TASKS * 2.0
 @pytest.fixture
 def own_broker(tmp_path):
     """Its own broker: the suite pauses it, which must not stall other tests."""
-    with EmbeddedBroker(log_path=tmp_path / "broker.log") as b:
+    with TansuBroker(log_path=tmp_path / "broker.log") as b:
         yield b
 
 

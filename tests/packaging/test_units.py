@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 UNITS = Path(__file__).resolve().parents[2] / "packaging" / "systemd"
-SERVICES = ["uvrd-processor.service", "uvrd-processor@0.service", "uvrd-uploader.service", "uvrd-api.service"]
+SERVICES = ["uvrd-processor.service", "uvrd-processor@0.service", "uvrd-uploader.service", "uvrd-api.service",
+            "uvrd-broker.service"]
 
 pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 
@@ -58,7 +59,7 @@ def test_every_unit_verifies_with_the_real_uvrd_binary(unit_dir, tmp_path):
 
 
 @pytest.mark.parametrize("unit", ["uvrd-processor.service", "uvrd-processor@.service", "uvrd-uploader.service",
-                                  "uvrd-api.service"])
+                                  "uvrd-api.service", "uvrd-broker.service"])
 def test_lifecycle_settings_the_daemons_rely_on(unit):
     s = settings(UNITS / unit)
     assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["main"]

@@ -12,18 +12,6 @@ import subprocess
 from pathlib import Path
 
 
-def stop_child(proc: subprocess.Popen | None, grace: float) -> None:
-    """SIGTERM, then SIGKILL if it is still there after *grace* seconds."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 class LoggedProcess:
     """A subprocess whose stdout and stderr go to *log_path*, read back as text or JSON log events."""
 

