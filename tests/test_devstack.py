@@ -292,3 +292,13 @@ def test_ephemeral_keeps_nothing_and_a_second_dev_on_one_state_dir_is_refused(st
                for e in second.log_events()), second.log_text()[-2000:]
     dev.signal(signal.SIGTERM)
     assert dev.wait_exit(60) == 0
+
+
+def test_the_state_directory_follows_xdg_state_home(monkeypatch, tmp_path):
+    from uvrd.devstack import default_state_dir
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert default_state_dir() == tmp_path / "state" / "uvrd"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_state_dir() == tmp_path / "home" / ".local" / "state" / "uvrd"

@@ -3,6 +3,7 @@ listens, and stopping one by its PID."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
@@ -44,3 +45,32 @@ def stop_child(proc: subprocess.Popen | None, grace: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+class ChildServer:
+    """A server this process started (``self.proc``): paused and resumed to stage an outage, stopped by
+    its PID with *stop_grace_s* between SIGTERM and SIGKILL."""
+
+    proc: subprocess.Popen | None = None
+    stop_grace_s = 5.0
+
+    def start(self):
+        raise NotImplementedError
+
+    def pause(self) -> None:
+        """An outage: connections stay open, but nothing is answered until :meth:`resume`."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused server would not act on SIGTERM
+        stop_child(self.proc, self.stop_grace_s)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

