@@ -66,6 +66,8 @@ deb:
 	rm -rf build/deb && mkdir -p build/deb/uvrd
 	git ls-files -co --exclude-standard -z | xargs -0 tar -cf - | tar -xf - -C build/deb/uvrd
 	cd build/deb/uvrd && dpkg-buildpackage -us -uc -b
+	# Its staging tree holds the venv a second time (7 GB): only the .deb is kept.
+	rm -rf build/deb/uvrd
 
 # lintian walks every file of the 5 GB virtualenv: about 30 minutes on 2 cores.
 lint-deb:

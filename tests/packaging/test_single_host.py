@@ -26,7 +26,9 @@ from support import WebhookReceiver, wait_until
 from uvrd import webhook
 from uvrd.devtools import tinymodel
 
-pytestmark = pytest.mark.xdist_group("single-host-ports")
+# One test process for the package's containers: this module's ports, and one installed venv (7 GB) on
+# the disk at a time.
+pytestmark = pytest.mark.xdist_group("installed-package")
 
 API = "http://127.0.0.1:8080"
 SECRETS = "/etc/uvrd/uvrd.toml.d/50-secrets.toml"
