@@ -60,15 +60,24 @@ class SingleHost:
         except requests.ConnectionError:
             return None
 
-    def accept(self, audio: Path, within: float = 120) -> str:
+    def accept(self, audio: Path, within: float = 300) -> str:
         """Submit until the api answers 202 (it may be starting); the task's uuid."""
         answers = []
 
         def accepted():
             r = self.submit(audio)
-            answers.append(None if r is None else r.status_code)
+            answers.append(None if r is None else f"{r.status_code} {r.text[:200]}")
             return r.json()["task_uuid"] if r is not None and r.status_code == 202 else None
-        return wait_until(accepted, within, f"a 202 for {audio.name} (answers so far: {answers[-5:]})", interval=1)
+        try:
+            return wait_until(accepted, within, f"a 202 for {audio.name}", interval=1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; the api's last answers: {answers[-3:]}\n{self.units_state()}") from None
+
+    def units_state(self) -> str:
+        """What an operator would look at: each unit's state and the journal's last lines."""
+        states = {u: self.box.show(u, "ActiveState", "SubState", "NRestarts", "StatusText") for u in UNITS}
+        lines = [e.get("MESSAGE", "") for e in self.box.journal(None)[-40:]]
+        return f"units: {states}\njournal:\n" + "\n".join(str(m)[:300] for m in lines)
 
     def state(self, task_uuid: str) -> str | None:
         try:
