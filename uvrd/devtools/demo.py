@@ -110,7 +110,7 @@ def main() -> int:
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(root / "notify.sock"))
     stack = subprocess.Popen([sys.executable, "-m", "uvrd", "dev", "--config", str(config),
-                              "--state-dir", str(root / "state")],
+                              "--state-dir", str(root / "state"), "--ephemeral"],
                              env={**os.environ, "NOTIFY_SOCKET": str(root / "notify.sock"),
                                   "UVRD_LOG_FORMAT": os.environ.get("UVRD_LOG_FORMAT", "console")})
     try:
