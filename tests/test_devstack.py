@@ -229,7 +229,7 @@ def test_the_embedded_broker_gives_short_group_timeouts_but_keeps_the_users_own(
                                             "UVRD_KAFKA_MAX_POLL_INTERVAL_MS": "300000"})) == {}
 
 
-def durable_config(stack, port: int, receiver_url_ok: bool = True) -> Path:
+def durable_config(stack, port: int) -> Path:
     """A file with no [kafka]: `uvrd dev`'s own broker, durable, its data in the state directory."""
     path = minimal_config(stack, port, "durable.toml")
     path.write_text(path.read_text().replace("[api]\n", "[api]\nallow_private_urls = true\n")
