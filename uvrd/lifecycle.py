@@ -90,9 +90,9 @@ class Lifecycle:
     def tick(self, status: str, healthy) -> None:
         """Once per loop turn: act on signals, report STATUS, ping the watchdog if ``healthy()``.
 
-        *healthy* is a callable, asked only when a watchdog is configured.
+        *healthy* is a callable, asked only when a ping is due (the broker's costs a Kafka request).
         """
         self.process_signals()
         self.notifier.status(status)
-        if self.notifier.watchdog_interval is not None and healthy():
+        if self.notifier.watchdog_due() and healthy():
             self.notifier.watchdog()

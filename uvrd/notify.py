@@ -44,13 +44,14 @@ class Notifier:
         self._last_status = status
         self.send("STOPPING=1", f"STATUS={status}")
 
+    def watchdog_due(self) -> bool:
+        """Whether a ping would go out now: a health check that costs something is asked only then."""
+        return self.watchdog_interval is not None and time.monotonic() - self._last_ping >= self.watchdog_interval
+
     def watchdog(self) -> None:
         """Ping, at most twice per WatchdogSec; call it only when healthy."""
-        if self.watchdog_interval is None:
-            return
-        now = time.monotonic()
-        if now - self._last_ping >= self.watchdog_interval:
-            self._last_ping = now
+        if self.watchdog_due():
+            self._last_ping = time.monotonic()
             self.send("WATCHDOG=1")
 
 
