@@ -12,7 +12,8 @@ from uvrd.drain import margin_for, parse_timespan
 
 from .harness import ROOT, Bench, max_or_nan, median, pct, say, start_many
 
-UNIT = ROOT / "packaging" / "systemd" / "uvrd-processor.service"
+# The processor units' shared source (packaging/systemd/units.py makes uvrd-processor.service from it).
+UNIT = ROOT / "packaging" / "systemd" / "uvrd-processor@.service"
 
 
 def stop_timeout() -> float:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from uvrd.devtools import tinymodel
 from uvrd.engine import Engine, EngineSettings, Job
+from uvrd.engine_protocol import Separated
 
 TIMEOUT_S = 600
 
@@ -37,8 +38,8 @@ def main() -> int:
             while (result := engine.poll_result(1)) is None:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the tasks did not finish within {TIMEOUT_S} s")
-            if not result.ok:
-                raise RuntimeError(f"a task failed: {result.error}")
+            if not isinstance(result, Separated):
+                raise RuntimeError(f"a task failed: {result}")
             seconds.append(result.seconds)
     finally:
         engine.close()

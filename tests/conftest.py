@@ -13,6 +13,26 @@ from uvrd.config import TopicsConfig
 from uvrd.devtools import denoise_model, musdb_excerpt, spleeter_model, tinymodel
 from uvrd.tansu import TansuBroker
 
+# Test modules that hold something of the host's that cannot be shared (fixed ports, an installed
+# 7 GB venv on the disk) run on one test process, one after the other: the modules of one group form
+# one unit of work of `make test`'s scheduler.  pytest-xdist's own xdist_group mark cannot do this
+# under pytest 9 (it renames node ids, which pytest 9 no longer allows), and silently does nothing.
+ONE_PROCESS = {
+    "tests/packaging/test_package.py": "installed-package",
+    "tests/packaging/test_single_host.py": "installed-package",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadGroupScheduling
+
+    class OneProcessGroups(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return ONE_PROCESS.get(nodeid.split("::", 1)[0]) or super()._split_scope(nodeid)
+
+    return OneProcessGroups(config, log)
+
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):

@@ -259,7 +259,7 @@ def real_assets(make):
 @dataclass(frozen=True)
 class EngineRun:
     load_info: dict  # the engine's ready message: model_load_s, warmup_s, device
-    result: object  # the JobResult
+    result: object  # the engine's answer: Separated, JobFailed or NoSpace (uvrd.engine_protocol)
 
 
 def separate_in_engine(model_dir: Path, model, audio: Path, workdir: Path, output_format: str = "wav",

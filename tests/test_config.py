@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from uvrd.config import EX_CONFIG, ConfigError, load
+from uvrd.config import EX_CONFIG, ConfigError
+from uvrd.config_files import load
 
 
 def write(tmp_path, text):
@@ -55,7 +56,7 @@ def test_environment_overrides_single_keys(tmp_path):
 
 
 def test_missing_default_file_means_defaults(tmp_path, monkeypatch):
-    monkeypatch.setattr("uvrd.config.DEFAULT_PATH", tmp_path / "absent.toml")
+    monkeypatch.setattr("uvrd.config_files.DEFAULT_PATH", tmp_path / "absent.toml")
     c = load(None, environ={})
     assert c.source == "built-in defaults" and c.processor.delivery == "exactly-once"
 
@@ -126,7 +127,8 @@ def test_cli_config_error_keeps_the_secret_out_of_stderr(tmp_path):
 
 
 def test_storage_settings_are_checked_and_its_secrets_never_shown(tmp_path):
-    from uvrd.config import ConfigError, load
+    from uvrd.config import ConfigError
+    from uvrd.config_files import load
 
     assert load(None, environ={}).storage.backend == "local"
     with pytest.raises(ConfigError, match="storage.bucket must be set"):
@@ -161,7 +163,7 @@ def test_a_wildcard_listen_names_this_host_in_links(tmp_path, listen):
 
 
 def test_the_defaults_link_to_the_default_listen_address(tmp_path, monkeypatch):
-    monkeypatch.setattr("uvrd.config.DEFAULT_PATH", tmp_path / "absent.toml")
+    monkeypatch.setattr("uvrd.config_files.DEFAULT_PATH", tmp_path / "absent.toml")
     api = load(None, environ={}).api
     assert (api.listen, api.public_url) == ("127.0.0.1:8080", "http://127.0.0.1:8080")
 

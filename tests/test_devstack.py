@@ -215,7 +215,7 @@ def test_killing_the_supervisor_takes_every_child_and_the_broker_with_it(stack, 
 
 
 def test_the_embedded_broker_gives_short_group_timeouts_but_keeps_the_users_own():
-    from uvrd.config import load
+    from uvrd.config_files import load
     from uvrd.devstack import embedded_group_env
 
     plain = embedded_group_env(load(environ={}))

@@ -8,6 +8,7 @@ from support import separate_in_engine, wait_until
 
 from uvrd.devtools import tiny_mdxc, tinymodel
 from uvrd.engine import Engine, EngineDied, EngineSettings
+from uvrd.engine_protocol import Separated
 
 
 def test_stems_outside_the_known_names_are_named_whatever_the_input_is_called(tmp_path):
@@ -17,7 +18,7 @@ def test_stems_outside_the_known_names_are_named_whatever_the_input_is_called(tm
     model = tinymodel.install(tmp_path / "models", primary_stem="Crowd")
     audio = tinymodel.write_sample(tmp_path / "take_(2)_final mix.wav", seconds=1)
     result = separate_in_engine(tmp_path / "models", model, audio, tmp_path / "out").result
-    assert result.ok, result.error
+    assert isinstance(result, Separated), result
     assert sorted(result.stems) == ["crowd", "no_crowd"] == sorted(model.stems)
     assert len({*result.stems.values()}) == 2
 

@@ -16,7 +16,8 @@ from peers import Hanger
 from support import RebindingDNS, WebhookReceiver, rebinding_pair, wait_until
 from uvrd import webhook
 from uvrd.config import UploaderConfig
-from uvrd.webhook_delivery import Delivered, WebhookSender
+from uvrd.outcomes import Delivered
+from uvrd.webhook_delivery import WebhookSender
 
 
 @pytest.fixture
@@ -391,6 +392,9 @@ def test_rebalances_mid_delivery_change_no_outcome(stack, kafka, receiver):
         wait_until(lambda: assigned_partitions(second) is not None and len(first.events("partitions assigned")) == 2,
                    60, "the rebalance")
         owner, other = (first, second) if assigned_partitions(first) else (second, first)
+        # Frozen only with the hanging delivery in flight, or it would have nothing to let go.  A second
+        # that took the partition starts again at the committed offset: the hanger hears from it too.
+        wait_until(lambda: len(hanger.paths()) == (1 if owner is first else 2), 30, "the owner's delivery in flight")
         owner.proc.send_signal(signal.SIGSTOP)
         try:
             wait_until(lambda: assigned_partitions(other), 60, "the other uploader to take the partition")
@@ -398,8 +402,12 @@ def test_rebalances_mid_delivery_change_no_outcome(stack, kafka, receiver):
             wait_until(lambda: committed(stack, kafka) == len(results), 60, "every result committed")
         finally:
             owner.proc.send_signal(signal.SIGCONT)
-        wait_until(lambda: [e for e in owner.log_events() if e["event"].startswith("partition moved to another")],
-                   60, "the thawed one to let go")
+        try:
+            wait_until(lambda: [e for e in owner.log_events() if e["event"].startswith("partition moved to another")],
+                       60, "the thawed one to let go")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; the owner ({'first' if owner is first else 'second'}) said:\n"
+                                 + owner.log_text()[-4000:]) from None
         assert committed(stack, kafka) == len(results)
         assert outcomes(stack, kafka, [r["task_uuid"] for r in results]) == delivered_once(results)
         assert set(webhook_counts(receiver)) == {r["task_uuid"] for r in results[1:]}

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import EX_CONFIG, ConfigError, load
+from .config import EX_CONFIG, ConfigError
+from .config_files import load
 
 COMMANDS = {
     "processor": ("uvrd.processor_cli", "consume separation tasks from Kafka and produce results"),
@@ -54,17 +55,19 @@ def main(argv: list[str] | None = None) -> int:
     return importlib.import_module(COMMANDS[args.command][0]).run(args)
 
 
-def run_consumer_daemon(args, daemon_class) -> int:
-    """Load the configuration, set up logging, run a ConsumerDaemon; fencing ends it with status 1."""
+def run_consumer_daemon(args, handler_class) -> int:
+    """Load the configuration, set up logging, run a ConsumerDaemon with a *handler_class* handler;
+    fencing ends it with status 1."""
     import structlog
 
     from . import logs
-    from .delivery import Fenced
+    from .commit_mode import Fenced
+    from .consumer_daemon import ConsumerDaemon
 
     config = load_config(args)
     logs.configure(f"uvrd-{args.command}")
     try:
-        return daemon_class(config).run()
+        return ConsumerDaemon(config, handler_class(config)).run()
     except Fenced as e:
         structlog.get_logger("uvrd.cli").error(
             f"another {args.command} uses this transactional_id; give each its own", error=str(e))

@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 
 from . import engine_worker
-from .engine_job import EngineSettings, Job, JobResult  # noqa: F401  (callers import them from here)
+from .engine_protocol import EngineSettings, Fatal, Job, JobOutcome, Loaded, Warming  # noqa: F401  (callers import them from here)
 
 log = structlog.get_logger("uvrd.engine")
 
@@ -126,33 +126,32 @@ class Engine:
         """Wait up to *timeout* for the model to load and warm up; True once it has."""
         if self.ready:
             return True
-        msg = self._receive(timeout)
-        if msg is None:
-            return False
-        if msg[0] == "fatal":
-            _, message, config_problem = msg
-            self.kill()
-            raise EngineDied(message, fatal_config=config_problem)
-        if msg[0] == "warming":
-            self.warming = True
-            log.info("engine warming up", pid=self._proc.pid, **msg[1])
-            return False
-        assert msg[0] == "ready", msg
-        self.ready, self.warming = True, False
-        self.load_info = msg[1]
-        log.info("engine ready", pid=self._proc.pid, load_s=round(time.monotonic() - self.started_at, 2),
-                 **self.load_info)
-        return True
+        match self._receive(timeout):
+            case None:
+                return False
+            case Fatal(message=message, config_problem=config_problem):
+                self.kill()
+                raise EngineDied(message, fatal_config=config_problem)
+            case Warming(info=info):
+                self.warming = True
+                log.info("engine warming up", pid=self._proc.pid, **info)
+                return False
+            case Loaded(info=info):
+                self.ready, self.warming = True, False
+                self.load_info = info
+                log.info("engine ready", pid=self._proc.pid, load_s=round(time.monotonic() - self.started_at, 2),
+                         **self.load_info)
+                return True
+            case other:
+                raise EngineDied(f"separation engine said {type(other).__name__} while loading")
 
     def submit(self, job: Job) -> None:
         Path(job.workdir).mkdir(parents=True, exist_ok=True)
-        self._conn.send(("job", job))
+        self._conn.send(job)
 
-    def poll_result(self, timeout: float) -> JobResult | None:
+    def poll_result(self, timeout: float) -> JobOutcome | None:
+        """The job's outcome (Separated, JobFailed or NoSpace), or None if none came in *timeout*."""
         msg = self._receive(timeout)
-        if msg is None:
-            return None
-        if msg[0] == "done":
-            return JobResult(ok=True, stems=msg[1], seconds=msg[2])
-        assert msg[0] in ("failed", "no_space"), msg
-        return JobResult(ok=False, stems={}, error=msg[1], no_space=msg[0] == "no_space")
+        if msg is None or isinstance(msg, JobOutcome):
+            return msg
+        raise EngineDied(f"separation engine said {type(msg).__name__} while separating")

@@ -19,7 +19,7 @@ from pathlib import Path
 import structlog
 
 from . import audio_probe, bounded_decode, engine_warmup, parent_death
-from .engine_job import Job
+from .engine_protocol import Fatal, Job, JobFailed, Loaded, NoSpace, Separated, Warming
 
 # Stem file names: audio-separator's own stem names, lower-cased.
 KNOWN_STEMS = ("Vocals", "Instrumental", "Drums", "Bass", "Other", "Guitar", "Piano",
@@ -70,36 +70,38 @@ def main(conn, heartbeat, settings) -> None:
         info = {"model": model, "device": models.device, "model_load_s": round(time.monotonic() - started, 2)}
     except Exception as e:  # the parent decides what a failed load means
         message = f"could not load model {model!r}: {type(e).__name__}: {e}"
-        conn.send(("fatal", message, bool(_UNKNOWN_MODEL.search(str(e)))))
+        conn.send(Fatal(message, bool(_UNKNOWN_MODEL.search(str(e)))))
         return
     if settings.warm_up:
-        conn.send(("warming", info))
+        conn.send(Warming(dict(info)))
         try:
             info["warmup_s"] = round(models.warm(model).seconds, 2)
         except engine_warmup.WarmupFailed as e:
             # A model that cannot separate a clean clip cannot serve a task: the config's trouble, which
             # a restart does not mend, unless the warm-up only found the disk full.
-            conn.send(("fatal", str(e), not _no_space(e)))
+            conn.send(Fatal(str(e), not _no_space(e)))
             return
-    conn.send(("ready", info))
+    conn.send(Loaded(info))
     while True:
         try:
-            msg = conn.recv()
+            job = conn.recv()
         except (EOFError, OSError):
             return
-        job = msg[1]
+        if not isinstance(job, Job):
+            log.error("the engine was sent something that is not a job; ignored", got=type(job).__name__)
+            continue
         logs.bind_task(task_uuid=job.task_uuid)
         started = time.monotonic()
         try:
             stems = _separate(models, job)
         except audio_probe.Unusable as e:
             log.warning("input refused", error=str(e))
-            conn.send(("failed", str(e)))
+            conn.send(JobFailed(str(e)))
         except Exception as e:
             log.warning("separation failed", error=f"{type(e).__name__}: {e}")
-            conn.send(("no_space" if _no_space(e) else "failed", _describe(e, job)))
+            conn.send((NoSpace if _no_space(e) else JobFailed)(_describe(e, job)))
         else:
-            conn.send(("done", stems, time.monotonic() - started))
+            conn.send(Separated(stems, time.monotonic() - started))
 
 
 # Exceptions that mean "this input is not audio ffmpeg/libsndfile can decode".

@@ -34,11 +34,9 @@ class OffsetLedger(Generic[T]):
         self.tp = tp
         self._entries: dict[int, object] = {}  # offset -> outcome or _UNFINISHED, in the order taken
         self._last_taken: int | None = None
-        # Revoked by a rebalance that has not finished yet: nothing of it is committed until the
-        # rebalance says whether the partition is still ours.
-        self.revoked = False
-        # The consumer group generation that last assigned the partition to us.
-        self.generation: int | None = None
+        # The group member's claim on the partition (group_member.Claim): nothing of it is committed
+        # unless the claim is held.
+        self.claim = None
 
     def take(self, offset: int) -> None:
         if self._last_taken is not None and offset <= self._last_taken:

@@ -18,7 +18,7 @@ from kafka import TopicPartition
 
 from . import kafka_io, messages
 from .config import KafkaConfig
-from .delivery import OutRecord
+from .commit_mode import OutRecord
 
 log = structlog.get_logger("uvrd.status")
 

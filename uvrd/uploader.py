@@ -28,23 +28,27 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import kafka.errors as Errors
 import structlog
 from kafka import TopicPartition
-from kafka.coordinator.base import MemberState
 from kafka.structs import OffsetAndMetadata
 
-from . import logs, messages, status
+from . import logs, messages
+from .backoff import Backoff
+from .commit_mode import CommitLost
 from .config import Config
-from .consumer_daemon import POLL_MS, Abandoned, ConsumerDaemon, default_transactional_id
+from .consumer_daemon import POLL_MS, Membership, default_transactional_id
 from .deadline import Deadline
-from .delivery import CommitLost, OutRecord, dead_letter
 from .delivery_pool import DeliveryPool, Ticket
+from .group_member import Claim, GroupMember
 from .offset_ledger import OffsetLedger
+from .outcomes import Abandoned, DeliveryOutcome, GaveUp
+from .results import Settled, delivery_settlement, rejected_result
+from .runtime import Runtime, Why
 from .storage import Storage, open_storage
-from .webhook_delivery import Delivered, GaveUp, Outcome, WebhookSender, describe
+from .webhook_delivery import WebhookSender, describe
 
 log = structlog.get_logger("uvrd.uploader")
 
@@ -62,96 +66,89 @@ class Work:
     result: dict
 
 
-@dataclass(frozen=True)
-class Settled:
-    """A result's part of a commit: its records, and what to log once they are in."""
-
-    records: tuple[OutRecord, ...]
-    event: str
-    level: str = "info"
-    fields: dict = field(default_factory=dict)
-
-
-class Uploader(ConsumerDaemon):
+class Uploader:
     name = "uploader"
 
     def __init__(self, config: Config, environ=None):
         environ = os.environ if environ is None else environ
-        cfg = config.uploader
-        super().__init__(
-            config, group_id=cfg.group_id, topics=[config.topics.results], drain_timeout=cfg.drain_timeout,
-            broker_timeout=cfg.broker_timeout, exactly_once=True,
-            transactional_id=cfg.transactional_id or default_transactional_id("uploader", environ),
-            environ=environ,
-        )
-        self.cfg = cfg
+        cfg = self.cfg = config.uploader
+        self.config = config
+        self.transactional_id = cfg.transactional_id or default_transactional_id("uploader", environ)
+        self.membership = Membership(cfg.group_id, [config.topics.results], True, self.transactional_id,
+                                     cfg.drain_timeout, cfg.broker_timeout)
         self.storage = open_storage(config)
         self.sender = WebhookSender(cfg, config.api.allow_private_urls, self.storage.link)
         self.pool: DeliveryPool | None = None
+        self.runtime: Runtime | None = None
+        self.member: GroupMember | None = None
         self.ledgers: dict[TopicPartition, OffsetLedger[Settled]] = {}
         self._next_sweep = 0.0
-        self._commit_wait = COMMIT_BACKOFF_S[0]
+        self._commit_backoff = Backoff(*COMMIT_BACKOFF_S)
         self._next_commit = Deadline(0.0)
-        self._joined_at = float("-inf")  # when the last rebalance gave this member its partitions
 
-    def start(self, stack: contextlib.ExitStack) -> bool:
+    # -- the daemon's hooks ---------------------------------------------------------------------
+    def start(self, stack: contextlib.ExitStack, runtime: Runtime) -> bool:
         if not self.cfg.webhook_secret:
             log.warning("uploader.webhook_secret is empty: webhooks go out unsigned")
+        self.runtime = runtime
         self.pool = DeliveryPool(self.cfg.concurrency)
         return True
 
-    def before_poll(self) -> bool:
-        self._sweep_if_due()
-        return True
+    def join(self, member: GroupMember) -> None:
+        self.member = member
 
-    def status(self) -> str:
+    def activity(self) -> str | None:
         flying = self.pool.in_flight() if self.pool is not None else []
         if not flying:
-            return super().status()
+            return None
         oldest = flying[0]
-        doing = (f"delivering {len(flying)} webhook{'s' if len(flying) > 1 else ''}, "
-                 f"the oldest ({oldest.label}) for {oldest.age():.0f} s")
-        if self.lifecycle.stopping:
-            return f"draining: {doing}, {self.lifecycle.drain_left():.0f} s left"
-        return doing
+        return (f"delivering {len(flying)} webhook{'s' if len(flying) > 1 else ''}, "
+                f"the oldest ({oldest.label}) for {oldest.age():.0f} s")
+
+    def healthy(self) -> bool:
+        return True
 
     def ready_fields(self) -> dict:
         return {"transactional_id": self.transactional_id, "concurrency": self.cfg.concurrency}
 
-    # -- the main loop: one step each, Kafka only here ------------------------------------------
-    def _loop(self) -> None:
-        while True:
-            self.tick()
+    # -- the main loop: one step each turn, Kafka only here -------------------------------------
+    def serve(self) -> None:
+        woke = self.runtime.wait(until=self._turn, through_drain=True, turn_ms=0)
+        if woke.why is Why.ABANDON:
+            # What finished by the deadline is still committed; the rest is left for the next uploader.
             self._collect()
             self._commit_ready()
-            if self.lifecycle.stopping:
-                if not any(len(ledger) for ledger in self.ledgers.values()):
-                    return
-                if self.lifecycle.must_abandon():
-                    self._abandon_all()
-                    return
-                self._poll(room=0)
-                continue
-            if not self.before_poll():
-                return
-            self._poll(room=self.pool.free())
+            if any(len(ledger) for ledger in self.ledgers.values()):
+                self._abandon_all()
+
+    def _turn(self) -> bool:
+        """One turn: collect finished deliveries, commit, take more; True once a stop has drained it all."""
+        self._collect()
+        self._commit_ready()
+        if self.runtime.lifecycle.stopping:
+            if not any(len(ledger) for ledger in self.ledgers.values()):
+                return True
+            self._poll(room=0)
+            return False
+        self._sweep_if_due()
+        self._poll(room=self.pool.free())
+        return False
 
     def _poll(self, room: int) -> None:
         """Poll for at most *room* results; with no room, for membership only (every partition paused)."""
         if room > 0:
-            self.consumer.resume(*self.consumer.paused())
+            self.member.resume_all()
         else:
-            self.consumer.pause(*self.consumer.assignment())
+            self.member.pause_all()
         timeout_ms = BUSY_POLL_MS if self.pool.in_flight() else POLL_MS
-        records = self.consumer.poll(timeout_ms=timeout_ms, max_records=max(room, 1))
-        for tp, batch in records.items():
-            for record in batch:
-                ledger = self.ledgers.get(tp)
-                if room <= 0 or (ledger is not None and ledger.revoked):
-                    # Not taken: fetched again once there is room (or once the rebalance is over).
-                    self.consumer.seek(tp, record.offset)
-                    break
-                room -= self._take(record)
+        for record in self.member.poll(timeout_ms, max_records=max(room, 1)):
+            tp = TopicPartition(record.topic, record.partition)
+            ledger = self.ledgers.get(tp)
+            if room <= 0 or (ledger is not None and not ledger.claim.held):
+                # Not taken: fetched again once there is room (or once the rebalance is over).
+                self.member.consumer.seek(tp, record.offset)
+                continue
+            room -= self._take(record)
         logs.bind_task()
 
     def _take(self, record) -> int:
@@ -160,19 +157,19 @@ class Uploader(ConsumerDaemon):
         ledger = self.ledgers.get(tp)
         if ledger is None:
             ledger = self.ledgers[tp] = OffsetLedger(tp)
-            ledger.generation = self.consumer.group_metadata().generation_id
+            ledger.claim = self.member.claim(tp)
         logs.bind_task(topic=record.topic, partition=record.partition, offset=record.offset)
         if ledger.taken(record.offset):
             log.warning("a record in flight was fetched again; skipped")
             return 0
         ledger.take(record.offset)
+        # Ours again after a rebalance: fetching goes on past everything taken.
+        ledger.claim.resume_at = ledger.next_to_take
         try:
             result = _parse_result(record.value, self.storage)
         except Exception as e:
             error = str(e) if isinstance(e, ValueError) else f"result message could not be read: {describe(e)}"
-            ledger.finish(record.offset, Settled(
-                (dead_letter(self.config.topics.dead_letter, record, error, "uploader"),), "result rejected",
-                "warning", {"error": error, "offset": record.offset}))
+            ledger.finish(record.offset, rejected_result(self.config.topics, record, error))
             return 0
         task_uuid = result["task_uuid"]
         if not result.get("hook_url"):
@@ -182,7 +179,7 @@ class Uploader(ConsumerDaemon):
         self.pool.submit(Ticket(Work(ledger, record, result), label=task_uuid), self._deliver)
         return 1
 
-    def _deliver(self, ticket: Ticket) -> Outcome:
+    def _deliver(self, ticket: Ticket) -> DeliveryOutcome:
         """In a pool thread: no Kafka here."""
         work: Work = ticket.key
         r = work.record
@@ -203,70 +200,35 @@ class Uploader(ConsumerDaemon):
                 # Only a stop's deadline abandons a delivery of a partition still held: the loop ends now.
                 log.info("delivery left uncommitted for redelivery", task_uuid=task_uuid, reason=outcome.reason)
                 continue
-            work.ledger.finish(work.record.offset, self._settled(work, outcome))
-
-    def _settled(self, work: Work, outcome: Delivered | GaveUp) -> Settled:
-        task_uuid = work.result["task_uuid"]
-        topics = self.config.topics
-        if isinstance(outcome, Delivered):
-            return Settled(
-                (status.record(topics.status, task_uuid, "delivered", delivered_at=messages.now_iso(),
-                               delivery_attempts=outcome.attempts),),
-                "webhook delivered", "info",
-                {"task_uuid": task_uuid, "attempts": outcome.attempts, "http_status": outcome.status})
-        error = f"webhook delivery failed: {outcome.reason}"
-        return Settled(
-            (dead_letter(topics.dead_letter, work.record, error, "uploader"),
-             status.record(topics.status, task_uuid, "delivery_failed", delivery_error=error,
-                           delivery_attempts=outcome.attempts)),
-            "webhook dead-lettered", "warning",
-            {"task_uuid": task_uuid, "attempts": outcome.attempts, "reason": outcome.reason})
+            work.ledger.finish(work.record.offset,
+                               delivery_settlement(self.config.topics, work.record, work.result["task_uuid"], outcome))
 
     def _commit_ready(self) -> None:
         """Commit, in one transaction, every partition's finished run up to its lowest unfinished result."""
-        if not self._next_commit.expired() or not self._surely_in_the_group():
+        kc = self.config.kafka
+        if not self._next_commit.expired() or \
+                not self.member.surely_in_the_group(kc.session_timeout_ms, kc.heartbeat_interval_ms):
             return
         # A partition in a rebalance not yet over may be going to another member: it waits.
         batch = [(ledger, ready) for ledger in self.ledgers.values()
-                 if not ledger.revoked and (ready := ledger.ready()) is not None]
+                 if ledger.claim.held and (ready := ledger.ready()) is not None]
         if not batch:
             return
         out = [r for _, ready in batch for settled in ready.outcomes for r in settled.records]
         offsets = {ledger.tp: OffsetAndMetadata(ready.next_offset, "", -1) for ledger, ready in batch}
         try:
-            self.delivery.commit(out, offsets)
+            self.member.commit_now(out, offsets)
         except (CommitLost, Errors.KafkaError) as e:
             # Kept, not dropped: tried again after a backoff, unless a rebalance takes the partition away.
-            log.warning("commit failed, retrying", error=str(e) or type(e).__name__, retry_in_s=self._commit_wait)
-            self._next_commit = Deadline.after(self._commit_wait)
-            self._commit_wait = min(self._commit_wait * 2, COMMIT_BACKOFF_S[1])
+            wait = self._commit_backoff.next()
+            log.warning("commit failed, retrying", error=str(e) or type(e).__name__, retry_in_s=wait)
+            self._next_commit = Deadline.after(wait)
             return
-        self._commit_wait = COMMIT_BACKOFF_S[0]
+        self._commit_backoff.reset()
         for ledger, ready in batch:
             ledger.committed(ready.next_offset)
             for settled in ready.outcomes:
                 getattr(log, settled.level)(settled.event, **settled.fields)
-
-    def _surely_in_the_group(self) -> bool:
-        """Whether the group cannot have moved on without this member: it is in a stable generation,
-        wants no rejoin, and heard from the coordinator (a heartbeat answered, or a join) well inside
-        a session timeout.
-
-        A member frozen past its session (SIGSTOP, a paused VM) wakes up believing it still holds
-        its partitions while their new owner redoes its results; until its heartbeat thread and the
-        next poll find out, it must not commit.  Kafka would fence such a commit by its generation,
-        but not every broker does (Tansu takes it).
-        """
-        coordinator = getattr(self.consumer, "_coordinator", None)
-        heartbeat = getattr(coordinator, "heartbeat", None)
-        if heartbeat is None:
-            return True
-        if coordinator.state is not MemberState.STABLE or coordinator.need_rejoin() or coordinator.coordinator_unknown():
-            return False
-        # Not heartbeat.last_reset: finding the coordinator again resets it, and says nothing of the group.
-        heard = max(heartbeat.last_receive, self._joined_at)
-        kc = self.config.kafka
-        return time.monotonic() - heard < (kc.session_timeout_ms - kc.heartbeat_interval_ms) / 1000
 
     def _abandon_all(self) -> None:
         flying = self.pool.in_flight()
@@ -276,39 +238,26 @@ class Uploader(ConsumerDaemon):
         log.warning("stop deadline reached: results left uncommitted for the next uploader", uncommitted=left,
                     deliveries_in_flight=len(flying))
 
-    # -- rebalances ------------------------------------------------------------------------------
+    # -- rebalances (the member has settled its claims) ------------------------------------------
     def on_revoked(self, revoked) -> None:
-        super().on_revoked(revoked)
-        for tp in revoked:
-            if tp in self.ledgers:
-                self.ledgers[tp].revoked = True
+        pass  # a revoked partition's claim is not held: nothing of it is taken or committed meanwhile
 
     def on_assigned(self, assigned) -> None:
-        super().on_assigned(assigned)
-        self._joined_at = time.monotonic()
-        generation = self.consumer.group_metadata().generation_id
-        for tp, ledger in list(self.ledgers.items()):
-            # Given back only if no generation passed without us: a member frozen past its session
-            # is expelled, another owns the partition for a generation, and then it may come back.
-            if tp not in assigned or ledger.generation is None or generation != ledger.generation + 1:
-                self._lose(ledger)
-                continue
-            ledger.revoked, ledger.generation = False, generation
-            if ledger.next_to_take is not None:
-                # Ours again: a new assignment starts at the committed offset, below what is in flight.
-                self.consumer.seek(tp, ledger.next_to_take)
-        if self.pool.free() == 0 or self.lifecycle.stopping:
-            self.consumer.pause(*assigned)
+        if self.pool.free() == 0 or self.runtime.lifecycle.stopping:
+            self.member.consumer.pause(*assigned)
 
-    def _lose(self, ledger: OffsetLedger) -> None:
+    def on_lost(self, claim: Claim) -> None:
+        ledger = self.ledgers.get(claim.tp)
+        if ledger is None or ledger.claim is not claim:
+            return
         del self.ledgers[ledger.tp]
         flying = [t for t in self.pool.in_flight() if t.key.ledger is ledger]
         for ticket in flying:
             ticket.abandon.set()
         log.warning("partition moved to another uploader: its uncommitted results are left to it",
                     partition=f"{ledger.tp.topic}/{ledger.tp.partition}", uncommitted=len(ledger),
-                    deliveries_abandoned=len(flying), held_in_generation=ledger.generation,
-                    generation=self.consumer.group_metadata().generation_id)
+                    deliveries_abandoned=len(flying), held_in_generation=claim.generation,
+                    generation=self.member.generation())
 
     def _sweep_if_due(self) -> None:
         now = time.monotonic()

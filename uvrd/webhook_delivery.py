@@ -13,7 +13,6 @@ way the reason is short, bounded text that goes into the dead-letter record.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -24,8 +23,9 @@ import urllib3
 
 from . import peer_numbers, safehttp, webhook
 from .config import UploaderConfig
-from .consumer_daemon import Abandoned
+from .backoff import Backoff
 from .deadline import Deadline
+from .outcomes import Abandoned, Delivered, DeliveryOutcome, GaveUp
 
 log = structlog.get_logger("uvrd.uploader")
 
@@ -37,26 +37,11 @@ MAX_REASON_CHARS = 500
 
 
 @dataclass(frozen=True)
-class Delivered:
-    attempts: int
-    status: int
-
-
-@dataclass(frozen=True)
-class GaveUp:
-    attempts: int
-    reason: str
-
-
-@dataclass(frozen=True)
 class Failed:
     """One attempt that failed and may be retried."""
 
     reason: str
     retry_after: float | None = None  # what the receiver asked for, in seconds
-
-
-Outcome = Delivered | GaveUp | Abandoned
 
 
 class WebhookSender:
@@ -67,7 +52,7 @@ class WebhookSender:
         self.allow_private = allow_private
         self.link = link
 
-    def deliver(self, result: dict, abandon: threading.Event) -> Outcome:
+    def deliver(self, result: dict, abandon: threading.Event) -> DeliveryOutcome:
         """Deliver *result*; Abandoned as soon as *abandon* is set during a backoff wait."""
         try:
             payload = webhook.body(result, self.link)
@@ -117,8 +102,7 @@ class WebhookSender:
 
     def backoff(self, attempt: int, retry_after: float | None) -> float:
         """Exponential with full jitter; a server's Retry-After is honoured up to backoff_max."""
-        ceiling = min(self.cfg.backoff_max, self.cfg.backoff_initial * 2 ** (attempt - 1))
-        delay = random.uniform(ceiling / 2, ceiling)
+        delay = Backoff(self.cfg.backoff_initial, self.cfg.backoff_max).jittered(attempt)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.cfg.backoff_max))
         return delay

@@ -17,6 +17,7 @@ import soundfile
 
 from support import separate_in_engine
 from uvrd.devtools import sdr
+from uvrd.engine_protocol import Separated
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,7 @@ def separated(denoise_models, noisy_voice, tmp_path_factory):
     path, _, _ = noisy_voice
     result = separate_in_engine(denoise_models.model_dir, denoise_models.model, path,
                                 tmp_path_factory.mktemp("denoise-out")).result
-    assert result.ok, result.error
+    assert isinstance(result, Separated), result
     return result.stems
 
 

@@ -24,8 +24,8 @@ from uvrd.config import TopicsConfig
 from uvrd.devtools import tinymodel
 
 UNIT = "uvrd-processor.service"
-# With test_single_host.py, on one test process: one installed venv (7 GB) on the disk at a time.
-pytestmark = pytest.mark.xdist_group("installed-package")
+# With test_package.py, on one test process (tests/conftest.py's ONE_PROCESS): one installed venv
+# (7 GB) on the disk at a time.
 
 
 # This package relabelled as a later version: what an upgrade installs.

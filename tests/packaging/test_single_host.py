@@ -26,9 +26,8 @@ from support import WebhookReceiver, wait_until
 from uvrd import webhook
 from uvrd.devtools import tinymodel
 
-# One test process for the package's containers: this module's ports, and one installed venv (7 GB) on
-# the disk at a time.
-pytestmark = pytest.mark.xdist_group("installed-package")
+# With test_package.py, on one test process (tests/conftest.py's ONE_PROCESS): one installed venv
+# (7 GB) on the disk at a time, and this module's fixed ports.
 
 API = "http://127.0.0.1:8080"
 SECRETS = "/etc/uvrd/uvrd.toml.d/50-secrets.toml"
@@ -75,9 +74,15 @@ class SingleHost:
 
     def units_state(self) -> str:
         """What an operator would look at: each unit's state and the journal's last lines."""
-        states = {u: self.box.show(u, "ActiveState", "SubState", "NRestarts", "StatusText") for u in UNITS}
+        states = {u: self.box.show(u, "LoadState", "ActiveState", "SubState", "NRestarts", "StatusText") for u in UNITS}
         lines = [e.get("MESSAGE", "") for e in self.box.journal(None)[-40:]]
-        return f"units: {states}\njournal:\n" + "\n".join(str(m)[:300] for m in lines)
+        uvrd = [e.get("MESSAGE", "") for e in self.box.journal(None, "_SYSTEMD_UNIT=uvrd-broker.service",
+                                                                "+", "_SYSTEMD_UNIT=uvrd-api.service")[-20:]]
+        facts = [self.box.run(*argv, check=False).stdout.strip()[-600:]
+                 for argv in (["journalctl", "--list-boots", "--no-pager"], ["df", "-h", "/", "/run"],
+                              ["dpkg-query", "-W", "-f=${Status} ${Version}", "uvrd"])]
+        return (f"units: {states}\nboots, disk, package: {facts}\njournal:\n" + "\n".join(str(m)[:300] for m in lines)
+                + "\nbroker and api:\n" + "\n".join(str(m)[:300] for m in uvrd))
 
     def state(self, task_uuid: str) -> str | None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-UNITS = Path(__file__).resolve().parents[2] / "packaging" / "systemd"
+SOURCES = Path(__file__).resolve().parents[2] / "packaging" / "systemd"
+sys.path.insert(0, str(SOURCES))
+import units as shipped_units  # noqa: E402  (packaging/systemd/units.py: not a package)
 SERVICES = ["uvrd-processor.service", "uvrd-processor@0.service", "uvrd-uploader.service", "uvrd-api.service",
             "uvrd-broker.service"]
 
@@ -20,8 +23,7 @@ pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason=
 def unit_dir(tmp_path_factory) -> Path:
     """The units as installed, with a template instance to check the template through."""
     d = tmp_path_factory.mktemp("units")
-    for f in UNITS.iterdir():
-        shutil.copy(f, d / f.name)
+    shipped_units.write_units(d)
     (d / "uvrd-processor@0.service").symlink_to("uvrd-processor@.service")
     return d
 
@@ -60,8 +62,8 @@ def test_every_unit_verifies_with_the_real_uvrd_binary(unit_dir, tmp_path):
 
 @pytest.mark.parametrize("unit", ["uvrd-processor.service", "uvrd-processor@.service", "uvrd-uploader.service",
                                   "uvrd-api.service", "uvrd-broker.service"])
-def test_lifecycle_settings_the_daemons_rely_on(unit):
-    s = settings(UNITS / unit)
+def test_lifecycle_settings_the_daemons_rely_on(unit_dir, unit):
+    s = settings(unit_dir / unit)
     assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["main"]
     assert s["KillMode"] == ["mixed"], "SIGTERM to the main process only; it ends its children"
     assert s["Restart"] == ["on-failure"] and s["RestartPreventExitStatus"] == ["78"]
@@ -70,26 +72,42 @@ def test_lifecycle_settings_the_daemons_rely_on(unit):
     assert "WatchdogSec" in s
 
 
-def test_the_api_may_hold_every_workers_connections():
+def test_the_api_may_hold_every_workers_connections(unit_dir):
     from uvrd.api.server import FD_MARGIN, WORKER_CONNECTIONS
 
-    [limit] = settings(UNITS / "uvrd-api.service")["LimitNOFILE"]
+    [limit] = settings(unit_dir / "uvrd-api.service")["LimitNOFILE"]
     assert int(limit) >= WORKER_CONNECTIONS + FD_MARGIN
 
 
-def test_processor_reaches_the_gpu_through_device_nodes_only():
+def test_processor_reaches_the_gpu_through_device_nodes_only(unit_dir):
     for unit in ("uvrd-processor.service", "uvrd-processor@.service"):
-        s = settings(UNITS / unit)
+        s = settings(unit_dir / unit)
         assert s["DevicePolicy"] == ["closed"] and "PrivateDevices" not in s
         assert {v.split()[0] for v in s["DeviceAllow"]} == {
             "char-nvidiactl", "char-nvidia-uvm", "char-nvidia-frontend", "char-nvidia-caps"}
         assert s["MemoryDenyWriteExecute"] == ["false"]
-    assert "CUDA_VISIBLE_DEVICES=%i" in settings(UNITS / "uvrd-processor@.service")["Environment"]
+    assert "CUDA_VISIBLE_DEVICES=%i" in settings(unit_dir / "uvrd-processor@.service")["Environment"]
 
 
-def test_processor_keeps_its_numba_cache_where_it_may_write_and_systemd_keeps_it():
+def test_processor_keeps_its_numba_cache_where_it_may_write_and_systemd_keeps_it(unit_dir):
     """ProtectSystem=strict leaves the venv read-only: numba's cache goes to the unit's CacheDirectory."""
     for unit in ("uvrd-processor.service", "uvrd-processor@.service"):
-        s = settings(UNITS / unit)
+        s = settings(unit_dir / unit)
         [cache] = [v.partition("=")[2] for v in s["Environment"] if v.startswith("NUMBA_CACHE_DIR=")]
         assert cache in {f"/var/cache/{d}" for line in s["CacheDirectory"] for d in line.split()}, unit
+
+
+def test_the_two_processor_units_differ_only_in_what_a_gpu_instance_needs(unit_dir):
+    """One source: the single unit is the template less its GPU, so a setting added to one is in both."""
+    single = (unit_dir / "uvrd-processor.service").read_text().splitlines()
+    template = (unit_dir / "uvrd-processor@.service").read_text().splitlines()
+    changed = [line for line in difflib.ndiff(single, template) if line[:1] in "+-"]
+    assert changed == [
+        "- Description=uvrd separation processor",
+        "+ Description=uvrd separation processor on GPU %i",
+        "+ # One worker per GPU: each sees only its own card, and fences only its own zombie.",
+        "+ Environment=CUDA_VISIBLE_DEVICES=%i",
+        "- SyslogIdentifier=uvrd-processor",
+        "+ SyslogIdentifier=uvrd-processor@%i",
+    ]
+    assert not (shipped_units.HERE / "uvrd-processor.service").exists(), "made at build time, not kept beside its source"

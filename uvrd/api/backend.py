@@ -19,7 +19,7 @@ from kafka.errors import KafkaError
 
 from .. import kafka_io, status
 from ..config import Config
-from ..delivery import OutRecord
+from ..commit_mode import OutRecord
 from ..status import StatusBoard
 
 log = structlog.get_logger("uvrd.api")

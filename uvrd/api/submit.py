@@ -15,7 +15,7 @@ import structlog
 from flask import Blueprint, jsonify, request
 
 from .. import messages
-from ..delivery import OutRecord
+from ..commit_mode import OutRecord
 from ..storage import StorageError
 from . import fields
 from .backend import Unavailable

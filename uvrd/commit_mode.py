@@ -1,4 +1,4 @@
-"""How a result and its task's offset are committed together.
+"""How a result and its task's offset are committed together (the Kafka side; "delivery" is the webhook).
 
 exactly-once: result, dead-letter copy and offset in one Kafka transaction
     (``send_offsets_to_transaction`` with the consumer's group metadata, so a
@@ -18,7 +18,7 @@ import structlog
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-log = structlog.get_logger("uvrd.delivery")
+log = structlog.get_logger("uvrd.commit")
 
 FLUSH_TIMEOUT_S = 30.0
 # The group moved on without us: another member owns the partition now.
@@ -55,7 +55,7 @@ def next_offset(record) -> dict[TopicPartition, OffsetAndMetadata]:
     return {TopicPartition(record.topic, record.partition): OffsetAndMetadata(record.offset + 1, "", -1)}
 
 
-class _Delivery:
+class CommitMode:
     mode = ""
 
     def __init__(self, make_producer: Callable[[], KafkaProducer], consumer: KafkaConsumer):
@@ -72,7 +72,7 @@ class _Delivery:
             self.producer = None
 
 
-class ExactlyOnce(_Delivery):
+class ExactlyOnce(CommitMode):
     mode = "exactly-once"
 
     def open(self) -> None:
@@ -111,7 +111,7 @@ class ExactlyOnce(_Delivery):
             self.open()
 
 
-class AtLeastOnce(_Delivery):
+class AtLeastOnce(CommitMode):
     mode = "at-least-once"
 
     def commit(self, records: list[OutRecord], offsets) -> None:

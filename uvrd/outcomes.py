@@ -1,0 +1,76 @@
+"""How a piece of work ended, as typed values: every outcome a daemon acts on is declared here.
+
+A handler returns one of these; the code that commits (or does not) matches on its type.  No
+dicts, no flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Abandoned:
+    """Work given up by the daemon's own choice (a stop, a lost partition): left uncommitted for redelivery."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A run that did not finish (the engine died or hung): the same task may run again."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A webhook the receiver took (2xx)."""
+
+    attempts: int
+    status: int
+
+
+@dataclass(frozen=True)
+class GaveUp:
+    """A webhook that will not be delivered: dead-lettered with *reason*."""
+
+    attempts: int
+    reason: str
+
+
+DeliveryOutcome = Delivered | GaveUp | Abandoned
+
+
+# -- a task in the processor ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rejected:
+    """A task message the processor cannot run (unreadable, an unknown model, another storage)."""
+
+    error: str
+    task_uuid: str | None = None
+    hook_url: str | None = None
+    submitted_at: str | None = None
+    input_of: object = None  # the task (as far as it parsed) whose input is in this processor's storage
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    """Separated, and every stem stored."""
+
+    stems: dict  # stem name -> its reference in the storage
+    model: str
+    started_at: str
+    seconds: float | None = None  # the separation's own time in the engine
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The task ran (or tried to) and will not succeed: a failure result and a dead letter."""
+
+    error: str
+    started_at: str | None = None
+    input_kept: bool = False  # the input could not be fetched: the store keeps it
+
+
+TaskOutcome = Succeeded | Failed | Abandoned

@@ -1,0 +1,87 @@
+"""What a daemon commits for an outcome: the one place results and their records are built.
+
+Pure functions of the record and how its work ended.  For the processor: the result (for the
+uploader), the task's status record and, for a failure, a dead-letter copy of the task.  For the
+uploader: the status record of a delivery and, if it was given up, a dead-letter copy of the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import messages, status
+from .commit_mode import OutRecord, dead_letter
+from .config import TopicsConfig
+from .outcomes import Delivered, Failed, GaveUp, Rejected, Succeeded
+
+
+@dataclass(frozen=True)
+class Settlement:
+    records: tuple[OutRecord, ...]
+    task_uuid: str | None
+    result: dict  # as committed: the log line quotes it
+
+
+def settlement(topics: TopicsConfig, record, outcome: Succeeded | Failed | Rejected,
+               task: messages.Task | None, storage: str) -> Settlement:
+    """The records to commit with *record*'s offset; *task* is None for a Rejected message."""
+    result = _result(outcome, task, storage)
+    task_uuid = result["task_uuid"]
+    key = task_uuid.encode() if task_uuid else record.key
+    out = [OutRecord(topics.results, key, messages.encode(result))]
+    if task_uuid:
+        state = "succeeded" if result["success"] else "failed"
+        fields = {k: result.get(k) for k in ("submitted_at", "started_at", "finished_at", "error_message",
+                                             "stems", "storage")}
+        out.append(status.record(topics.status, task_uuid, state, **fields))
+    if not isinstance(outcome, Succeeded):
+        out.append(dead_letter(topics.dead_letter, record, outcome.error, "processor"))
+    return Settlement(tuple(out), task_uuid, result)
+
+
+def _result(outcome: Succeeded | Failed | Rejected, task: messages.Task | None, storage: str) -> dict:
+    match outcome:
+        case Succeeded(stems=stems, model=model, started_at=started_at):
+            return messages.success_result(task, stems, model, storage=storage, submitted_at=task.submitted_at,
+                                           started_at=started_at)
+        case Failed(error=error, started_at=started_at):
+            return messages.failure_result(task.task_uuid, task.hook_url, error, submitted_at=task.submitted_at,
+                                           started_at=started_at)
+        case Rejected(error=error, task_uuid=task_uuid, hook_url=hook_url, submitted_at=submitted_at):
+            return messages.failure_result(task_uuid, hook_url, error, submitted_at=submitted_at)
+    raise TypeError(f"no result for {outcome!r}")
+
+
+# -- the uploader's -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Settled:
+    """A result's part of the uploader's commit: its records, and what to log once they are in."""
+
+    records: tuple[OutRecord, ...]
+    event: str
+    level: str = "info"
+    fields: dict = field(default_factory=dict)
+
+
+def delivery_settlement(topics: TopicsConfig, record, task_uuid: str, outcome: Delivered | GaveUp) -> Settled:
+    """A delivered webhook's status; a given-up one's dead letter and status."""
+    match outcome:
+        case Delivered(attempts=attempts, status=http_status):
+            return Settled(
+                (status.record(topics.status, task_uuid, "delivered", delivered_at=messages.now_iso(),
+                               delivery_attempts=attempts),),
+                "webhook delivered", "info", {"task_uuid": task_uuid, "attempts": attempts, "http_status": http_status})
+        case GaveUp(attempts=attempts, reason=reason):
+            error = f"webhook delivery failed: {reason}"
+            return Settled(
+                (dead_letter(topics.dead_letter, record, error, "uploader"),
+                 status.record(topics.status, task_uuid, "delivery_failed", delivery_error=error,
+                               delivery_attempts=attempts)),
+                "webhook dead-lettered", "warning", {"task_uuid": task_uuid, "attempts": attempts, "reason": reason})
+    raise TypeError(f"no settlement for {outcome!r}")
+
+
+def rejected_result(topics: TopicsConfig, record, error: str) -> Settled:
+    """A result message the uploader cannot read: dead-lettered as it is."""
+    return Settled((dead_letter(topics.dead_letter, record, error, "uploader"),), "result rejected", "warning",
+                   {"error": error, "offset": record.offset})
