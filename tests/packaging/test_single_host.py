@@ -72,6 +72,18 @@ class SingleHost:
         except AssertionError as e:
             raise AssertionError(f"{e}; the api's last answers: {answers[-3:]}\n{self.units_state()}") from None
 
+    def twice(self, delivered: list[str]) -> str:
+        """For a task delivered more than once: each delivery's attempt header, and what the daemons said."""
+        again = {u for u in delivered if delivered.count(u) > 1}
+        attempts = [(json.loads(r["body"])["task_uuid"], r["headers"].get("X-Uvrd-Delivery-Attempt"),
+                     r["headers"].get("Idempotency-Key")) for r in self.receiver.requests
+                    if json.loads(r["body"])["task_uuid"] in again]
+        said = [str(e.get("MESSAGE", ""))[:400] for e in self.box.journal(None, "_SYSTEMD_UNIT=uvrd-uploader.service",
+                                                                           "+", "_SYSTEMD_UNIT=uvrd-processor.service")
+                if any(w in str(e.get("MESSAGE", "")) for w in ("partition", "commit", "lost", "moved", "redeliver",
+                                                                "revoked", "assigned", *again))]
+        return f"deliveries of those delivered twice: {attempts}\nthe uploader and processor said:\n" + "\n".join(said[-60:])
+
     def units_state(self) -> str:
         """What an operator would look at: each unit's state and the journal's last lines."""
         states = {u: self.box.show(u, "LoadState", "ActiveState", "SubState", "NRestarts", "StatusText") for u in UNITS}
@@ -100,7 +112,7 @@ class SingleHost:
                    f"a webhook for each of {len(accepted)} accepted tasks")
         wait_until(lambda: all(self.state(u) == "delivered" for u in accepted), 120, "every task delivered")
         delivered = self.delivered()
-        assert sorted(delivered) == sorted(accepted), "exactly one webhook per accepted task"
+        assert sorted(delivered) == sorted(accepted), f"exactly one webhook per accepted task\n{self.twice(delivered)}"
         bodies = [json.loads(r["body"]) for r in self.receiver.requests]
         assert all(b["status"] == "success" for b in bodies), [(b["task_uuid"], b.get("error_message")) for b in bodies]
 
