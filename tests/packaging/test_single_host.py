@@ -78,11 +78,12 @@ class SingleHost:
         attempts = [(json.loads(r["body"])["task_uuid"], r["headers"].get("X-Uvrd-Delivery-Attempt"),
                      r["headers"].get("Idempotency-Key")) for r in self.receiver.requests
                     if json.loads(r["body"])["task_uuid"] in again]
-        said = [str(e.get("MESSAGE", ""))[:400] for e in self.box.journal(None, "_SYSTEMD_UNIT=uvrd-uploader.service",
-                                                                           "+", "_SYSTEMD_UNIT=uvrd-processor.service")
-                if any(w in str(e.get("MESSAGE", "")) for w in ("partition", "commit", "lost", "moved", "redeliver",
-                                                                "revoked", "assigned", *again))]
-        return f"deliveries of those delivered twice: {attempts}\nthe uploader and processor said:\n" + "\n".join(said[-60:])
+        quiet = ("kafka.net", "kafka.cluster", "kafka.coordinator", "kafka.consumer.fetcher", "kafka.producer")
+        said = {unit: [str(e.get("MESSAGE", ""))[:400] for e in self.box.journal(unit)
+                       if not any(q in str(e.get("MESSAGE", "")) for q in quiet)]
+                for unit in ("uvrd-uploader.service", "uvrd-processor.service")}
+        return (f"deliveries of those delivered twice: {attempts}\n"
+                + "\n".join(f"{unit} said:\n" + "\n".join(lines[-60:]) for unit, lines in said.items()))
 
     def units_state(self) -> str:
         """What an operator would look at: each unit's state and the journal's last lines."""
