@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from uvrd.devtools import tinymodel
-from uvrd.engine import Engine, EngineSettings, Job
-from uvrd.engine_protocol import Separated
+from uvrd.processor.engine import Engine, EngineSettings, Job
+from uvrd.processor.engine_protocol import Separated
 
 TIMEOUT_S = 600
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from uvrd import engine_warmup
+from uvrd.processor import engine_warmup
 
 from .harness import Bench, Finished, median, say
 

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from uvrd.broker.loopback import free_port
+from uvrd.broker.tansu import TansuBroker
 from uvrd.config import TopicsConfig
 from uvrd.devtools import tinymodel
 from uvrd.devtools.broker import GROUP_SETTINGS
-from uvrd.loopback import free_port
-from uvrd.tansu import TansuBroker
 from uvrd.devtools.children import LoggedProcess
 from uvrd.devtools.notifylistener import NotifyListener, toml_value
 

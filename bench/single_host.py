@@ -1,5 +1,5 @@
 """9. The single-host broker: what `apt install uvrd` runs (Tansu keeping its data in a SeaweedFS
-store on local disk, uvrd/local_broker.py) against the in-memory broker of `make run` and the tests.
+store on local disk, uvrd/broker/local.py) against the in-memory broker of `make run` and the tests.
 
 On each: one exactly-once processor on a near-zero-cost separation (the tiny model, 1 s of audio);
 the time of one task alone, from its produce to its result's commit; tasks per second in batches;
@@ -14,8 +14,8 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
-from uvrd.local_broker import LocalBroker
-from uvrd.loopback import free_port
+from uvrd.broker.local import LocalBroker
+from uvrd.broker.loopback import free_port
 
 from .harness import Bench, median, say
 from .overhead import AUDIO_S, _throughput

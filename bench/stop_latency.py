@@ -57,7 +57,7 @@ def _daemon_latencies(bench: Bench, command: str, runs: int, batch: int) -> list
             env = {"UVRD_PROCESSOR_GROUP_ID": f"stop-{uuid.uuid4().hex[:8]}",
                    "UVRD_UPLOADER_GROUP_ID": f"stop-{uuid.uuid4().hex[:8]}"}
             if command == "api":
-                from uvrd.loopback import free_port
+                from uvrd.broker.loopback import free_port
 
                 port = free_port()
                 env.update(UVRD_API_LISTEN=f"127.0.0.1:{port}", UVRD_API_PUBLIC_URL=f"http://127.0.0.1:{port}")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from support import FAST_GROUP, Daemon, InstalledIn, KafkaView, NotifySocket, real_assets, toml_value
+from uvrd.broker.tansu import TansuBroker
 from uvrd.config import TopicsConfig
 from uvrd.devtools import denoise_model, musdb_excerpt, spleeter_model, tinymodel
-from uvrd.tansu import TansuBroker
 
 # Test modules that hold something of the host's that cannot be shared (fixed ports, an installed
 # 7 GB venv on the disk) run on one test process, one after the other: the modules of one group form
@@ -202,7 +202,7 @@ def module_stack(module_stacks, request):
 @pytest.fixture(scope="session")
 def objectstore(tmp_path_factory):
     """One real S3-compatible server (SeaweedFS) per test process, on free loopback ports."""
-    from uvrd.object_store import ObjectStore
+    from uvrd.broker.object_store import ObjectStore
 
     root = tmp_path_factory.mktemp("objectstore")
     with ObjectStore(root / "data", log_path=root / "weed.log") as store:

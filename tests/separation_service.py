@@ -12,9 +12,10 @@ from pathlib import Path
 import requests
 from support import WebhookReceiver, wait_until
 
-from uvrd import stem_download, webhook
-from uvrd.loopback import free_port
+from uvrd import stem_download
+from uvrd.broker.loopback import free_port
 from uvrd.devtools.model_catalogue import InstalledModel
+from uvrd.uploader import webhook
 
 TOKEN = "pipeline-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -76,6 +76,14 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
         time.sleep(interval)
 
 
+def pings_in_silence(notify, since: float, window: float) -> list[float]:
+    """The WATCHDOG=1 pings from *since* on, watched until one comes or *window* seconds pass without
+    one: systemd, with a WatchdogSec shorter than *window*, would have ended the unit by then."""
+    wait_until(lambda: notify.times("WATCHDOG=1", since=since) or time.monotonic() >= since + window,
+               window + max(0.0, since - time.monotonic()) + 5, f"a ping, or {window:g} s without one")
+    return notify.times("WATCHDOG=1", since=since)
+
+
 class NotifySocket(NotifyListener):
     """The notify socket as ``notify.sock`` in *directory*."""
 
@@ -259,7 +267,7 @@ def real_assets(make):
 @dataclass(frozen=True)
 class EngineRun:
     load_info: dict  # the engine's ready message: model_load_s, warmup_s, device
-    result: object  # the engine's answer: Separated, JobFailed or NoSpace (uvrd.engine_protocol)
+    result: object  # the engine's answer: Separated, JobFailed or NoSpace (uvrd.processor.engine_protocol)
 
 
 def separate_in_engine(model_dir: Path, model, audio: Path, workdir: Path, output_format: str = "wav",
@@ -267,7 +275,7 @@ def separate_in_engine(model_dir: Path, model, audio: Path, workdir: Path, outpu
     """One separation through uvrd's engine child (the processor's own path: audio-separator loaded
     once, the stems named as results name them); *model* is an ``InstalledModel``; *child_env* is
     added to the child's environment."""
-    from uvrd.engine import Engine, EngineSettings, Job
+    from uvrd.processor.engine import Engine, EngineSettings, Job
 
     settings = dict(model.processor_settings)
     engine = Engine(EngineSettings(str(model_dir), str(workdir), (model.filename,), output_format,

@@ -1,7 +1,7 @@
 import pytest
 
 from support import fill, small_filesystem
-from uvrd.attempts import AttemptLedger
+from uvrd.processor.attempts import AttemptLedger
 
 
 def test_counts_survive_a_new_ledger_and_clear(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 
 from uvrd.devtools import crafted_audio
-from uvrd.audio_probe import NOT_AUDIO, AudioInfo, Unusable, check, probe
+from uvrd.processor.audio_probe import NOT_AUDIO, AudioInfo, Unusable, check, probe
 
 
 def test_reads_length_rate_and_channels_of_what_libsndfile_knows(tmp_path):

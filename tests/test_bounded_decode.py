@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from support import fuzz_examples
-from uvrd import audio_probe, bounded_decode
 from uvrd.devtools import crafted_audio, tinymodel
+from uvrd.processor import audio_probe, bounded_decode
 
 LIMIT = 8.0
 

@@ -14,9 +14,9 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from support import Daemon, NotifySocket, process_gone, wait_until
+from uvrd.broker.local import answers_kafka
+from uvrd.broker.loopback import free_port
 from uvrd.config import TopicsConfig
-from uvrd.local_broker import answers_kafka
-from uvrd.loopback import free_port
 
 TOPICS = TopicsConfig(tasks="t.tasks", results="t.results", dead_letter="t.dlq", status="t.status")
 

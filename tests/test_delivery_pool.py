@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from support import wait_until
-from uvrd.delivery_pool import DeliveryPool, Ticket
+from uvrd.uploader.delivery_pool import DeliveryPool, Ticket
 
 
 def collect_all(pool: DeliveryPool, n: int) -> list:

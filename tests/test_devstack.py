@@ -13,9 +13,9 @@ import pytest
 import requests
 
 from support import WebhookReceiver, process_gone, wait_until
-from uvrd import webhook
+from uvrd.broker.loopback import free_port
 from uvrd.devtools import tinymodel
-from uvrd.loopback import free_port
+from uvrd.uploader import webhook
 
 TOKEN = "dev-token"
 

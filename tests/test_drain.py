@@ -1,6 +1,6 @@
 import pytest
 
-from uvrd.drain import drain_window, margin_for, own_unit, parse_timespan
+from uvrd.runtime.drain import drain_window, margin_for, own_unit, parse_timespan
 
 
 @pytest.mark.parametrize("text, seconds", [

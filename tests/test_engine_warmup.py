@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from support import wait_until
-from uvrd import audio_probe, engine_warmup
 from uvrd.devtools import model_catalogue, tinymodel
-from uvrd.engine_worker import _no_space
+from uvrd.processor import audio_probe, engine_warmup
+from uvrd.processor.engine_child import _no_space
 
 OTHER_MODEL = "UVRD-Other-Tiny.onnx"
 # Loads (onnxruntime takes the file), but the catalogue gives the wrong spectrogram height

@@ -7,8 +7,8 @@ import pytest
 from support import separate_in_engine, wait_until
 
 from uvrd.devtools import tiny_mdxc, tinymodel
-from uvrd.engine import Engine, EngineDied, EngineSettings
-from uvrd.engine_protocol import Separated
+from uvrd.processor.engine import Engine, EngineDied, EngineSettings
+from uvrd.processor.engine_protocol import Separated
 
 
 def test_stems_outside_the_known_names_are_named_whatever_the_input_is_called(tmp_path):

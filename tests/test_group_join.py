@@ -1,4 +1,4 @@
-"""A member busy between polls keeps the join that finished meanwhile (uvrd/group_join.py)."""
+"""A member busy between polls keeps the join that finished meanwhile (uvrd/kafka/group_join.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from kafka import ConsumerRebalanceListener
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from support import FAST_GROUP, wait_until
-from uvrd import kafka_io
 from uvrd.config import KafkaConfig
+from uvrd.kafka import clients
 
 # A processor in a job: a short poll for its membership, then a wait on the separation.
 BUSY_POLL_MS, BUSY_WAIT_S = 10, 0.4
@@ -49,8 +49,8 @@ def test_a_member_busy_between_polls_joins_a_rebalance_once(broker):
     admin.close()
     kc = KafkaConfig(bootstrap_servers=broker.bootstrap, **FAST_GROUP)
     busy_id = f"busy-{uuid.uuid4().hex[:8]}"
-    busy, busy_seen = kafka_io.consumer(kc, group, client_id=busy_id), Assignments()
-    other, other_seen = kafka_io.consumer(kc, group), Assignments()
+    busy, busy_seen = clients.consumer(kc, group, client_id=busy_id), Assignments()
+    other, other_seen = clients.consumer(kc, group), Assignments()
     joins = JoinRequests(busy_id)
     coordinator_log = logging.getLogger("kafka.coordinator")
     level = coordinator_log.level

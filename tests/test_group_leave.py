@@ -20,8 +20,8 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from support import FAST_GROUP, wait_until
-from uvrd import group_leave, kafka_io  # noqa: F401  (kafka_io installs the group_join fix, as in the daemons)
-from uvrd.deadline import Deadline
+from uvrd.kafka import clients, group_leave  # noqa: F401  (clients installs the group_join fix, as in the daemons)
+from uvrd.runtime.deadline import Deadline
 
 CLOSE_S = 5.0  # the daemons' close budget (consumer_daemon.CLOSE_TIMEOUT_S)
 
@@ -232,7 +232,7 @@ def test_an_idle_daemon_stopped_leaves_and_its_partitions_move_at_once(stack, me
 @pytest.mark.parametrize("command", ["processor", "uploader"])
 def test_a_daemon_stopped_while_waiting_for_the_broker_exits(stack, record_property, command):
     """Stopped during a try at the broker, which kafka-python gives 30 s (bootstrap_timeout_ms)."""
-    from uvrd.loopback import free_port
+    from uvrd.broker.loopback import free_port
 
     config = stack.write_config("nobroker.toml")
     config.write_text(config.read_text().replace(stack.bootstrap, f"127.0.0.1:{free_port()}"))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
-from uvrd import kafka_io
 from uvrd.config import KafkaConfig
+from uvrd.kafka import clients
 
 SASL_SSL = KafkaConfig(bootstrap_servers="kafka-1.example:9093, kafka-2.example:9093", client_id="uvrd-test",
                        security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
@@ -18,11 +18,11 @@ SASL_SSL = KafkaConfig(bootstrap_servers="kafka-1.example:9093, kafka-2.example:
                        ssl_password="key-pw")
 SECURITY_KEYS = {"security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password",
                  "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password", "ssl_check_hostname"}
-UVRD = Path(kafka_io.__file__).parent
+UVRD = Path(clients.__file__).parent
 
 
 def test_sasl_ssl_settings_pass_through_unchanged():
-    assert kafka_io.client_settings(SASL_SSL) == {
+    assert clients.client_settings(SASL_SSL) == {
         "bootstrap_servers": ["kafka-1.example:9093", "kafka-2.example:9093"], "client_id": "uvrd-test",
         "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "uvrd",
         "sasl_plain_password": "sasl-pw", "ssl_cafile": "/etc/uvrd/ca.pem", "ssl_certfile": "/etc/uvrd/client.pem",
@@ -31,24 +31,24 @@ def test_sasl_ssl_settings_pass_through_unchanged():
 
 def test_hostname_checking_can_only_be_turned_off_explicitly():
     relaxed = KafkaConfig(security_protocol="SSL", ssl_check_hostname=False)
-    assert kafka_io.client_settings(relaxed)["ssl_check_hostname"] is False
-    assert kafka_io.client_settings(KafkaConfig(security_protocol="SSL"))["ssl_check_hostname"] is True
+    assert clients.client_settings(relaxed)["ssl_check_hostname"] is False
+    assert clients.client_settings(KafkaConfig(security_protocol="SSL"))["ssl_check_hostname"] is True
 
 
 @pytest.mark.parametrize("client", [KafkaProducer, KafkaConsumer, KafkaAdminClient])
 def test_every_setting_is_one_each_kafka_python_client_takes(client):
     """kafka-python refuses unknown keys: a key one client lacked would break that daemon only under TLS/SASL."""
-    assert set(kafka_io.client_settings(SASL_SSL)) <= set(client.DEFAULT_CONFIG)
+    assert set(clients.client_settings(SASL_SSL)) <= set(client.DEFAULT_CONFIG)
 
 
 def test_real_clients_carry_the_settings(broker):
     """The same settings on clients that connect (PLAINTEXT, so the test broker takes them)."""
     kc = KafkaConfig(bootstrap_servers=broker.bootstrap, sasl_mechanism="PLAIN", sasl_plain_username="uvrd",
                      sasl_plain_password="sasl-pw", ssl_cafile="/etc/uvrd/ca.pem", ssl_password="key-pw")
-    expected = kafka_io.client_settings(kc)
+    expected = clients.client_settings(kc)
     assert SECURITY_KEYS - {"ssl_check_hostname", "ssl_certfile", "ssl_keyfile"} <= set(expected)
-    consumer = kafka_io.consumer(kc, group_id=None)
-    producer = kafka_io.producer(kc)
+    consumer = clients.consumer(kc, group_id=None)
+    producer = clients.producer(kc)
     admin = KafkaAdminClient(**expected)  # what `uvrd dev` hands topics.ensure
     try:
         for client in (consumer, producer, admin):
@@ -67,5 +67,5 @@ def test_no_kafka_client_is_built_outside_the_settings_function():
     for path in UVRD.rglob("*.py"):
         for match in re.finditer(r"\bKafka(Producer|Consumer|AdminClient)\(", path.read_text()):
             builders.setdefault(path.relative_to(UVRD).as_posix(), set()).add(match.group(1))
-    assert builders == {"kafka_io.py": {"Producer", "Consumer"}, "topics.py": {"AdminClient"}}
+    assert builders == {"clients.py": {"Producer", "Consumer"}, "topics.py": {"AdminClient"}}
     assert "client_settings(config.kafka)" in (UVRD / "devstack.py").read_text()

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from uvrd.local_broker import BrokerInUse, LocalBroker, answers_kafka
-from uvrd.loopback import free_port
-from uvrd.tansu import TansuBroker
+from uvrd.broker.local import BrokerInUse, LocalBroker, answers_kafka
+from uvrd.broker.loopback import free_port
+from uvrd.broker.tansu import TansuBroker
 
 
 def test_the_probe_gets_an_answer_from_a_kafka_broker(broker):

@@ -8,8 +8,9 @@ import struct
 import pytest
 import structlog
 
-from uvrd import journal, kafka_io, logs, topics
 from uvrd.config import KafkaConfig, TopicsConfig
+from uvrd.kafka import clients, topics
+from uvrd.runtime import journal, logs
 
 
 @pytest.fixture(autouse=True)
@@ -97,8 +98,8 @@ def test_debug_logging_never_shows_the_kafka_passwords(broker):
     logs.configure("uvrd-test", level="DEBUG", stream=out)
     kc = KafkaConfig(bootstrap_servers=broker.bootstrap, sasl_mechanism="PLAIN", sasl_plain_username="uvrd",
                      sasl_plain_password="sasl-Pw-0", ssl_password="key-Pw-0")
-    topics.ensure(kafka_io.client_settings(kc), TopicsConfig(*[f"logs-debug.{n}" for n in ("t", "r", "d", "s")]))
-    consumer = kafka_io.consumer(kc, group_id=None)
+    topics.ensure(clients.client_settings(kc), TopicsConfig(*[f"logs-debug.{n}" for n in ("t", "r", "d", "s")]))
+    consumer = clients.consumer(kc, group_id=None)
     consumer.close(autocommit=False)
     text = out.getvalue()
     assert '"level": "debug"' in text and '"logger": "kafka.' in text, "kafka-python's DEBUG lines are shown"

@@ -27,10 +27,10 @@ from kafka import KafkaConsumer, TopicPartition
 from netns import Network, Unavailable
 from support import FAST_GROUP, Daemon, KafkaView, NotifySocket, WebhookReceiver, toml_value, wait_until
 
+from uvrd.broker.object_store import ObjectStore
+from uvrd.broker.tansu import TansuBroker
 from uvrd.config import TopicsConfig
 from uvrd.devtools import tinymodel
-from uvrd.tansu import TansuBroker
-from uvrd.object_store import ObjectStore
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 import os
 
 from support import NotifySocket, wait_until
-from uvrd.notify import Notifier
+from uvrd.runtime.notify import Notifier
 
 
 def test_outside_systemd_it_is_a_silent_no_op(monkeypatch):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from kafka import TopicPartition
 
 from support import fuzz_examples
-from uvrd.offset_ledger import OffsetLedger
+from uvrd.kafka.offset_ledger import OffsetLedger
 
 TP = TopicPartition("results", 0)
 

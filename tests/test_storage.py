@@ -187,7 +187,7 @@ def test_a_refused_upload_stores_no_stem_at_all(config, objectstore):
 
 
 def test_an_unreachable_store_is_a_storage_error_not_a_hang(config, tmp_path):
-    from uvrd.loopback import free_port
+    from uvrd.broker.loopback import free_port
 
     gone = dataclasses.replace(config.storage, endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=2,
                                timeout=2)

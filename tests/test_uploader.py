@@ -14,10 +14,10 @@ import pytest
 
 from peers import Hanger
 from support import RebindingDNS, WebhookReceiver, rebinding_pair, wait_until
-from uvrd import webhook
 from uvrd.config import UploaderConfig
 from uvrd.outcomes import Delivered
-from uvrd.webhook_delivery import WebhookSender
+from uvrd.uploader import webhook
+from uvrd.uploader.delivery import WebhookSender
 
 
 @pytest.fixture

@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from support import fuzz_examples
-from uvrd import messages, webhook
+from uvrd import messages
 from uvrd.config import ApiConfig, Config
 from uvrd.storage import open_storage
-from uvrd.uploader import _parse_result
+from uvrd.uploader import webhook
+from uvrd.uploader.daemon import _parse_result
 
 # The local backend's signed links, as the uploader makes them.
 LINK = open_storage(Config(api=ApiConfig(public_url="https://uvrd.example", link_secret="link-secret"))).link

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from support import fuzz_examples
-from uvrd import webhook
+from uvrd.uploader import webhook
 
 SECRET = "whsec"
 BODY = b'{"task_uuid":"0b0c6b52-2c4d-4a0e-9a52-5c1b2d3e4f60","status":"success"}'

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from peers import OK, RawPeer, hostile_answers
 from support import fuzz_examples, wait_until
 from uvrd.config import Config, StorageConfig, UploaderConfig
-from uvrd.storage import open_storage
 from uvrd.outcomes import Abandoned, Delivered, GaveUp
-from uvrd.webhook_delivery import MAX_REASON_CHARS, WebhookSender
+from uvrd.storage import open_storage
+from uvrd.uploader.delivery import MAX_REASON_CHARS, WebhookSender
 
 FAST = UploaderConfig(webhook_secret="whsec", max_attempts=2, backoff_initial=0.01, backoff_max=0.02, timeout=5)
 

@@ -13,16 +13,16 @@ import importlib
 import sys
 from pathlib import Path
 
-from . import __version__
-from .config import EX_CONFIG, ConfigError
-from .config_files import load
+from uvrd import __version__
+from uvrd.config import EX_CONFIG, ConfigError
+from uvrd.config_files import load
 
 COMMANDS = {
-    "processor": ("uvrd.processor_cli", "consume separation tasks from Kafka and produce results"),
+    "processor": ("uvrd.processor.cli", "consume separation tasks from Kafka and produce results"),
     "api": ("uvrd.api.server", "serve the HTTP API that accepts audio and produces tasks"),
-    "uploader": ("uvrd.uploader_cli", "deliver results to their webhooks"),
+    "uploader": ("uvrd.uploader.cli", "deliver results to their webhooks"),
     "submit": ("uvrd.submit", "upload a file to the API and optionally wait for its stems"),
-    "broker": ("uvrd.broker_daemon", "run the single-host Kafka-compatible broker (Tansu on a local object store)"),
+    "broker": ("uvrd.broker.daemon", "run the single-host Kafka-compatible broker (Tansu on a local object store)"),
     "dev": ("uvrd.devstack", "run broker, api, processor and uploader in the foreground"),
 }
 
@@ -60,9 +60,9 @@ def run_consumer_daemon(args, handler_class) -> int:
     fencing ends it with status 1."""
     import structlog
 
-    from . import logs
-    from .commit_mode import Fenced
-    from .consumer_daemon import ConsumerDaemon
+    from uvrd.kafka.commit_mode import Fenced
+    from uvrd.kafka.consumer_daemon import ConsumerDaemon
+    from uvrd.runtime import logs
 
     config = load_config(args)
     logs.configure(f"uvrd-{args.command}")

@@ -16,7 +16,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .messages import STORAGE_KINDS
+from uvrd.messages import STORAGE_KINDS
 
 EX_CONFIG = 78
 

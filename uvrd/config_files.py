@@ -12,7 +12,7 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping
 
-from .config import SECTIONS, Config, ConfigError
+from uvrd.config import SECTIONS, Config, ConfigError
 
 DEFAULT_PATH = Path("/etc/uvrd/uvrd.toml")
 ENV_PREFIX = "UVRD_"

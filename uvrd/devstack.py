@@ -2,7 +2,7 @@
 
 An embedded broker unless kafka.bootstrap_servers is configured, with short
 consumer-group timeouts unless the configuration sets them: durable by default
-(Tansu on a local object store, :mod:`uvrd.local_broker`, its data in the state
+(Tansu on a local object store, :mod:`uvrd.broker.local`, its data in the state
 directory, so a Ctrl+C, a crash or a reboot loses no queued task), or in memory
 with ``--ephemeral``; the topics created; then api, processor and uploader as child
 processes, each in its own session so that a terminal's Ctrl+C reaches only
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import structlog
 
-from . import drain, logs, parent_death
-from .cli import add_config_argument, load_config
-from .lifecycle import Lifecycle
-from .notify import Notifier
+from uvrd.cli import add_config_argument, load_config
+from uvrd.runtime import drain, logs, parent_death
+from uvrd.runtime.lifecycle import Lifecycle
+from uvrd.runtime.notify import Notifier
 
 log = structlog.get_logger("uvrd.dev")
 
@@ -129,15 +129,15 @@ def _stop_broker(broker) -> None:
 
 
 def _embedded_broker(args, workdir: Path):
-    from .loopback import free_port
+    from uvrd.broker.loopback import free_port
 
     if args.ephemeral:
-        from .tansu import TansuBroker
+        from uvrd.broker.tansu import TansuBroker
 
         broker = TansuBroker(log_path=workdir / "broker.log", die_with_parent=True).start()
         log.info("embedded broker started (in memory: its topics vanish when it stops)", bootstrap=broker.bootstrap)
         return broker
-    from .local_broker import LocalBroker
+    from uvrd.broker.local import LocalBroker
 
     data_dir = (args.state_dir / "broker").resolve()
     broker = LocalBroker(data_dir, port=free_port(), log_dir=workdir, die_with_parent=True).start()
@@ -149,7 +149,7 @@ def _embedded_broker(args, workdir: Path):
 def embedded_group_env(config) -> dict[str, str]:
     """UVRD_KAFKA_* overrides giving the embedded broker's short group timeouts, except for the
     settings the configuration names itself."""
-    from .devtools.broker import GROUP_SETTINGS
+    from uvrd.devtools.broker import GROUP_SETTINGS
 
     chosen = {key: value for key, value in GROUP_SETTINGS.items() if f"kafka.{key}" not in config.explicit}
     if "session_timeout_ms" in chosen and "heartbeat_interval_ms" not in chosen:
@@ -208,7 +208,7 @@ def _stop(children: list[Child], lifecycle: Lifecycle, failed: Child | None) -> 
 
 
 def _ensure_topics(config) -> None:
-    from .kafka_io import client_settings
-    from .topics import ensure
+    from uvrd.kafka.clients import client_settings
+    from uvrd.kafka.topics import ensure
 
     ensure(client_settings(config.kafka), config.topics)

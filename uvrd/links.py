@@ -12,7 +12,7 @@ import hmac
 import time
 from urllib.parse import quote, urlencode
 
-from . import peer_numbers
+from uvrd import peer_numbers
 
 
 def _signature(secret: str, task_uuid: str, stem: str, expires: int) -> str:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import messages, status
-from .commit_mode import OutRecord, dead_letter
-from .config import TopicsConfig
-from .outcomes import Delivered, Failed, GaveUp, Rejected, Succeeded
+from uvrd import messages
+from uvrd.config import TopicsConfig
+from uvrd.kafka import status
+from uvrd.kafka.commit_mode import OutRecord, dead_letter
+from uvrd.outcomes import Delivered, Failed, GaveUp, Rejected, Succeeded
 
 
 @dataclass(frozen=True)

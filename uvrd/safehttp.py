@@ -7,7 +7,7 @@ the address that was checked, never to a second DNS answer, with the host
 name kept for the Host header and TLS (SNI and certificate checks).
 Redirects are followed only through the same check.
 
-Every request has one :class:`~uvrd.deadline.Deadline` for all of it: connect,
+Every request has one :class:`~uvrd.runtime.deadline.Deadline` for all of it: connect,
 send, the whole answer, redirects included.  urllib3's timeouts bound each
 socket operation, not the exchange, so a peer that trickles its answer a byte
 at a time would hold the caller for ever; a timer shuts the connection's socket
@@ -30,8 +30,8 @@ import certifi
 import urllib3
 import urllib3.connection
 
-from . import peer_numbers
-from .deadline import Deadline
+from uvrd import peer_numbers
+from uvrd.runtime.deadline import Deadline
 
 MAX_REDIRECTS = 3
 

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
-from . import peer_numbers
+from uvrd import peer_numbers
 
 CHUNK_BYTES = 256 * 1024
 TIMEOUT_S = 60

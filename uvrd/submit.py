@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .cli import add_config_argument, load_config
-from .stem_download import DownloadError, download
+from uvrd.cli import add_config_argument, load_config
+from uvrd.stem_download import DownloadError, download
 
 FINAL_OK = ("succeeded", "delivered")
 FINAL_BAD = ("failed", "delivery_failed")

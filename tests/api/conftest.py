@@ -21,10 +21,10 @@ import pytest
 import requests
 
 from support import Daemon, NotifySocket, toml_value, wait_until
+from uvrd.broker.loopback import free_port
+from uvrd.broker.tansu import TansuBroker
 from uvrd.config import TopicsConfig
 from uvrd.devtools import tinymodel
-from uvrd.loopback import free_port
-from uvrd.tansu import TansuBroker
 
 TOKEN = "t0k3n"
 BASIC = ("old", "secret")

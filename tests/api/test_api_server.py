@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from support import fill, small_filesystem, wait_until
-from uvrd.loopback import free_port
+from uvrd.broker.loopback import free_port
 
 
 def not_serving(server) -> bool:

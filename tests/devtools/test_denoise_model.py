@@ -17,7 +17,7 @@ import soundfile
 
 from support import separate_in_engine
 from uvrd.devtools import sdr
-from uvrd.engine_protocol import Separated
+from uvrd.processor.engine_protocol import Separated
 
 pytestmark = pytest.mark.slow
 

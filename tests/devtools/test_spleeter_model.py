@@ -16,7 +16,7 @@ import soundfile
 
 from support import real_assets, separate_in_engine
 from uvrd.devtools import model_catalogue, sdr, spleeter_model
-from uvrd.engine_protocol import Separated
+from uvrd.processor.engine_protocol import Separated
 
 MARGIN_DB = 0.5
 OTHER = {"vocals": "instrumental", "instrumental": "vocals"}

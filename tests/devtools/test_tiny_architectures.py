@@ -21,7 +21,7 @@ import soundfile as sf
 from support import separate_in_engine
 from uvrd.devtools import tiny_architectures, tinymodel
 from uvrd.devtools.model_catalogue import InstalledModel
-from uvrd.engine_protocol import Separated as SeparatedStems
+from uvrd.processor.engine_protocol import Separated as SeparatedStems
 
 # What each model must give, as audio-separator names the stems, lower-cased.
 EXPECTED_STEMS = {

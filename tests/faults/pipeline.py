@@ -18,9 +18,9 @@ from pathlib import Path
 import requests
 
 from support import FAST_GROUP, Daemon, NotifySocket, WebhookReceiver, small_filesystem, toml_value, wait_until
+from uvrd.broker.loopback import free_port
 from uvrd.config import TopicsConfig
 from uvrd.devtools import tinymodel
-from uvrd.loopback import free_port
 
 TOKEN = "fault-token"
 # WatchdogSec for the processors and the uploader (gunicorn does its own for the api): shorter than

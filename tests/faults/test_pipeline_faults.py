@@ -18,7 +18,7 @@ from invariants import read_outcomes, summarize
 from pipeline import WATCHDOG_S, Pipeline, gone, sample_audio
 from supervisor import Supervisor
 from support import KafkaView, wait_until
-from uvrd.tansu import TansuBroker
+from uvrd.broker.tansu import TansuBroker
 
 TASKS = int(os.environ.get("UVRD_FAULT_TASKS", "24"))
 SEED = int(os.environ.get("UVRD_FAULT_SEED", "1"))

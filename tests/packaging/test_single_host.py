@@ -23,8 +23,8 @@ import requests
 from container import Container
 from rootfs import fresh_copy
 from support import WebhookReceiver, wait_until
-from uvrd import webhook
 from uvrd.devtools import tinymodel
+from uvrd.uploader import webhook
 
 # With test_package.py, on one test process (tests/conftest.py's ONE_PROCESS): one installed venv
 # (7 GB) on the disk at a time, and this module's fixed ports.

@@ -7,15 +7,15 @@ import time
 import structlog
 from flask import Flask, Request, current_app, g, jsonify, request
 
-from ..config import Config
-from ..storage import open_storage
-from . import errors, openapi, query, submit
-from .auth import Authenticator
-from .backend import Backend
-from .context import EXTENSION, ApiContext, current
-from .forms import AudioFormParser
-from .probe import WATCHDOG_AGENT
-from .spooler import Spool
+from uvrd.api import errors, openapi, query, submit
+from uvrd.api.auth import Authenticator
+from uvrd.api.backend import Backend
+from uvrd.api.context import EXTENSION, ApiContext, current
+from uvrd.api.forms import AudioFormParser
+from uvrd.api.probe import WATCHDOG_AGENT
+from uvrd.api.spooler import Spool
+from uvrd.config import Config
+from uvrd.storage import open_storage
 
 log = structlog.get_logger("uvrd.api")
 

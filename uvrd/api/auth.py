@@ -14,8 +14,8 @@ import binascii
 import hashlib
 import hmac
 
-from .. import links
-from .errors import ApiError
+from uvrd import links
+from uvrd.api.errors import ApiError
 
 BEARER_CHALLENGE = 'Bearer realm="uvrd"'
 BASIC_CHALLENGE = 'Basic realm="uvrd", charset="UTF-8"'

@@ -17,10 +17,10 @@ import structlog
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from .. import kafka_io, status
-from ..config import Config
-from ..commit_mode import OutRecord
-from ..status import StatusBoard
+from uvrd.config import Config
+from uvrd.kafka import clients, status
+from uvrd.kafka.commit_mode import OutRecord
+from uvrd.kafka.status import StatusBoard
 
 log = structlog.get_logger("uvrd.api")
 
@@ -66,7 +66,7 @@ class Backend:
                 raise Unavailable("the server is shutting down")
             if self._producer is None:
                 try:
-                    self._producer = kafka_io.producer(
+                    self._producer = clients.producer(
                         self.config.kafka, bootstrap_timeout_ms=CONNECT_TIMEOUT_MS, max_block_ms=CONNECT_TIMEOUT_MS,
                         delivery_timeout_ms=self._delivery_timeout_ms)
                 except KafkaError as e:
@@ -147,7 +147,7 @@ class Backend:
                 return reason
             try:
                 if self._probe is None:
-                    self._probe = kafka_io.consumer(self.config.kafka, group_id=None,
+                    self._probe = clients.consumer(self.config.kafka, group_id=None,
                                                     bootstrap_timeout_ms=PROBE_TIMEOUT_MS)
                 self._probe.bootstrap(timeout_ms=PROBE_TIMEOUT_MS, refresh=True)
                 reason = None

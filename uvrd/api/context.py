@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-from ..config import Config
-from ..storage import Storage
-from .auth import Authenticator
-from .backend import Backend
-from .spooler import Spool
+from uvrd.api.auth import Authenticator
+from uvrd.api.backend import Backend
+from uvrd.api.spooler import Spool
+from uvrd.config import Config
+from uvrd.storage import Storage
 
 EXTENSION = "uvrd"
 

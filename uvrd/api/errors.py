@@ -8,7 +8,7 @@ import structlog
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .worker import BodyTimeout
+from uvrd.api.worker import BodyTimeout
 
 log = structlog.get_logger("uvrd.api")
 

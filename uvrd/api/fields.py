@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .. import safehttp
-from ..config import DEFAULT_PRIORITY, OUTPUT_FORMATS, PRIORITIES
-from ..messages import MAX_URL_CHARS
-from .errors import ApiError
+from uvrd import safehttp
+from uvrd.api.errors import ApiError
+from uvrd.config import DEFAULT_PRIORITY, OUTPUT_FORMATS, PRIORITIES
+from uvrd.messages import MAX_URL_CHARS
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from werkzeug.formparser import FormDataParser, MultiPartParser
 
-from .errors import ApiError
+from uvrd.api.errors import ApiError
 
 AUDIO_FIELD = "audio"
 # The audio file and the fields a submission reads (hook_url, priority, model, output_format), with

@@ -7,11 +7,11 @@ server: every status a handler can answer is listed here.
 
 from __future__ import annotations
 
-from .. import __version__
-from ..config import DEFAULT_PRIORITY, OUTPUT_FORMATS, PRIORITIES, Config
-from ..messages import MAX_URL_CHARS, TASK_UUID_RE
-from ..status import STATES
-from .audio_types import DESCRIPTION as AUDIO_FORMATS
+from uvrd import __version__
+from uvrd.api.audio_types import DESCRIPTION as AUDIO_FORMATS
+from uvrd.config import DEFAULT_PRIORITY, OUTPUT_FORMATS, PRIORITIES, Config
+from uvrd.kafka.status import STATES
+from uvrd.messages import MAX_URL_CHARS, TASK_UUID_RE
 
 JSON = "application/json"
 

@@ -11,7 +11,7 @@ import json
 import socket
 from dataclasses import dataclass
 
-from ..deadline import Deadline
+from uvrd.runtime.deadline import Deadline
 
 WATCHDOG_AGENT = "uvrd-watchdog"
 REQUEST = (f"GET /readyz HTTP/1.1\r\nHost: uvrd-api\r\nUser-Agent: {WATCHDOG_AGENT}\r\n"

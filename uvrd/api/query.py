@@ -13,10 +13,10 @@ from pathlib import Path
 import structlog
 from flask import Blueprint, jsonify, redirect, request, send_file
 
-from .. import links
-from ..messages import TASK_UUID_RE
-from .context import ApiContext, current
-from .errors import ApiError
+from uvrd import links
+from uvrd.api.context import ApiContext, current
+from uvrd.api.errors import ApiError
+from uvrd.messages import TASK_UUID_RE
 
 blueprint = Blueprint("query", __name__)
 

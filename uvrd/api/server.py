@@ -21,15 +21,15 @@ import structlog
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
-from .. import drain, logs
-from ..cli import add_config_argument, load_config
-from ..config import EX_CONFIG, Config
-from ..notify import Notifier
-from . import watchdog
-from .context import EXTENSION
-from .spooler import Spool
-from .watchdog import ApiArbiter, ApiWatchdog
-from .worker import SlowClientWorker
+from uvrd.api import watchdog
+from uvrd.api.context import EXTENSION
+from uvrd.api.spooler import Spool
+from uvrd.api.watchdog import ApiArbiter, ApiWatchdog
+from uvrd.api.worker import SlowClientWorker
+from uvrd.cli import add_config_argument, load_config
+from uvrd.config import EX_CONFIG, Config
+from uvrd.runtime import drain, logs
+from uvrd.runtime.notify import Notifier
 
 log = structlog.get_logger("uvrd.api")
 
@@ -154,6 +154,6 @@ class ApiServer(BaseApplication):
             sys.exit(1)
 
     def load(self):
-        from .app import create_app  # in the worker, after the fork: its Kafka clients are its own
+        from uvrd.api.app import create_app  # in the worker, after the fork: its Kafka clients are its own
 
         return create_app(self.config)

@@ -17,10 +17,10 @@ from typing import IO
 
 import urllib3
 
-from .. import safehttp
-from ..deadline import Deadline
-from .audio_types import DESCRIPTION, HEAD_BYTES, sniff
-from .errors import ApiError
+from uvrd import safehttp
+from uvrd.api.audio_types import DESCRIPTION, HEAD_BYTES, sniff
+from uvrd.api.errors import ApiError
+from uvrd.runtime.deadline import Deadline
 
 INCOMING_PREFIX = ".incoming-"
 # Group-readable: the processor may run as another user of the service's group.

@@ -14,13 +14,13 @@ from pathlib import Path
 import structlog
 from flask import Blueprint, jsonify, request
 
-from .. import messages
-from ..commit_mode import OutRecord
-from ..storage import StorageError
-from . import fields
-from .backend import Unavailable
-from .context import ApiContext, current
-from .errors import ApiError
+from uvrd import messages
+from uvrd.api import fields
+from uvrd.api.backend import Unavailable
+from uvrd.api.context import ApiContext, current
+from uvrd.api.errors import ApiError
+from uvrd.kafka.commit_mode import OutRecord
+from uvrd.storage import StorageError
 
 log = structlog.get_logger("uvrd.api")
 

@@ -23,8 +23,8 @@ import time
 import structlog
 from gunicorn.arbiter import Arbiter
 
-from ..notify import Notifier
-from .probe import ProbeAnswer, ReadinessProbe
+from uvrd.api.probe import ProbeAnswer, ReadinessProbe
+from uvrd.runtime.notify import Notifier
 
 log = structlog.get_logger("uvrd.api")
 

@@ -29,7 +29,7 @@ import structlog
 from gunicorn import http
 from gunicorn.workers.gthread import ThreadWorker
 
-from ..deadline import Deadline
+from uvrd.runtime.deadline import Deadline
 
 log = structlog.get_logger("uvrd.api")
 

@@ -1,4 +1,4 @@
-"""Settings for clients of an in-memory Tansu broker (:class:`uvrd.tansu.TansuBroker`): ``make
+"""Settings for clients of an in-memory Tansu broker (:class:`uvrd.broker.tansu.TansuBroker`): ``make
 run``, ``uvrd dev`` and the tests."""
 
 from __future__ import annotations

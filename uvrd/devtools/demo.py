@@ -24,10 +24,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import stem_download, submit, webhook
-from . import musdb_excerpt, pinned_wheels, spleeter_model, tinymodel
-from ..loopback import free_port
-from .receiver import WebhookReceiver
+from uvrd import stem_download, submit
+from uvrd.broker.loopback import free_port
+from uvrd.devtools import musdb_excerpt, pinned_wheels, spleeter_model, tinymodel
+from uvrd.devtools.receiver import WebhookReceiver
+from uvrd.uploader import webhook
 
 READY_TIMEOUT_S = 300
 RESULT_TIMEOUT_S = 300

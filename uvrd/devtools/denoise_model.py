@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import model_catalogue, pinned_wheels
+from uvrd.devtools import model_catalogue, pinned_wheels
 
 MODEL_FILE = "UVR-DeNoise-Lite.pth"
 # The name in UVR's download list (audio-separator's models-scores.json uses it too).

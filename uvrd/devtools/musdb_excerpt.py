@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import pinned_wheels, sdr
+from uvrd.devtools import pinned_wheels, sdr
 
 STEM_FILE = "stempeg/data/The Easton Ellises - Falcon 69.stem.mp4"
 STREAMS = {"mixture": 0, "drums": 1, "bass": 2, "other": 3, "vocals": 4}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import audio_probe
+from uvrd.processor import audio_probe
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import model_catalogue, pinned_wheels
+from uvrd.devtools import model_catalogue, pinned_wheels
 
 MODEL_FILE = "UVRD-Spleeter-2stems.onnx"
 FRIENDLY_NAME = "MDX-Net Model: UVRD-Spleeter-2stems"

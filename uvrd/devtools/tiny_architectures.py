@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from .model_catalogue import InstalledModel
-from .tiny_demucs import install_htdemucs, install_htdemucs_6s
-from .tiny_mdxc import install_bs_roformer, install_mdx23c, install_mel_band_roformer
+from uvrd.devtools.model_catalogue import InstalledModel
+from uvrd.devtools.tiny_demucs import install_htdemucs, install_htdemucs_6s
+from uvrd.devtools.tiny_mdxc import install_bs_roformer, install_mdx23c, install_mel_band_roformer
 
 INSTALLERS: dict[str, Callable[[Path], InstalledModel]] = {
     "bs_roformer": install_bs_roformer,

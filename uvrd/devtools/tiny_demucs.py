@@ -23,8 +23,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import model_catalogue
-from .tiny_weights import SEED, seeded, torch_bytes, write_file, yaml_text
+from uvrd.devtools import model_catalogue
+from uvrd.devtools.tiny_weights import SEED, seeded, torch_bytes, write_file, yaml_text
 
 HTDEMUCS = "uvrd_tiny_htdemucs.yaml"
 HTDEMUCS_6S = "uvrd_tiny_htdemucs_6s.yaml"

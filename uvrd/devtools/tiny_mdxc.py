@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import model_catalogue
-from .tiny_weights import seeded, torch_bytes, write_file, yaml_text
+from uvrd.devtools import model_catalogue
+from uvrd.devtools.tiny_weights import seeded, torch_bytes, write_file, yaml_text
 
 BS_ROFORMER = "uvrd_tiny_bs_roformer.ckpt"
 MEL_BAND_ROFORMER = "uvrd_tiny_mel_band_roformer.ckpt"

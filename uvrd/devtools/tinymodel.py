@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 
-from ..chord_sample import write_sample  # noqa: F401  (tests and tools take it from here)
-from . import model_catalogue
+from uvrd.devtools import model_catalogue
+from uvrd.processor.chord_sample import write_sample  # noqa: F401  (tests and tools take it from here)
 
 TINY_MODEL = "UVRD-Tiny-MDX.onnx"
 DIM_F = 256

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import Config
-from ..messages import Task
+from uvrd.config import Config
+from uvrd.messages import Task
 
 
 class StorageError(Exception):
@@ -81,9 +81,9 @@ class Storage:
 
 def open_storage(config: Config) -> Storage:
     if config.storage.backend == "s3":
-        from .s3 import S3Storage
+        from uvrd.storage.s3 import S3Storage
 
         return S3Storage(config)
-    from .local import LocalStorage
+    from uvrd.storage.local import LocalStorage
 
     return LocalStorage(config)

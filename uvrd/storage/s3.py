@@ -23,10 +23,9 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .. import spool
-from ..messages import BadMessage, Task, key_problem
-from . import Storage, StorageError
-from .local import sweep_local
+from uvrd.messages import BadMessage, Task, key_problem
+from uvrd.storage import Storage, StorageError
+from uvrd.storage.local import owned_name, sweep_local
 
 log = structlog.get_logger("uvrd.storage")
 
@@ -138,7 +137,7 @@ class S3Storage(Storage):
 
     def remove_input(self, task: Task) -> None:
         name = task.audio_key.rpartition("/")[2]
-        if task.audio_key == self.input_key(name) and spool.owned_name(name, task.task_uuid):
+        if task.audio_key == self.input_key(name) and owned_name(name, task.task_uuid):
             self._delete(task.audio_key)
 
     def put_stems(self, task_uuid: str, stems: dict[str, str]) -> dict[str, str]:

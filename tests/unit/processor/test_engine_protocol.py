@@ -1,0 +1,108 @@
+"""The processor's side of the engine protocol, against a scripted child: a real process and pipe
+speaking the typed messages, so each answer (and each wrong one) is checked without a model."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from uvrd.processor.engine import Engine, EngineDied, EngineSettings
+from uvrd.processor.engine_protocol import Fatal, Job, JobFailed, Loaded, NoSpace, Separated, Warming
+
+
+def scripted_child(conn, heartbeat, settings: EngineSettings) -> None:
+    """Plays the engine child: settings.models[0] names the script."""
+    script = settings.models[0]
+    if script == "unknown-model":
+        conn.send(Fatal("could not load model 'x': not in the catalogue", True))
+        return
+    if script == "dies-loading":
+        raise SystemExit(3)
+    conn.send(Warming({"model": script}))
+    conn.send(Loaded({"model": script, "device": "cpu", "model_load_s": 0.01}))
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        answer = {"ok": Separated({"vocals": f"{job.workdir}/vocals.wav"}, 0.5),
+                  "bad": JobFailed("input is not audio"), "full": NoSpace("No space left on device"),
+                  "confused": Loaded({}), "dies": None}[job.task_uuid]
+        if answer is None:
+            raise SystemExit(9)
+        conn.send(answer)
+
+
+def engine(script: str, tmp_path) -> Engine:
+    e = Engine(EngineSettings(str(tmp_path), str(tmp_path), (script,), "wav", 1024, 256, 1), child=scripted_child)
+    e.start()
+    return e
+
+
+def ready(e: Engine, within: float = 30.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if e.poll_ready(0.5):
+            return True
+    return False
+
+
+def answer(e: Engine, task: str, tmp_path, within: float = 30.0):
+    e.submit(Job(task, "in.wav", "m", "wav", str(tmp_path / task)))
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if (got := e.poll_result(0.5)) is not None:
+            return got
+    raise AssertionError("no answer")
+
+
+def test_warming_then_loaded_makes_it_ready_with_what_the_child_said(tmp_path):
+    e = engine("m", tmp_path)
+    try:
+        assert ready(e) and e.load_info == {"model": "m", "device": "cpu", "model_load_s": 0.01}
+        assert not e.warming
+    finally:
+        e.close()
+
+
+def test_each_job_answer_comes_back_as_its_type(tmp_path):
+    e = engine("m", tmp_path)
+    try:
+        assert ready(e)
+        assert answer(e, "ok", tmp_path) == Separated({"vocals": f"{tmp_path}/ok/vocals.wav"}, 0.5)
+        assert answer(e, "bad", tmp_path) == JobFailed("input is not audio")
+        assert answer(e, "full", tmp_path) == NoSpace("No space left on device")
+    finally:
+        e.close()
+
+
+def test_a_fatal_load_says_whether_a_restart_could_mend_it(tmp_path):
+    e = engine("unknown-model", tmp_path)
+    try:
+        with pytest.raises(EngineDied) as died:
+            ready(e)
+        assert died.value.fatal_config and "not in the catalogue" in str(died.value)
+    finally:
+        e.close()
+
+
+def test_a_child_that_dies_is_reported_with_its_exit_status(tmp_path):
+    e = engine("dies-loading", tmp_path)
+    try:
+        with pytest.raises(EngineDied, match="exited with status 3"):
+            ready(e)
+    finally:
+        e.close()
+
+
+def test_an_answer_out_of_turn_or_a_death_mid_job_is_a_dead_engine(tmp_path):
+    e = engine("m", tmp_path)
+    try:
+        assert ready(e)
+        with pytest.raises(EngineDied, match="said Loaded while separating"):
+            answer(e, "confused", tmp_path)
+        with pytest.raises(EngineDied, match="exited with status 9"):
+            answer(e, "dies", tmp_path)
+    finally:
+        e.close()

@@ -1,0 +1,24 @@
+"""Which level a processor serves next: the highest with a backlog, with a fair turn for the rest."""
+
+from uvrd.processor.priority import FAIR_EVERY, PriorityChooser
+
+TOPICS = {"tasks": 0, "tasks.p1": 1, "tasks.p2": 2}
+
+
+def test_the_highest_level_with_a_backlog_goes_first():
+    c = PriorityChooser(TOPICS)
+    assert c.choose({0: 3, 1: 0, 2: 5}) == 2
+    assert c.choose({0: 3, 1: 1, 2: 0}) == 1
+    assert c.choose({0: 0, 1: 0, 2: 0}) is None
+
+
+def test_a_steady_high_stream_cannot_starve_a_lower_level():
+    c = PriorityChooser(TOPICS)
+    backlog = {0: 10, 2: 10}
+    picks = []
+    for _ in range(2 * (FAIR_EVERY + 1)):
+        c._backlog = backlog
+        level = c.choose(backlog)
+        picks.append(level)
+        c.served({0: "tasks", 2: "tasks.p2"}[level])
+    assert picks.count(0) == 2 and picks[:FAIR_EVERY] == [2] * FAIR_EVERY and picks[FAIR_EVERY] == 0

@@ -1,0 +1,261 @@
+"""A daemon's membership of its consumer group: the consumer, its commits, and what rebalances did.
+
+A :class:`GroupMember` owns the consumer, the commit mode (commit_mode.py) and the rebalance
+listener.  Work on a taken record runs under a :class:`Claim` on the record's partition, and
+the claim says what the group did to that partition meanwhile: still HELD, REVOKED by a
+rebalance not yet over, or LOST to another member.
+
+The rule for a claim, and why: kafka-python revokes every partition before each join and assigns
+after it.  A partition assigned again in the very next generation never left us.  One assigned in
+a later generation may have been another member's meanwhile (this member was frozen past its
+session, a SIGSTOP or a paused VM), and that member may have redone and committed the record:
+the claim is LOST even though the partition is ours again, so the work is dropped, not committed
+twice.
+
+Nothing is committed under a claim that is not HELD: the broker checks a transactional offset
+commit's group generation, not who owns the partition, so a member that has joined the next
+generation but not yet learnt its partition went elsewhere could otherwise commit a record the
+new owner is redoing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import kafka.errors as Errors
+import structlog
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.coordinator.base import MemberState
+
+from uvrd.kafka import group_leave
+from uvrd.kafka.commit_mode import CommitLost, CommitMode, OutRecord
+from uvrd.runtime.backoff import Backoff
+from uvrd.runtime.deadline import Deadline
+
+log = structlog.get_logger("uvrd.daemon")
+
+CLOSE_TIMEOUT_S = 5.0
+COMMIT_BACKOFF_S = (0.5, 10.0)
+
+
+class ClaimState(enum.Enum):
+    HELD = "held"
+    REVOKED = "revoked"  # by a rebalance that has not finished yet
+    LOST = "lost"        # some rebalance since the claim was made gave the partition to another member
+
+
+@dataclass(eq=False)
+class Claim:
+    """Work on a partition's records, from taking them to their commit."""
+
+    tp: TopicPartition
+    generation: int | None  # the group generation that last gave us the partition
+    resume_at: int | None = None  # where fetching goes on if the partition is given back
+    state: ClaimState = ClaimState.HELD
+    made: float = field(default_factory=time.monotonic)
+
+    @property
+    def held(self) -> bool:
+        return self.state is ClaimState.HELD
+
+    @property
+    def lost(self) -> bool:
+        return self.state is ClaimState.LOST
+
+    def revoke(self) -> None:
+        if self.state is ClaimState.HELD:
+            self.state = ClaimState.REVOKED
+
+    def settle(self, assigned, generation: int | None) -> ClaimState:
+        """The rebalance is over: HELD again only if the partition came back in the next generation."""
+        if self.state is not ClaimState.LOST:
+            back = (self.tp in assigned and generation is not None and self.generation is not None
+                    and generation == self.generation + 1)
+            self.state = ClaimState.HELD if back else ClaimState.LOST
+            if back:
+                self.generation = generation
+        return self.state
+
+
+class GroupMember:
+    """The consumer, its commit mode and its claims.  Only the daemon's main thread calls it.
+
+    *on_assigned*, *on_revoked* and *on_lost* let the handler act on a rebalance (the listener
+    runs inside the consumer's poll); the member has settled its claims before it calls them.
+    """
+
+    def __init__(self, consumer, commit_mode: CommitMode, runtime, *,
+                 on_assigned: Callable = lambda assigned: None, on_revoked: Callable = lambda revoked: None,
+                 on_lost: Callable[[Claim], None] = lambda claim: None):
+        self.consumer = consumer
+        self.commit_mode = commit_mode
+        self.runtime = runtime
+        self._on_assigned, self._on_revoked, self._on_lost = on_assigned, on_revoked, on_lost
+        self.claims: list[Claim] = []
+        self.busy = False  # work runs: every partition stays paused
+        self.connected_at = time.monotonic()
+        self.joined_at = float("-inf")  # when the last rebalance gave this member its partitions
+
+    def subscribe(self, topics: list[str]) -> None:
+        self.consumer.subscribe(topics, listener=_Listener(self))
+
+    def close(self) -> None:
+        """Leave the group (its partitions move at once), then close the producer."""
+        try:
+            group_leave.close(self.consumer, Deadline.after(CLOSE_TIMEOUT_S))
+        finally:
+            self.commit_mode.close(CLOSE_TIMEOUT_S)
+
+    # -- claims -------------------------------------------------------------------------------
+    def claim(self, tp: TopicPartition, resume_at: int | None = None) -> Claim:
+        claim = Claim(tp, self.generation(), resume_at)
+        self.claims.append(claim)
+        return claim
+
+    def release(self, claim: Claim) -> None:
+        with contextlib.suppress(ValueError):
+            self.claims.remove(claim)
+
+    def generation(self) -> int | None:
+        return self.consumer.group_metadata().generation_id
+
+    def still_ours(self, claim: Claim) -> bool:
+        """Whether *claim*'s partition is still ours, once any rebalance in progress is over;
+        False also if the drain ended the wait."""
+        woke = self.runtime.wait(until=lambda: claim.state is not ClaimState.REVOKED, through_drain=True)
+        return woke.done and claim.held
+
+    # -- polling ------------------------------------------------------------------------------
+    def poll(self, timeout_ms: int, max_records: int) -> list:
+        """Records from the partitions not paused, in the order fetched."""
+        batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        return [record for batch in batches.values() for record in batch]
+
+    def keep(self, timeout_ms: int = 100) -> None:
+        """Poll with every partition paused: heartbeats and rebalances proceed, no records come."""
+        self.pause_all()
+        try:
+            records = self.consumer.poll(timeout_ms=timeout_ms)
+        finally:
+            if not self.busy:
+                self.resume_all()
+        for tp, batch in records.items():
+            # Cannot happen with every partition paused; if it does, rewind so nothing is skipped.
+            self.consumer.seek(tp, batch[0].offset)
+
+    def pause_all(self) -> None:
+        self.consumer.pause(*self.consumer.assignment())
+
+    def resume_all(self) -> None:
+        self.consumer.resume(*self.consumer.paused())
+
+    @contextlib.contextmanager
+    def working(self):
+        """Every partition paused while the work runs: the consumer keeps polling for membership."""
+        self.busy = True
+        self.pause_all()
+        try:
+            yield
+        finally:
+            self.busy = False
+            self.resume_all()
+
+    # -- committing ---------------------------------------------------------------------------
+    def commit_now(self, records: list[OutRecord], offsets) -> None:
+        """One try: CommitLost if the partition is gone, KafkaError if the broker failed it."""
+        self.commit_mode.commit(records, offsets)
+
+    def commit(self, records: list[OutRecord], offsets, claim: Claim) -> bool:
+        """Commit *records* with *offsets* under *claim*, retrying while the broker fails it; False if it
+        could not be done (the partition was lost, or the drain ended first): left for redelivery."""
+        backoff = Backoff(*COMMIT_BACKOFF_S)
+        while True:
+            if not self.still_ours(claim):
+                log.warning("partition lost before the commit; another member redoes the record")
+                return False
+            try:
+                self.commit_mode.commit(records, offsets)
+                return True
+            except CommitLost as e:
+                log.warning("partition lost before the commit; another member redoes the record", error=str(e))
+                return False
+            except Errors.KafkaError as e:
+                wait = backoff.next()
+                log.warning("commit failed, retrying", error=str(e) or type(e).__name__, retry_in_s=wait)
+                if not self.runtime.pause(wait, through_drain=True):
+                    log.warning("stop deadline reached before the commit succeeded; left for redelivery")
+                    return False
+
+    # -- what the coordinator said ------------------------------------------------------------
+    def silence(self) -> float:
+        """Seconds since the group coordinator last answered a heartbeat.
+
+        kafka-python's public metric counts heartbeats *sent*, which go on while the broker is
+        silent; the answer time is what shows the broker is reachable.
+        """
+        heartbeat = getattr(getattr(self.consumer, "_coordinator", None), "heartbeat", None)
+        answered = getattr(heartbeat, "last_receive", float("-inf"))
+        return time.monotonic() - max(answered, self.connected_at)
+
+    def surely_in_the_group(self, session_timeout_ms: int, heartbeat_interval_ms: int) -> bool:
+        """Whether the group cannot have moved on without this member: it is in a stable generation,
+        wants no rejoin, and heard from the coordinator (a heartbeat answered, or a join) well inside
+        a session timeout.
+
+        A member frozen past its session wakes up believing it still holds its partitions while
+        their new owner redoes its work; until its heartbeat thread and the next poll find out, it
+        must not commit.  Kafka would fence such a commit by its generation, but not every broker
+        does (Tansu takes it).
+        """
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        heartbeat = getattr(coordinator, "heartbeat", None)
+        if heartbeat is None:
+            return True
+        if coordinator.state is not MemberState.STABLE or coordinator.need_rejoin() or coordinator.coordinator_unknown():
+            return False
+        # Not heartbeat.last_reset: finding the coordinator again resets it, and says nothing of the group.
+        heard = max(heartbeat.last_receive, self.joined_at)
+        return time.monotonic() - heard < (session_timeout_ms - heartbeat_interval_ms) / 1000
+
+    # -- rebalances (inside poll) -------------------------------------------------------------
+    def _revoked(self, revoked) -> None:
+        log.info("partitions revoked", partitions=_names(revoked))
+        for claim in self.claims:
+            if claim.tp in revoked:
+                claim.revoke()
+        self._on_revoked(revoked)
+
+    def _assigned(self, assigned) -> None:
+        log.info("partitions assigned", partitions=_names(assigned))
+        self.joined_at = time.monotonic()
+        generation = self.generation()
+        for claim in list(self.claims):
+            if claim.settle(assigned, generation) is ClaimState.LOST:
+                self.claims.remove(claim)
+                self._on_lost(claim)
+            elif claim.resume_at is not None:
+                # Ours again: a new assignment starts at the committed offset, below the work in
+                # flight, which goes on (or its commit is on the way): fetching resumes past it.
+                self.consumer.seek(claim.tp, claim.resume_at)
+        if self.busy:
+            self.consumer.pause(*assigned)
+        self._on_assigned(assigned)
+
+
+def _names(partitions) -> list[str]:
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in partitions)
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, member: GroupMember):
+        self.member = member
+
+    def on_partitions_revoked(self, revoked):
+        self.member._revoked(revoked)
+
+    def on_partitions_assigned(self, assigned):
+        self.member._assigned(assigned)

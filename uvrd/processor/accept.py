@@ -1,0 +1,63 @@
+"""Whether this processor can run a task record: the message read and checked against its configuration.
+
+A record it cannot run is :class:`~uvrd.outcomes.Rejected` with one clear error, never retried:
+an unreadable message, an unknown model or output format, audio in another storage backend, or
+(once fetching finds it) an input that is not there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from uvrd import messages
+from uvrd.config import OUTPUT_FORMATS, ProcessorConfig
+from uvrd.outcomes import Rejected
+
+log = structlog.get_logger("uvrd.processor")
+
+MAX_ERROR_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A task this processor can run, with the model and output format it runs with."""
+
+    task: messages.Task
+    model: str
+    output_format: str
+
+
+def accept(record, cfg: ProcessorConfig, storage: str) -> Accepted | Rejected:
+    """*record*'s task, if a processor of *cfg* with *storage* storage can run it."""
+    task = None
+    try:
+        task = messages.parse_task(record.value, record.key)
+        model = task.model or cfg.model
+        if model not in cfg.models:
+            raise messages.BadMessage(f"unknown model {model!r}; this processor serves {', '.join(cfg.models)}",
+                                      task.task_uuid, task.hook_url)
+        fmt = (task.output_format or cfg.output_format).lower()
+        if fmt not in OUTPUT_FORMATS:
+            raise messages.BadMessage(f"unknown output_format {task.output_format!r}; use one of "
+                                      f"{', '.join(OUTPUT_FORMATS)}", task.task_uuid, task.hook_url)
+        if task.storage != storage:
+            raise messages.BadMessage(f"the task's audio is in {task.storage} storage, but this processor is "
+                                      f"configured for {storage} storage (storage.backend)",
+                                      task.task_uuid, task.hook_url)
+    except messages.BadMessage as e:
+        return rejected(e, task, storage)
+    return Accepted(task, model, fmt)
+
+
+def rejected(e: messages.BadMessage, task: messages.Task | None, storage: str) -> Rejected:
+    """*e* as a Rejected outcome (logged); *task* is what parsed of the message, if anything."""
+    if e.task_uuid:
+        structlog.contextvars.bind_contextvars(task_uuid=e.task_uuid)
+    # The error quotes the offending value, which may be a field of most of a megabyte.
+    error = str(e) if len(str(e)) <= MAX_ERROR_CHARS else str(e)[:MAX_ERROR_CHARS] + "... (cut)"
+    log.warning("task rejected", error=error)
+    # A task of another backend names no input of ours to remove.
+    return Rejected(error, e.task_uuid, e.hook_url, task and task.submitted_at,
+                    task if task is not None and task.storage == storage else None)

@@ -1,0 +1,143 @@
+"""Decoding that stops at the processor's length limit, whatever the file's header says.
+
+audio-separator 0.47 decodes its input with ``librosa.load`` and no duration: in
+``CommonSeparator.prepare_mix`` (MDX, MDXC, Demucs), in ``VRSeparator.loading_mix`` and in
+the helpers of ``uvr_lib_v5.spec_utils``.  librosa reads what libsndfile knows (WAV, FLAC,
+MP3, Ogg, AIFF) as far as the header says, and hands anything else (MP4/M4A, Matroska/WebM,
+raw AAC) to audioread, whose ffmpeg decodes to the end of the stream, whatever the container
+declares, into a queue with no limit.  So an M4A whose header says 1 s was separated whole,
+and so was a Matroska stream, which declares no length at all: one hour of silence, 1.7 MB
+of Opus, took 5.3 GB to decode and resample.
+
+While a job runs, :func:`limited` puts a bounded ``load`` where audio-separator looks
+``librosa.load`` up (the librosa module; no caller binds the function itself; the chunked mode,
+which decodes with pydub instead, is never turned on here):
+
+- what libsndfile reads (and knows the length of) is read for at most the limit plus a margin;
+- anything else is decoded by ffmpeg, cut off with ``-t`` at the same bound, into an array of
+  that size, and resampled the way librosa would;
+
+and audio that reaches past the limit ends the job with a sentence that says so.  A length
+in a header can refuse a file early (:func:`audio_probe.check`); it never lets one through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import subprocess
+
+import numpy as np
+
+from uvrd.processor import audio_probe
+from uvrd.runtime import parent_death
+
+# Codec priming and padding: a decode may run this far past a length within the limit.
+PADDING_S = 0.5
+# Read this far past the limit: audio that fills it is longer than the limit plus padding.
+MARGIN_S = 2 * PADDING_S
+
+
+def bound(max_seconds: float) -> float:
+    """How many seconds any decode of one input may produce."""
+    return max_seconds + MARGIN_S
+
+
+@contextlib.contextmanager
+def limited(max_seconds: float, path: str, info: audio_probe.AudioInfo):
+    """Every ``librosa.load`` inside stops at *max_seconds*; *info* is what audio_probe found in
+    the job's input *path* (its rate and channels spare ffmpeg's decode a second probe)."""
+    import librosa
+
+    real = librosa.load
+    librosa.load = _Load(real, max_seconds, {os.path.realpath(path): info}, info.seconds)
+    try:
+        yield
+    finally:
+        librosa.load = real
+
+
+class _Load:
+    """``librosa.load`` with the same signature, bounded."""
+
+    def __init__(self, real, max_seconds: float, probed: dict, declared: float | None):
+        self.real, self.max_seconds, self.probed, self.declared = real, max_seconds, probed, declared
+        self.signature = inspect.signature(real)
+
+    def __call__(self, path, **options):
+        args = self.signature.bind(path, **options)
+        args.apply_defaults()
+        a = args.arguments
+        wanted = bound(self.max_seconds)
+        a["duration"] = wanted if a["duration"] is None else min(a["duration"], wanted)
+        if isinstance(path, (str, os.PathLike)):
+            a["path"] = _open_with_libsndfile(path)
+        if a["path"] is None:
+            return self._ffmpeg_load(os.fspath(path), a)
+        y, sr = self.real(*args.args, **args.kwargs)
+        self._check(y, sr)
+        return y, sr
+
+    def _check(self, y: np.ndarray, rate: int) -> None:
+        if y.shape[-1] > (self.max_seconds + PADDING_S) * rate:
+            raise audio_probe.Unusable(audio_probe.too_long(self.max_seconds, self.declared))
+
+    def _ffmpeg_load(self, path: str, a: dict):
+        import librosa
+
+        info = self.probed.get(os.path.realpath(path)) or audio_probe.probe(path)
+        y = decode(path, info.rate, info.channels, a["offset"], a["duration"]).astype(a["dtype"], copy=False)
+        self._check(y, info.rate)  # before resampling: a refusal costs no more than the decode
+        # What librosa.load does after decoding.
+        if a["mono"]:
+            y = librosa.to_mono(y)
+        if a["sr"] is None:
+            return y, info.rate
+        return librosa.resample(y, orig_sr=info.rate, target_sr=a["sr"], res_type=a["res_type"]), a["sr"]
+
+
+def _open_with_libsndfile(path):
+    """An open SoundFile (librosa reads no further from it than asked), or None if libsndfile
+    does not know the format or the length (reading past the end of a FLAC stream of unknown
+    length fails in libsndfile's seek; ffmpeg decodes it)."""
+    import soundfile
+
+    try:
+        f = soundfile.SoundFile(path)
+    except soundfile.SoundFileRuntimeError:
+        return None
+    if f.frames >= audio_probe.UNKNOWN_FRAMES:
+        f.close()
+        return None
+    return f
+
+
+def decode(path: str, rate: int, channels: int, offset: float, seconds: float) -> np.ndarray:
+    """Up to *seconds* of *path*'s first audio stream from *offset*, as librosa lays it out:
+    (channels, frames) float32, or (frames,) for mono.  Nothing past *seconds* is held."""
+    out = np.empty((int(np.ceil(seconds * rate)), channels), dtype=np.float32)
+    command = ["ffmpeg", "-nostdin", "-v", "error"] + (["-ss", f"{offset:.6f}"] if offset else []) + [
+        "-i", path, "-map", "0:a:0", "-t", f"{seconds:.6f}", "-ac", str(channels), "-ar", str(rate),
+        "-f", "f32le", "-c:a", "pcm_f32le", "pipe:1"]
+    view = memoryview(out).cast("B")
+    got = 0
+    # Ends with the engine: a job killed mid-decode (job_timeout, a stop) leaves no decoder running.
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, preexec_fn=parent_death.preexec())
+    try:
+        while got < len(view):
+            n = proc.stdout.readinto(view[got:])
+            if not n:
+                break
+            got += n
+    finally:
+        full = got == len(view)
+        if full:
+            proc.kill()  # whatever ffmpeg has left is past the bound
+        proc.stdout.close()
+        code = proc.wait()
+    if code != 0 and not full:
+        raise audio_probe.Unusable(audio_probe.NOT_AUDIO)
+    out = out[: got // (4 * channels)]
+    return out[:, 0] if channels == 1 else out.T

@@ -1,0 +1,242 @@
+"""``uvrd processor``: consume separation tasks, run them, commit one result each.
+
+One task at a time, in three steps:
+
+- :func:`~uvrd.processor.accept.accept` reads the task message and checks it against this processor's
+  configuration (model, output format, storage): a :class:`~uvrd.outcomes.Rejected` or the task;
+- :meth:`Processor.process` fetches its input, runs the separation with its retries
+  (separation.py) and stores the stems: Succeeded, Failed or Abandoned;
+- :meth:`Processor.settle` commits the result (results.py builds it, with the status record and,
+  for a failure, a dead-letter copy) together with the task's offset, then removes the input.
+
+Nothing is committed for an Abandoned task (stop deadline, lost partition): it is redelivered to
+whichever worker owns the partition next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import shutil
+import socket
+from pathlib import Path
+
+import structlog
+from kafka import TopicPartition
+
+from uvrd import messages
+from uvrd.config import Config
+from uvrd.kafka import status
+from uvrd.kafka.commit_mode import next_offset
+from uvrd.kafka.consumer_daemon import POLL_MS, Membership
+from uvrd.kafka.group_member import Claim, GroupMember
+from uvrd.outcomes import Abandoned, Failed, Rejected, Succeeded, TaskOutcome
+from uvrd.processor.accept import MAX_ERROR_CHARS, Accepted, accept, rejected
+from uvrd.processor.attempts import AttemptLedger
+from uvrd.processor.engine import Engine, EngineSettings
+from uvrd.processor.engine_protocol import Job, JobFailed, Separated
+from uvrd.processor.host_trouble import HostTrouble
+from uvrd.processor.priority import PriorityChooser
+from uvrd.processor.separation import Separation
+from uvrd.results import settlement
+from uvrd.runtime import logs
+from uvrd.runtime.wait import Runtime
+from uvrd.storage import StorageError, open_storage
+
+log = structlog.get_logger("uvrd.processor")
+
+
+
+class Processor:
+    name = "processor"
+
+    def __init__(self, config: Config, environ=None):
+        cfg = self.cfg = config.processor
+        self.config = config
+        self.membership = Membership.of("processor", cfg, list(config.topics.task_topics()),
+                                        cfg.delivery == "exactly-once", environ)
+        self.engine = Engine(EngineSettings(
+            model_dir=str(cfg.model_dir), output_dir=str(cfg.output_dir), models=cfg.models,
+            output_format=cfg.output_format, mdx_hop_length=cfg.mdx_hop_length,
+            mdx_segment_size=cfg.mdx_segment_size, mdx_batch_size=cfg.mdx_batch_size,
+            max_audio_seconds=cfg.max_audio_seconds,
+        ))
+        self.attempts = AttemptLedger(cfg.output_dir / ".attempts")
+        self.priorities = PriorityChooser(config.topics.task_topics())
+        self.storage = open_storage(config)
+        self.runtime: Runtime | None = None
+        self.member: GroupMember | None = None
+        self.host: HostTrouble | None = None
+        self.separation: Separation | None = None
+
+    # -- the daemon's hooks ---------------------------------------------------------------------
+    def start(self, stack: contextlib.ExitStack, runtime: Runtime) -> bool:
+        self.runtime = runtime
+        self.host = HostTrouble(runtime, self.cfg.job_timeout)
+        self.separation = Separation(self.engine, self.cfg, runtime, self.host)
+        for d in (self.cfg.model_dir, self.cfg.spool_dir, self.cfg.output_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        # Closed after the Kafka clients; by then it holds no job worth a goodbye.
+        stack.callback(self.engine.close)
+        self.engine.start()
+        return self.separation.await_engine()
+
+    def join(self, member: GroupMember) -> None:
+        self.member = self.separation.member = member
+
+    def serve(self) -> None:
+        while (woke := self.runtime.wait(until=self._next_record, through_drain=False, turn_ms=0)).done:
+            self.handle(woke.value)
+
+    def activity(self) -> str | None:
+        if self.host is not None and self.host.status:
+            return self.host.status
+        run = self.separation.run if self.separation is not None else None
+        if run is not None:
+            return f"separating {run.task_uuid} for {run.age():.0f} s"
+        if not self.runtime.lifecycle.stopping and not self.engine.ready:
+            return f"{'warming up' if self.engine.warming else 'loading'} model {self.cfg.model}"
+        return None
+
+    def healthy(self) -> bool:
+        engine_ok = self.engine.alive() and self.engine.heartbeat_age() < self.cfg.engine_stall_timeout
+        run = self.separation.run
+        return engine_ok and (run is None or run.age() < self.cfg.job_timeout)
+
+    def ready_fields(self) -> dict:
+        return {"transactional_id": self.membership.transactional_id, "model": self.cfg.model}
+
+    def on_assigned(self, assigned) -> None:
+        # Nothing is fetched from a new assignment until the next poll's priority choice.
+        self.member.consumer.pause(*assigned)
+        self.priorities.invalidate()
+
+    def on_revoked(self, revoked) -> None:
+        pass
+
+    def on_lost(self, claim: Claim) -> None:
+        pass  # the separation sees it on its claim and ends the run
+
+    def _next_record(self):
+        """The next task record, or None (after a poll of up to POLL_MS, or while the engine restarts)."""
+        if not self.engine.alive():
+            log.warning("separation engine died while idle; restarting it")
+            self.engine.restart()
+        if not (self.engine.ready or self.separation.await_engine()):
+            return None
+        self.priorities.apply(self.member.consumer)
+        records = self.member.poll(POLL_MS, max_records=1)
+        return records[0] if records else None
+
+    # -- one task: accept, process, settle ------------------------------------------------------
+    def handle(self, record) -> None:
+        logs.bind_task(topic=record.topic, partition=record.partition, offset=record.offset)
+        self.priorities.served(record.topic)
+        claim = self.member.claim(TopicPartition(record.topic, record.partition), resume_at=record.offset + 1)
+        try:
+            accepted = accept(record, self.cfg, self.storage.name)
+            if isinstance(accepted, Rejected):
+                self.settle(record, None, accepted, claim)
+                return
+            structlog.contextvars.bind_contextvars(task_uuid=accepted.task.task_uuid)
+            outcome = self.process(accepted, claim)
+            if isinstance(outcome, Abandoned):
+                log.info("task left uncommitted for redelivery", reason=outcome.reason)
+                return
+            self.settle(record, accepted.task, outcome, claim)
+        finally:
+            self.member.release(claim)
+            logs.bind_task()
+
+    def process(self, accepted: Accepted, claim: Claim) -> TaskOutcome | Rejected:
+        """Fetch the input (a task naming an input that is not there is rejected), separate it (with
+        retries), store the stems."""
+        task = accepted.task
+        try:
+            audio = self.host.with_store(task.task_uuid, claim, lambda: self.storage.fetch_input(task))
+        except messages.BadMessage as e:
+            return rejected(e, task, self.storage.name)
+        except StorageError as e:
+            error = f"could not fetch the task's audio: {e}"[:MAX_ERROR_CHARS]
+            log.error("task input not fetched", error=error)
+            return Failed(error, input_kept=True)
+        if isinstance(audio, Abandoned):
+            return audio
+        try:
+            outcome = self._separate(accepted, audio, claim)
+        finally:
+            self.storage.release_input(audio)
+        if isinstance(outcome, Abandoned):
+            self.attempts.undo(task.task_uuid)
+        return outcome
+
+    def _separate(self, accepted: Accepted, audio: Path, claim: Claim) -> TaskOutcome:
+        task, model, fmt = accepted.task, accepted.model, accepted.output_format
+        attempt = self.attempts.start(task.task_uuid)
+        if attempt > self.cfg.max_attempts:
+            log.error("task keeps killing its worker", attempts=attempt - 1)
+            return Failed(f"task abandoned: this host started it {attempt - 1} times and the worker was killed "
+                          f"or hung each time before it finished")
+        log.info("task started", attempt=attempt, model=model, output_format=fmt, audio_path=str(audio))
+        started_at = messages.now_iso()
+        announce = functools.partial(self._publish_status, task.task_uuid, "processing", worker=socket.gethostname(),
+                                     submitted_at=task.submitted_at, started_at=started_at)
+        job = functools.partial(Job, task.task_uuid, str(audio), model, fmt)
+        ran = self.separation.separate(claim, task.task_uuid, job, announce)
+        match ran:
+            case Abandoned():
+                return ran
+            case JobFailed(error=error):
+                return Failed(error, started_at)
+        stored = self._store_stems(task.task_uuid, ran, claim)
+        if isinstance(stored, dict):
+            return Succeeded(stored, model, started_at, ran.seconds)
+        return stored if isinstance(stored, Abandoned) else Failed(stored, started_at)
+
+    def _store_stems(self, task_uuid: str, ran: Separated, claim: Claim) -> dict[str, str] | str | Abandoned:
+        """The stored stems' refs; the error if the store kept failing; Abandoned if a stop or a rebalance
+        ended the wait for it.  The work directory is gone afterwards in every case."""
+        workdir = Path(next(iter(ran.stems.values()))).parent
+        try:
+            # Every stem is stored before the success is committed: never a result naming stems
+            # that are not there.
+            return self.host.with_store(task_uuid, claim, lambda: self.storage.put_stems(task_uuid, ran.stems))
+        except StorageError as e:
+            error = f"separation finished but {e}"[:MAX_ERROR_CHARS]
+            log.error("stems not stored", error=error)
+            return error
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)  # whatever the store did not take
+
+    def _publish_status(self, task_uuid: str, state: str, **fields) -> None:
+        """Best effort: a status the broker does not take now is overtaken by the result's."""
+        try:
+            self.member.commit_now([status.record(self.config.topics.status, task_uuid, state, **fields)], {})
+        except Exception as e:
+            log.warning("could not publish the task's status", state=state, error=str(e) or type(e).__name__)
+
+    def settle(self, record, task: messages.Task | None, outcome: Succeeded | Failed | Rejected,
+               claim: Claim) -> None:
+        """Commit the outcome's records with the task's offset; then forget the task's attempts and
+        remove its input, if the input is the task's own."""
+        settled = settlement(self.config.topics, record, outcome, task, self.storage.name)
+        if not self.member.commit(list(settled.records), next_offset(record), claim):
+            return
+        if settled.task_uuid:
+            self.attempts.clear(settled.task_uuid)
+        if (input_of := _input_to_remove(outcome, task)) is not None:
+            self.storage.remove_input(input_of)
+        if isinstance(outcome, Succeeded):
+            fields = {"separation_s": round(outcome.seconds, 3)} if outcome.seconds is not None else {}
+            log.info("task succeeded", stems=settled.result["stems"], **fields)
+        else:
+            log.info("task failed", error=outcome.error)
+
+
+def _input_to_remove(outcome: Succeeded | Failed | Rejected, task: messages.Task | None) -> messages.Task | None:
+    match outcome:
+        case Rejected(input_of=input_of):
+            return input_of
+        case Failed(input_kept=True):
+            return None
+    return task

@@ -1,0 +1,159 @@
+"""The separation engine: a child process that holds the model.
+
+The model is loaded once per child.  Separations run in the child so that a
+job the worker may not wait for (stop deadline, job_timeout, a revoked
+partition) can be ended with SIGKILL without losing the worker, and a crash
+inside torch/onnxruntime kills only the child.  The parent never imports
+torch.  A thread in the child stamps a shared heartbeat, so a hung or
+stopped child is visible from the parent.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.resource_tracker
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from uvrd.processor import engine_child
+from uvrd.processor.engine_protocol import EngineSettings, Fatal, Job, JobOutcome, Loaded, Warming
+
+log = structlog.get_logger("uvrd.engine")
+
+
+class EngineDied(Exception):
+    """The child exited (or could not start); the message says how."""
+
+    def __init__(self, message: str, fatal_config: bool = False):
+        super().__init__(message)
+        self.fatal_config = fatal_config
+
+
+class Engine:
+    def __init__(self, settings: EngineSettings, child: Callable = engine_child.main):
+        self.settings = settings
+        self._child = child  # the child's entry point: a scripted one speaks the same protocol in the unit tests
+        self._ctx = multiprocessing.get_context("spawn")
+        self._proc = None
+        self._conn = None
+        self._heartbeat = None
+        self.ready = False
+        self.warming = False  # loaded, separating the warm-up clip
+        self.started_at = 0.0
+        self.load_info: dict = {}
+
+    # -- process management -------------------------------------------
+    def start(self) -> None:
+        parent_conn, child_conn = self._ctx.Pipe()
+        self._heartbeat = self._ctx.Value("d", time.monotonic(), lock=False)
+        self._proc = self._ctx.Process(
+            target=self._child, args=(child_conn, self._heartbeat, self.settings),
+            name="uvrd-engine", daemon=True,
+        )
+        self._proc.start()
+        child_conn.close()
+        self._conn = parent_conn
+        self.ready = self.warming = False
+        self.started_at = time.monotonic()
+        log.info("engine starting", pid=self._proc.pid, model=self.settings.models[0])
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.is_alive()
+
+    def heartbeat_age(self) -> float:
+        if self._heartbeat is None:
+            return float("inf")
+        return time.monotonic() - self._heartbeat.value
+
+    def kill(self) -> None:
+        if self._proc is None:
+            return
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._proc.join(5)
+        log.info("engine killed", pid=self._proc.pid)
+        self._close()
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def close(self) -> None:
+        """End the child, then the resource tracker that ``spawn`` started beside it.
+
+        The tracker exits on its own a moment after its last client, but under
+        ``KillMode=mixed`` systemd SIGKILLs whatever is left the instant the main
+        process exits, and logs each kill as if something had gone wrong.
+        """
+        child = self._proc
+        self.kill()
+        if child is not None and child.exitcode is None:
+            return  # still dying, and holding the tracker open: waiting for it could hang the stop
+        tracker = multiprocessing.resource_tracker._resource_tracker
+        try:
+            tracker._stop()  # waits for it; CPython's own test suite uses this
+        except (AttributeError, OSError, ChildProcessError):
+            pass
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._proc = self._conn = None
+        self.ready = self.warming = False
+
+    # -- messages ---------------------------------------------------------
+    def _receive(self, timeout: float):
+        """The child's next message, None if none came in *timeout*; EngineDied if it is gone."""
+        try:
+            if self._conn.poll(timeout):
+                return self._conn.recv()
+        except (EOFError, OSError):
+            pass
+        else:
+            if self._proc.is_alive():
+                return None
+        self._proc.join(1)
+        code = self._proc.exitcode
+        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
+        raise EngineDied(f"separation engine {how}")
+
+    def poll_ready(self, timeout: float) -> bool:
+        """Wait up to *timeout* for the model to load and warm up; True once it has."""
+        if self.ready:
+            return True
+        match self._receive(timeout):
+            case None:
+                return False
+            case Fatal(message=message, config_problem=config_problem):
+                self.kill()
+                raise EngineDied(message, fatal_config=config_problem)
+            case Warming(info=info):
+                self.warming = True
+                log.info("engine warming up", pid=self._proc.pid, **info)
+                return False
+            case Loaded(info=info):
+                self.ready, self.warming = True, False
+                self.load_info = info
+                log.info("engine ready", pid=self._proc.pid, load_s=round(time.monotonic() - self.started_at, 2),
+                         **self.load_info)
+                return True
+            case other:
+                raise EngineDied(f"separation engine said {type(other).__name__} while loading")
+
+    def submit(self, job: Job) -> None:
+        Path(job.workdir).mkdir(parents=True, exist_ok=True)
+        self._conn.send(job)
+
+    def poll_result(self, timeout: float) -> JobOutcome | None:
+        """The job's outcome (Separated, JobFailed or NoSpace), or None if none came in *timeout*."""
+        msg = self._receive(timeout)
+        if msg is None or isinstance(msg, JobOutcome):
+            return msg
+        raise EngineDied(f"separation engine said {type(msg).__name__} while separating")

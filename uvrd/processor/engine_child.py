@@ -1,0 +1,238 @@
+"""The engine child: load the models once, then separate one job at a time.
+
+Runs in a process started with the ``spawn`` method; only this module imports
+torch and audio-separator.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import structlog
+
+from uvrd.processor import audio_probe, bounded_decode, engine_warmup
+from uvrd.processor.engine_protocol import Fatal, Job, JobFailed, Loaded, NoSpace, Separated, Warming
+from uvrd.runtime import parent_death
+
+# Stem file names: audio-separator's own stem names, lower-cased.
+KNOWN_STEMS = ("Vocals", "Instrumental", "Drums", "Bass", "Other", "Guitar", "Piano",
+               "Lead Vocals", "Backing Vocals", "No Vocals", "Reverb", "No Reverb", "Echo", "No Echo",
+               "Noise", "No Noise")
+# Errors from audio-separator that mean the model named in the config cannot be used at all.
+_UNKNOWN_MODEL = re.compile(r"not found in supported model files|Unsupported Model File|Model type not supported")
+
+log = structlog.get_logger("uvrd.engine.child")
+
+
+def stem_name(path: str, prefix: str = "", suffix: str = "") -> str:
+    """The stem an output holds: a known stem's file is named for it; audio-separator names any
+    other ``<input>_(<Stem>)_<model>``, and *prefix* (``<input>_(``) and *suffix* (``)_<model>``)
+    are cut off whole, since the input's name may hold a ``_(...)_`` of its own."""
+    base = Path(path).stem
+    if prefix and base.startswith(prefix) and base.endswith(suffix) and len(base) > len(prefix) + len(suffix):
+        base = base[len(prefix):len(base) - len(suffix)]
+    return base.strip().lower().replace(" ", "_")
+
+
+def output_affixes(instance, audio_path: str) -> tuple[str, str]:
+    """What audio-separator puts around a stem's name in an output's file name: ``<input>_(`` and
+    ``)_<model>``, as its own ``sanitize_filename`` spells them."""
+    return (f"{instance.sanitize_filename(Path(audio_path).stem)}_(",
+            f")_{instance.sanitize_filename(instance.model_name)}")
+
+
+def main(conn, heartbeat, settings) -> None:
+    # The worker alone decides when a separation ends: terminal Ctrl+C reaches
+    # the whole process group, and systemd's KillMode=mixed signals only the
+    # main process until its final SIGKILL.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent_death.die_with_parent()
+    # Progress bars on stderr would fill the journal with carriage returns.
+    os.environ["TQDM_DISABLE"] = "1"
+    from uvrd.runtime import logs
+
+    logs.configure("uvrd-engine")
+    threading.Thread(target=_beat, args=(heartbeat,), daemon=True, name="heartbeat").start()
+
+    models = _Models(settings)
+    model = settings.models[0]
+    try:
+        started = time.monotonic()
+        models.load(model)
+        info = {"model": model, "device": models.device, "model_load_s": round(time.monotonic() - started, 2)}
+    except Exception as e:  # the parent decides what a failed load means
+        message = f"could not load model {model!r}: {type(e).__name__}: {e}"
+        conn.send(Fatal(message, bool(_UNKNOWN_MODEL.search(str(e)))))
+        return
+    if settings.warm_up:
+        conn.send(Warming(dict(info)))
+        try:
+            info["warmup_s"] = round(models.warm(model).seconds, 2)
+        except engine_warmup.WarmupFailed as e:
+            # A model that cannot separate a clean clip cannot serve a task: the config's trouble, which
+            # a restart does not mend, unless the warm-up only found the disk full.
+            conn.send(Fatal(str(e), not _no_space(e)))
+            return
+    conn.send(Loaded(info))
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if not isinstance(job, Job):
+            log.error("the engine was sent something that is not a job; ignored", got=type(job).__name__)
+            continue
+        logs.bind_task(task_uuid=job.task_uuid)
+        started = time.monotonic()
+        try:
+            stems = _separate(models, job)
+        except audio_probe.Unusable as e:
+            log.warning("input refused", error=str(e))
+            conn.send(JobFailed(str(e)))
+        except Exception as e:
+            log.warning("separation failed", error=f"{type(e).__name__}: {e}")
+            conn.send((NoSpace if _no_space(e) else JobFailed)(_describe(e, job)))
+        else:
+            conn.send(Separated(stems, time.monotonic() - started))
+
+
+# Exceptions that mean "this input is not audio ffmpeg/libsndfile can decode".
+_UNDECODABLE = {"NoBackendError", "LibsndfileError", "CouldntDecodeError", "AudioFileError", "InvalidAudioDataError"}
+
+
+def _no_space(e: BaseException | None) -> bool:
+    """A full disk anywhere in the chain; audio-separator rewraps OSErrors, keeping only their text."""
+    seen = 0
+    while e is not None and seen < 10:
+        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or f"[Errno {errno.ENOSPC}]" in str(e):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
+def _describe(e: Exception, job) -> str:
+    """One line for the user: this host's directories are no business of theirs."""
+    if type(e).__name__ in _UNDECODABLE:
+        return f"{audio_probe.NOT_AUDIO}: {type(e).__name__}"
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    text = text.replace(job.workdir + os.sep, "").replace(job.audio_path, "the input")[:400]
+    return f"separation failed: {type(e).__name__}: {text}" if text else f"separation failed: {type(e).__name__}"
+
+
+def _separate(models: "_Models", job) -> dict[str, str]:
+    limit = models.settings.max_audio_seconds
+    info = audio_probe.probe(job.audio_path)
+    audio_probe.check(info, limit)
+    separator = models.get(job.model)
+    instance = separator.model_instance
+    instance.output_dir = job.workdir
+    instance.output_format = job.output_format.upper()
+    separator.output_dir = job.workdir
+    # The models are stereo and audio-separator only widens mono: more channels are folded
+    # down by ffmpeg, which knows the surround layouts' downmix matrices.
+    audio_path = _downmix(job, info.channels, limit) if info.channels > 2 else job.audio_path
+    try:
+        with bounded_decode.limited(limit, job.audio_path, info):
+            outputs = separator.separate(audio_path,
+                                         custom_output_names={s: s.lower().replace(" ", "_") for s in KNOWN_STEMS})
+    finally:
+        if audio_path != job.audio_path:
+            os.unlink(audio_path)
+    stems = {}
+    named = output_affixes(instance, audio_path)
+    for out in outputs:
+        path = Path(out) if os.path.isabs(out) else Path(job.workdir) / out
+        if not path.is_file() or path.stat().st_size == 0:
+            raise RuntimeError(f"audio-separator reported {path.name} but wrote no data")
+        name = stem_name(str(path), *named)
+        if name in stems:
+            raise RuntimeError(f"audio-separator wrote two files for the stem {name!r}")
+        stems[name] = str(path)
+    if not stems:
+        raise RuntimeError("audio-separator produced no stems")
+    return stems
+
+
+def _downmix(job, channels: int, max_seconds: float) -> str:
+    """A stereo FLAC of the input in the work directory, no longer than any decode may be: the
+    bounded decode of it then finds out whether the input ran past the limit."""
+    target = os.path.join(job.workdir, ".input-stereo.flac")
+    run = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", job.audio_path, "-map", "0:a:0",
+                          "-t", f"{bounded_decode.bound(max_seconds):.6f}", "-ac", "2", "-c:a", "flac", target],
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL, preexec_fn=parent_death.preexec())
+    if run.returncode != 0:
+        if os.path.exists(target):
+            os.unlink(target)
+        why = (run.stderr.strip().splitlines() or ["ffmpeg failed"])[-1][:300]
+        raise audio_probe.Unusable(f"audio has {channels} channels and could not be mixed down to stereo: {why}")
+    return target
+
+
+class _Models:
+    """One audio-separator Separator per model, each loaded and warmed up on first use."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self._loaded = {}
+        self.device = "unknown"
+
+    def get(self, model: str):
+        if model not in self._loaded:
+            self.load(model)
+            if self.settings.warm_up:
+                self.warm(model)
+        return self._loaded[model]
+
+    def warm(self, model: str) -> engine_warmup.Warmup:
+        """The loaded *model*'s warm-up separation, in the processor's output format; a model whose
+        warm-up fails is dropped, so that the next task naming it loads it afresh."""
+        fmt = self.settings.output_format
+
+        def separate(clip: str, workdir: str) -> dict[str, str]:
+            return _separate(self, Job("warm-up", clip, model, fmt, workdir))
+
+        try:
+            warmup = engine_warmup.run(model, separate)
+        except BaseException:
+            del self._loaded[model]
+            raise
+        log.info("model warmed up", model=model, warmup_s=round(warmup.seconds, 2), stems=list(warmup.stems),
+                 output_format=fmt, audio_s=engine_warmup.CLIP_SECONDS, directory=warmup.directory)
+        return warmup
+
+    def load(self, model: str) -> None:
+        if model not in self._loaded:
+            from audio_separator.separator import Separator
+
+            separator = Separator(
+                log_level=logging.WARNING,
+                model_file_dir=self.settings.model_dir,
+                output_dir=self.settings.output_dir,
+                output_format=self.settings.output_format.upper(),
+                mdx_params={"hop_length": self.settings.mdx_hop_length, "segment_size": self.settings.mdx_segment_size,
+                            "overlap": 0.25, "batch_size": self.settings.mdx_batch_size, "enable_denoise": False},
+            )
+            try:
+                separator.load_model(model_filename=model)
+            except SystemExit as e:
+                # audio-separator's MDXC/Roformer path calls sys.exit(1) when a checkpoint will not load
+                # (mdxc_separator.py); caught here, it is one clear failed load instead of a dead engine.
+                raise RuntimeError(f"audio-separator gave up loading it (sys.exit({e.code}); its log above "
+                                   "says why)") from None
+            self.device = str(separator.torch_device)
+            self._loaded[model] = separator
+
+
+def _beat(heartbeat) -> None:
+    while True:
+        heartbeat.value = time.monotonic()
+        time.sleep(0.5)

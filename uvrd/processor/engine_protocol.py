@@ -1,0 +1,82 @@
+"""What the processor and its engine child exchange, as typed messages.
+
+The parent sends a :class:`Job`; the child answers with one of :data:`EngineMessage`: while it
+starts, Warming then Loaded (or Fatal); for each job, Separated, JobFailed or NoSpace.  Both sides
+``match`` on the type.  Apart from ``engine`` (the parent's side) so that the child's side,
+``engine_child``, needs nothing of the parent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    model_dir: str
+    output_dir: str
+    models: tuple[str, ...]
+    output_format: str
+    mdx_hop_length: int
+    mdx_segment_size: int
+    mdx_batch_size: int
+    max_audio_seconds: float = 3600.0
+    # Each model separates a short clip once loaded, before it serves a task (engine_warmup.py).
+    # Off only in the benchmark of what the first task paid without it.
+    warm_up: bool = True
+
+
+@dataclass(frozen=True)
+class Job:
+    task_uuid: str
+    audio_path: str
+    model: str
+    output_format: str
+    workdir: str
+
+
+# -- the child's answers --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Fatal:
+    """The model could not load (or could not separate the warm-up clip): the child exits."""
+
+    message: str
+    config_problem: bool  # a restart does not mend it (an unknown model, a broken file)
+
+
+@dataclass(frozen=True)
+class Warming:
+    """Loaded; separating the warm-up clip."""
+
+    info: dict
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Ready for jobs."""
+
+    info: dict  # model, device, model_load_s, warmup_s
+
+
+@dataclass(frozen=True)
+class Separated:
+    stems: dict[str, str]  # stem name -> file
+    seconds: float  # the separation's own time in the child
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """The input's trouble (not audio, too long, a model error): the task fails."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class NoSpace:
+    """Failed for want of disk space: the host's trouble, not the input's; the job may run again."""
+
+    error: str
+
+
+JobOutcome = Separated | JobFailed | NoSpace
+EngineMessage = Fatal | Warming | Loaded | JobOutcome

@@ -1,0 +1,156 @@
+"""A task's separation in the engine child: its runs, their retries, and the waits around them.
+
+A run that does not finish (the engine died, or hung past ``job_timeout``) runs again, up to
+``job_retries`` more times; a full output disk is the host's trouble and is waited out
+(host_trouble.py).  While a run goes on, every partition stays paused and the consumer keeps
+polling, so a job longer than ``max.poll.interval.ms`` costs no rebalance; a stop past the drain
+window, a second signal or a lost partition ends it with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from uvrd.config import ProcessorConfig
+from uvrd.kafka.group_member import Claim, GroupMember
+from uvrd.outcomes import Abandoned, Retry
+from uvrd.processor.engine import Engine, EngineDied
+from uvrd.processor.engine_protocol import Job, JobFailed, JobOutcome, NoSpace, Separated
+from uvrd.processor.host_trouble import HostTrouble
+from uvrd.runtime.deadline import Deadline
+from uvrd.runtime.wait import Runtime, Why
+
+log = structlog.get_logger("uvrd.processor")
+
+ENGINE_WAIT_S = 0.4
+JOB_KEEPALIVE_POLL_MS = 10  # short: a result that comes while the consumer polls waits for the poll
+# Deaths of a loading engine in a row before the worker exits and leaves it to systemd.
+ENGINE_LOAD_TRIES = 3
+
+
+@dataclass
+class Run:
+    """The run in the engine now: STATUS= and the watchdog read it."""
+
+    task_uuid: str
+    started: float = field(default_factory=time.monotonic)
+
+    def age(self) -> float:
+        return time.monotonic() - self.started
+
+
+class Separation:
+    def __init__(self, engine: Engine, cfg: ProcessorConfig, runtime: Runtime, host: HostTrouble):
+        self.engine = engine
+        self.cfg = cfg
+        self.runtime = runtime
+        self.host = host
+        self.member: GroupMember | None = None
+        self.run: Run | None = None
+
+    def await_engine(self) -> bool:
+        """Wait for the engine's model to load and warm up; False if a stop came first.
+
+        A child that dies while loading is replaced a few times before the worker gives up: one
+        lost child (the OOM killer, a GPU reset) should not cost the whole worker its group
+        membership.
+        """
+        deaths = 0
+
+        def loaded() -> bool:
+            nonlocal deaths
+            try:
+                return self.engine.poll_ready(ENGINE_WAIT_S)
+            except EngineDied as e:
+                deaths += 1
+                if e.fatal_config or deaths >= ENGINE_LOAD_TRIES:
+                    raise
+                log.warning("separation engine died while loading the model; restarting it", reason=str(e))
+                self.engine.restart()
+                return False
+        woke = self.runtime.wait(until=loaded, budget=Deadline.after(self.cfg.engine_start_timeout), through_drain=False)
+        if woke.why is Why.BUDGET:
+            raise EngineDied(f"model did not load within engine_start_timeout ({self.cfg.engine_start_timeout:g} s)")
+        return woke.done
+
+    def separate(self, claim: Claim, task_uuid: str, job: Callable[[str], Job],
+                 announce: Callable[[], None] | None) -> Separated | JobFailed | Abandoned:
+        """Run *task_uuid*'s separation until it has an outcome; *job(workdir)* is the run to submit,
+        *announce* is called once, when a run has begun."""
+        reasons = []
+        patience = self.host.patience()
+        while len(reasons) <= self.cfg.job_retries:
+            if not self.engine.ready and not self.await_engine():
+                return Abandoned("stopping while the engine restarted")
+            try:
+                workdir = Path(tempfile.mkdtemp(prefix=f".work-{task_uuid}-", dir=self.cfg.output_dir))
+            except OSError as e:
+                error = f"could not make a work directory: {e.strerror}"
+                outcome = NoSpace(error) if e.errno == errno.ENOSPC else JobFailed(error)
+            else:
+                with self.member.working():
+                    outcome = self._run_job(claim, job(str(workdir)), announce)
+                announce = None
+                if isinstance(outcome, Separated):
+                    return outcome
+                shutil.rmtree(workdir, ignore_errors=True)
+            if isinstance(outcome, NoSpace):
+                # This host's disk, not the task: wait for space (retention, an operator) and run it
+                # again, for as long as a job may take.
+                if patience.exhausted():
+                    return JobFailed(f"the output disk stayed full for over {self.cfg.job_timeout:g} s: {outcome.error}")
+                gave_up = self.host.wait(
+                    patience, claim, event="output disk full; the task runs again once there is space",
+                    error=outcome.error, status=f"output disk full: task {task_uuid} waits for space to run again",
+                    trouble="the output disk was full")
+                if gave_up is not None:
+                    return gave_up
+                continue
+            if not isinstance(outcome, Retry):
+                return outcome
+            reasons.append(outcome.reason)
+            log.warning("separation run did not finish; retrying", reason=outcome.reason, runs=len(reasons))
+        return JobFailed(f"separation did not finish in {len(reasons)} runs: {'; '.join(reasons)}")
+
+    def _run_job(self, claim: Claim, job: Job, announce: Callable[[], None] | None) -> JobOutcome | Abandoned | Retry:
+        try:
+            self.engine.submit(job)
+        except OSError:
+            self.engine.restart()
+            return Retry("separation engine was gone when the job was submitted")
+        self.run = Run(job.task_uuid)
+        try:
+            if announce is not None:
+                # While the child separates: the status's round trips to the broker then cost no time.
+                announce()
+            woke = self.runtime.wait(until=lambda: self._run_ended(claim), through_drain=True,
+                                     turn_ms=JOB_KEEPALIVE_POLL_MS)
+        finally:
+            self.run = None
+        if woke.why is Why.ABANDON:
+            self.engine.kill()
+            return Abandoned("second stop signal" if self.runtime.lifecycle.quick else
+                             "the drain window ended before the separation did")
+        outcome = woke.value
+        if isinstance(outcome, Abandoned | Retry):
+            self.engine.restart()  # the run was given up, or the engine is gone: a fresh child
+        return outcome
+
+    def _run_ended(self, claim: Claim) -> JobOutcome | Abandoned | Retry | None:
+        """How the run ended, or None while it goes on."""
+        if claim.lost:
+            return Abandoned("the partition was reassigned to another worker")
+        if self.run.age() > self.cfg.job_timeout:
+            return Retry(f"separation exceeded job_timeout ({self.cfg.job_timeout:g} s)")
+        try:
+            return self.engine.poll_result(ENGINE_WAIT_S)
+        except EngineDied as e:
+            return Retry(str(e))

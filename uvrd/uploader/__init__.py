@@ -1,0 +1,1 @@
+"""``uvrd uploader``: the daemon, the webhook (its body and signature) and its delivery."""

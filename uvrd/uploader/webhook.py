@@ -1,0 +1,58 @@
+"""The webhook a user receives: its body and its signature.
+
+Body: the old service's callback fields (task_uuid, status, timestamp,
+vocals, instrumental, error_message) plus a stems map; stem values are
+signed, time-limited download links.
+
+Signature: ``X-Uvrd-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>." + body>``
+with ``uploader.webhook_secret``.  A receiver recomputes it over the raw body,
+compares in constant time and refuses timestamps outside its replay window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+
+from uvrd import messages, peer_numbers
+
+SIGNATURE_HEADER = "X-Uvrd-Signature"
+REPLAY_WINDOW_S = 300
+
+
+def body(result: dict, link) -> bytes:
+    """*link(task_uuid, stem, ref)* makes each stem's URL: the storage backend's (Storage.link)."""
+    task_uuid = result["task_uuid"]
+    stems = {name: link(task_uuid, name, ref) for name, ref in (result.get("stems") or {}).items()}
+    payload = {
+        "task_uuid": task_uuid,
+        "status": "success" if result.get("success") else "failed",
+        "timestamp": messages.now_iso(),
+        "vocals": stems.get("vocals"),
+        "instrumental": stems.get("instrumental"),
+        "stems": stems,
+        "error_message": result.get("error_message"),
+    }
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def sign(secret: str, payload: bytes, now: float | None = None) -> str:
+    t = int(time.time() if now is None else now)
+    digest = hmac.new(secret.encode(), f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
+    return f"t={t},v1={digest}"
+
+
+def verify(secret: str, header: str | None, payload: bytes, now: float | None = None,
+           window: float = REPLAY_WINDOW_S) -> bool:
+    """What a receiver does: signature over the raw body, and a fresh timestamp."""
+    if not header:
+        return False
+    parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
+    t, given = peer_numbers.decimal(parts.get("t")), parts.get("v1", "")
+    if t is None or abs((time.time() if now is None else now) - t) > window:
+        return False
+    expected = hmac.new(secret.encode(), f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
+    # As bytes: compare_digest refuses str with non-ASCII characters, which a forged header may hold.
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))
