@@ -49,6 +49,7 @@ from uvrd.runtime.wait import Runtime, Why
 from uvrd.storage import Storage, open_storage
 from uvrd.uploader.delivery import WebhookSender, describe
 from uvrd.uploader.delivery_pool import DeliveryPool, Ticket
+from uvrd.uploader.settled_tasks import SettledTasks
 
 log = structlog.get_logger("uvrd.uploader")
 
@@ -79,6 +80,7 @@ class Uploader:
         self.runtime: Runtime | None = None
         self.member: GroupMember | None = None
         self.ledgers: dict[TopicPartition, OffsetLedger[Settled]] = {}
+        self.settled_tasks = SettledTasks()
         self._next_sweep = 0.0
         self._commit_backoff = Backoff(*COMMIT_BACKOFF_S)
         self._next_commit = Deadline(0.0)
@@ -95,12 +97,7 @@ class Uploader:
         self.member = member
 
     def activity(self) -> str | None:
-        flying = self.pool.in_flight() if self.pool is not None else []
-        if not flying:
-            return None
-        oldest = flying[0]
-        return (f"delivering {len(flying)} webhook{'s' if len(flying) > 1 else ''}, "
-                f"the oldest ({oldest.label}) for {oldest.age():.0f} s")
+        return _delivering(self.pool.in_flight() if self.pool is not None else [])
 
     def healthy(self) -> bool:
         return True
@@ -169,6 +166,13 @@ class Uploader:
             ledger.finish(record.offset, rejected_result(self.config.topics, record, error))
             return 0
         task_uuid = result["task_uuid"]
+        if task_uuid in self.settled_tasks or \
+                any(t.label == task_uuid and t.key.ledger is ledger for t in self.pool.in_flight()):
+            # Behind the first (same key, same partition, this same hold of it): commits only once the first has.
+            # A delivery still running for a hold lost since is not the first: its outcome will be dropped.
+            ledger.finish(record.offset, Settled((), "another result for a task whose webhook went out: not delivered",
+                                                 "info", {"task_uuid": task_uuid}))
+            return 0
         if not result.get("hook_url"):
             ledger.finish(record.offset, Settled((), "no hook_url: nothing to deliver", "info",
                                                  {"task_uuid": task_uuid}))
@@ -225,6 +229,8 @@ class Uploader:
         for ledger, ready in batch:
             ledger.committed(ready.next_offset)
             for settled in ready.outcomes:
+                if task_uuid := settled.fields.get("task_uuid"):
+                    self.settled_tasks.add(task_uuid)
                 getattr(log, settled.level)(settled.event, **settled.fields)
 
     def _abandon_all(self) -> None:
@@ -262,6 +268,15 @@ class Uploader:
             return
         self._next_sweep = now + self.cfg.retention_interval
         self.storage.sweep()
+
+
+def _delivering(flying: list[Ticket]) -> str | None:
+    """STATUS= while webhooks are in flight."""
+    if not flying:
+        return None
+    oldest = flying[0]
+    return (f"delivering {len(flying)} webhook{'s' if len(flying) > 1 else ''}, "
+            f"the oldest ({oldest.label}) for {oldest.age():.0f} s")
 
 
 def _parse_result(raw: bytes | None, storage: Storage | None = None) -> dict:
