@@ -168,8 +168,7 @@ class Uploader:
         task_uuid = result["task_uuid"]
         if task_uuid in self.settled_tasks or \
                 any(t.label == task_uuid and t.key.ledger is ledger for t in self.pool.in_flight()):
-            # Behind the first (same key, same partition, this same hold of it): commits only once the first has.
-            # A delivery still running for a hold lost since is not the first: its outcome will be dropped.
+            # Behind the first (same key and partition, this hold of it; a lost hold's outcomes are dropped).
             ledger.finish(record.offset, Settled((), "another result for a task whose webhook went out: not delivered",
                                                  "info", {"task_uuid": task_uuid}))
             return 0
