@@ -71,6 +71,13 @@ class CommitMode:
             self.producer.close(timeout=timeout)
             self.producer = None
 
+    def _commit_offsets(self, offsets) -> None:
+        """The group's own offset commit: atomic, and fenced by the group generation."""
+        try:
+            self._consumer.commit(offsets)
+        except _LOST_PARTITION as e:
+            raise CommitLost(str(e)) from e
+
 
 class ExactlyOnce(CommitMode):
     mode = "exactly-once"
@@ -83,6 +90,13 @@ class ExactlyOnce(CommitMode):
             raise Fenced(str(e)) from e
 
     def commit(self, records: list[OutRecord], offsets) -> None:
+        if not records:
+            # Offsets alone (a result with nothing to deliver, a task's second result) need no transaction:
+            # the group's commit is atomic and fenced on its own.  And Tansu drops the offsets of a
+            # transaction that carries nothing else, after the first such one (kafka-python sends
+            # AddOffsetsToTxn, TxnOffsetCommit and EndTxn, each answered without error).
+            self._commit_offsets(offsets)
+            return
         p = self.producer
         try:
             p.begin_transaction()
@@ -119,9 +133,5 @@ class AtLeastOnce(CommitMode):
         self.producer.flush(timeout=FLUSH_TIMEOUT_S)
         for f in futures:
             f.get(timeout=0)  # raises the send's error, if any
-        if not offsets:
-            return
-        try:
-            self._consumer.commit(offsets)
-        except _LOST_PARTITION as e:
-            raise CommitLost(str(e)) from e
+        if offsets:
+            self._commit_offsets(offsets)
