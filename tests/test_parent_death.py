@@ -10,7 +10,7 @@ from support import process_gone, wait_until
 # A parent that starts a long child (as the engine starts ffmpeg), prints its pid, then waits.
 PARENT = """
 import subprocess, time
-from uvrd import parent_death
+from uvrd.runtime import parent_death
 child = subprocess.Popen(["sleep", "600"], preexec_fn=parent_death.preexec())
 print(child.pid, flush=True)
 time.sleep(600)
