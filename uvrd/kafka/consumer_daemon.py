@@ -177,11 +177,9 @@ class ConsumerDaemon:
             make_producer = lambda: clients.producer(self.config.kafka,  # noqa: E731
                                                       m.transactional_id if m.exactly_once else None)
             commit_mode = (ExactlyOnce if m.exactly_once else AtLeastOnce)(make_producer, consumer)
-            # The hooks are looked up when a rebalance comes: join() has given the handler the member by then.
-            member = GroupMember(consumer, commit_mode, self.runtime,
-                                 on_assigned=lambda a: self.handler.on_assigned(a),
-                                 on_revoked=lambda r: self.handler.on_revoked(r),
-                                 on_lost=lambda c: self.handler.on_lost(c))
+            # The first rebalance comes in a poll, after join() has given the handler the member.
+            member = GroupMember(consumer, commit_mode, self.runtime, on_assigned=self.handler.on_assigned,
+                                 on_revoked=self.handler.on_revoked, on_lost=self.handler.on_lost)
             member.subscribe(m.topics)
             commit_mode.open()
         except BaseException:

@@ -24,7 +24,7 @@ import contextlib
 import enum
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import kafka.errors as Errors
 import structlog
@@ -56,7 +56,6 @@ class Claim:
     generation: int | None  # the group generation that last gave us the partition
     resume_at: int | None = None  # where fetching goes on if the partition is given back
     state: ClaimState = ClaimState.HELD
-    made: float = field(default_factory=time.monotonic)
 
     @property
     def held(self) -> bool:

@@ -16,21 +16,20 @@ class Backoff:
     most: float
     limit: float = float("inf")  # total seconds of waiting after which exhausted() says so
     waited: float = field(default=0.0, init=False)
-    _next: float = field(default=-1.0, init=False, repr=False)
+    _next: float = field(default=0.0, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._next = self.first
 
     def next(self) -> float:
         """The wait before the next try; each one doubles, up to *most*."""
-        wait = self.first if self._next < 0 else self._next
+        wait = self._next
         self.waited += wait
         self._next = min(wait * 2, self.most)
         return wait
 
-    def peek(self) -> float:
-        """The wait next() would give, without taking it."""
-        return self.first if self._next < 0 else self._next
-
     def reset(self) -> None:
-        self.waited, self._next = 0.0, -1.0
+        self.waited, self._next = 0.0, self.first
 
     def exhausted(self) -> bool:
         return self.waited >= self.limit

@@ -2,7 +2,7 @@
 
 It consumes results (``read_committed``) and delivers up to ``uploader.concurrency``
 of them at once, each in a thread of a :class:`DeliveryPool`
-(delivery.py: a signed POST through the SSRF checks, the task_uuid as
+(uploader/delivery.py: a signed POST through the SSRF checks, the task_uuid as
 idempotency key, a hard deadline per attempt, retries with backoff), so one
 slow or hanging receiver holds one slot, not the uploader.  Only this main
 loop touches Kafka: it polls, hands results to the pool and commits.
@@ -13,7 +13,8 @@ dead-letter records of every delivery finished below it; those finished above
 it wait in memory.  A crash loses only outcomes that were never committed:
 their results are delivered again by the next uploader (the receiver may get
 the webhook twice, with one Idempotency-Key), and no status or dead-letter
-record is duplicated or lost.
+record is duplicated or lost.  While it runs, a task gets one webhook however
+many results it has (settled_tasks.py).
 
 A stop takes no new result, lets the deliveries in flight go on inside the
 drain window (a backoff wait ends at its deadline), commits what is

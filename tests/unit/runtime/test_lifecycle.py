@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
+from support import wait_until
+from uvrd.devtools.notifylistener import NotifyListener
 from uvrd.runtime.lifecycle import Lifecycle, Phase
 from uvrd.runtime.notify import Notifier
 
@@ -62,10 +65,45 @@ def test_sighup_is_ignored():
     assert lc.phase is Phase.RUNNING
 
 
-def test_healthy_is_asked_only_when_a_watchdog_ping_is_due(monkeypatch):
+def test_healthy_is_asked_only_when_a_watchdog_ping_is_due(tmp_path, monkeypatch):
+    """The broker's health check is a Kafka request: asked once per ping, not once per loop turn."""
+    listener = NotifyListener(tmp_path / "notify.sock")
+    try:
+        monkeypatch.setenv("NOTIFY_SOCKET", listener.path)
+        monkeypatch.setenv("WATCHDOG_USEC", "60000000")  # a ping due every 30 s
+        monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+        lc, _ = lifecycle()
+        asked = []
+        for _ in range(5):
+            lc.tick("idle", lambda: asked.append(1) or True)
+        assert asked == [1], "asked for the first ping only; the next is 30 s away"
+        wait_until(lambda: "WATCHDOG=1" in listener.lines(), 5, "the ping")
+        assert listener.lines().count("WATCHDOG=1") == 1
+    finally:
+        listener.close()
+
+
+def test_an_unhealthy_daemon_is_asked_again_and_sends_no_ping(tmp_path, monkeypatch):
+    listener = NotifyListener(tmp_path / "notify.sock")
+    try:
+        monkeypatch.setenv("NOTIFY_SOCKET", listener.path)
+        monkeypatch.setenv("WATCHDOG_USEC", "60000000")
+        monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+        lc, _ = lifecycle()
+        asked = []
+        for _ in range(3):
+            lc.tick("idle", lambda: asked.append(1) and False)
+        lc.tick("stuck", lambda: False)
+        wait_until(lambda: "STATUS=stuck" in listener.lines(), 5, "the last status")
+        assert len(asked) == 3 and "WATCHDOG=1" not in listener.lines(), "a ping is still due while unhealthy"
+    finally:
+        listener.close()
+
+
+def test_outside_systemd_health_is_never_asked(monkeypatch):
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     lc, _ = lifecycle()
     asked = []
     lc.tick("idle", lambda: asked.append(1) or True)
-    assert asked == [], "outside systemd no ping is ever due, so the check (a Kafka request) is not made"
+    assert asked == []
