@@ -40,10 +40,10 @@ def start_with_first_task(bench: Bench, start, topic: str, reader, spool: Path, 
     return proc, arrived - proc.started
 
 
-def _uvrd(bench: Bench, delivery: str, tasks: int, batches: int, audio: Path, keep: dict | None):
-    where = bench.workdir(f"overhead-{delivery}")
-    topics = bench.topics(f"overhead-{delivery}")
-    config = bench.write_config(where, topics, group=f"overhead-{delivery}", processor={"delivery": delivery})
+def _uvrd(bench: Bench, commit: str, tasks: int, batches: int, audio: Path, keep: dict | None):
+    where = bench.workdir(f"overhead-{commit}")
+    topics = bench.topics(f"overhead-{commit}")
+    config = bench.write_config(where, topics, group=f"overhead-{commit}", processor={"commit": commit})
     reader = bench.results_reader(topics.results)
     proc, first = start_with_first_task(bench, lambda: bench.daemon("processor", config), topics.tasks, reader,
                                         where / "spool", audio)

@@ -32,7 +32,7 @@ model_dir = "/m"
 spool_dir = "/s"
 output_dir = "/o"
 output_format = "wav"
-delivery = "at-least-once"
+commit = "at-least-once"
 drain_timeout = 30
 job_timeout = 120
 """)
@@ -40,7 +40,7 @@ job_timeout = 120
     assert c.kafka.bootstrap_servers == "k1:9092,k2:9092" and c.kafka.security_protocol == "SASL_SSL"
     assert (c.topics.tasks, c.topics.results, c.topics.dead_letter) == ("a.tasks", "a.results", "a.dlq")
     p = c.processor
-    assert (p.group_id, p.delivery, p.output_format, p.drain_timeout, p.job_timeout) == ("g", "at-least-once", "wav", 30.0, 120.0)
+    assert (p.group_id, p.commit, p.output_format, p.drain_timeout, p.job_timeout) == ("g", "at-least-once", "wav", 30.0, 120.0)
     assert p.spool_dir == Path("/s") and c.source == str(path)
 
 
@@ -58,14 +58,17 @@ def test_environment_overrides_single_keys(tmp_path):
 def test_missing_default_file_means_defaults(tmp_path, monkeypatch):
     monkeypatch.setattr("uvrd.config_files.DEFAULT_PATH", tmp_path / "absent.toml")
     c = load(None, environ={})
-    assert c.source == "built-in defaults" and c.processor.delivery == "exactly-once"
+    assert c.source == "built-in defaults" and c.processor.commit == "exactly-once"
 
 
 @pytest.mark.parametrize("text, environ, words", [
     ("[processor\n", {}, "not valid TOML"),
     ("[nope]\nx = 1\n", {}, "unknown section [nope]"),
     ("[processor]\nmodle = 'x'\n", {}, "unknown key processor.modle"),
-    ("[processor]\ndelivery = 'sometimes'\n", {}, "processor.delivery must be one of"),
+    ("[processor]\ncommit = 'sometimes'\n", {}, "processor.commit must be one of"),
+    ("[processor]\ndelivery = 'sometimes'\n", {}, "processor.commit must be one of"),
+    ("[processor]\ndelivery = 'at-least-once'\ncommit = 'exactly-once'\n", {},
+     "processor.delivery and processor.commit are the same setting"),
     ("[processor]\njob_timeout = 'long'\n", {}, "processor.job_timeout must be a number"),
     ("[processor]\njob_timeout = -1\n", {}, "processor.job_timeout must be positive"),
     ("[processor]\nspool_dir = 'relative'\n", {}, "processor.spool_dir must be an absolute path"),
@@ -87,14 +90,31 @@ def test_bad_configuration_names_the_culprit(tmp_path, text, environ, words):
 
 
 def test_cli_exits_78_with_one_line(tmp_path):
-    path = write(tmp_path, "[processor]\ndelivery = 'maybe'\n")
+    path = write(tmp_path, "[processor]\ncommit = 'maybe'\n")
     proc = subprocess.run([sys.executable, "-m", "uvrd", "processor", "--config", str(path)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == EX_CONFIG
-    assert proc.stderr.count("\n") == 1 and "processor.delivery must be one of" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "processor.commit must be one of" in proc.stderr
     missing = subprocess.run([sys.executable, "-m", "uvrd", "processor", "--config", str(tmp_path / "nope.toml")],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == EX_CONFIG and "does not exist" in missing.stderr
+
+
+def test_the_old_name_processor_delivery_still_works_with_a_warning(tmp_path):
+    c = load(write(tmp_path, "[processor]\ndelivery = 'at-least-once'\n"), environ={})
+    assert c.processor.commit == "at-least-once"
+    assert c.deprecated == ("processor.delivery is deprecated: call it processor.commit",)
+    from_env = load(write(tmp_path, ""), environ={"UVRD_PROCESSOR_DELIVERY": "at-least-once"})
+    assert from_env.processor.commit == "at-least-once"
+    assert from_env.deprecated == ("UVRD_PROCESSOR_DELIVERY is deprecated: call it processor.commit",)
+    assert load(write(tmp_path, "[processor]\ncommit = 'at-least-once'\n"), environ={}).deprecated == ()
+    # The daemon says so in one line on stderr, which the journal keeps, and still starts.
+    proc = subprocess.run([sys.executable, "-c", "import sys, argparse; from uvrd.cli import load_config; "
+                           "load_config(argparse.Namespace(config=sys.argv[1], command='processor'))",
+                           str(write(tmp_path, "[processor]\ndelivery = 'at-least-once'\n"))],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert proc.stderr == "uvrd processor: configuration warning: processor.delivery is deprecated: call it processor.commit\n"
 
 
 SECRET = "s3cret-Value"

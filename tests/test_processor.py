@@ -192,7 +192,7 @@ def test_job_longer_than_max_poll_interval_costs_no_rebalance(stack, kafka, long
 
 
 def test_at_least_once_produces_flushes_then_commits(stack, kafka, short_audio):
-    p = stack.start(config=stack.write_config("alo.toml", delivery="at-least-once"))
+    p = stack.start(config=stack.write_config("alo.toml", commit="at-least-once"))
     p.wait_ready()
     task = stack.task(stack.spool_copy(short_audio))
     kafka.send(stack.tasks, task)

@@ -34,11 +34,14 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
 
 def load_config(args):
     try:
-        return load(args.config)
+        config = load(args.config)
     except (ConfigError, OSError) as e:
         # One line, on stderr: the journal shows it and RestartPreventExitStatus=78 stops restarts.
         print(f"uvrd {args.command}: configuration error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(EX_CONFIG) from None
+    for line in config.deprecated:
+        print(f"uvrd {args.command}: configuration warning: {line}", file=sys.stderr, flush=True)
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:

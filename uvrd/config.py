@@ -20,7 +20,8 @@ from uvrd.messages import STORAGE_KINDS
 
 EX_CONFIG = 78
 
-DELIVERY_MODES = ("exactly-once", "at-least-once")
+# How a result and its task's offset are committed ("delivery" is the webhook's word).
+COMMIT_MODES = ("exactly-once", "at-least-once")
 # Formats audio-separator can write through ffmpeg/soundfile.
 OUTPUT_FORMATS = ("flac", "wav", "mp3", "ogg", "opus", "m4a", "aiff")
 
@@ -94,7 +95,7 @@ class ProcessorConfig:
     spool_dir: Path = Path("/var/lib/uvrd/spool")
     output_dir: Path = Path("/var/lib/uvrd/output")
     output_format: str = "flac"
-    delivery: str = "exactly-once"
+    commit: str = "exactly-once"
     drain_timeout: float = 600.0
     job_timeout: float = 900.0
     # Times a job is re-run after its engine was killed (timeout) or died.
@@ -123,7 +124,7 @@ class ProcessorConfig:
         return (self.model, *[m for m in self.extra_models if m != self.model])
 
     def validate(self) -> None:
-        _require(self.delivery in DELIVERY_MODES, "processor.delivery", f"must be one of {', '.join(DELIVERY_MODES)}")
+        _require(self.commit in COMMIT_MODES, "processor.commit", f"must be one of {', '.join(COMMIT_MODES)}")
         _require(self.output_format in OUTPUT_FORMATS, "processor.output_format",
                  f"must be one of {', '.join(OUTPUT_FORMATS)}")
         _require(self.model.strip() != "", "processor.model", "must not be empty")
@@ -329,6 +330,8 @@ class Config:
     source: str = "built-in defaults"
     # "section.key" of every setting the file or the environment gave.
     explicit: frozenset[str] = frozenset()
+    # One line per old key name the file or the environment still uses.
+    deprecated: tuple[str, ...] = ()
 
 
 SECTIONS: dict[str, type] = {"kafka": KafkaConfig, "topics": TopicsConfig, "processor": ProcessorConfig,

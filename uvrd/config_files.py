@@ -20,6 +20,8 @@ ENV_PREFIX = "UVRD_"
 SECRET_KEYS = frozenset({"kafka.sasl_plain_password", "kafka.ssl_password", "api.tokens", "api.basic_auth",
                          "api.link_secret", "uploader.webhook_secret", "storage.access_key_id",
                          "storage.secret_access_key"})
+# Old key names still read, each under its new one: "delivery" is the webhook's word, the Kafka side's is "commit".
+RENAMED_KEYS = {"processor.delivery": "processor.commit"}
 
 
 def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -44,6 +46,7 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
         source += "".join(f" + {d.name}" for d in drop_ins)
     for section, values in _env_overrides(environ).items():
         raw.setdefault(section, {}).update(values)
+    deprecated = _rename_old_keys(raw, source)
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{source}: unknown section [{unknown[0]}] (known: {', '.join(SECTIONS)})")
@@ -55,7 +58,24 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
         sections[name] = _build(name, cls, table)
         sections[name].validate()
     explicit = frozenset(f"{section}.{key}" for section, table in raw.items() for key in table)
-    return Config(**sections, source=source, explicit=explicit)
+    return Config(**sections, source=source, explicit=explicit, deprecated=deprecated)
+
+
+def _rename_old_keys(raw: dict[str, Any], source: str) -> tuple[str, ...]:
+    """Move each old key of *raw* to its new name; a file that gives both is refused, not guessed at."""
+    said = []
+    for old, new in RENAMED_KEYS.items():
+        section, old_key = old.split(".")
+        new_key = new.split(".")[1]
+        table = raw.get(section)
+        if not isinstance(table, dict) or old_key not in table:
+            continue
+        where = getattr(table[old_key], "origin", old)
+        if new_key in table:
+            raise ConfigError(f"{source}: {where} and {new} are the same setting; keep only {new}")
+        table[new_key] = table.pop(old_key)
+        said.append(f"{where} is deprecated: call it {new}")
+    return tuple(said)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -222,11 +222,11 @@ def start_long_job(box, kafka, topics, long_audio) -> dict:
 
 
 def test_a_broken_config_fails_once_with_78_and_does_not_loop(box):
-    box.write_text("/etc/uvrd/uvrd.toml", "[processor]\ndelivery = 'sometimes'\n", mode=0o644)
+    box.write_text("/etc/uvrd/uvrd.toml", "[processor]\ncommit = 'sometimes'\n", mode=0o644)
     box.systemctl("start", UNIT, check=False, timeout=120)
     state = box.show(UNIT, "ActiveState", "Result", "ExecMainStatus", "NRestarts")
     assert state == {"ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "78", "NRestarts": "0"}, state
-    box.wait_for_journal("processor.delivery must be one of", unit=UNIT)
+    box.wait_for_journal("processor.commit must be one of", unit=UNIT)
     box.systemctl("reset-failed", UNIT)
 
 

@@ -54,7 +54,7 @@ class Processor:
         cfg = self.cfg = config.processor
         self.config = config
         self.membership = Membership.of("processor", cfg, list(config.topics.task_topics()),
-                                        cfg.delivery == "exactly-once", environ)
+                                        cfg.commit == "exactly-once", environ)
         self.engine = Engine(EngineSettings(
             model_dir=str(cfg.model_dir), output_dir=str(cfg.output_dir), models=cfg.models,
             output_format=cfg.output_format, mdx_hop_length=cfg.mdx_hop_length,
