@@ -22,6 +22,7 @@ COMMANDS = {
     "api": ("uvrd.api.server", "serve the HTTP API that accepts audio and produces tasks"),
     "uploader": ("uvrd.uploader.cli", "deliver results to their webhooks"),
     "submit": ("uvrd.submit", "upload a file to the API and optionally wait for its stems"),
+    "cancel": ("uvrd.cancel", "ask the API to cancel tasks"),
     "broker": ("uvrd.broker.daemon", "run the single-host Kafka-compatible broker (Tansu on a local object store)"),
     "dev": ("uvrd.devstack", "run broker, api, processor and uploader in the foreground"),
 }

@@ -71,6 +71,8 @@ class TopicsConfig:
     dead_letter: str = "uvrd.dead-letter"
     # Compacted, keyed by task_uuid: the latest state of every task.
     status: str = "uvrd.status"
+    # Compacted, keyed by task_uuid: the cancellations asked for and not yet settled.
+    cancellations: str = "uvrd.cancellations"
 
     def task_topic(self, priority: int) -> str:
         """One topic per priority; the default priority keeps the plain name old producers use."""
@@ -118,6 +120,8 @@ class ProcessorConfig:
     mdx_hop_length: int = 1024
     mdx_segment_size: int = 256
     mdx_batch_size: int = 1
+    # A running task's progress goes to the status topic at most this often (seconds).
+    progress_interval: float = 2.0
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -129,7 +133,7 @@ class ProcessorConfig:
                  f"must be one of {', '.join(OUTPUT_FORMATS)}")
         _require(self.model.strip() != "", "processor.model", "must not be empty")
         for name in ("drain_timeout", "job_timeout", "broker_timeout", "engine_stall_timeout", "engine_start_timeout",
-                     "max_audio_seconds"):
+                     "max_audio_seconds", "progress_interval"):
             _require(getattr(self, name) > 0, f"processor.{name}", "must be positive")
         _require(self.job_retries >= 0, "processor.job_retries", "must not be negative")
         _require(self.max_attempts >= 1, "processor.max_attempts", "must be at least 1")

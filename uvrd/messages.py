@@ -3,6 +3,7 @@
 Task:    {"task_uuid", "audio_path", "hook_url"} + optional "model", "output_format"
 Result:  {"task_uuid", "success": true, "vocals_path", "instrumental_path", "stems", "hook_url"}
          {"task_uuid", "success": false, "error_message", "hook_url"}
+         {"task_uuid", "success": false, "cancelled": true, "error_message", "hook_url", "cancel_requested_at"}
 
 "storage" says where a message's references live: "local" (absent in old messages: paths on this
 host, as above) or "s3" (object keys: "audio_key" in a task, "vocals_key", "instrumental_key" and
@@ -171,6 +172,12 @@ def failure_result(task_uuid: str | None, hook_url: str | None, error_message: s
         "hook_url": hook_url,
         **_times(times),
     }
+
+
+def cancelled_result(task: Task, requested_at: str, **times: str | None) -> dict[str, Any]:
+    """A failure to old readers (success false, with a reason), and "cancelled" to new ones."""
+    return {**failure_result(task.task_uuid, task.hook_url, "cancelled on request", **times),
+            "cancelled": True, "cancel_requested_at": requested_at}
 
 
 def _times(times: dict[str, str | None]) -> dict[str, str]:

@@ -73,4 +73,12 @@ class Failed:
     input_kept: bool = False  # the input could not be fetched: the store keeps it
 
 
-TaskOutcome = Succeeded | Failed | Abandoned
+@dataclass(frozen=True)
+class Cancelled:
+    """Stopped, or never started, because a cancellation was requested: one final result, no dead letter."""
+
+    requested_at: str
+    started_at: str | None = None
+
+
+TaskOutcome = Succeeded | Failed | Cancelled | Abandoned

@@ -1,7 +1,8 @@
 """What a daemon commits for an outcome: the one place results and their records are built.
 
 Pure functions of the record and how its work ended.  For the processor: the result (for the
-uploader), the task's status record and, for a failure, a dead-letter copy of the task.  For the
+uploader), the task's status record, for a failure a dead-letter copy of the task, and for a task
+whose cancellation was requested the request's tombstone.  For the
 uploader: the status record of a delivery and, if it was given up, a dead-letter copy of the result.
 """
 
@@ -11,9 +12,9 @@ from dataclasses import dataclass, field
 
 from uvrd import messages
 from uvrd.config import TopicsConfig
-from uvrd.kafka import status
+from uvrd.kafka import cancellations, status
 from uvrd.kafka.commit_mode import OutRecord, dead_letter
-from uvrd.outcomes import Delivered, Failed, GaveUp, Rejected, Succeeded
+from uvrd.outcomes import Cancelled, Delivered, Failed, GaveUp, Rejected, Succeeded
 
 
 @dataclass(frozen=True)
@@ -23,21 +24,29 @@ class Settlement:
     result: dict  # as committed: the log line quotes it
 
 
-def settlement(topics: TopicsConfig, record, outcome: Succeeded | Failed | Rejected,
-               task: messages.Task | None, storage: str) -> Settlement:
-    """The records to commit with *record*'s offset; *task* is None for a Rejected message."""
+def settlement(topics: TopicsConfig, record, outcome: Succeeded | Failed | Cancelled | Rejected,
+               task: messages.Task | None, storage: str, cancel_requested_at: str | None = None) -> Settlement:
+    """The records to commit with *record*'s offset; *task* is None for a Rejected message.
+    *cancel_requested_at*: a cancellation was requested (whatever the outcome, it is settled now)."""
     result = _result(outcome, task, storage)
     task_uuid = result["task_uuid"]
     key = task_uuid.encode() if task_uuid else record.key
     out = [OutRecord(topics.results, key, messages.encode(result))]
     if task_uuid:
-        state = "succeeded" if result["success"] else "failed"
+        state = _STATES[type(outcome)]
         fields = {k: result.get(k) for k in ("submitted_at", "started_at", "finished_at", "error_message",
-                                             "stems", "storage")}
-        out.append(status.record(topics.status, task_uuid, state, **fields))
-    if not isinstance(outcome, Succeeded):
+                                             "stems", "storage", "cancel_requested_at")}
+        if isinstance(outcome, Succeeded):
+            fields["progress"] = 1.0
+        out.append(status.record(topics.status, task_uuid, state, outcome=state, **fields))
+        if cancel_requested_at is not None or isinstance(outcome, Cancelled):
+            out.append(cancellations.tombstone(topics.cancellations, task_uuid))
+    if isinstance(outcome, Failed | Rejected):
         out.append(dead_letter(topics.dead_letter, record, outcome.error, "processor"))
     return Settlement(tuple(out), task_uuid, result)
+
+
+_STATES = {Succeeded: "succeeded", Failed: "failed", Rejected: "failed", Cancelled: "cancelled"}
 
 
 def _result(outcome: Succeeded | Failed | Rejected, task: messages.Task | None, storage: str) -> dict:
@@ -48,6 +57,8 @@ def _result(outcome: Succeeded | Failed | Rejected, task: messages.Task | None, 
         case Failed(error=error, started_at=started_at):
             return messages.failure_result(task.task_uuid, task.hook_url, error, submitted_at=task.submitted_at,
                                            started_at=started_at)
+        case Cancelled(requested_at=requested_at, started_at=started_at):
+            return messages.cancelled_result(task, requested_at, submitted_at=task.submitted_at, started_at=started_at)
         case Rejected(error=error, task_uuid=task_uuid, hook_url=hook_url, submitted_at=submitted_at):
             return messages.failure_result(task_uuid, hook_url, error, submitted_at=submitted_at)
     raise TypeError(f"no result for {outcome!r}")

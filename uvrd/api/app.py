@@ -7,7 +7,7 @@ import time
 import structlog
 from flask import Flask, Request, current_app, g, jsonify, request
 
-from uvrd.api import errors, openapi, query, submit
+from uvrd.api import cancel, errors, openapi, query, submit
 from uvrd.api.auth import Authenticator
 from uvrd.api.backend import Backend
 from uvrd.api.context import EXTENSION, ApiContext, current
@@ -46,6 +46,7 @@ def create_app(config: Config) -> Flask:
     errors.register(app, config.api.max_upload_bytes)
     app.register_blueprint(submit.blueprint)
     app.register_blueprint(query.blueprint)
+    app.register_blueprint(cancel.blueprint)
     _add_access_log(app)
     document = openapi.document(config)
 

@@ -19,6 +19,7 @@ from kafka.errors import KafkaError
 
 from uvrd.config import Config
 from uvrd.kafka import clients, status
+from uvrd.kafka.cancellations import Cancellations
 from uvrd.kafka.commit_mode import OutRecord
 from uvrd.kafka.status import StatusBoard
 
@@ -44,6 +45,7 @@ class Backend:
     def __init__(self, config: Config):
         self.config = config
         self.board = StatusBoard(config.kafka, config.topics.status)
+        self.cancellations = Cancellations(config.kafka, config.topics.cancellations)
         self._producer: KafkaProducer | None = None
         self._producer_lock = threading.Lock()
         self._probe = None
@@ -57,6 +59,7 @@ class Backend:
 
     def start(self) -> "Backend":
         self.board.start()
+        self.cancellations.start()
         return self
 
     # -- producing ---------------------------------------------------------
@@ -173,3 +176,4 @@ class Backend:
                 self._probe.close(autocommit=False)
                 self._probe = None
         self.board.stop()
+        self.cancellations.stop()

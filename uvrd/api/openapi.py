@@ -108,6 +108,24 @@ def document(config: Config) -> dict:
                     "404": _error("No such task"),
                     "503": _error("This server is still loading the status of tasks", _RETRY),
                 },
+            }, "delete": {
+                "operationId": "cancelTask",
+                "summary": "Ask for the task to be cancelled",
+                "description": "A queued task is skipped when a processor reaches it; a running one is stopped "
+                               "within seconds. The task then ends once, in the state cancelled, with one webhook "
+                               "if it has a hook; a task that ended before a processor saw the request keeps its "
+                               "outcome. Asking again is safe.",
+                "security": [{"bearerAuth": []}],
+                "parameters": [task_uuid],
+                "responses": {
+                    "202": {"description": "The cancellation is recorded",
+                            "content": {JSON: {"schema": _ref("CancelRequested")}}},
+                    "401": UNAUTHORIZED,
+                    "404": _error("No such task"),
+                    "409": _error("The task has already ended"),
+                    "503": _error("The request could not be recorded (asking again is safe), or this server is "
+                                  "still loading the status of tasks", _RETRY),
+                },
             }},
             "/v1/tasks/{task_uuid}/stems/{stem}": {"get": {
                 "operationId": "getStem",
@@ -186,11 +204,28 @@ def document(config: Config) -> dict:
                     "properties": {"task_uuid": {"type": "string"}, "state": {"type": "string", "enum": ["queued"]},
                                    "status_url": {"type": "string", "format": "uri"}},
                 },
+                "CancelRequested": {
+                    "type": "object", "required": ["task_uuid", "state", "cancel_requested_at", "status_url"],
+                    "properties": {"task_uuid": {"type": "string"},
+                                   "state": {"type": "string", "enum": list(STATES),
+                                             "description": "The task's state when the request was recorded"},
+                                   "cancel_requested_at": {"type": "string", "format": "date-time"},
+                                   "status_url": {"type": "string", "format": "uri"}},
+                },
                 "TaskStatus": {
                     "type": "object", "required": ["task_uuid", "state"],
                     "properties": {
                         "task_uuid": {"type": "string"},
                         "state": {"type": "string", "enum": list(STATES)},
+                        "outcome": {"type": "string", "enum": ["succeeded", "failed", "cancelled"],
+                                    "description": "How the task's work ended; it stays once the state moves on "
+                                                   "to delivered or delivery_failed"},
+                        "progress": {"type": "number", "minimum": 0, "maximum": 1,
+                                     "description": "How far the separation has got, updated every few seconds "
+                                                    "while it runs; 1 once it succeeded. A run interrupted by a "
+                                                    "restart starts again from 0"},
+                        "step": {"type": "string", "description": "What the separation is doing now"},
+                        "cancel_requested_at": {"type": "string", "format": "date-time"},
                         "priority": {"type": "integer", "minimum": min(PRIORITIES), "maximum": max(PRIORITIES)},
                         "model": {"type": "string"},
                         "submitted_at": {"type": "string", "format": "date-time"},

@@ -1,4 +1,5 @@
-"""GET /v1/tasks/<uuid> and its stem downloads, from this worker's status board.
+"""GET /v1/tasks/<uuid> and its stem downloads, from this worker's status board (and its view of
+the cancellations asked for).
 
 The processor records stems as absolute paths on its host; clients only ever
 see signed links, and a download serves a file only from inside the output
@@ -21,8 +22,8 @@ from uvrd.messages import TASK_UUID_RE
 blueprint = Blueprint("query", __name__)
 
 # What a status answer may show: never the processor's paths or host names.
-PUBLIC_FIELDS = ("task_uuid", "state", "priority", "model", "submitted_at", "started_at", "finished_at",
-                 "delivered_at", "error_message")
+PUBLIC_FIELDS = ("task_uuid", "state", "outcome", "progress", "step", "priority", "model", "submitted_at",
+                 "started_at", "finished_at", "cancel_requested_at", "delivered_at", "error_message")
 # A worker that has just started waits this long for the status topic before it answers 503.
 LOADING_WAIT_S = 5.0
 
@@ -31,7 +32,9 @@ LOADING_WAIT_S = 5.0
 def task_status(task_uuid: str):
     api = current()
     api.auth.require_bearer(request.headers)
-    state = _lookup(api, task_uuid)
+    state = lookup(api, task_uuid)
+    if "cancel_requested_at" not in state and (asked := api.backend.cancellations.requested_at(task_uuid)):
+        state["cancel_requested_at"] = asked  # asked, and not settled yet
     body = {name: state[name] for name in PUBLIC_FIELDS if state.get(name) is not None}
     stems = _stems(state)
     if stems and _in_bucket(api, state):
@@ -47,7 +50,7 @@ def task_status(task_uuid: str):
 def stem_file(task_uuid: str, stem: str):
     api = current()
     api.auth.require_stem_access(request.headers, request.args, task_uuid, stem)
-    state = _lookup(api, task_uuid)
+    state = lookup(api, task_uuid)
     path = _stems(state).get(stem)
     if path is None:
         raise ApiError(404, f"task {task_uuid} has no stem {stem!r}")
@@ -63,7 +66,9 @@ def stem_file(task_uuid: str, stem: str):
                      conditional=True)
 
 
-def _lookup(api: ApiContext, task_uuid: str) -> dict:
+def lookup(api: ApiContext, task_uuid: str) -> dict:
+    """The task's merged status: 404 for a task this deployment does not know, 503 while the status
+    topic is still loading."""
     if not TASK_UUID_RE.fullmatch(task_uuid):
         raise ApiError(404, f"no task {task_uuid}")
     structlog.contextvars.bind_contextvars(task_uuid=task_uuid)

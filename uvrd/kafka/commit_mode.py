@@ -30,7 +30,7 @@ _LOST_PARTITION = (Errors.CommitFailedError, Errors.IllegalGenerationError, Erro
 class OutRecord:
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone, for a compacted topic
     headers: tuple[tuple[str, bytes], ...] = field(default_factory=tuple)
 
 

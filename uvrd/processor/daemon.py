@@ -5,11 +5,14 @@ One task at a time, in three steps:
 - :func:`~uvrd.processor.accept.accept` reads the task message and checks it against this processor's
   configuration (model, output format, storage): a :class:`~uvrd.outcomes.Rejected` or the task;
 - :meth:`Processor.process` fetches its input, runs the separation with its retries
-  (separation.py) and stores the stems: Succeeded, Failed or Abandoned;
+  (separation.py, which reports its progress and stops it on a cancellation) and stores the
+  stems: Succeeded, Failed, Cancelled or Abandoned;
 - :meth:`Processor.settle` commits the result (results.py builds it, with the status record and,
   for a failure, a dead-letter copy) together with the task's offset, then removes the input.
 
-Nothing is committed for an Abandoned task (stop deadline, lost partition): it is redelivered to
+A task whose cancellation was requested before it is reached is settled as Cancelled without
+running (the whole cancellations topic is read before the first task is taken).  Nothing is
+committed for an Abandoned task (stop deadline, lost partition): it is redelivered to
 whichever worker owns the partition next.
 """
 
@@ -27,17 +30,18 @@ from kafka import TopicPartition
 from uvrd import messages
 from uvrd.config import Config
 from uvrd.kafka import status
+from uvrd.kafka.cancellations import Cancellations
 from uvrd.kafka.commit_mode import next_offset
 from uvrd.kafka.consumer_daemon import POLL_MS, Membership
 from uvrd.kafka.group_member import Claim, GroupMember
-from uvrd.outcomes import Abandoned, Failed, Rejected, Succeeded, TaskOutcome
+from uvrd.outcomes import Abandoned, Cancelled, Failed, Rejected, Succeeded, TaskOutcome
 from uvrd.processor.accept import MAX_ERROR_CHARS, Accepted, accept, rejected
 from uvrd.processor.attempts import AttemptLedger
 from uvrd.processor.engine import Engine, EngineSettings
-from uvrd.processor.engine_protocol import Job, JobFailed, Separated
+from uvrd.processor.engine_protocol import Job, JobCancelled, JobFailed, Separated
 from uvrd.processor.host_trouble import HostTrouble
 from uvrd.processor.priority import PriorityChooser
-from uvrd.processor.separation import Separation
+from uvrd.processor.separation import Separation, Watchers
 from uvrd.results import settlement
 from uvrd.runtime import logs
 from uvrd.runtime.wait import Runtime
@@ -64,6 +68,7 @@ class Processor:
         self.attempts = AttemptLedger(cfg.output_dir / ".attempts")
         self.priorities = PriorityChooser(config.topics.task_topics())
         self.storage = open_storage(config)
+        self.cancellations = Cancellations(config.kafka, config.topics.cancellations)
         self.runtime: Runtime | None = None
         self.member: GroupMember | None = None
         self.host: HostTrouble | None = None
@@ -78,6 +83,8 @@ class Processor:
             d.mkdir(parents=True, exist_ok=True)
         # Closed after the Kafka clients; by then it holds no job worth a goodbye.
         stack.callback(self.engine.close)
+        self.cancellations.start()
+        stack.callback(self.cancellations.stop)
         self.engine.start()
         return self.separation.await_engine()
 
@@ -93,9 +100,12 @@ class Processor:
             return self.host.status
         run = self.separation.run if self.separation is not None else None
         if run is not None:
-            return f"separating {run.task_uuid} for {run.age():.0f} s"
+            done = f", {run.progress.fraction:.0%} done" if run.progress is not None else ""
+            return f"separating {run.task_uuid} for {run.age():.0f} s{done}"
         if not self.runtime.lifecycle.stopping and not self.engine.ready:
             return f"{'warming up' if self.engine.warming else 'loading'} model {self.cfg.model}"
+        if not self.cancellations.caught_up:
+            return f"reading the cancellations topic {self.cancellations.topic!r}"
         return None
 
     def healthy(self) -> bool:
@@ -124,6 +134,10 @@ class Processor:
             self.engine.restart()
         if not (self.engine.ready or self.separation.await_engine()):
             return None
+        if not self.cancellations.caught_up:
+            # No task before the cancellations already asked for are known: one may be for it.
+            self.runtime.wait(until=lambda: self.cancellations.caught_up, through_drain=False)
+            return None
         self.priorities.apply(self.member.consumer)
         records = self.member.poll(POLL_MS, max_records=1)
         return records[0] if records else None
@@ -139,6 +153,9 @@ class Processor:
                 self.settle(record, None, accepted, claim)
                 return
             structlog.contextvars.bind_contextvars(task_uuid=accepted.task.task_uuid)
+            if requested_at := self.cancellations.requested_at(accepted.task.task_uuid):
+                self.settle(record, accepted.task, Cancelled(requested_at), claim)
+                return
             outcome = self.process(accepted, claim)
             if isinstance(outcome, Abandoned):
                 log.info("task left uncommitted for redelivery", reason=outcome.reason)
@@ -179,15 +196,22 @@ class Processor:
                           f"or hung each time before it finished")
         log.info("task started", attempt=attempt, model=model, output_format=fmt, audio_path=str(audio))
         started_at = messages.now_iso()
-        announce = functools.partial(self._publish_status, task.task_uuid, "processing", worker=socket.gethostname(),
-                                     submitted_at=task.submitted_at, started_at=started_at)
+        publish = functools.partial(self._publish_status, task.task_uuid, "processing")
+        watchers = Watchers(
+            announce=functools.partial(publish, worker=socket.gethostname(), submitted_at=task.submitted_at,
+                                       started_at=started_at, progress=0.0),
+            report=lambda p: publish(progress=p.fraction, step=p.step),
+            cancelled=lambda: self.cancellations.requested_at(task.task_uuid) is not None)
         job = functools.partial(Job, task.task_uuid, str(audio), model, fmt)
-        ran = self.separation.separate(claim, task.task_uuid, job, announce)
+        ran = self.separation.separate(claim, task.task_uuid, job, watchers)
         match ran:
             case Abandoned():
                 return ran
             case JobFailed(error=error):
                 return Failed(error, started_at)
+            case JobCancelled():
+                log.info("separation stopped: its cancellation was requested")
+                return Cancelled(self.cancellations.requested_at(task.task_uuid) or messages.now_iso(), started_at)
         stored = self._store_stems(task.task_uuid, ran, claim)
         if isinstance(stored, dict):
             return Succeeded(stored, model, started_at, ran.seconds)
@@ -215,11 +239,12 @@ class Processor:
         except Exception as e:
             log.warning("could not publish the task's status", state=state, error=str(e) or type(e).__name__)
 
-    def settle(self, record, task: messages.Task | None, outcome: Succeeded | Failed | Rejected,
+    def settle(self, record, task: messages.Task | None, outcome: Succeeded | Failed | Cancelled | Rejected,
                claim: Claim) -> None:
         """Commit the outcome's records with the task's offset; then forget the task's attempts and
         remove its input, if the input is the task's own."""
-        settled = settlement(self.config.topics, record, outcome, task, self.storage.name)
+        cancel_requested_at = self.cancellations.requested_at(task.task_uuid) if task is not None else None
+        settled = settlement(self.config.topics, record, outcome, task, self.storage.name, cancel_requested_at)
         if not self.member.commit(list(settled.records), next_offset(record), claim):
             return
         if settled.task_uuid:
@@ -229,11 +254,13 @@ class Processor:
         if isinstance(outcome, Succeeded):
             fields = {"separation_s": round(outcome.seconds, 3)} if outcome.seconds is not None else {}
             log.info("task succeeded", stems=settled.result["stems"], **fields)
+        elif isinstance(outcome, Cancelled):
+            log.info("task cancelled", requested_at=outcome.requested_at, started=outcome.started_at is not None)
         else:
             log.info("task failed", error=outcome.error)
 
 
-def _input_to_remove(outcome: Succeeded | Failed | Rejected, task: messages.Task | None) -> messages.Task | None:
+def _input_to_remove(outcome: Succeeded | Failed | Cancelled | Rejected, task: messages.Task | None) -> messages.Task | None:
     match outcome:
         case Rejected(input_of=input_of):
             return input_of

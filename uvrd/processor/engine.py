@@ -10,6 +10,7 @@ stopped child is visible from the parent.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import multiprocessing.resource_tracker
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 import structlog
 
 from uvrd.processor import engine_child
-from uvrd.processor.engine_protocol import EngineSettings, Fatal, Job, JobOutcome, Loaded, Warming
+from uvrd.processor.engine_protocol import EngineSettings, Fatal, Job, JobOutcome, Loaded, Progress, Warming
 
 log = structlog.get_logger("uvrd.engine")
 
@@ -44,13 +45,17 @@ class Engine:
         self.warming = False  # loaded, separating the warm-up clip
         self.started_at = 0.0
         self.load_info: dict = {}
+        self._cancel = None  # shared with the child: the number of the job to stop
+        self._jobs = 0  # jobs sent, over every child: a job's number is never reused
+        self.progress: Progress | None = None  # the job's latest, while one runs
 
     # -- process management -------------------------------------------
     def start(self) -> None:
         parent_conn, child_conn = self._ctx.Pipe()
         self._heartbeat = self._ctx.Value("d", time.monotonic(), lock=False)
+        self._cancel = self._ctx.Value("q", 0, lock=False)
         self._proc = self._ctx.Process(
-            target=self._child, args=(child_conn, self._heartbeat, self.settings),
+            target=self._child, args=(child_conn, self._heartbeat, self.settings, self._cancel),
             name="uvrd-engine", daemon=True,
         )
         self._proc.start()
@@ -149,11 +154,23 @@ class Engine:
 
     def submit(self, job: Job) -> None:
         Path(job.workdir).mkdir(parents=True, exist_ok=True)
-        self._conn.send(job)
+        self._jobs += 1
+        self.progress = None
+        self._conn.send(dataclasses.replace(job, number=self._jobs))
+
+    def cancel(self) -> None:
+        """Ask the child to stop the job it runs at its next step; it answers JobCancelled, or the
+        job's own outcome if it ended first."""
+        if self._cancel is not None:
+            self._cancel.value = self._jobs
 
     def poll_result(self, timeout: float) -> JobOutcome | None:
-        """The job's outcome (Separated, JobFailed or NoSpace), or None if none came in *timeout*."""
+        """The job's outcome (Separated, JobFailed, NoSpace or JobCancelled), or None if none came
+        in *timeout*; a Progress on the way is kept in :attr:`progress`."""
         msg = self._receive(timeout)
+        if isinstance(msg, Progress):
+            self.progress = msg
+            return None
         if msg is None or isinstance(msg, JobOutcome):
             return msg
         raise EngineDied(f"separation engine said {type(msg).__name__} while separating")

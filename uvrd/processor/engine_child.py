@@ -18,8 +18,9 @@ from pathlib import Path
 
 import structlog
 
-from uvrd.processor import audio_probe, bounded_decode, engine_warmup
-from uvrd.processor.engine_protocol import Fatal, Job, JobFailed, Loaded, NoSpace, Separated, Warming
+from uvrd.processor import audio_probe, bounded_decode, engine_warmup, progress_meter
+from uvrd.processor.engine_protocol import (Fatal, Job, JobCancelled, JobFailed, Loaded, NoSpace, Separated,
+                                            Warming)
 from uvrd.runtime import parent_death
 
 # Stem file names: audio-separator's own stem names, lower-cased.
@@ -49,7 +50,8 @@ def output_affixes(instance, audio_path: str) -> tuple[str, str]:
             f")_{instance.sanitize_filename(instance.model_name)}")
 
 
-def main(conn, heartbeat, settings) -> None:
+def main(conn, heartbeat, settings, cancel=None) -> None:
+    """*cancel*: a shared number, the parent's :attr:`Job.number` of the job it wants stopped."""
     # The worker alone decides when a separation ends: terminal Ctrl+C reaches
     # the whole process group, and systemd's KillMode=mixed signals only the
     # main process until its final SIGKILL.
@@ -63,7 +65,9 @@ def main(conn, heartbeat, settings) -> None:
     logs.configure("uvrd-engine")
     threading.Thread(target=_beat, args=(heartbeat,), daemon=True, name="heartbeat").start()
 
-    models = _Models(settings)
+    job_now = 0  # the number of the job being separated; 0 between jobs and in the warm-up
+    meter = progress_meter.Meter(conn.send, lambda: job_now != 0 and cancel is not None and cancel.value == job_now)
+    models = _Models(settings, meter)
     model = settings.models[0]
     try:
         started = time.monotonic()
@@ -93,8 +97,14 @@ def main(conn, heartbeat, settings) -> None:
             continue
         logs.bind_task(task_uuid=job.task_uuid)
         started = time.monotonic()
+        job_now = job.number
+        meter.begin(1)
         try:
+            meter.model(0, f"separating with {job.model}")
             stems = _separate(models, job)
+        except progress_meter.Cancelled:
+            log.info("separation cancelled", after_s=round(time.monotonic() - started, 2))
+            conn.send(JobCancelled())
         except audio_probe.Unusable as e:
             log.warning("input refused", error=str(e))
             conn.send(JobFailed(str(e)))
@@ -103,6 +113,9 @@ def main(conn, heartbeat, settings) -> None:
             conn.send((NoSpace if _no_space(e) else JobFailed)(_describe(e, job)))
         else:
             conn.send(Separated(stems, time.monotonic() - started))
+        finally:
+            job_now = 0
+            meter.end()
 
 
 # Exceptions that mean "this input is not audio ffmpeg/libsndfile can decode".
@@ -180,8 +193,9 @@ def _downmix(job, channels: int, max_seconds: float) -> str:
 class _Models:
     """One audio-separator Separator per model, each loaded and warmed up on first use."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, meter: progress_meter.Meter):
         self.settings = settings
+        self.meter = meter
         self._loaded = {}
         self.device = "unknown"
 
@@ -230,6 +244,7 @@ class _Models:
                                    "says why)") from None
             self.device = str(separator.torch_device)
             self._loaded[model] = separator
+            progress_meter.install(self.meter)  # audio-separator's modules are imported by now
 
 
 def _beat(heartbeat) -> None:

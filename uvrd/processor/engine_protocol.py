@@ -1,8 +1,10 @@
 """What the processor and its engine child exchange, as typed messages.
 
 The parent sends a :class:`Job`; the child answers with one of :data:`EngineMessage`: while it
-starts, Warming then Loaded (or Fatal); for each job, Separated, JobFailed or NoSpace.  Both sides
-``match`` on the type.  Apart from ``engine`` (the parent's side) so that the child's side,
+starts, Warming then Loaded (or Fatal); for each job, any number of Progress, then Separated,
+JobFailed, NoSpace or JobCancelled.  Both sides ``match`` on the type.  A cancellation goes the
+other way through a shared number, not the pipe: the child reads it between two steps of its
+separation loop, while the pipe's next message is still unread.  Apart from ``engine`` (the parent's side) so that the child's side,
 ``engine_child``, needs nothing of the parent.
 """
 
@@ -33,6 +35,7 @@ class Job:
     model: str
     output_format: str
     workdir: str
+    number: int = 0  # the parent's count of jobs sent: a cancellation names the job it is for
 
 
 # -- the child's answers --------------------------------------------------------------------------
@@ -65,6 +68,19 @@ class Separated:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """How far the job has got: *fraction* from 0 to 1, never less than the last one sent."""
+
+    fraction: float
+    step: str
+
+
+@dataclass(frozen=True)
+class JobCancelled:
+    """The job stopped at the parent's request; the model stays loaded."""
+
+
+@dataclass(frozen=True)
 class JobFailed:
     """The input's trouble (not audio, too long, a model error): the task fails."""
 
@@ -78,5 +94,5 @@ class NoSpace:
     error: str
 
 
-JobOutcome = Separated | JobFailed | NoSpace
-EngineMessage = Fatal | Warming | Loaded | JobOutcome
+JobOutcome = Separated | JobFailed | NoSpace | JobCancelled
+EngineMessage = Fatal | Warming | Loaded | Progress | JobOutcome

@@ -4,11 +4,14 @@ A run that does not finish (the engine died, or hung past ``job_timeout``) runs 
 ``job_retries`` more times; a full output disk is the host's trouble and is waited out
 (host_trouble.py).  While a run goes on, every partition stays paused and the consumer keeps
 polling, so a job longer than ``max.poll.interval.ms`` costs no rebalance; a stop past the drain
-window, a second signal or a lost partition ends it with SIGKILL.
+window, a second signal or a lost partition ends it with SIGKILL.  A cancellation asks the child to
+stop the job at its next step, so the model stays loaded; only a child that does not stop within
+CANCEL_GRACE_S is killed.  The child's progress is reported at most every ``progress_interval``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import shutil
 import tempfile
@@ -23,7 +26,7 @@ from uvrd.config import ProcessorConfig
 from uvrd.kafka.group_member import Claim, GroupMember
 from uvrd.outcomes import Abandoned, Retry
 from uvrd.processor.engine import Engine, EngineDied
-from uvrd.processor.engine_protocol import Job, JobFailed, JobOutcome, NoSpace, Separated
+from uvrd.processor.engine_protocol import Job, JobCancelled, JobFailed, JobOutcome, NoSpace, Progress, Separated
 from uvrd.processor.host_trouble import HostTrouble
 from uvrd.runtime.deadline import Deadline
 from uvrd.runtime.wait import Runtime, Why
@@ -34,6 +37,9 @@ ENGINE_WAIT_S = 0.4
 JOB_KEEPALIVE_POLL_MS = 10  # short: a result that comes while the consumer polls waits for the poll
 # Deaths of a loading engine in a row before the worker exits and leaves it to systemd.
 ENGINE_LOAD_TRIES = 3
+# A child asked to stop a job answers at its next step (a chunk: well under a second on a GPU);
+# one that has not within this long is killed, and the next task waits for a fresh one.
+CANCEL_GRACE_S = 15.0
 
 
 @dataclass
@@ -42,9 +48,23 @@ class Run:
 
     task_uuid: str
     started: float = field(default_factory=time.monotonic)
+    progress: Progress | None = None  # the child's latest
+    reported: Progress | None = None
+    reported_at: float = float("-inf")
+    cancel_asked: float | None = None  # when the child was asked to stop the job
+    child_stuck: bool = False  # it did not stop the cancelled job within CANCEL_GRACE_S
 
     def age(self) -> float:
         return time.monotonic() - self.started
+
+
+@dataclass(frozen=True)
+class Watchers:
+    """What a task's run reports to and asks about, each called from the wait's turns."""
+
+    announce: Callable[[], None] | None = None  # once, when the first run has begun
+    report: Callable[[Progress], None] | None = None  # the run's progress, at most every progress_interval
+    cancelled: Callable[[], bool] = lambda: False  # has a cancellation been requested?
 
 
 class Separation:
@@ -82,12 +102,13 @@ class Separation:
         return woke.done
 
     def separate(self, claim: Claim, task_uuid: str, job: Callable[[str], Job],
-                 announce: Callable[[], None] | None) -> Separated | JobFailed | Abandoned:
-        """Run *task_uuid*'s separation until it has an outcome; *job(workdir)* is the run to submit,
-        *announce* is called once, when a run has begun."""
+                 watchers: Watchers) -> Separated | JobFailed | JobCancelled | Abandoned:
+        """Run *task_uuid*'s separation until it has an outcome; *job(workdir)* is the run to submit."""
         reasons = []
         patience = self.host.patience()
         while len(reasons) <= self.cfg.job_retries:
+            if watchers.cancelled():
+                return JobCancelled()
             if not self.engine.ready and not self.await_engine():
                 return Abandoned("stopping while the engine restarted")
             try:
@@ -97,8 +118,8 @@ class Separation:
                 outcome = NoSpace(error) if e.errno == errno.ENOSPC else JobFailed(error)
             else:
                 with self.member.working():
-                    outcome = self._run_job(claim, job(str(workdir)), announce)
-                announce = None
+                    outcome = self._run_job(claim, job(str(workdir)), watchers)
+                watchers = dataclasses.replace(watchers, announce=None)
                 if isinstance(outcome, Separated):
                     return outcome
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -120,7 +141,7 @@ class Separation:
             log.warning("separation run did not finish; retrying", reason=outcome.reason, runs=len(reasons))
         return JobFailed(f"separation did not finish in {len(reasons)} runs: {'; '.join(reasons)}")
 
-    def _run_job(self, claim: Claim, job: Job, announce: Callable[[], None] | None) -> JobOutcome | Abandoned | Retry:
+    def _run_job(self, claim: Claim, job: Job, watchers: Watchers) -> JobOutcome | Abandoned | Retry:
         try:
             self.engine.submit(job)
         except OSError:
@@ -128,10 +149,10 @@ class Separation:
             return Retry("separation engine was gone when the job was submitted")
         self.run = Run(job.task_uuid)
         try:
-            if announce is not None:
+            if watchers.announce is not None:
                 # While the child separates: the status's round trips to the broker then cost no time.
-                announce()
-            woke = self.runtime.wait(until=lambda: self._run_ended(claim), through_drain=True,
+                watchers.announce()
+            woke = self.runtime.wait(until=lambda: self._run_ended(claim, watchers), through_drain=True,
                                      turn_ms=JOB_KEEPALIVE_POLL_MS)
         finally:
             self.run = None
@@ -139,18 +160,37 @@ class Separation:
             self.engine.kill()
             return Abandoned("second stop signal" if self.runtime.lifecycle.quick else
                              "the drain window ended before the separation did")
-        outcome = woke.value
-        if isinstance(outcome, Abandoned | Retry):
+        outcome, run = woke.value
+        if isinstance(outcome, Abandoned | Retry) or run.child_stuck:
             self.engine.restart()  # the run was given up, or the engine is gone: a fresh child
         return outcome
 
-    def _run_ended(self, claim: Claim) -> JobOutcome | Abandoned | Retry | None:
-        """How the run ended, or None while it goes on."""
+    def _run_ended(self, claim: Claim, watchers: Watchers) -> tuple[JobOutcome | Abandoned | Retry, Run] | None:
+        """How the run ended (and the run), or None while it goes on."""
+        run = self.run
         if claim.lost:
-            return Abandoned("the partition was reassigned to another worker")
-        if self.run.age() > self.cfg.job_timeout:
-            return Retry(f"separation exceeded job_timeout ({self.cfg.job_timeout:g} s)")
+            return Abandoned("the partition was reassigned to another worker"), run
+        if run.age() > self.cfg.job_timeout:
+            return Retry(f"separation exceeded job_timeout ({self.cfg.job_timeout:g} s)"), run
+        if run.cancel_asked is None and watchers.cancelled():
+            log.info("cancellation requested; asking the engine to stop the job")
+            run.cancel_asked = time.monotonic()
+            self.engine.cancel()
+        elif run.cancel_asked is not None and time.monotonic() - run.cancel_asked > CANCEL_GRACE_S:
+            log.warning("the engine did not stop the cancelled job in time; killing it", grace_s=CANCEL_GRACE_S)
+            run.child_stuck = True
+            return JobCancelled(), run
         try:
-            return self.engine.poll_result(ENGINE_WAIT_S)
+            outcome = self.engine.poll_result(ENGINE_WAIT_S)
         except EngineDied as e:
-            return Retry(str(e))
+            return Retry(str(e)), run
+        self._report(run, watchers)
+        return None if outcome is None else (outcome, run)
+
+    def _report(self, run: Run, watchers: Watchers) -> None:
+        run.progress = self.engine.progress
+        if run.progress is None or run.progress == run.reported or watchers.report is None:
+            return
+        if time.monotonic() - run.reported_at >= self.cfg.progress_interval:
+            run.reported, run.reported_at = run.progress, time.monotonic()
+            watchers.report(run.progress)

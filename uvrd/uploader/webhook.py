@@ -1,8 +1,8 @@
 """The webhook a user receives: its body and its signature.
 
-Body: the old service's callback fields (task_uuid, status, timestamp,
-vocals, instrumental, error_message) plus a stems map; stem values are
-signed, time-limited download links.
+Body: the old service's callback fields (task_uuid, status: success, failed
+or cancelled, timestamp, vocals, instrumental, error_message) plus a stems
+map; stem values are signed, time-limited download links.
 
 Signature: ``X-Uvrd-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>." + body>``
 with ``uploader.webhook_secret``.  A receiver recomputes it over the raw body,
@@ -28,7 +28,7 @@ def body(result: dict, link) -> bytes:
     stems = {name: link(task_uuid, name, ref) for name, ref in (result.get("stems") or {}).items()}
     payload = {
         "task_uuid": task_uuid,
-        "status": "success" if result.get("success") else "failed",
+        "status": "success" if result.get("success") else "cancelled" if result.get("cancelled") else "failed",
         "timestamp": messages.now_iso(),
         "vocals": stems.get("vocals"),
         "instrumental": stems.get("instrumental"),

@@ -8,10 +8,11 @@ import time
 import pytest
 
 from uvrd.processor.engine import Engine, EngineDied, EngineSettings
-from uvrd.processor.engine_protocol import Fatal, Job, JobFailed, Loaded, NoSpace, Separated, Warming
+from uvrd.processor.engine_protocol import (Fatal, Job, JobCancelled, JobFailed, Loaded, NoSpace, Progress, Separated,
+                                            Warming)
 
 
-def scripted_child(conn, heartbeat, settings: EngineSettings) -> None:
+def scripted_child(conn, heartbeat, settings: EngineSettings, cancel=None) -> None:
     """Plays the engine child: settings.models[0] names the script."""
     script = settings.models[0]
     if script == "unknown-model":
@@ -26,6 +27,16 @@ def scripted_child(conn, heartbeat, settings: EngineSettings) -> None:
             job = conn.recv()
         except EOFError:
             return
+        if job.task_uuid == "slow":  # ten steps, each a progress and a cancellation point
+            for step in range(1, 11):
+                time.sleep(0.05)
+                if cancel.value == job.number:
+                    conn.send(JobCancelled())
+                    break
+                conn.send(Progress(step / 10, f"step {step}"))
+            else:
+                conn.send(Separated({}, 0.5))
+            continue
         answer = {"ok": Separated({"vocals": f"{job.workdir}/vocals.wav"}, 0.5),
                   "bad": JobFailed("input is not audio"), "full": NoSpace("No space left on device"),
                   "confused": Loaded({}), "dies": None}[job.task_uuid]
@@ -104,5 +115,41 @@ def test_an_answer_out_of_turn_or_a_death_mid_job_is_a_dead_engine(tmp_path):
             answer(e, "confused", tmp_path)
         with pytest.raises(EngineDied, match="exited with status 9"):
             answer(e, "dies", tmp_path)
+    finally:
+        e.close()
+
+
+def test_progress_is_kept_while_the_job_runs_and_the_outcome_still_comes(tmp_path):
+    e = engine("m", tmp_path)
+    try:
+        assert ready(e)
+        e.submit(Job("slow", "in.wav", "m", "wav", str(tmp_path / "slow")))
+        seen = []
+        while (got := e.poll_result(0.5)) is None:
+            if e.progress is not None and (not seen or seen[-1] != e.progress):
+                seen.append(e.progress)
+        assert got == Separated({}, 0.5)
+        assert seen and seen[-1] == Progress(1.0, "step 10")
+        assert [p.fraction for p in seen] == sorted(p.fraction for p in seen)
+    finally:
+        e.close()
+
+
+def test_a_cancelled_job_stops_at_its_next_step_and_the_same_child_serves_the_next(tmp_path):
+    e = engine("m", tmp_path)
+    try:
+        assert ready(e)
+        pid = e.pid
+        e.submit(Job("slow", "in.wav", "m", "wav", str(tmp_path / "slow")))
+        while e.progress is None:
+            assert e.poll_result(0.5) is None
+        e.cancel()
+        deadline = time.monotonic() + 10
+        while (got := e.poll_result(0.5)) is None:
+            assert time.monotonic() < deadline, "no answer to the cancellation"
+        assert got == JobCancelled() and e.progress.fraction < 1.0
+        # The request named that job only: the next one runs to its end, in the same child.
+        assert answer(e, "slow", tmp_path) == Separated({}, 0.5)
+        assert e.pid == pid and e.alive()
     finally:
         e.close()

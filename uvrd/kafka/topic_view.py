@@ -1,0 +1,83 @@
+"""A whole topic, read from its start by a background thread without a consumer group: every
+reader sees every partition.  For the small compacted topics every daemon keeps a view of
+(status, cancellations); *fold* is called with each record's key and value."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import structlog
+from kafka import TopicPartition
+
+from uvrd.config import KafkaConfig
+from uvrd.kafka import clients
+
+log = structlog.get_logger("uvrd.topic_view")
+
+# How often a reader of a topic that does not exist yet looks again.
+MISSING_TOPIC_RECHECK_S = 1.0
+
+
+class TopicView:
+    def __init__(self, kafka_config: KafkaConfig, topic: str, fold: Callable[[bytes | None, bytes | None], None],
+                 missing_is_empty: bool = False):
+        """*missing_is_empty*: a topic that does not exist counts as caught up with nothing in it
+        (and is looked for again until it appears), rather than as still loading."""
+        self.kafka_config = kafka_config
+        self.topic = topic
+        self._fold = fold
+        self._missing_is_empty = missing_is_empty
+        self._stop = threading.Event()
+        self._caught_up = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"view-{topic}", daemon=True)
+
+    def start(self) -> "TopicView":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    @property
+    def caught_up(self) -> bool:
+        """Everything the topic held when the reader started has been folded in."""
+        return self._caught_up.is_set()
+
+    def wait_caught_up(self, timeout: float) -> bool:
+        return self._caught_up.wait(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._read()
+            except Exception as e:  # the reader must outlive a broker outage
+                log.warning("topic reader failed, restarting it", topic=self.topic, error=str(e) or type(e).__name__)
+                self._stop.wait(2)
+
+    def _read(self) -> None:
+        consumer = clients.consumer(self.kafka_config, group_id=None, max_poll_records=500)
+        try:
+            partitions = None
+            warned = False
+            while partitions is None and not self._stop.is_set():
+                partitions = consumer.partitions_for_topic(self.topic)
+                if partitions is None:
+                    if self._missing_is_empty and not warned:
+                        log.warning("topic does not exist; reading it as empty until it does", topic=self.topic)
+                        warned = True
+                        self._caught_up.set()
+                    self._stop.wait(MISSING_TOPIC_RECHECK_S)
+            tps = [TopicPartition(self.topic, p) for p in sorted(partitions or ())]
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            end = consumer.end_offsets(tps)
+            while not self._stop.is_set():
+                for batch in consumer.poll(timeout_ms=500).values():
+                    for rec in batch:
+                        self._fold(rec.key, rec.value)
+                if not self._caught_up.is_set() and all(consumer.position(tp) >= end[tp] for tp in tps):
+                    self._caught_up.set()
+        finally:
+            consumer.close(autocommit=False)
