@@ -212,25 +212,10 @@ class Processor:
             case JobCancelled():
                 log.info("separation stopped: its cancellation was requested")
                 return Cancelled(self.cancellations.requested_at(task.task_uuid) or messages.now_iso(), started_at)
-        stored = self._store_stems(task.task_uuid, ran, claim)
+        stored = _store_stems(self.host, self.storage, task.task_uuid, ran, claim)
         if isinstance(stored, dict):
             return Succeeded(stored, model, started_at, ran.seconds)
         return stored if isinstance(stored, Abandoned) else Failed(stored, started_at)
-
-    def _store_stems(self, task_uuid: str, ran: Separated, claim: Claim) -> dict[str, str] | str | Abandoned:
-        """The stored stems' refs; the error if the store kept failing; Abandoned if a stop or a rebalance
-        ended the wait for it.  The work directory is gone afterwards in every case."""
-        workdir = Path(next(iter(ran.stems.values()))).parent
-        try:
-            # Every stem is stored before the success is committed: never a result naming stems
-            # that are not there.
-            return self.host.with_store(task_uuid, claim, lambda: self.storage.put_stems(task_uuid, ran.stems))
-        except StorageError as e:
-            error = f"separation finished but {e}"[:MAX_ERROR_CHARS]
-            log.error("stems not stored", error=error)
-            return error
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)  # whatever the store did not take
 
     def _publish_status(self, task_uuid: str, state: str, **fields) -> None:
         """Best effort: a status the broker does not take now is overtaken by the result's."""
@@ -258,6 +243,22 @@ class Processor:
             log.info("task cancelled", requested_at=outcome.requested_at, started=outcome.started_at is not None)
         else:
             log.info("task failed", error=outcome.error)
+
+
+def _store_stems(host: HostTrouble, storage, task_uuid: str, ran: Separated, claim: Claim) -> dict[str, str] | str | Abandoned:
+    """The stored stems' refs; the error if the store kept failing; Abandoned if a stop or a rebalance
+    ended the wait for it.  The work directory is gone afterwards in every case."""
+    workdir = Path(next(iter(ran.stems.values()))).parent
+    try:
+        # Every stem is stored before the success is committed: never a result naming stems
+        # that are not there.
+        return host.with_store(task_uuid, claim, lambda: storage.put_stems(task_uuid, ran.stems))
+    except StorageError as e:
+        error = f"separation finished but {e}"[:MAX_ERROR_CHARS]
+        log.error("stems not stored", error=error)
+        return error
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # whatever the store did not take
 
 
 def _input_to_remove(outcome: Succeeded | Failed | Cancelled | Rejected, task: messages.Task | None) -> messages.Task | None:
