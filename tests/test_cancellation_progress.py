@@ -68,7 +68,10 @@ def results_of(kafka, service, task_uuid: str) -> list[dict]:
 
 
 def statuses_of(kafka, service, task_uuid: str) -> list[dict]:
-    return [json.loads(r.value) for r in kafka.read_all(service.stack.status) if r.key == task_uuid.encode()]
+    """The task's status records in the order they were written: its state's and its progress's
+    (a key of their own), without the tombstones."""
+    return [v for r in kafka.read_all(service.stack.status) if r.value is not None
+            and (v := json.loads(r.value))["task_uuid"] == task_uuid]
 
 
 def engine_starts(service) -> int:

@@ -1,6 +1,7 @@
 """Task and result messages: JSON, keyed by task_uuid, compatible with the old pipeline.
 
-Task:    {"task_uuid", "audio_path", "hook_url"} + optional "model", "output_format"
+Task:    {"task_uuid", "audio_path", "hook_url"} + optional "model", "output_format", "options"
+         (separation_options.py)
 Result:  {"task_uuid", "success": true, "vocals_path", "instrumental_path", "stems", "hook_url"}
          {"task_uuid", "success": false, "error_message", "hook_url"}
          {"task_uuid", "success": false, "cancelled": true, "error_message", "hook_url", "cancel_requested_at"}
@@ -22,6 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
+
+from uvrd import separation_options
+from uvrd.separation_options import NO_OPTIONS, SeparationOptions
 
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_PATH_CHARS = 4096
@@ -50,6 +54,7 @@ class Task:
     submitted_at: str | None = None
     storage: str = "local"
     audio_key: str | None = None  # with storage "s3"
+    options: SeparationOptions = NO_OPTIONS
 
     @property
     def audio_ref(self) -> str:
@@ -119,6 +124,12 @@ def parse_task(value: bytes | None, key: bytes | None = None) -> Task:
         if not isinstance(value_, str) or not value_.strip():
             raise bad(f"task field {name!r} must be a non-empty string, not {_json_type(value_)}")
         optional[name] = value_
+    try:
+        task_options = separation_options.parse(data.get("options"))
+    except separation_options.OptionError as e:
+        raise bad(f"task field 'options' is refused: {e}") from None
+    if task_options.values:
+        optional["options"] = task_options
     submitted_at = data.get("submitted_at")
     if isinstance(submitted_at, str) and len(submitted_at) <= 64 and _is_unicode(submitted_at):
         optional["submitted_at"] = submitted_at  # informational only: never worth failing a task over

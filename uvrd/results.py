@@ -39,6 +39,7 @@ def settlement(topics: TopicsConfig, record, outcome: Succeeded | Failed | Cance
         if isinstance(outcome, Succeeded):
             fields["progress"] = 1.0
         out.append(status.record(topics.status, task_uuid, state, outcome=state, **fields))
+        out.append(status.progress_tombstone(topics.status, task_uuid))
         if cancel_requested_at is not None or isinstance(outcome, Cancelled):
             out.append(cancellations.tombstone(topics.cancellations, task_uuid))
     if isinstance(outcome, Failed | Rejected):

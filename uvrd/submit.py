@@ -1,17 +1,20 @@
-"""``uvrd submit FILE``: upload to the API; with ``--wait``, follow the task to its end;
-with ``--output DIR``, also download its stems there.
+"""``uvrd submit FILE…``: upload each file to the API as its own task; with ``--wait``, follow
+them to their end; with ``--output DIR``, also download their stems there.  With several files, a
+summary ends the output.
 
 The API address and token come from the options, then UVRD_API_URL /
 UVRD_API_TOKEN, then the configuration (api.public_url, the first of
-api.tokens).  Exit status: 0 when the task succeeded (and, with --output,
-every stem arrived whole), 1 when it failed or was cancelled, 2 on a refused
-submission, an unreachable API or an output directory that cannot be written,
-3 when a stem could not be downloaded.  While the task runs, --wait draws its
-progress: a bar on a terminal, a line per tenth otherwise.
+api.tokens).  Exit status, the worst over the files: 0 when the task
+succeeded (and, with --output, every stem arrived whole), 1 when it failed or
+was cancelled, 2 on a refused submission, an unreachable API or an output
+directory that cannot be written, 3 when a stem could not be downloaded.
+While a task runs, --wait draws its progress: a bar on a terminal, a line per
+tenth otherwise.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -34,7 +37,7 @@ class SubmitError(Exception):
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("file", type=Path, help="the audio file to separate")
+    parser.add_argument("file", type=Path, nargs="+", help="the audio file(s) to separate: each is its own task")
     parser.add_argument("--hook-url", help="webhook to call with the result")
     parser.add_argument("--wait", action="store_true", help="follow the task until it ends")
     parser.add_argument("--output", type=Path, metavar="DIR",
@@ -42,6 +45,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--priority", type=int, help="1 (lowest) to 5 (highest); default 3")
     parser.add_argument("--model", help="a model this deployment serves")
     parser.add_argument("--output-format", help="flac, wav, mp3, ...")
+    parser.add_argument("--option", action="append", metavar="NAME=VALUE",
+                        help="a separation option, such as single_stem=vocals or mdx_overlap=0.5 (repeatable)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds --wait waits at most")
     add_endpoint_arguments(parser)
 
@@ -134,31 +139,89 @@ def add_endpoint_arguments(parser) -> None:
 def run(args) -> int:
     api, token = endpoint(args)
     try:
+        options = _options(args.option)
         if args.output is not None:
             _writable(args.output)  # before the task exists: its stems must have somewhere to go
-        accepted = submit(api, token, args.file, args.hook_url, priority=args.priority, model=args.model,
-                          output_format=args.output_format)
-        print(f"task {accepted['task_uuid']} accepted: {accepted['status_url']}", flush=True)
-        if not args.wait and args.output is None:
-            return 0
-        final = follow(api, token, accepted["task_uuid"], args.timeout)
-    except (SubmitError, requests.RequestException, OSError) as e:
+    except (SubmitError, OSError) as e:
         print(f"uvrd submit: {e}", file=sys.stderr)
         return 2
+    codes, lines = [], []
+    accepted: list[tuple[Path, str]] = []
+    for path in args.file:  # each file is its own task
+        try:
+            task = submit(api, token, path, args.hook_url, priority=args.priority, model=args.model,
+                          output_format=args.output_format, options=options)
+        except (SubmitError, requests.RequestException, OSError) as e:
+            print(f"uvrd submit: {path}: {e}", file=sys.stderr)
+            codes.append(2)
+            lines.append(f"  {path.name:<24} not accepted: {e}")
+            continue
+        print(f"task {task['task_uuid']} accepted: {task['status_url']}", flush=True)
+        accepted.append((path, task["task_uuid"]))
+    if args.wait or args.output is not None:
+        deadline = time.monotonic() + args.timeout
+        for path, task_uuid in accepted:
+            if len(args.file) > 1:
+                print(f"{path.name}:", flush=True)
+            code, line = _wait_for(api, token, path, task_uuid, max(deadline - time.monotonic(), 0), args.output)
+            codes.append(code)
+            lines.append(f"  {path.name:<24} {task_uuid}  {line}")
+    if len(args.file) > 1:
+        print(f"{len(args.file)} files: " + ", ".join(f"{n} {what}" for what, n in _tally(lines).items()))
+        print("\n".join(lines))
+    return max(codes, default=0)
+
+
+def _wait_for(api: str, token: str, path: Path, task_uuid: str, timeout: float, output: Path | None) -> tuple[int, str]:
+    """Follow one task to its end (and download its stems into *output*): its exit status and a
+    summary line."""
+    try:
+        final = follow(api, token, task_uuid, timeout)
+    except (SubmitError, requests.RequestException) as e:
+        print(f"uvrd submit: {e}", file=sys.stderr)
+        return 2, f"not followed: {e}"
     # "delivered" says only that the webhook went out; "outcome" says how the work ended.
     outcome = final.get("outcome") or final["state"]
     if outcome == "cancelled":
         print(f"task cancelled (asked at {final.get('cancel_requested_at') or 'an unknown time'})")
-        return 1
+        return 1, "cancelled"
     if outcome == "failed" or final["state"] in FINAL_BAD:
-        print(f"task failed: {final.get('error_message') or final.get('delivery_error') or 'no reason given'}")
-        return 1
+        why = final.get("error_message") or final.get("delivery_error") or "no reason given"
+        print(f"task failed: {why}")
+        return 1, f"failed: {why}"
     stems = sorted((final.get("stems") or {}).items())
-    if args.output is None:
+    if output is None:
         for stem, url in stems:
             print(f"  {stem:<13} {url}")
-        return 0
-    return _download_all(api, token, args.file, stems, args.output)
+        return 0, "succeeded"
+    code = _download_all(api, token, path, stems, output)
+    return code, "succeeded" if code == 0 else "succeeded; stems not all downloaded"
+
+
+def _tally(lines: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in lines:
+        what = next((w for w in ("not accepted", "not followed", "cancelled", "failed", "succeeded") if w in line),
+                    "submitted")
+        counts[what] = counts.get(what, 0) + 1
+    return counts
+
+
+def _options(given: list[str] | None) -> str | None:
+    """``--option NAME=VALUE`` pairs as the JSON text of the form's ``options`` field; each VALUE is
+    read as JSON (a number, true, an object), else kept as a string.  The API checks the bounds."""
+    if not given:
+        return None
+    options = {}
+    for pair in given:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SubmitError(f"--option {pair!r}: write NAME=VALUE, such as single_stem=vocals")
+        try:
+            options[name] = json.loads(value)
+        except ValueError:
+            options[name] = value
+    return json.dumps(options)
 
 
 def _download_all(api: str, token: str, source: Path, stems: list[tuple[str, str]], directory: Path) -> int:

@@ -109,8 +109,12 @@ class SingleHost:
         return [json.loads(r["body"])["task_uuid"] for r in self.receiver.requests]
 
     def wait_all_delivered_once(self, accepted: list[str], within: float = 600) -> None:
-        wait_until(lambda: set(accepted) <= set(self.delivered()), within,
-                   f"a webhook for each of {len(accepted)} accepted tasks")
+        try:
+            wait_until(lambda: set(accepted) <= set(self.delivered()), within,
+                       f"a webhook for each of {len(accepted)} accepted tasks")
+        except AssertionError as e:
+            states = {u: self.state(u) for u in accepted if u not in self.delivered()}
+            raise AssertionError(f"{e}\nundelivered tasks' states: {states}\n{self.twice([])}") from None
         wait_until(lambda: all(self.state(u) == "delivered" for u in accepted), 120, "every task delivered")
         delivered = self.delivered()
         assert sorted(delivered) == sorted(accepted), f"exactly one webhook per accepted task\n{self.twice(delivered)}"

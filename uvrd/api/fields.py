@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from uvrd import safehttp
+from uvrd import safehttp, separation_options
 from uvrd.api.errors import ApiError
 from uvrd.config import DEFAULT_PRIORITY, OUTPUT_FORMATS, PRIORITIES
 from uvrd.messages import MAX_URL_CHARS
@@ -21,19 +21,33 @@ class Submission:
     priority: int
     model: str | None = None
     output_format: str | None = None
+    options: separation_options.SeparationOptions = separation_options.NO_OPTIONS
 
 
 def bad(message: str) -> ApiError:
     return ApiError(400, message)
 
 
-def parse(fields: Mapping[str, Any], models: tuple[str, ...], allow_private: bool, form: bool) -> Submission:
+def parse(fields: Mapping[str, Any], models: tuple[str, ...], allow_private: bool, form: bool,
+          default_format: str) -> Submission:
+    output_format = choice(fields.get("output_format"), "output_format", OUTPUT_FORMATS)
     return Submission(
         hook_url=hook_url(fields.get("hook_url"), allow_private),
         priority=priority(fields.get("priority"), form),
         model=choice(fields.get("model"), "model", models),
-        output_format=choice(fields.get("output_format"), "output_format", OUTPUT_FORMATS),
+        output_format=output_format,
+        options=options(fields.get("options"), output_format or default_format),
     )
+
+
+def options(value: Any, output_format: str) -> separation_options.SeparationOptions:
+    """The JSON object (its text in a form) of separation options, each within its bounds."""
+    try:
+        parsed = separation_options.parse(value)
+        parsed.check_format(output_format)
+    except separation_options.OptionError as e:
+        raise bad(f"the field 'options' is refused: {e}") from None
+    return parsed
 
 
 def url_field(value: Any, name: str) -> str:

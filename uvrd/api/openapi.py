@@ -10,6 +10,7 @@ from __future__ import annotations
 from uvrd import __version__
 from uvrd.api.audio_types import DESCRIPTION as AUDIO_FORMATS
 from uvrd.config import DEFAULT_PRIORITY, OUTPUT_FORMATS, PRIORITIES, Config
+from uvrd import separation_options
 from uvrd.kafka.status import STATES
 from uvrd.messages import MAX_URL_CHARS, TASK_UUID_RE
 
@@ -192,13 +193,17 @@ def document(config: Config) -> dict:
                 "UploadSubmission": {
                     "type": "object", "required": ["audio"],
                     "properties": {"audio": {"type": "string", "format": "binary",
-                                             "description": f"The audio file: {AUDIO_FORMATS}"}, **options},
+                                             "description": f"The audio file: {AUDIO_FORMATS}"}, **options,
+                                   "options": {"type": "string", "maxLength": separation_options.MAX_OPTIONS_BYTES,
+                                               "description": "A SeparationOptions object as JSON text"}},
                 },
                 "UrlSubmission": {
                     "type": "object", "required": ["audio"],
                     "properties": {"audio": {**url, "description": "An http(s) URL the server fetches the "
-                                                                   "audio from"}, **options},
+                                                                   "audio from"}, **options,
+                                   "options": _ref("SeparationOptions")},
                 },
+                "SeparationOptions": separation_options.openapi_schema(),
                 "TaskAccepted": {
                     "type": "object", "required": ["task_uuid", "state", "status_url"],
                     "properties": {"task_uuid": {"type": "string"}, "state": {"type": "string", "enum": ["queued"]},

@@ -78,7 +78,8 @@ def _read_at_most(stream, limit: int) -> bytes:
 
 
 def _submission(api: ApiContext, values, form: bool) -> fields.Submission:
-    return fields.parse(values, api.config.processor.models, api.config.api.allow_private_urls, form)
+    return fields.parse(values, api.config.processor.models, api.config.api.allow_private_urls, form,
+                        api.config.processor.output_format)
 
 
 def _accept_upload(api: ApiContext):
@@ -121,6 +122,8 @@ def _queue(api: ApiContext, task_uuid: str, audio: Path, submission: fields.Subm
         task["model"] = submission.model
     if submission.output_format:
         task["output_format"] = submission.output_format
+    if submission.options.values:
+        task["options"] = submission.options.as_dict()
     topic = api.config.topics.task_topic(submission.priority)
     try:
         api.backend.send_and_wait(OutRecord(topic, task_uuid.encode(), messages.encode(task)))

@@ -43,7 +43,7 @@ class Cancellations:
         return self
 
     def stop(self) -> None:
-        self._view.stop()
+        self._view.stop(timeout=1.0)
 
     @property
     def caught_up(self) -> bool:

@@ -33,6 +33,21 @@ def record(topic: str, task_uuid: str, state: str, **fields) -> OutRecord:
     return OutRecord(topic, task_uuid.encode(), messages.encode(value))
 
 
+def progress_key(task_uuid: str) -> bytes:
+    """The key of a task's progress records (progress_feed.py); '/' is in no task_uuid."""
+    return f"{task_uuid}/progress".encode()
+
+
+def progress_record(topic: str, task_uuid: str, fraction: float, step: str) -> OutRecord:
+    value = {"task_uuid": task_uuid, "state": "processing", "updated_at": messages.now_iso(),
+             "progress": fraction, "step": step}
+    return OutRecord(topic, progress_key(task_uuid), messages.encode(value))
+
+
+def progress_tombstone(topic: str, task_uuid: str) -> OutRecord:
+    return OutRecord(topic, progress_key(task_uuid), None)
+
+
 def merge(current: dict | None, update: dict) -> dict:
     if current is None:
         return dict(update)

@@ -33,12 +33,15 @@ class TopicView:
         self._thread = threading.Thread(target=self._run, name=f"view-{topic}", daemon=True)
 
     def start(self) -> "TopicView":
-        self._thread.start()
+        if not self._thread.is_alive() and not self._stop.is_set():
+            self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop reading; wait up to *timeout* for the reader (a daemon thread: the process need not)."""
         self._stop.set()
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     @property
     def caught_up(self) -> bool:

@@ -42,6 +42,10 @@ def accept(record, cfg: ProcessorConfig, storage: str) -> Accepted | Rejected:
         if fmt not in OUTPUT_FORMATS:
             raise messages.BadMessage(f"unknown output_format {task.output_format!r}; use one of "
                                       f"{', '.join(OUTPUT_FORMATS)}", task.task_uuid, task.hook_url)
+        try:
+            task.options.check_format(fmt)
+        except ValueError as e:
+            raise messages.BadMessage(f"task field 'options' is refused: {e}", task.task_uuid, task.hook_url) from None
         if task.storage != storage:
             raise messages.BadMessage(f"the task's audio is in {task.storage} storage, but this processor is "
                                       f"configured for {storage} storage (storage.backend)",

@@ -32,6 +32,7 @@ from uvrd.config import Config
 from uvrd.kafka import status
 from uvrd.kafka.cancellations import Cancellations
 from uvrd.kafka.commit_mode import next_offset
+from uvrd.kafka.progress_feed import ProgressFeed
 from uvrd.kafka.consumer_daemon import POLL_MS, Membership
 from uvrd.kafka.group_member import Claim, GroupMember
 from uvrd.outcomes import Abandoned, Cancelled, Failed, Rejected, Succeeded, TaskOutcome
@@ -69,6 +70,7 @@ class Processor:
         self.priorities = PriorityChooser(config.topics.task_topics())
         self.storage = open_storage(config)
         self.cancellations = Cancellations(config.kafka, config.topics.cancellations)
+        self.progress = ProgressFeed(config.kafka, config.topics.status)
         self.runtime: Runtime | None = None
         self.member: GroupMember | None = None
         self.host: HostTrouble | None = None
@@ -83,13 +85,16 @@ class Processor:
             d.mkdir(parents=True, exist_ok=True)
         # Closed after the Kafka clients; by then it holds no job worth a goodbye.
         stack.callback(self.engine.close)
-        self.cancellations.start()
         stack.callback(self.cancellations.stop)
+        stack.callback(self.progress.close)
         self.engine.start()
         return self.separation.await_engine()
 
     def join(self, member: GroupMember) -> None:
         self.member = self.separation.member = member
+        # Read once the broker is known to answer: a reader's first try at an absent broker
+        # would hold up a stop until it timed out.
+        self.cancellations.start()
 
     def serve(self) -> None:
         while (woke := self.runtime.wait(until=self._next_record, through_drain=False, turn_ms=0)).done:
@@ -200,9 +205,9 @@ class Processor:
         watchers = Watchers(
             announce=functools.partial(publish, worker=socket.gethostname(), submitted_at=task.submitted_at,
                                        started_at=started_at, progress=0.0),
-            report=lambda p: publish(progress=p.fraction, step=p.step),
+            report=lambda p: self.progress.send(task.task_uuid, p.fraction, p.step),
             cancelled=lambda: self.cancellations.requested_at(task.task_uuid) is not None)
-        job = functools.partial(Job, task.task_uuid, str(audio), model, fmt)
+        job = functools.partial(Job, task.task_uuid, str(audio), model, fmt, options=task.options)
         ran = self.separation.separate(claim, task.task_uuid, job, watchers)
         match ran:
             case Abandoned():

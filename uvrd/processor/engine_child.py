@@ -18,10 +18,11 @@ from pathlib import Path
 
 import structlog
 
-from uvrd.processor import audio_probe, bounded_decode, engine_warmup, progress_meter
+from uvrd.processor import audio_probe, bounded_decode, engine_warmup, job_options, progress_meter
 from uvrd.processor.engine_protocol import (Fatal, Job, JobCancelled, JobFailed, Loaded, NoSpace, Separated,
                                             Warming)
 from uvrd.runtime import parent_death
+from uvrd.separation_options import OptionError
 
 # Stem file names: audio-separator's own stem names, lower-cased.
 KNOWN_STEMS = ("Vocals", "Instrumental", "Drums", "Bass", "Other", "Guitar", "Piano",
@@ -108,6 +109,9 @@ def main(conn, heartbeat, settings, cancel=None) -> None:
         except audio_probe.Unusable as e:
             log.warning("input refused", error=str(e))
             conn.send(JobFailed(str(e)))
+        except OptionError as e:
+            log.warning("options refused", error=str(e))
+            conn.send(JobFailed(f"the task's options are refused: {e}"))
         except Exception as e:
             log.warning("separation failed", error=f"{type(e).__name__}: {e}")
             conn.send((NoSpace if _no_space(e) else JobFailed)(_describe(e, job)))
@@ -154,7 +158,7 @@ def _separate(models: "_Models", job) -> dict[str, str]:
     # down by ffmpeg, which knows the surround layouts' downmix matrices.
     audio_path = _downmix(job, info.channels, limit) if info.channels > 2 else job.audio_path
     try:
-        with bounded_decode.limited(limit, job.audio_path, info):
+        with bounded_decode.limited(limit, job.audio_path, info), job_options.applied(instance, job.options):
             outputs = separator.separate(audio_path,
                                          custom_output_names={s: s.lower().replace(" ", "_") for s in KNOWN_STEMS})
     finally:
@@ -170,9 +174,9 @@ def _separate(models: "_Models", job) -> dict[str, str]:
         if name in stems:
             raise RuntimeError(f"audio-separator wrote two files for the stem {name!r}")
         stems[name] = str(path)
-    if not stems:
+    if not stems and job.options.get("single_stem") is None:
         raise RuntimeError("audio-separator produced no stems")
-    return stems
+    return job_options.finish(stems, job.options, job.output_format)
 
 
 def _downmix(job, channels: int, max_seconds: float) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from uvrd.separation_options import NO_OPTIONS, SeparationOptions
+
 
 @dataclass(frozen=True)
 class EngineSettings:
@@ -36,6 +38,7 @@ class Job:
     output_format: str
     workdir: str
     number: int = 0  # the parent's count of jobs sent: a cancellation names the job it is for
+    options: SeparationOptions = NO_OPTIONS
 
 
 # -- the child's answers --------------------------------------------------------------------------

@@ -1,0 +1,100 @@
+"""A task's separation options applied in the engine child: set on the loaded model for one job and
+put back afterwards, then the stems chosen, renamed and converted as the task asked.
+
+The model stays loaded between tasks, so every attribute a job sets is restored when it ends,
+whatever way it ends: the next task gets the deployment's settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+
+from uvrd.runtime import parent_death
+from uvrd.separation_options import OptionError, SeparationOptions
+
+# audio-separator's class for each architecture.
+ARCHITECTURES = {"MDXSeparator": "MDX", "VRSeparator": "VR", "DemucsSeparator": "Demucs", "MDXCSeparator": "MDXC"}
+# Each output format's PCM codec for each bit depth (flac's is a sample format: the codec is flac).
+_PCM = {"wav": {16: "pcm_s16le", 24: "pcm_s24le", 32: "pcm_s32le"},
+        "aiff": {16: "pcm_s16be", 24: "pcm_s24be", 32: "pcm_s32be"}}
+_FLAC = {16: ["-sample_fmt", "s16"], 24: ["-sample_fmt", "s32", "-bits_per_raw_sample", "24"]}
+
+
+def architecture(instance) -> str:
+    return ARCHITECTURES.get(type(instance).__name__, type(instance).__name__)
+
+
+@contextlib.contextmanager
+def applied(instance, options: SeparationOptions):
+    """*options* set on the loaded model *instance* for the duration; OptionError for one that does
+    not fit its architecture."""
+    attributes = options.for_architecture(architecture(instance))
+    single = options.get("single_stem")
+    if single is not None:
+        attributes["output_single_stem"] = single.replace("_", " ")
+    saved = {name: getattr(instance, name) for name in attributes if hasattr(instance, name)}
+    missing = [name for name in attributes if not hasattr(instance, name)]
+    if missing:
+        raise OptionError(f"this version of audio-separator has no setting {missing[0]} for "
+                          f"{architecture(instance)} models")
+    aggressiveness = getattr(instance, "aggressiveness", None)
+    try:
+        for name, value in attributes.items():
+            setattr(instance, name, value)
+        if "aggression" in attributes and isinstance(aggressiveness, dict):
+            # VR reads the aggression through this dict, built when the model loaded.
+            instance.aggression = attributes["aggression"] / 100
+            instance.aggressiveness = {**aggressiveness, "value": instance.aggression}
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(instance, name, value)
+        if aggressiveness is not None:
+            instance.aggressiveness = aggressiveness
+
+
+def finish(stems: dict[str, str], options: SeparationOptions, output_format: str) -> dict[str, str]:
+    """The stems as the task asked for them: only the single stem, under the custom names, at the
+    sample rate and bit depth it set."""
+    single = options.get("single_stem")
+    if single is not None:
+        if single not in stems:
+            raise OptionError(f"option single_stem: the model has no stem {single!r} (it has "
+                              f"{', '.join(sorted(stems)) or 'none'})")
+        stems = {single: stems[single]}
+    names = dict(options.get("stem_names") or ())
+    unknown = sorted(set(names) - set(stems))
+    if unknown:
+        raise OptionError(f"option stem_names: the model has no stem {unknown[0]!r} (it has "
+                          f"{', '.join(sorted(stems))})")
+    out = {}
+    for stem, path in stems.items():
+        name = names.get(stem, stem)
+        target = str(Path(path).with_name(name + Path(path).suffix))
+        if target != path:
+            os.replace(path, target)
+        out[name] = target
+    if options.get("sample_rate") is not None or options.get("bit_depth") is not None:
+        for path in out.values():
+            _convert(path, output_format, options.get("sample_rate"), options.get("bit_depth"))
+    return out
+
+
+def _convert(path: str, output_format: str, sample_rate: int | None, bit_depth: int | None) -> None:
+    """Rewrite *path* in place with ffmpeg at the asked sample rate and bit depth."""
+    args = []
+    if sample_rate is not None:
+        args += ["-ar", str(sample_rate)]
+    if bit_depth is not None:
+        args += ["-c:a", _PCM[output_format][bit_depth]] if output_format in _PCM else _FLAC[bit_depth]
+    temporary = f"{path}.converting{Path(path).suffix}"
+    run = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", path, *args, temporary],
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL, preexec_fn=parent_death.preexec())
+    if run.returncode != 0:
+        Path(temporary).unlink(missing_ok=True)
+        why = (run.stderr.strip().splitlines() or ["ffmpeg failed"])[-1][:300]
+        raise RuntimeError(f"could not convert a stem to the asked sample rate / bit depth: {why}")
+    os.replace(temporary, path)
