@@ -470,13 +470,17 @@ def test_status_topic_follows_the_task(stack, kafka, short_audio):
     kafka.send(stack.tasks, task)
     wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 60, "the commit")
     records = kafka.read_all(stack.status)
-    # The task's key: "processing" when the run starts, then the outcome.
+    # The task's own key: its outcome, committed with the result.
     states = [json.loads(r.value) for r in records if r.key == task["task_uuid"].encode()]
-    assert [s["state"] for s in states] == ["processing", "succeeded"]
-    assert (states[0]["progress"], states[-1]["progress"]) == (0.0, 1.0)
-    # Its progress on a key of its own, moving only forward, which the outcome's commit tombstones.
-    progress = [r.value and json.loads(r.value)["progress"] for r in records if r.key == progress_key(task["task_uuid"])]
-    assert progress[-1] is None and progress[:-1] == sorted(progress[:-1])
+    assert [s["state"] for s in states] == ["succeeded"] and states[0]["progress"] == 1.0
+    # The run's reports on a key of their own: "processing" from its start, the progress moving only
+    # forward, then the tombstone the outcome's commit writes.
+    reports = [r.value and json.loads(r.value) for r in records if r.key == progress_key(task["task_uuid"])]
+    assert reports[-1] is None and all(r["state"] == "processing" for r in reports[:-1])
+    assert (reports[0]["progress"], reports[0]["step"]) == (0.0, "started") and reports[0]["started_at"]
+    progress = [r["progress"] for r in reports[:-1]]
+    assert progress == sorted(progress)
+    states = reports[:-1] + states
     assert all(s["task_uuid"] == task["task_uuid"] for s in states)
     done = states[-1]
     assert done["submitted_at"] == task["submitted_at"] and done["started_at"] <= done["finished_at"]

@@ -73,6 +73,8 @@ class TopicsConfig:
     status: str = "uvrd.status"
     # Compacted, keyed by task_uuid: the cancellations asked for and not yet settled.
     cancellations: str = "uvrd.cancellations"
+    # Compacted, keyed by worker: each processor's latest heartbeat.
+    workers: str = "uvrd.workers"
 
     def task_topic(self, priority: int) -> str:
         """One topic per priority; the default priority keeps the plain name old producers use."""
@@ -93,6 +95,8 @@ class ProcessorConfig:
     model: str = "UVR-MDX-NET-Inst_HQ_4.onnx"
     # Further models a task may ask for by name; each is loaded on first use.
     extra_models: tuple[str, ...] = ()
+    # Models one engine holds at once: loading one more unloads the least recently used (memory).
+    max_loaded_models: int = 3
     model_dir: Path = Path("/var/lib/uvrd/models")
     spool_dir: Path = Path("/var/lib/uvrd/spool")
     output_dir: Path = Path("/var/lib/uvrd/output")
@@ -122,6 +126,8 @@ class ProcessorConfig:
     mdx_batch_size: int = 1
     # A running task's progress goes to the status topic at most this often (seconds).
     progress_interval: float = 2.0
+    # The worker's heartbeat goes to topics.workers this often, and whenever its state changes (seconds).
+    heartbeat_interval: float = 10.0
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -133,10 +139,11 @@ class ProcessorConfig:
                  f"must be one of {', '.join(OUTPUT_FORMATS)}")
         _require(self.model.strip() != "", "processor.model", "must not be empty")
         for name in ("drain_timeout", "job_timeout", "broker_timeout", "engine_stall_timeout", "engine_start_timeout",
-                     "max_audio_seconds", "progress_interval"):
+                     "max_audio_seconds", "progress_interval", "heartbeat_interval"):
             _require(getattr(self, name) > 0, f"processor.{name}", "must be positive")
         _require(self.job_retries >= 0, "processor.job_retries", "must not be negative")
         _require(self.max_attempts >= 1, "processor.max_attempts", "must be at least 1")
+        _require(self.max_loaded_models >= 1, "processor.max_loaded_models", "must be at least 1")
         for name in ("mdx_hop_length", "mdx_segment_size", "mdx_batch_size"):
             _require(getattr(self, name) > 0, f"processor.{name}", "must be positive")
         for name in ("model_dir", "spool_dir", "output_dir"):

@@ -7,7 +7,7 @@ import time
 import structlog
 from flask import Flask, Request, current_app, g, jsonify, request
 
-from uvrd.api import cancel, errors, openapi, query, submit
+from uvrd.api import cancel, errors, fleet, openapi, query, submit
 from uvrd.api.auth import Authenticator
 from uvrd.api.backend import Backend
 from uvrd.api.context import EXTENSION, ApiContext, current
@@ -47,6 +47,7 @@ def create_app(config: Config) -> Flask:
     app.register_blueprint(submit.blueprint)
     app.register_blueprint(query.blueprint)
     app.register_blueprint(cancel.blueprint)
+    app.register_blueprint(fleet.blueprint)
     _add_access_log(app)
     document = openapi.document(config)
 

@@ -22,6 +22,7 @@ from uvrd.kafka import clients, status
 from uvrd.kafka.cancellations import Cancellations
 from uvrd.kafka.commit_mode import OutRecord
 from uvrd.kafka.status import StatusBoard
+from uvrd.kafka.workers import WorkerBoard
 
 log = structlog.get_logger("uvrd.api")
 
@@ -46,6 +47,7 @@ class Backend:
         self.config = config
         self.board = StatusBoard(config.kafka, config.topics.status)
         self.cancellations = Cancellations(config.kafka, config.topics.cancellations)
+        self.workers = WorkerBoard(config.kafka, config.topics.workers)
         self._producer: KafkaProducer | None = None
         self._producer_lock = threading.Lock()
         self._probe = None
@@ -60,6 +62,7 @@ class Backend:
     def start(self) -> "Backend":
         self.board.start()
         self.cancellations.start()
+        self.workers.start()
         return self
 
     # -- producing ---------------------------------------------------------
@@ -177,3 +180,4 @@ class Backend:
                 self._probe = None
         self.board.stop()
         self.cancellations.stop()
+        self.workers.stop()

@@ -151,6 +151,26 @@ def document(config: Config) -> dict:
                     "503": _error("This server is still loading the status of tasks", _RETRY),
                 },
             }},
+            "/v1/workers": {"get": {
+                "operationId": "listWorkers",
+                "summary": "Every processor's latest heartbeat: what it holds and what it does",
+                "security": [{"bearerAuth": []}],
+                "responses": {
+                    "200": {"description": "The workers, alive ones first", "content": {JSON: {"schema": {
+                        "type": "object", "required": ["workers"],
+                        "properties": {"workers": {"type": "array", "items": _ref("Worker")}}}}}},
+                    "401": UNAUTHORIZED,
+                },
+            }},
+            "/v1/models": {"get": {
+                "operationId": "listModels",
+                "summary": "The models a task may name, where each is loaded, and audio-separator's ensemble presets",
+                "security": [{"bearerAuth": []}],
+                "responses": {
+                    "200": {"description": "The served models", "content": {JSON: {"schema": _ref("Models")}}},
+                    "401": UNAUTHORIZED,
+                },
+            }},
             "/healthz": {"get": {
                 "operationId": "health",
                 "summary": "Liveness: the process serves requests",
@@ -208,6 +228,55 @@ def document(config: Config) -> dict:
                     "type": "object", "required": ["task_uuid", "state", "status_url"],
                     "properties": {"task_uuid": {"type": "string"}, "state": {"type": "string", "enum": ["queued"]},
                                    "status_url": {"type": "string", "format": "uri"}},
+                },
+                "Worker": {
+                    "type": "object", "required": ["worker", "alive", "seconds_since"],
+                    "properties": {
+                        "worker": {"type": "string", "description": "The processor's transactional id"},
+                        "alive": {"type": "boolean", "description": "Its last heartbeat is younger than three "
+                                                                     "intervals"},
+                        "seconds_since": {"type": "number", "minimum": 0},
+                        "state": {"type": "string",
+                                  "enum": ["loading", "warming", "idle", "busy", "waiting", "stopping"]},
+                        "host": {"type": "string"}, "pid": {"type": "integer"}, "version": {"type": "string"},
+                        "started_at": {"type": "string", "format": "date-time"},
+                        "updated_at": {"type": "string", "format": "date-time"},
+                        "interval_s": {"type": "number"},
+                        "device": {"type": "string", "nullable": True},
+                        "trouble": {"type": "string", "nullable": True},
+                        "models": {"type": "array", "items": {"type": "object", "properties": {
+                            "model": {"type": "string"}, "architecture": {"type": "string", "nullable": True},
+                            "stems": {"type": "array", "items": {"type": "string"}}, "warm": {"type": "boolean"},
+                            "device": {"type": "string", "nullable": True}}}},
+                        "task": {"type": "object", "nullable": True, "properties": {
+                            "task_uuid": {"type": "string"}, "seconds": {"type": "number"},
+                            "progress": {"type": "number", "minimum": 0, "maximum": 1}, "step": {"type": "string"}}},
+                    },
+                },
+                "Models": {
+                    "type": "object", "required": ["models", "ensemble_presets"],
+                    "properties": {
+                        "models": {"type": "array", "items": {
+                            "type": "object", "required": ["model", "default", "stems", "loaded_on", "warm"],
+                            "properties": {
+                                "model": {"type": "string"}, "default": {"type": "boolean"},
+                                "architecture": {"type": "string", "nullable": True,
+                                                 "enum": ["MDX", "VR", "Demucs", "MDXC", None]},
+                                "stems": {"type": "array", "items": {"type": "string"}},
+                                "loaded_on": {"type": "array", "items": {"type": "string"},
+                                              "description": "The live workers holding it"},
+                                "warm": {"type": "boolean"}}}},
+                        "ensemble_presets": {"type": "array", "items": {
+                            "type": "object", "required": ["preset", "models", "served"],
+                            "properties": {
+                                "preset": {"type": "string"}, "name": {"type": "string", "nullable": True},
+                                "description": {"type": "string", "nullable": True},
+                                "models": {"type": "array", "items": {"type": "string"}},
+                                "algorithm": {"type": "string", "nullable": True},
+                                "weights": {"type": "array", "items": {"type": "number"}, "nullable": True},
+                                "served": {"type": "boolean",
+                                           "description": "Every model of the preset is served here"}}}},
+                    },
                 },
                 "CancelRequested": {
                     "type": "object", "required": ["task_uuid", "state", "cancel_requested_at", "status_url"],

@@ -107,7 +107,9 @@ class ConsumerDaemon:
         self.membership = handler.membership
         self.notifier = Notifier()
         self.lifecycle = Lifecycle(self.notifier, drain.drain_window(self.membership.drain_timeout, environ))
-        self.runtime = Runtime(self.lifecycle, self.status, self.healthy)
+        # A handler may also have on_turn(): a step of its own, once a turn of every wait, that must not block.
+        self.runtime = Runtime(self.lifecycle, self.status, self.healthy,
+                               on_turn=getattr(handler, "on_turn", lambda: None))
         self.member: GroupMember | None = None
         self.ready = False
 

@@ -1,8 +1,9 @@
 """Where each task stands, kept in Kafka: no database.
 
 A compacted topic keyed by task_uuid.  Every component appends the task's
-state as it moves it (api: queued; processor: processing, then succeeded or
-failed or cancelled, in the same transaction as the result; uploader: delivered or
+state as it moves it (api: queued; processor: processing and its progress, as
+reports on the key ``<task_uuid>/progress``, then succeeded, failed or
+cancelled in the same transaction as the result; uploader: delivered or
 delivery_failed, in the same transaction as its offset).  Each record
 carries what its writer knows, and readers merge them, so the API instances
 on every host agree without talking to each other.
@@ -34,13 +35,14 @@ def record(topic: str, task_uuid: str, state: str, **fields) -> OutRecord:
 
 
 def progress_key(task_uuid: str) -> bytes:
-    """The key of a task's progress records (progress_feed.py); '/' is in no task_uuid."""
+    """The key of a task's progress records (bulletin.py says why); '/' is in no task_uuid."""
     return f"{task_uuid}/progress".encode()
 
 
-def progress_record(topic: str, task_uuid: str, fraction: float, step: str) -> OutRecord:
+def progress_record(topic: str, task_uuid: str, fraction: float, step: str, **fields) -> OutRecord:
+    """A running task's state and progress, on the task's progress key; *fields* as record()'s."""
     value = {"task_uuid": task_uuid, "state": "processing", "updated_at": messages.now_iso(),
-             "progress": fraction, "step": step}
+             "progress": fraction, "step": step, **{k: v for k, v in fields.items() if v is not None}}
     return OutRecord(topic, progress_key(task_uuid), messages.encode(value))
 
 

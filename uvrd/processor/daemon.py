@@ -32,7 +32,7 @@ from uvrd.config import Config
 from uvrd.kafka import status
 from uvrd.kafka.cancellations import Cancellations
 from uvrd.kafka.commit_mode import next_offset
-from uvrd.kafka.progress_feed import ProgressFeed
+from uvrd.kafka.bulletin import Bulletin
 from uvrd.kafka.consumer_daemon import POLL_MS, Membership
 from uvrd.kafka.group_member import Claim, GroupMember
 from uvrd.outcomes import Abandoned, Cancelled, Failed, Rejected, Succeeded, TaskOutcome
@@ -40,6 +40,7 @@ from uvrd.processor.accept import MAX_ERROR_CHARS, Accepted, accept, rejected
 from uvrd.processor.attempts import AttemptLedger
 from uvrd.processor.engine import Engine, EngineSettings
 from uvrd.processor.engine_protocol import Job, JobCancelled, JobFailed, Separated
+from uvrd.processor import heartbeat
 from uvrd.processor.host_trouble import HostTrouble
 from uvrd.processor.priority import PriorityChooser
 from uvrd.processor.separation import Separation, Watchers
@@ -64,13 +65,15 @@ class Processor:
             model_dir=str(cfg.model_dir), output_dir=str(cfg.output_dir), models=cfg.models,
             output_format=cfg.output_format, mdx_hop_length=cfg.mdx_hop_length,
             mdx_segment_size=cfg.mdx_segment_size, mdx_batch_size=cfg.mdx_batch_size,
-            max_audio_seconds=cfg.max_audio_seconds,
+            max_audio_seconds=cfg.max_audio_seconds, max_loaded_models=cfg.max_loaded_models,
         ))
         self.attempts = AttemptLedger(cfg.output_dir / ".attempts")
         self.priorities = PriorityChooser(config.topics.task_topics())
         self.storage = open_storage(config)
         self.cancellations = Cancellations(config.kafka, config.topics.cancellations)
-        self.progress = ProgressFeed(config.kafka, config.topics.status)
+        self.bulletin = Bulletin(config.kafka)
+        self.heartbeat = heartbeat.Heartbeat(self.bulletin, config.topics.workers, self.membership.transactional_id,
+                                             cfg.heartbeat_interval)
         self.runtime: Runtime | None = None
         self.member: GroupMember | None = None
         self.host: HostTrouble | None = None
@@ -86,7 +89,8 @@ class Processor:
         # Closed after the Kafka clients; by then it holds no job worth a goodbye.
         stack.callback(self.engine.close)
         stack.callback(self.cancellations.stop)
-        stack.callback(self.progress.close)
+        stack.callback(self.bulletin.close)
+        stack.callback(self.heartbeat.goodbye)  # before the bulletin closes: it sends what it holds
         self.engine.start()
         return self.separation.await_engine()
 
@@ -117,6 +121,11 @@ class Processor:
         engine_ok = self.engine.alive() and self.engine.heartbeat_age() < self.cfg.engine_stall_timeout
         run = self.separation.run
         return engine_ok and (run is None or run.age() < self.cfg.job_timeout)
+
+    def on_turn(self) -> None:
+        if self.member is not None:  # connected: the broker can take a heartbeat
+            self.heartbeat.beat(heartbeat.doing(self.engine, self.separation.run, self.host.status,
+                                                self.runtime.lifecycle.stopping))
 
     def ready_fields(self) -> dict:
         return {"transactional_id": self.membership.transactional_id, "model": self.cfg.model}
@@ -201,11 +210,12 @@ class Processor:
                           f"or hung each time before it finished")
         log.info("task started", attempt=attempt, model=model, output_format=fmt, audio_path=str(audio))
         started_at = messages.now_iso()
-        publish = functools.partial(self._publish_status, task.task_uuid, "processing")
+        progress = functools.partial(status.progress_record, self.config.topics.status, task.task_uuid)
         watchers = Watchers(
-            announce=functools.partial(publish, worker=socket.gethostname(), submitted_at=task.submitted_at,
-                                       started_at=started_at, progress=0.0),
-            report=lambda p: self.progress.send(task.task_uuid, p.fraction, p.step),
+            # Reports, not commits: through the bulletin (bulletin.py says why).
+            announce=lambda: self.bulletin.send(progress(0.0, "started", worker=socket.gethostname(),
+                                                         submitted_at=task.submitted_at, started_at=started_at)),
+            report=lambda p: self.bulletin.send(progress(p.fraction, p.step)),
             cancelled=lambda: self.cancellations.requested_at(task.task_uuid) is not None)
         job = functools.partial(Job, task.task_uuid, str(audio), model, fmt, options=task.options)
         ran = self.separation.separate(claim, task.task_uuid, job, watchers)
@@ -221,13 +231,6 @@ class Processor:
         if isinstance(stored, dict):
             return Succeeded(stored, model, started_at, ran.seconds)
         return stored if isinstance(stored, Abandoned) else Failed(stored, started_at)
-
-    def _publish_status(self, task_uuid: str, state: str, **fields) -> None:
-        """Best effort: a status the broker does not take now is overtaken by the result's."""
-        try:
-            self.member.commit_now([status.record(self.config.topics.status, task_uuid, state, **fields)], {})
-        except Exception as e:
-            log.warning("could not publish the task's status", state=state, error=str(e) or type(e).__name__)
 
     def settle(self, record, task: messages.Task | None, outcome: Succeeded | Failed | Cancelled | Rejected,
                claim: Claim) -> None:

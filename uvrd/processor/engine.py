@@ -20,7 +20,8 @@ from pathlib import Path
 import structlog
 
 from uvrd.processor import engine_child
-from uvrd.processor.engine_protocol import EngineSettings, Fatal, Job, JobOutcome, Loaded, Progress, Warming
+from uvrd.processor.engine_protocol import (EngineSettings, Fatal, Job, JobOutcome, Loaded, ModelLoaded, Progress,
+                                            Warming)
 
 log = structlog.get_logger("uvrd.engine")
 
@@ -48,6 +49,7 @@ class Engine:
         self._cancel = None  # shared with the child: the number of the job to stop
         self._jobs = 0  # jobs sent, over every child: a job's number is never reused
         self.progress: Progress | None = None  # the job's latest, while one runs
+        self.models: dict[str, dict] = {}  # the child's loaded models, as it described them
 
     # -- process management -------------------------------------------
     def start(self) -> None:
@@ -112,6 +114,7 @@ class Engine:
             self._conn.close()
         self._proc = self._conn = None
         self.ready = self.warming = False
+        self.models = {}
 
     # -- messages ---------------------------------------------------------
     def _receive(self, timeout: float):
@@ -146,6 +149,9 @@ class Engine:
             case Loaded(info=info):
                 self.ready, self.warming = True, False
                 self.load_info = info
+                self.models = {info["model"]: {"model": info["model"], "architecture": info.get("architecture"),
+                                               "stems": info.get("stems", []), "device": info.get("device"),
+                                               "warm": "warmup_s" in info}}
                 log.info("engine ready", pid=self._proc.pid, load_s=round(time.monotonic() - self.started_at, 2),
                          **self.load_info)
                 return True
@@ -170,6 +176,10 @@ class Engine:
         msg = self._receive(timeout)
         if isinstance(msg, Progress):
             self.progress = msg
+            return None
+        if isinstance(msg, ModelLoaded):
+            self.models[msg.info["model"]] = msg.info
+            self.models = {name: info for name, info in self.models.items() if name in msg.loaded}
             return None
         if msg is None or isinstance(msg, JobOutcome):
             return msg

@@ -7,6 +7,7 @@ torch and audio-separator.
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import os
 import re
@@ -19,8 +20,8 @@ from pathlib import Path
 import structlog
 
 from uvrd.processor import audio_probe, bounded_decode, engine_warmup, job_options, progress_meter
-from uvrd.processor.engine_protocol import (Fatal, Job, JobCancelled, JobFailed, Loaded, NoSpace, Separated,
-                                            Warming)
+from uvrd.processor.engine_protocol import (Fatal, Job, JobCancelled, JobFailed, Loaded, ModelLoaded, NoSpace,
+                                            Separated, Warming)
 from uvrd.runtime import parent_death
 from uvrd.separation_options import OptionError
 
@@ -68,12 +69,14 @@ def main(conn, heartbeat, settings, cancel=None) -> None:
 
     job_now = 0  # the number of the job being separated; 0 between jobs and in the warm-up
     meter = progress_meter.Meter(conn.send, lambda: job_now != 0 and cancel is not None and cancel.value == job_now)
-    models = _Models(settings, meter)
+    models = _Models(settings, meter,
+                     lambda model: conn.send(ModelLoaded(models.described[model], tuple(models.described))))
     model = settings.models[0]
     try:
         started = time.monotonic()
         models.load(model)
-        info = {"model": model, "device": models.device, "model_load_s": round(time.monotonic() - started, 2)}
+        info = {"model": model, "device": models.device, "model_load_s": round(time.monotonic() - started, 2),
+                "architecture": models.described[model]["architecture"]}
     except Exception as e:  # the parent decides what a failed load means
         message = f"could not load model {model!r}: {type(e).__name__}: {e}"
         conn.send(Fatal(message, bool(_UNKNOWN_MODEL.search(str(e)))))
@@ -82,6 +85,7 @@ def main(conn, heartbeat, settings, cancel=None) -> None:
         conn.send(Warming(dict(info)))
         try:
             info["warmup_s"] = round(models.warm(model).seconds, 2)
+            info["stems"] = models.described[model]["stems"]
         except engine_warmup.WarmupFailed as e:
             # A model that cannot separate a clean clip cannot serve a task: the config's trouble, which
             # a restart does not mend, unless the warm-up only found the disk full.
@@ -197,18 +201,43 @@ def _downmix(job, channels: int, max_seconds: float) -> str:
 class _Models:
     """One audio-separator Separator per model, each loaded and warmed up on first use."""
 
-    def __init__(self, settings, meter: progress_meter.Meter):
+    def __init__(self, settings, meter: progress_meter.Meter, announce):
+        """*announce(model)*: a model loaded (and warmed up) for a task, after the first."""
         self.settings = settings
         self.meter = meter
+        self.announce = announce
         self._loaded = {}
+        self.described: dict[str, dict] = {}  # what the heartbeat tells of each loaded model
         self.device = "unknown"
 
     def get(self, model: str):
+        """*model*'s separator, loaded (and warmed up) for the job that names it if need be: the job's
+        step says so meanwhile.  Beyond max_loaded_models, the least recently used is unloaded first."""
         if model not in self._loaded:
+            self.meter.model(0, f"loading model {model}")
+            while len(self._loaded) >= self.settings.max_loaded_models:
+                self._unload(next(iter(self._loaded)))
             self.load(model)
             if self.settings.warm_up:
-                self.warm(model)
+                with self.meter.quiet():  # the warm-up clip's progress is not the job's
+                    self.warm(model)
+            self.announce(model)
+            self.meter.model(0, f"separating with {model}")
+        self._loaded[model] = self._loaded.pop(model)  # the most recently used goes last
         return self._loaded[model]
+
+    def _unload(self, model: str) -> None:
+        del self._loaded[model]
+        self.described.pop(model, None)
+        gc.collect()  # the separator holds the weights in cycles: free them before the next load
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+        log.info("model unloaded to make room", model=model, max_loaded_models=self.settings.max_loaded_models)
 
     def warm(self, model: str) -> engine_warmup.Warmup:
         """The loaded *model*'s warm-up separation, in the processor's output format; a model whose
@@ -221,8 +250,12 @@ class _Models:
         try:
             warmup = engine_warmup.run(model, separate)
         except BaseException:
-            del self._loaded[model]
+            self._loaded.pop(model, None)
+            self.described.pop(model, None)
             raise
+        # The warm-up's stems are the names this model's results carry, whatever the architecture.
+        self.described[model]["stems"] = sorted(warmup.stems)
+        self.described[model]["warm"] = True
         log.info("model warmed up", model=model, warmup_s=round(warmup.seconds, 2), stems=list(warmup.stems),
                  output_format=fmt, audio_s=engine_warmup.CLIP_SECONDS, directory=warmup.directory)
         return warmup
@@ -248,6 +281,11 @@ class _Models:
                                    "says why)") from None
             self.device = str(separator.torch_device)
             self._loaded[model] = separator
+            instance = separator.model_instance
+            stems = [str(s).lower().replace(" ", "_") for s in (getattr(instance, "primary_stem_name", None),
+                                                                 getattr(instance, "secondary_stem_name", None)) if s]
+            self.described[model] = {"model": model, "architecture": job_options.architecture(instance),
+                                     "stems": stems, "device": self.device, "warm": False}
             progress_meter.install(self.meter)  # audio-separator's modules are imported by now
 
 

@@ -1,7 +1,8 @@
 """What the processor and its engine child exchange, as typed messages.
 
 The parent sends a :class:`Job`; the child answers with one of :data:`EngineMessage`: while it
-starts, Warming then Loaded (or Fatal); for each job, any number of Progress, then Separated,
+starts, Warming then Loaded (or Fatal); for each job, any number of Progress (and a ModelLoaded
+when it loaded a model for the job), then Separated,
 JobFailed, NoSpace or JobCancelled.  Both sides ``match`` on the type.  A cancellation goes the
 other way through a shared number, not the pipe: the child reads it between two steps of its
 separation loop, while the pipe's next message is still unread.  Apart from ``engine`` (the parent's side) so that the child's side,
@@ -25,6 +26,7 @@ class EngineSettings:
     mdx_segment_size: int
     mdx_batch_size: int
     max_audio_seconds: float = 3600.0
+    max_loaded_models: int = 3  # the least recently used beyond it is unloaded (engine_child._Models)
     # Each model separates a short clip once loaded, before it serves a task (engine_warmup.py).
     # Off only in the benchmark of what the first task paid without it.
     warm_up: bool = True
@@ -71,6 +73,15 @@ class Separated:
 
 
 @dataclass(frozen=True)
+class ModelLoaded:
+    """A model a task named was loaded (and warmed up) for it: model, architecture, stems, device, warm;
+    *loaded* names every model the child holds now (one may have been unloaded to make room)."""
+
+    info: dict
+    loaded: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Progress:
     """How far the job has got: *fraction* from 0 to 1, never less than the last one sent."""
 
@@ -98,4 +109,4 @@ class NoSpace:
 
 
 JobOutcome = Separated | JobFailed | NoSpace | JobCancelled
-EngineMessage = Fatal | Warming | Loaded | Progress | JobOutcome
+EngineMessage = Fatal | Warming | Loaded | ModelLoaded | Progress | JobOutcome

@@ -14,6 +14,7 @@ per model of a bag, so for Demucs the model's share fills on the first pass and 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -65,6 +66,15 @@ class Meter:
 
     def end(self) -> None:
         self._active = False
+
+    @contextlib.contextmanager
+    def quiet(self):
+        """Nothing sent meanwhile (a model's warm-up inside a job); cancellation still stops it."""
+        active, self._active = self._active, False
+        try:
+            yield
+        finally:
+            self._active = active
 
     def model(self, index: int, step: str) -> None:
         """The job's model number *index* (from 0) starts; *step* says what it does."""

@@ -191,6 +191,7 @@ class Separation:
         run.progress = self.engine.progress
         if run.progress is None or run.progress == run.reported or watchers.report is None:
             return
-        if time.monotonic() - run.reported_at >= self.cfg.progress_interval:
+        new_step = run.reported is None or run.progress.step != run.reported.step  # a model load: say so at once
+        if new_step or time.monotonic() - run.reported_at >= self.cfg.progress_interval:
             run.reported, run.reported_at = run.progress, time.monotonic()
             watchers.report(run.progress)

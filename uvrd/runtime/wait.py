@@ -48,15 +48,18 @@ class Runtime:
     """
 
     def __init__(self, lifecycle: Lifecycle, status: Callable[[], str], healthy: Callable[[], bool],
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, on_turn: Callable[[], None] = lambda: None):
+        """*on_turn*: the daemon's own once-a-turn step (the processor's heartbeat); it must not block."""
         self.lifecycle = lifecycle
         self._status = status
         self._healthy = healthy
         self._sleep = sleep
+        self._on_turn = on_turn
         self.member = None  # a GroupMember, once connected
 
     def tick(self) -> None:
         self.lifecycle.tick(self._status(), self._healthy)
+        self._on_turn()
 
     def wait(self, until: Callable[[], T | None] | None = None, budget: Deadline | None = None, *,
              through_drain: bool, turn_ms: int = KEEPALIVE_POLL_MS) -> Woke[T]:

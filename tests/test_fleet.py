@@ -1,0 +1,97 @@
+"""The fleet as an operator and a client see it: each processor's heartbeat on the workers topic,
+served by ``GET /v1/workers`` and ``GET /v1/models``, with a real broker, the tiny model and the
+api as a subprocess."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+import requests
+from separation_service import AUTH, SeparationService, submit
+from support import wait_until
+
+from uvrd.devtools import tinymodel
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def service(module_stack, model_dir):
+    svc = SeparationService(module_stack, [tinymodel.install(model_dir)], model_dir, heartbeat_interval=1.0,
+                            progress_interval=0.3)
+    yield svc
+    svc.close()
+
+
+def get(service, path: str) -> dict:
+    response = requests.get(f"{service.url}{path}", headers=AUTH, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def one_worker(service) -> dict | None:
+    workers = [w for w in get(service, "/v1/workers")["workers"] if w["alive"]]
+    return workers[0] if len(workers) == 1 else None
+
+
+def test_a_ready_processor_shows_as_an_idle_worker_holding_its_warm_model(service):
+    worker = wait_until(lambda: (w := one_worker(service)) and w["state"] == "idle" and w, 60, "the idle worker")
+    assert worker["device"] == "cpu" and worker["task"] is None and worker["pid"] == service.processor.proc.pid
+    [model] = worker["models"]
+    assert (model["model"], model["architecture"], model["warm"]) == (tinymodel.TINY_MODEL, "MDX", True)
+    assert model["stems"] == ["instrumental", "vocals"]
+    models = get(service, "/v1/models")
+    [served] = models["models"]
+    assert served == {"model": tinymodel.TINY_MODEL, "default": True, "architecture": "MDX",
+                      "stems": ["instrumental", "vocals"], "loaded_on": [worker["worker"]], "warm": True}
+    presets = {p["preset"]: p for p in models["ensemble_presets"]}
+    assert presets and all(not p["served"] and len(p["models"]) >= 2 for p in presets.values())
+
+
+def test_a_busy_worker_shows_its_task_and_progress(service, tmp_path):
+    task_uuid = submit(service.url, tinymodel.write_sample(tmp_path / "long.wav", seconds=300), service.receiver.url)
+    busy = wait_until(lambda: (w := one_worker(service)) and (w.get("task") or {}).get("progress", 0) > 0 and w,
+                      120, "the worker busy with the task")
+    assert busy["state"] == "busy" and busy["task"]["task_uuid"] == task_uuid
+    wait_until(lambda: (w := one_worker(service)) and w["state"] == "idle", 120, "the worker idle again")
+
+
+def test_a_stopped_worker_leaves_the_list(service):
+    assert one_worker(service) is not None
+    service.processor.signal(signal.SIGTERM)
+    assert service.processor.wait_exit(60) == 0
+    wait_until(lambda: get(service, "/v1/workers")["workers"] == [], 30, "the worker's goodbye")
+    assert get(service, "/v1/models")["models"][0]["loaded_on"] == []
+
+
+def test_a_model_a_task_names_is_loaded_for_it_and_the_least_recently_used_makes_room(module_stacks, tmp_path,
+                                                                                      kafka):
+    import json
+
+    from uvrd.kafka.status import progress_key
+
+    stack = module_stacks("lru")
+    models_dir = tmp_path / "models"
+    a, b, c = (tinymodel.install(models_dir, name=f"UVRD-Tiny-{x}.onnx") for x in "ABC")
+    svc = SeparationService(stack, [a, b, c], models_dir, heartbeat_interval=1.0, max_loaded_models=2)
+    sample = tinymodel.write_sample(tmp_path / "s.wav", seconds=2)
+    try:
+        def held():
+            worker = one_worker(svc)
+            return sorted(m["model"] for m in worker["models"]) if worker else None
+
+        wait_until(lambda: held() == [a.filename], 60, "the default model alone")
+        svc.separate(sample, model=b.filename)
+        wait_until(lambda: held() == [a.filename, b.filename], 30, "two models held")
+        done = svc.separate(sample, model=c.filename)
+        # Two at most: the default, used longest ago, went to make room.
+        wait_until(lambda: held() == [b.filename, c.filename], 30, "the least recently used unloaded")
+        assert [e["model"] for e in svc.processor.events("model unloaded to make room")] == [a.filename]
+        steps = [json.loads(r.value)["step"] for r in kafka.read_all(stack.status)
+                 if r.key == progress_key(done.task_uuid) and r.value is not None]
+        assert f"loading model {c.filename}" in steps, steps
+        assert svc.separate(sample).webhook["status"] == "success"  # the default comes back, B goes
+        wait_until(lambda: held() == [a.filename, c.filename], 30, "the default loaded again")
+    finally:
+        svc.close()

@@ -1,0 +1,47 @@
+"""GET /v1/workers and GET /v1/models: the deployment as its processors' heartbeats tell it.
+
+Every api instance reads the workers topic whole (kafka/workers.py), so each answers the same.
+A model is *served* when the configuration lists it (``processor.model`` and ``extra_models``): a
+task may name it.  Whether it is loaded and warm, and on which workers, comes from the heartbeats;
+its architecture and stems from them too, else from audio-separator's own catalogue.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from uvrd import known_models
+from uvrd.api.context import current
+
+blueprint = Blueprint("fleet", __name__)
+
+
+@blueprint.get("/v1/workers")
+def list_workers():
+    api = current()
+    api.auth.require_bearer(request.headers)
+    return jsonify(workers=api.backend.workers.workers())
+
+
+@blueprint.get("/v1/models")
+def list_models():
+    api = current()
+    api.auth.require_bearer(request.headers)
+    cfg = api.config.processor
+    alive = [w for w in api.backend.workers.workers() if w["alive"]]
+    catalogue = known_models.known()
+    models = []
+    for name in cfg.models:
+        held = [(w["worker"], m) for w in alive for m in (w.get("models") or []) if m.get("model") == name]
+        reported = next((m for _, m in held), {})
+        about = catalogue.get(name, {})
+        models.append({
+            "model": name, "default": name == cfg.model,
+            "architecture": reported.get("architecture") or about.get("architecture"),
+            "stems": reported.get("stems") or about.get("stems") or [],
+            "loaded_on": [worker for worker, _ in held],
+            "warm": any(m.get("warm") for _, m in held),
+        })
+    presets = [{"preset": key, **preset, "served": all(m in cfg.models for m in preset.get("models") or [])}
+               for key, preset in known_models.ensemble_presets().items()]
+    return jsonify(models=models, ensemble_presets=presets)
