@@ -95,3 +95,41 @@ def test_a_model_a_task_names_is_loaded_for_it_and_the_least_recently_used_makes
         wait_until(lambda: held() == [a.filename, c.filename], 30, "the default loaded again")
     finally:
         svc.close()
+
+
+def test_uvrd_status_shows_the_workers_the_queues_and_the_dead_letters(module_stacks, model_dir, tmp_path, kafka):
+    import os
+    import subprocess
+    import sys
+
+    from separation_service import TOKEN
+
+    stack = module_stacks("status")
+    svc = SeparationService(stack, [tinymodel.install(model_dir)], model_dir, heartbeat_interval=1.0)
+    try:
+        # A task the processor refuses (an unknown model) is one dead letter; with no hook, nothing more.
+        kafka.send(stack.tasks, stack.task("/nowhere.wav", model="No-Such.onnx", hook_url=None))
+        wait_until(lambda: get(svc, "/v1/queues")["dead_letters"] == 1, 60, "the dead letter")
+        # The counts are at most a second old: wait for the task and its result to be committed.
+        wait_until(lambda: (q := get(svc, "/v1/queues"))["results"]["end"] > 0 and q["results"]["backlog"] == 0
+                   and all(t["backlog"] == 0 for t in q["tasks"]), 60, "the task and its result settled")
+        wait_until(lambda: (w := one_worker(svc)) and w["state"] == "idle", 60, "the idle worker")
+        env = {**os.environ, "UVRD_API_URL": svc.url, "UVRD_API_TOKEN": TOKEN}
+        run = subprocess.run([sys.executable, "-m", "uvrd", "status"], capture_output=True, text=True, env=env,
+                             timeout=60)
+        assert run.returncode == 0, run.stderr
+        out = run.stdout
+        assert "workers: 1 alive" in out and tinymodel.TINY_MODEL in out and " idle " in out, out
+        assert f"priority 3  {stack.tasks}" in out and "0 waiting" in out
+        assert "dead letters: 1" in out and "tasks in flight: 0" in out
+        print("\n" + out)
+        queues = get(svc, "/v1/queues")
+        assert [q["priority"] for q in queues["tasks"]] == [5, 4, 3, 2, 1]
+        assert [q["end"] for q in queues["tasks"]] == [0, 0, 1, 0, 0]
+        svc.processor.signal(signal.SIGTERM)
+        assert svc.processor.wait_exit(60) == 0
+        gone = subprocess.run([sys.executable, "-m", "uvrd", "status"], capture_output=True, text=True, env=env,
+                              timeout=60)
+        assert gone.returncode == 1 and "workers: 0 alive" in gone.stdout
+    finally:
+        svc.close()

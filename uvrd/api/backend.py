@@ -22,6 +22,8 @@ from uvrd.kafka import clients, status
 from uvrd.kafka.cancellations import Cancellations
 from uvrd.kafka.commit_mode import OutRecord
 from uvrd.kafka.status import StatusBoard
+from uvrd.kafka.dead_letters import DeadLetterBoard
+from uvrd.kafka.queues import QueueGauge
 from uvrd.kafka.workers import WorkerBoard
 
 log = structlog.get_logger("uvrd.api")
@@ -48,6 +50,8 @@ class Backend:
         self.board = StatusBoard(config.kafka, config.topics.status)
         self.cancellations = Cancellations(config.kafka, config.topics.cancellations)
         self.workers = WorkerBoard(config.kafka, config.topics.workers)
+        self.queues = QueueGauge(config)
+        self.dead_letters = DeadLetterBoard(config.kafka, config.topics.dead_letter)
         self._producer: KafkaProducer | None = None
         self._producer_lock = threading.Lock()
         self._probe = None
@@ -63,6 +67,7 @@ class Backend:
         self.board.start()
         self.cancellations.start()
         self.workers.start()
+        self.dead_letters.start()
         return self
 
     # -- producing ---------------------------------------------------------
@@ -181,3 +186,5 @@ class Backend:
         self.board.stop()
         self.cancellations.stop()
         self.workers.stop()
+        self.queues.close()
+        self.dead_letters.stop()

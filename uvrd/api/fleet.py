@@ -1,4 +1,5 @@
-"""GET /v1/workers and GET /v1/models: the deployment as its processors' heartbeats tell it.
+"""GET /v1/workers, /v1/models and /v1/queues: the deployment as its processors' heartbeats and
+the broker's offsets tell it.
 
 Every api instance reads the workers topic whole (kafka/workers.py), so each answers the same.
 A model is *served* when the configuration lists it (``processor.model`` and ``extra_models``): a
@@ -9,9 +10,11 @@ its architecture and stems from them too, else from audio-separator's own catalo
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
+from kafka.errors import KafkaError
 
 from uvrd import known_models
 from uvrd.api.context import current
+from uvrd.api.errors import ApiError
 
 blueprint = Blueprint("fleet", __name__)
 
@@ -45,3 +48,15 @@ def list_models():
     presets = [{"preset": key, **preset, "served": all(m in cfg.models for m in preset.get("models") or [])}
                for key, preset in known_models.ensemble_presets().items()]
     return jsonify(models=models, ensemble_presets=presets)
+
+
+@blueprint.get("/v1/queues")
+def list_queues():
+    """Each priority's backlog of tasks, the results waiting for their webhook, the dead letters."""
+    api = current()
+    api.auth.require_bearer(request.headers)
+    try:
+        queues = api.backend.queues.read()
+    except KafkaError as e:
+        raise ApiError(503, f"Kafka did not answer: {e}", {"Retry-After": "5"}) from None
+    return jsonify(**queues, dead_letters=api.backend.dead_letters.count())

@@ -171,6 +171,17 @@ def document(config: Config) -> dict:
                     "401": UNAUTHORIZED,
                 },
             }},
+            "/v1/queues": {"get": {
+                "operationId": "listQueues",
+                "summary": "Tasks waiting per priority, results waiting for their webhook, dead letters",
+                "security": [{"bearerAuth": []}],
+                "responses": {
+                    "200": {"description": "Backlogs, from the broker's offsets",
+                            "content": {JSON: {"schema": _ref("Queues")}}},
+                    "401": UNAUTHORIZED,
+                    "503": _error("Kafka did not answer", _RETRY),
+                },
+            }},
             "/healthz": {"get": {
                 "operationId": "health",
                 "summary": "Liveness: the process serves requests",
@@ -276,6 +287,27 @@ def document(config: Config) -> dict:
                                 "weights": {"type": "array", "items": {"type": "number"}, "nullable": True},
                                 "served": {"type": "boolean",
                                            "description": "Every model of the preset is served here"}}}},
+                    },
+                },
+                "Queues": {
+                    "type": "object", "required": ["tasks", "results", "dead_letters"],
+                    "properties": {
+                        "tasks": {"type": "array", "items": {
+                            "type": "object", "required": ["priority", "topic", "end", "committed", "backlog"],
+                            "properties": {"priority": {"type": "integer"}, "topic": {"type": "string"},
+                                           "end": {"type": "integer", "minimum": 0},
+                                           "committed": {"type": "integer", "minimum": 0},
+                                           "backlog": {"type": "integer", "minimum": 0,
+                                                       "description": "Tasks not yet committed by the "
+                                                                      "processors' group"},
+                                           "at_least": {"type": "boolean",
+                                                        "description": "The backlog is longer than counted"}}}},
+                        "results": {"type": "object", "required": ["topic", "end", "committed", "backlog"],
+                                    "properties": {"topic": {"type": "string"}, "end": {"type": "integer"},
+                                                   "committed": {"type": "integer"},
+                                                   "backlog": {"type": "integer", "minimum": 0},
+                                                   "at_least": {"type": "boolean"}}},
+                        "dead_letters": {"type": "integer", "minimum": 0},
                     },
                 },
                 "CancelRequested": {

@@ -58,7 +58,8 @@ class Cancellations:
         with self._lock:
             self._requested.setdefault(task_uuid, at)
 
-    def _fold(self, key: bytes | None, raw: bytes | None) -> None:
+    def _fold(self, rec) -> None:
+        key, raw = rec.key, rec.value
         try:
             task_uuid = key.decode()
         except (AttributeError, UnicodeDecodeError):

@@ -91,7 +91,8 @@ class StatusBoard:
     def wait_caught_up(self, timeout: float) -> bool:
         return self._view.wait_caught_up(timeout)
 
-    def _fold(self, key: bytes | None, raw: bytes | None) -> None:
+    def _fold(self, rec) -> None:
+        raw = rec.value
         try:
             value = json.loads(raw)
             task_uuid = value["task_uuid"]

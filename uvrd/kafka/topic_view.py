@@ -1,6 +1,6 @@
 """A whole topic, read from its start by a background thread without a consumer group: every
-reader sees every partition.  For the small compacted topics every daemon keeps a view of
-(status, cancellations); *fold* is called with each record's key and value."""
+reader sees every partition.  For the topics every api or processor keeps a view of (status,
+cancellations, workers, dead letters); *fold* is called with each record, in order."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import structlog
 from kafka import TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
 from uvrd.config import KafkaConfig
 from uvrd.kafka import clients
@@ -20,7 +21,7 @@ MISSING_TOPIC_RECHECK_S = 1.0
 
 
 class TopicView:
-    def __init__(self, kafka_config: KafkaConfig, topic: str, fold: Callable[[bytes | None, bytes | None], None],
+    def __init__(self, kafka_config: KafkaConfig, topic: str, fold: Callable[[ConsumerRecord], None],
                  missing_is_empty: bool = False):
         """*missing_is_empty*: a topic that does not exist counts as caught up with nothing in it
         (and is looked for again until it appears), rather than as still loading."""
@@ -79,7 +80,7 @@ class TopicView:
             while not self._stop.is_set():
                 for batch in consumer.poll(timeout_ms=500).values():
                     for rec in batch:
-                        self._fold(rec.key, rec.value)
+                        self._fold(rec)
                 if not self._caught_up.is_set() and all(consumer.position(tp) >= end[tp] for tp in tps):
                     self._caught_up.set()
         finally:

@@ -64,8 +64,9 @@ class WorkerBoard:
             beat["alive"] = since < MISSED_BEATS * float(beat.get("interval_s") or 10)
         return sorted(beats, key=lambda b: (not b["alive"], b.get("worker", "")))
 
-    def fold(self, key: bytes | None, raw: bytes | None) -> None:
+    def fold(self, rec) -> None:
         """One record of the topic: a heartbeat, or a worker's goodbye (its tombstone)."""
+        key, raw = rec.key, rec.value
         try:
             worker = key.decode()
         except (AttributeError, UnicodeDecodeError):
