@@ -58,7 +58,7 @@ def test_a_busy_worker_shows_its_task_and_progress(service, tmp_path):
 
 
 def test_a_stopped_worker_leaves_the_list(service):
-    assert one_worker(service) is not None
+    wait_until(lambda: one_worker(service), 60, "the worker on the list")
     service.processor.signal(signal.SIGTERM)
     assert service.processor.wait_exit(60) == 0
     wait_until(lambda: get(service, "/v1/workers")["workers"] == [], 30, "the worker's goodbye")

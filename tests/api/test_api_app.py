@@ -275,11 +275,17 @@ def test_the_openapi_document_describes_every_endpoint(public_api):
     document = public_api.get("/openapi.json").json()
     assert document["openapi"].startswith("3.0.")
     assert set(document["paths"]) == {"/v1/tasks", "/generate", "/v1/tasks/{task_uuid}",
-                                      "/v1/tasks/{task_uuid}/stems/{stem}", "/healthz", "/readyz", "/openapi.json"}
+                                      "/v1/tasks/{task_uuid}/stems/{stem}", "/v1/workers", "/v1/models", "/v1/queues",
+                                      "/healthz", "/readyz", "/openapi.json"}
+    assert set(document["paths"]["/v1/tasks/{task_uuid}"]) == {"get", "delete"}
+    assert {"202", "404", "409"} <= set(document["paths"]["/v1/tasks/{task_uuid}"]["delete"]["responses"])
     create = document["paths"]["/v1/tasks"]["post"]
     assert set(create["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
     assert {"202", "400", "401", "413", "415", "502", "503"} <= set(create["responses"])
     assert set(document["components"]["securitySchemes"]) >= {"bearerAuth", "basicAuth"}
     upload = document["components"]["schemas"]["UploadSubmission"]["properties"]
     assert upload["model"]["enum"] == [tinymodel.TINY_MODEL, "Other.onnx"]
+    assert upload["options"]["type"] == "string"  # a form carries the options' JSON text
+    options = document["components"]["schemas"]["SeparationOptions"]["properties"]
+    assert options["mdx_overlap"]["maximum"] == 0.999 and options["bit_depth"]["enum"] == [16, 24, 32]
     json.dumps(document)  # plain JSON all through

@@ -9,12 +9,11 @@ in the same commit, so compaction keeps the topic as small as the set of tasks s
 from __future__ import annotations
 
 import json
-import threading
 
 from uvrd import messages
 from uvrd.config import KafkaConfig
 from uvrd.kafka.commit_mode import OutRecord
-from uvrd.kafka.topic_view import TopicView
+from uvrd.kafka.topic_view import TopicBoard
 
 
 def request(topic: str, task_uuid: str) -> tuple[OutRecord, str]:
@@ -27,27 +26,14 @@ def tombstone(topic: str, task_uuid: str) -> OutRecord:
     return OutRecord(topic, task_uuid.encode(), None)
 
 
-class Cancellations:
-    """Which tasks have a cancellation request, and since when, from a background reader."""
+class Cancellations(TopicBoard):
+    """Which tasks have a cancellation request, and since when, from a background reader.  A
+    deployment made before cancellations existed may not have the topic yet: no request can be in
+    it, and work goes on (the reader says so in the log and keeps looking)."""
 
     def __init__(self, kafka_config: KafkaConfig, topic: str):
-        self.topic = topic
+        super().__init__(kafka_config, topic)
         self._requested: dict[str, str] = {}
-        self._lock = threading.Lock()
-        # A deployment made before cancellations existed may not have the topic yet: no request
-        # can be in it, and work goes on (the reader says so in the log and keeps looking).
-        self._view = TopicView(kafka_config, topic, self._fold, missing_is_empty=True)
-
-    def start(self) -> "Cancellations":
-        self._view.start()
-        return self
-
-    def stop(self) -> None:
-        self._view.stop(timeout=1.0)
-
-    @property
-    def caught_up(self) -> bool:
-        return self._view.caught_up
 
     def requested_at(self, task_uuid: str) -> str | None:
         with self._lock:
@@ -58,18 +44,17 @@ class Cancellations:
         with self._lock:
             self._requested.setdefault(task_uuid, at)
 
-    def _fold(self, rec) -> None:
-        key, raw = rec.key, rec.value
+    def fold(self, rec) -> None:
         try:
-            task_uuid = key.decode()
+            task_uuid = rec.key.decode()
         except (AttributeError, UnicodeDecodeError):
             return
-        if raw is None:  # the tombstone of a settled task
+        if rec.value is None:  # the tombstone of a settled task
             with self._lock:
                 self._requested.pop(task_uuid, None)
             return
         try:
-            at = json.loads(raw)["requested_at"]
+            at = json.loads(rec.value)["requested_at"]
         except (TypeError, ValueError, KeyError):
             return  # written only by uvrd; an unreadable record cancels nothing
         with self._lock:

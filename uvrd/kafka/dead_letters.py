@@ -10,33 +10,19 @@ from __future__ import annotations
 
 import collections
 import json
-import threading
 
 from uvrd.config import KafkaConfig
-from uvrd.kafka.topic_view import TopicView
+from uvrd.kafka.topic_view import TopicBoard
 
 # The latest dead letters kept in memory (for listing); the count covers them all.
 KEEP = 1000
 
 
-class DeadLetterBoard:
+class DeadLetterBoard(TopicBoard):
     def __init__(self, kafka_config: KafkaConfig, topic: str):
-        self.topic = topic
+        super().__init__(kafka_config, topic)
         self._count = 0
         self._latest: collections.deque[dict] = collections.deque(maxlen=KEEP)
-        self._lock = threading.Lock()
-        self._view = TopicView(kafka_config, topic, self.fold, missing_is_empty=True)
-
-    def start(self) -> "DeadLetterBoard":
-        self._view.start()
-        return self
-
-    def stop(self) -> None:
-        self._view.stop(timeout=1.0)
-
-    @property
-    def caught_up(self) -> bool:
-        return self._view.caught_up
 
     def count(self) -> int:
         with self._lock:

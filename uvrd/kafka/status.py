@@ -12,12 +12,11 @@ on every host agree without talking to each other.
 from __future__ import annotations
 
 import json
-import threading
 
 from uvrd import messages
 from uvrd.config import KafkaConfig
 from uvrd.kafka.commit_mode import OutRecord
-from uvrd.kafka.topic_view import TopicView
+from uvrd.kafka.topic_view import TopicBoard
 
 # A state never goes back: a late "queued" must not hide "processing".
 RANK = {"queued": 0, "processing": 1, "succeeded": 2, "failed": 2, "cancelled": 2, "delivered": 3,
@@ -58,21 +57,15 @@ def merge(current: dict | None, update: dict) -> dict:
     return {**current, **update}
 
 
-class StatusBoard:
+class StatusBoard(TopicBoard):
     """An in-memory view of the status topic, kept current by a background reader."""
 
+    missing_is_empty = False  # the api is not ready until the status of tasks is loaded
+    stop_timeout = 5.0
+
     def __init__(self, kafka_config: KafkaConfig, topic: str):
-        self.topic = topic
+        super().__init__(kafka_config, topic)
         self._states: dict[str, dict] = {}
-        self._lock = threading.Lock()
-        self._view = TopicView(kafka_config, topic, self._fold)
-
-    def start(self) -> "StatusBoard":
-        self._view.start()
-        return self
-
-    def stop(self) -> None:
-        self._view.stop()
 
     def get(self, task_uuid: str) -> dict | None:
         with self._lock:
@@ -84,14 +77,7 @@ class StatusBoard:
         with self._lock:
             self._states[value["task_uuid"]] = merge(self._states.get(value["task_uuid"]), value)
 
-    @property
-    def caught_up(self) -> bool:
-        return self._view.caught_up
-
-    def wait_caught_up(self, timeout: float) -> bool:
-        return self._view.wait_caught_up(timeout)
-
-    def _fold(self, rec) -> None:
+    def fold(self, rec) -> None:
         raw = rec.value
         try:
             value = json.loads(raw)

@@ -85,3 +85,33 @@ class TopicView:
                     self._caught_up.set()
         finally:
             consumer.close(autocommit=False)
+
+
+class TopicBoard:
+    """What a daemon keeps in memory of one topic, kept current by a TopicView: a subclass says how
+    each record folds in (``fold``), under ``self._lock``."""
+
+    missing_is_empty = True  # a topic a deployment may not have created yet holds nothing
+    stop_timeout = 1.0
+
+    def __init__(self, kafka_config: KafkaConfig, topic: str):
+        self.topic = topic
+        self._lock = threading.Lock()
+        self._view = TopicView(kafka_config, topic, self.fold, missing_is_empty=self.missing_is_empty)
+
+    def start(self):
+        self._view.start()
+        return self
+
+    def stop(self) -> None:
+        self._view.stop(timeout=self.stop_timeout)
+
+    @property
+    def caught_up(self) -> bool:
+        return self._view.caught_up
+
+    def wait_caught_up(self, timeout: float) -> bool:
+        return self._view.wait_caught_up(timeout)
+
+    def fold(self, rec: ConsumerRecord) -> None:
+        raise NotImplementedError

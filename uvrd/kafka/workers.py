@@ -10,14 +10,13 @@ is younger than three intervals: one that died without a goodbye shows as lost u
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import datetime
 
 from uvrd import messages
 from uvrd.config import KafkaConfig
 from uvrd.kafka.commit_mode import OutRecord
-from uvrd.kafka.topic_view import TopicView
+from uvrd.kafka.topic_view import TopicBoard
 
 # Heartbeats missed before a worker counts as lost.
 MISSED_BEATS = 3
@@ -32,26 +31,13 @@ def goodbye(topic: str, worker: str) -> OutRecord:
     return OutRecord(topic, worker.encode(), None)
 
 
-class WorkerBoard:
+class WorkerBoard(TopicBoard):
     """Every worker's latest heartbeat, from a background reader."""
 
     def __init__(self, kafka_config: KafkaConfig, topic: str, clock=time.time):
-        self.topic = topic
+        super().__init__(kafka_config, topic)
         self._clock = clock
         self._workers: dict[str, dict] = {}
-        self._lock = threading.Lock()
-        self._view = TopicView(kafka_config, topic, self.fold, missing_is_empty=True)
-
-    def start(self) -> "WorkerBoard":
-        self._view.start()
-        return self
-
-    def stop(self) -> None:
-        self._view.stop(timeout=1.0)
-
-    @property
-    def caught_up(self) -> bool:
-        return self._view.caught_up
 
     def workers(self) -> list[dict]:
         """Each worker's heartbeat with ``alive`` and ``seconds_since`` added, alive ones first."""
