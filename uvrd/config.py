@@ -95,6 +95,9 @@ class ProcessorConfig:
     model: str = "UVR-MDX-NET-Inst_HQ_4.onnx"
     # Further models a task may ask for by name; each is loaded on first use.
     extra_models: tuple[str, ...] = ()
+    # "auto": a GPU when there is one, else the CPU (mixed fleets); "cuda": refuse to start on the CPU;
+    # "cpu": never a GPU.  Unset: "cuda" in a per-GPU unit (uvrd-processor@N), else "auto".
+    device: str = ""
     # Models one engine holds at once: loading one more unloads the least recently used (memory).
     max_loaded_models: int = 3
     model_dir: Path = Path("/var/lib/uvrd/models")
@@ -135,6 +138,7 @@ class ProcessorConfig:
 
     def validate(self) -> None:
         _require(self.commit in COMMIT_MODES, "processor.commit", f"must be one of {', '.join(COMMIT_MODES)}")
+        _require(self.device in ("", "auto", "cuda", "cpu"), "processor.device", "must be one of auto, cuda, cpu")
         _require(self.output_format in OUTPUT_FORMATS, "processor.output_format",
                  f"must be one of {', '.join(OUTPUT_FORMATS)}")
         _require(self.model.strip() != "", "processor.model", "must not be empty")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from container import Container
+from container import Container, message
 from relabel import relabel
 from rootfs import fresh_copy
 from support import KafkaView, wait_until
@@ -103,8 +103,9 @@ def ran_in(box, task_uuid: str) -> set[tuple[str, str]]:
     return {(e["_SYSTEMD_UNIT"], e["_SYSTEMD_INVOCATION_ID"]) for e in box.journal(None, TASK_UUID=task_uuid)}
 
 
-def configure(box, broker, topics: TopicsConfig, group: str) -> None:
-    """Point the installed config at the test broker and the tiny model, as an admin would edit it."""
+def configure(box, broker, topics: TopicsConfig, group: str, device: str | None = "auto") -> None:
+    """Point the installed config at the test broker and the tiny model, as an admin would edit it.
+    This host has no GPU: its per-GPU units run on the CPU only when told they may (*device* "auto")."""
     model_dir = Path(box.host_path("/var/lib/uvrd/models"))
     tinymodel.install(model_dir)
     box.write_text("/etc/uvrd/uvrd.toml", f"""\
@@ -124,7 +125,7 @@ model = "{tinymodel.TINY_MODEL}"
 output_format = "wav"
 mdx_hop_length = {tinymodel.HOP_LENGTH}
 mdx_segment_size = {tinymodel.SEGMENT_SIZE}
-""", mode=0o640)
+""" + (f'device = "{device}"\n' if device else ""), mode=0o640)
     box.run("chown", "-R", "uvrd:uvrd", "/var/lib/uvrd")
     box.run("chgrp", "uvrd", "/etc/uvrd/uvrd.toml")
 
@@ -228,6 +229,17 @@ def test_a_broken_config_fails_once_with_78_and_does_not_loop(box):
     assert state == {"ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "78", "NRestarts": "0"}, state
     box.wait_for_journal("processor.commit must be one of", unit=UNIT)
     box.systemctl("reset-failed", UNIT)
+
+
+def test_a_gpu_instance_on_a_host_without_a_gpu_fails_once_with_78_and_one_line(box, broker, request):
+    unit = GPU_UNITS[0]
+    configure(box, broker, make_topics(broker, request), f"pkg-{uuid.uuid4().hex[:8]}", device=None)
+    box.systemctl("start", unit, check=False, timeout=300)
+    state = box.show(unit, "ActiveState", "Result", "ExecMainStatus", "NRestarts")
+    assert state == {"ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "78", "NRestarts": "0"}, state
+    refused = box.wait_for_journal('processor.device is \\"cuda\\" but', unit=unit)
+    assert "runs on CPUExecutionProvider" in message(refused) and "onnxruntime-gpu" in message(refused)
+    box.systemctl("reset-failed", unit)
 
 
 def test_job_longer_than_the_drain_window_stops_in_time_then_completes_once(box, broker, topics, long_audio):

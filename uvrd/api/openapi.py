@@ -254,11 +254,15 @@ def document(config: Config) -> dict:
                         "updated_at": {"type": "string", "format": "date-time"},
                         "interval_s": {"type": "number"},
                         "device": {"type": "string", "nullable": True},
+                        "execution_provider": {"type": "string", "nullable": True,
+                                               "description": "Where its model really runs: an ONNX Runtime "
+                                                              "provider, or torch:cuda / torch:cpu"},
                         "trouble": {"type": "string", "nullable": True},
                         "models": {"type": "array", "items": {"type": "object", "properties": {
                             "model": {"type": "string"}, "architecture": {"type": "string", "nullable": True},
                             "stems": {"type": "array", "items": {"type": "string"}}, "warm": {"type": "boolean"},
-                            "device": {"type": "string", "nullable": True}}}},
+                            "device": {"type": "string", "nullable": True},
+                            "execution_provider": {"type": "string", "nullable": True}}}},
                         "task": {"type": "object", "nullable": True, "properties": {
                             "task_uuid": {"type": "string"}, "seconds": {"type": "number"},
                             "progress": {"type": "number", "minimum": 0, "maximum": 1}, "step": {"type": "string"}}},

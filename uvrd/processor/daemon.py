@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -40,12 +41,12 @@ from uvrd.processor.accept import MAX_ERROR_CHARS, Accepted, accept, rejected
 from uvrd.processor.attempts import AttemptLedger
 from uvrd.processor.engine import Engine, EngineSettings
 from uvrd.processor.engine_protocol import Job, JobCancelled, JobFailed, Separated
-from uvrd.processor import heartbeat
+from uvrd.processor import device_check, heartbeat
 from uvrd.processor.host_trouble import HostTrouble
 from uvrd.processor.priority import PriorityChooser
 from uvrd.processor.separation import Separation, Watchers
 from uvrd.results import settlement
-from uvrd.runtime import logs
+from uvrd.runtime import drain, logs
 from uvrd.runtime.wait import Runtime
 from uvrd.storage import StorageError, open_storage
 
@@ -61,12 +62,7 @@ class Processor:
         self.config = config
         self.membership = Membership.of("processor", cfg, list(config.topics.task_topics()),
                                         cfg.commit == "exactly-once", environ)
-        self.engine = Engine(EngineSettings(
-            model_dir=str(cfg.model_dir), output_dir=str(cfg.output_dir), models=cfg.models,
-            output_format=cfg.output_format, mdx_hop_length=cfg.mdx_hop_length,
-            mdx_segment_size=cfg.mdx_segment_size, mdx_batch_size=cfg.mdx_batch_size,
-            max_audio_seconds=cfg.max_audio_seconds, max_loaded_models=cfg.max_loaded_models,
-        ))
+        self.engine = Engine(_engine_settings(cfg, os.environ if environ is None else environ))
         self.attempts = AttemptLedger(cfg.output_dir / ".attempts")
         self.priorities = PriorityChooser(config.topics.task_topics())
         self.storage = open_storage(config)
@@ -128,7 +124,8 @@ class Processor:
                                                 self.runtime.lifecycle.stopping))
 
     def ready_fields(self) -> dict:
-        return {"transactional_id": self.membership.transactional_id, "model": self.cfg.model}
+        return {"transactional_id": self.membership.transactional_id, "model": self.cfg.model,
+                "execution_provider": self.engine.load_info.get("execution_provider")}
 
     def on_assigned(self, assigned) -> None:
         # Nothing is fetched from a new assignment until the next poll's priority choice.
@@ -251,6 +248,16 @@ class Processor:
             log.info("task cancelled", requested_at=outcome.requested_at, started=outcome.started_at is not None)
         else:
             log.info("task failed", error=outcome.error)
+
+
+def _engine_settings(cfg, environ) -> EngineSettings:
+    unit = drain.own_unit() if environ.get("INVOCATION_ID") else None
+    return EngineSettings(
+        model_dir=str(cfg.model_dir), output_dir=str(cfg.output_dir), models=cfg.models,
+        output_format=cfg.output_format, mdx_hop_length=cfg.mdx_hop_length,
+        mdx_segment_size=cfg.mdx_segment_size, mdx_batch_size=cfg.mdx_batch_size,
+        max_audio_seconds=cfg.max_audio_seconds, max_loaded_models=cfg.max_loaded_models,
+        device=device_check.expected(cfg.device, unit))
 
 
 def _store_stems(host: HostTrouble, storage, task_uuid: str, ran: Separated, claim: Claim) -> dict[str, str] | str | Abandoned:

@@ -151,6 +151,7 @@ class Engine:
                 self.load_info = info
                 self.models = {info["model"]: {"model": info["model"], "architecture": info.get("architecture"),
                                                "stems": info.get("stems", []), "device": info.get("device"),
+                                               "execution_provider": info.get("execution_provider"),
                                                "warm": "warmup_s" in info}}
                 log.info("engine ready", pid=self._proc.pid, load_s=round(time.monotonic() - self.started_at, 2),
                          **self.load_info)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import structlog
 
-from uvrd.processor import audio_probe, bounded_decode, engine_warmup, job_options, progress_meter
+from uvrd.processor import audio_probe, bounded_decode, device_check, engine_warmup, job_options, progress_meter
 from uvrd.processor.engine_protocol import (Fatal, Job, JobCancelled, JobFailed, Loaded, ModelLoaded, NoSpace,
                                             Separated, Warming)
 from uvrd.runtime import parent_death
@@ -69,6 +69,8 @@ def main(conn, heartbeat, settings, cancel=None) -> None:
 
     job_now = 0  # the number of the job being separated; 0 between jobs and in the warm-up
     meter = progress_meter.Meter(conn.send, lambda: job_now != 0 and cancel is not None and cancel.value == job_now)
+    if settings.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch is imported: no GPU for this engine
     models = _Models(settings, meter,
                      lambda model: conn.send(ModelLoaded(models.described[model], tuple(models.described))))
     model = settings.models[0]
@@ -76,10 +78,16 @@ def main(conn, heartbeat, settings, cancel=None) -> None:
         started = time.monotonic()
         models.load(model)
         info = {"model": model, "device": models.device, "model_load_s": round(time.monotonic() - started, 2),
-                "architecture": models.described[model]["architecture"]}
+                "architecture": models.described[model]["architecture"],
+                "execution_provider": models.described[model]["execution_provider"]}
     except Exception as e:  # the parent decides what a failed load means
         message = f"could not load model {model!r}: {type(e).__name__}: {e}"
         conn.send(Fatal(message, bool(_UNKNOWN_MODEL.search(str(e)))))
+        return
+    refused = device_check.refusal(settings.device, model, info["execution_provider"],
+                                   os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if refused is not None:
+        conn.send(Fatal(refused, True))  # the install's or the config's trouble: a restart would not mend it
         return
     if settings.warm_up:
         conn.send(Warming(dict(info)))
@@ -285,7 +293,8 @@ class _Models:
             stems = [str(s).lower().replace(" ", "_") for s in (getattr(instance, "primary_stem_name", None),
                                                                  getattr(instance, "secondary_stem_name", None)) if s]
             self.described[model] = {"model": model, "architecture": job_options.architecture(instance),
-                                     "stems": stems, "device": self.device, "warm": False}
+                                     "stems": stems, "device": self.device, "warm": False,
+                                     "execution_provider": device_check.execution_provider(separator)}
             progress_meter.install(self.meter)  # audio-separator's modules are imported by now
 
 

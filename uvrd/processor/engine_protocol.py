@@ -27,6 +27,7 @@ class EngineSettings:
     mdx_batch_size: int
     max_audio_seconds: float = 3600.0
     max_loaded_models: int = 3  # the least recently used beyond it is unloaded (engine_child._Models)
+    device: str = "auto"  # processor.device: where the models are expected to run (device_check.py)
     # Each model separates a short clip once loaded, before it serves a task (engine_warmup.py).
     # Off only in the benchmark of what the first task paid without it.
     warm_up: bool = True

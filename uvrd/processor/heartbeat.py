@@ -61,5 +61,6 @@ def doing(engine, run, host_trouble: str | None, stopping: bool) -> dict:
         task = {"task_uuid": run.task_uuid, "seconds": round(run.age(), 1)}
         if run.progress is not None:
             task.update(progress=run.progress.fraction, step=run.progress.step)
-    return {"state": state, "device": engine.load_info.get("device"), "models": list(engine.models.values()),
+    return {"state": state, "device": engine.load_info.get("device"),
+            "execution_provider": engine.load_info.get("execution_provider"), "models": list(engine.models.values()),
             "task": task, "trouble": host_trouble}
