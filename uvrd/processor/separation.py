@@ -150,8 +150,7 @@ class Separation:
         self.run = Run(job.task_uuid)
         try:
             if watchers.announce is not None:
-                # While the child separates: the status's round trips to the broker then cost no time.
-                watchers.announce()
+                watchers.announce()  # once the child has the job: "processing" goes out as it starts
             woke = self.runtime.wait(until=lambda: self._run_ended(claim, watchers), through_drain=True,
                                      turn_ms=JOB_KEEPALIVE_POLL_MS)
         finally:
