@@ -127,6 +127,13 @@ def test_uvrd_status_shows_the_workers_the_queues_and_the_dead_letters(module_st
         queues = get(svc, "/v1/queues")
         assert [q["priority"] for q in queues["tasks"]] == [5, 4, 3, 2, 1]
         assert [q["end"] for q in queues["tasks"]] == [0, 0, 1, 0, 0]
+        dead = subprocess.run([sys.executable, "-m", "uvrd", "dead-letters", "list"], capture_output=True, text=True,
+                              env=env, timeout=60)
+        assert dead.returncode == 0, dead.stderr
+        assert dead.stdout.startswith("1 dead letters; 1 shown") and "processor" in dead.stdout
+        assert "unknown model 'No-Such.onnx'" in dead.stdout and f"from {stack.tasks}/0/0" in dead.stdout
+        assert get(svc, "/v1/dead-letters?error=UNKNOWN+MODEL")["dead_letters"][0]["stage"] == "processor"
+        assert get(svc, "/v1/dead-letters?error=nothing-like-it") == {"count": 1, "dead_letters": []}
         svc.processor.signal(signal.SIGTERM)
         assert svc.processor.wait_exit(60) == 0
         gone = subprocess.run([sys.executable, "-m", "uvrd", "status"], capture_output=True, text=True, env=env,

@@ -24,6 +24,7 @@ COMMANDS = {
     "submit": ("uvrd.submit", "upload a file to the API and optionally wait for its stems"),
     "cancel": ("uvrd.cancel", "ask the API to cancel tasks"),
     "status": ("uvrd.status_cli", "the deployment at a glance: workers, queues, tasks in flight, dead letters"),
+    "dead-letters": ("uvrd.dead_letters_cli", "list what went to the dead-letter topic, and why"),
     "models": ("uvrd.models_cli", "list the models audio-separator knows, or download them into model_dir"),
     "broker": ("uvrd.broker.daemon", "run the single-host Kafka-compatible broker (Tansu on a local object store)"),
     "dev": ("uvrd.devstack", "run broker, api, processor and uploader in the foreground"),

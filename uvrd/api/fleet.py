@@ -1,5 +1,5 @@
-"""GET /v1/workers, /v1/models and /v1/queues: the deployment as its processors' heartbeats and
-the broker's offsets tell it.
+"""GET /v1/workers, /v1/models, /v1/queues and /v1/dead-letters: the deployment as its processors'
+heartbeats, the broker's offsets and the dead-letter topic tell it.
 
 Every api instance reads the workers topic whole (kafka/workers.py), so each answers the same.
 A model is *served* when the configuration lists it (``processor.model`` and ``extra_models``): a
@@ -17,6 +17,8 @@ from uvrd.api.context import current
 from uvrd.api.errors import ApiError
 
 blueprint = Blueprint("fleet", __name__)
+
+KEEP_LISTED = 1000  # as many as the dead-letter board keeps
 
 
 @blueprint.get("/v1/workers")
@@ -60,3 +62,27 @@ def list_queues():
     except KafkaError as e:
         raise ApiError(503, f"Kafka did not answer: {e}", {"Retry-After": "5"}) from None
     return jsonify(**queues, dead_letters=api.backend.dead_letters.count())
+
+
+@blueprint.get("/v1/dead-letters")
+def list_dead_letters():
+    """The latest dead letters (newest first), each with why and whence; ``count`` covers them all.
+    ``task_uuid`` and ``error`` (a substring) narrow the list."""
+    api = current()
+    api.auth.require_bearer(request.headers)
+    board = api.backend.dead_letters
+    entries = board.latest(KEEP_LISTED)
+    task_uuid, error = request.args.get("task_uuid"), request.args.get("error")
+    if task_uuid:
+        entries = [e for e in entries if e.get("task_uuid") == task_uuid]
+    if error:
+        entries = [e for e in entries if error.lower() in (e.get("error") or "").lower()]
+    return jsonify(count=board.count(), dead_letters=entries[:_limit(request.args.get("limit"))])
+
+
+def _limit(value: str | None) -> int:
+    if value is None:
+        return 50
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= KEEP_LISTED:
+        raise ApiError(400, f"limit must be an integer from 1 to {KEEP_LISTED}")
+    return int(value)

@@ -182,6 +182,33 @@ def document(config: Config) -> dict:
                     "503": _error("Kafka did not answer", _RETRY),
                 },
             }},
+            "/v1/dead-letters": {"get": {
+                "operationId": "listDeadLetters",
+                "summary": "The latest dead letters, newest first, with why and whence",
+                "security": [{"bearerAuth": []}],
+                "parameters": [
+                    {"name": "task_uuid", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "error", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "Only those whose error holds this text (any case)"},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
+                ],
+                "responses": {
+                    "200": {"description": "count covers every dead letter; the list the latest", "content": {
+                        JSON: {"schema": {"type": "object", "required": ["count", "dead_letters"], "properties": {
+                            "count": {"type": "integer", "minimum": 0},
+                            "dead_letters": {"type": "array", "items": {"type": "object", "properties": {
+                                "offset": {"type": "integer"}, "partition": {"type": "integer"},
+                                "task_uuid": {"type": "string", "nullable": True},
+                                "error": {"type": "string", "nullable": True},
+                                "source": {"type": "string", "nullable": True,
+                                           "description": "topic/partition/offset of the record it copies"},
+                                "stage": {"type": "string", "nullable": True, "enum": ["processor", "uploader", None]},
+                                "timestamp_ms": {"type": "integer"}}}}}}}}},
+                    "400": _error("A bad limit"),
+                    "401": UNAUTHORIZED,
+                },
+            }},
             "/healthz": {"get": {
                 "operationId": "health",
                 "summary": "Liveness: the process serves requests",
