@@ -134,6 +134,18 @@ def test_uvrd_status_shows_the_workers_the_queues_and_the_dead_letters(module_st
         assert "unknown model 'No-Such.onnx'" in dead.stdout and f"from {stack.tasks}/0/0" in dead.stdout
         assert get(svc, "/v1/dead-letters?error=UNKNOWN+MODEL")["dead_letters"][0]["stage"] == "processor"
         assert get(svc, "/v1/dead-letters?error=nothing-like-it") == {"count": 1, "dead_letters": []}
+        # A second processor of the deployment: both on the list, each with its own heartbeat.
+        second = stack.start("processor", config=svc.config)
+        second.wait_ready(300)
+        both = wait_until(lambda: (w := [x for x in get(svc, "/v1/workers")["workers"] if x["alive"]]) and len(w) == 2
+                          and w, 60, "two workers alive")
+        assert {w["pid"] for w in both} == {svc.processor.proc.pid, second.proc.pid}
+        two = subprocess.run([sys.executable, "-m", "uvrd", "status"], capture_output=True, text=True, env=env,
+                             timeout=60)
+        assert two.returncode == 0 and "workers: 2 alive" in two.stdout, two.stdout
+        assert all(w["worker"] in two.stdout for w in both)
+        second.signal(signal.SIGTERM)
+        assert second.wait_exit(60) == 0
         svc.processor.signal(signal.SIGTERM)
         assert svc.processor.wait_exit(60) == 0
         gone = subprocess.run([sys.executable, "-m", "uvrd", "status"], capture_output=True, text=True, env=env,
