@@ -47,10 +47,14 @@ from uvrd.processor.priority import PriorityChooser
 from uvrd.processor.separation import Separation, Watchers
 from uvrd.results import settlement
 from uvrd.runtime import drain, logs
+from uvrd.runtime.deadline import Deadline
 from uvrd.runtime.wait import Runtime
 from uvrd.storage import StorageError, open_storage
 
 log = structlog.get_logger("uvrd.processor")
+
+# READY waits this long at most for the cancellations topic; past it, tasks wait for it instead.
+CATCH_UP_S = 30.0
 
 
 
@@ -92,9 +96,11 @@ class Processor:
 
     def join(self, member: GroupMember) -> None:
         self.member = self.separation.member = member
-        # Read once the broker is known to answer: a reader's first try at an absent broker
-        # would hold up a stop until it timed out.
+        # Read once the broker is known to answer (a reader's first try at an absent broker would hold
+        # up a stop), and whole before READY: a task taken earlier could be one already cancelled.
         self.cancellations.start()
+        self.runtime.wait(until=lambda: self.cancellations.caught_up, budget=Deadline.after(CATCH_UP_S),
+                          through_drain=False)
 
     def serve(self) -> None:
         while (woke := self.runtime.wait(until=self._next_record, through_drain=False, turn_ms=0)).done:
