@@ -14,6 +14,7 @@ tenth otherwise.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sys
@@ -145,7 +146,8 @@ def run(args) -> int:
     except (SubmitError, OSError) as e:
         print(f"uvrd submit: {e}", file=sys.stderr)
         return 2
-    codes, lines = [], []
+    codes: list[int] = []
+    ends: list[tuple[str, str]] = []  # each file's outcome and its summary line
     accepted: list[tuple[Path, str]] = []
     for path in args.file:  # each file is its own task
         try:
@@ -154,57 +156,53 @@ def run(args) -> int:
         except (SubmitError, requests.RequestException, OSError) as e:
             print(f"uvrd submit: {path}: {e}", file=sys.stderr)
             codes.append(2)
-            lines.append(f"  {path.name:<24} not accepted: {e}")
+            ends.append(("not accepted", f"  {path.name:<24} not accepted: {e}"))
             continue
         print(f"task {task['task_uuid']} accepted: {task['status_url']}", flush=True)
         accepted.append((path, task["task_uuid"]))
-    if args.wait or args.output is not None:
-        deadline = time.monotonic() + args.timeout
-        for path, task_uuid in accepted:
-            if len(args.file) > 1:
-                print(f"{path.name}:", flush=True)
-            code, line = _wait_for(api, token, path, task_uuid, max(deadline - time.monotonic(), 0), args.output)
-            codes.append(code)
-            lines.append(f"  {path.name:<24} {task_uuid}  {line}")
+    deadline = time.monotonic() + args.timeout
+    for path, task_uuid in accepted:
+        if not (args.wait or args.output is not None):
+            ends.append(("submitted", f"  {path.name:<24} {task_uuid}  submitted"))
+            continue
+        if len(args.file) > 1:
+            print(f"{path.name}:", flush=True)
+        code, outcome, detail = _wait_for(api, token, path, task_uuid, max(deadline - time.monotonic(), 0),
+                                          args.output)
+        codes.append(code)
+        ends.append((outcome, f"  {path.name:<24} {task_uuid}  {detail}"))
     if len(args.file) > 1:
-        print(f"{len(args.file)} files: " + ", ".join(f"{n} {what}" for what, n in _tally(lines).items()))
-        print("\n".join(lines))
+        tally = collections.Counter(outcome for outcome, _ in ends)
+        print(f"{len(args.file)} files: " + ", ".join(f"{n} {what}" for what, n in sorted(tally.items())))
+        print("\n".join(line for _, line in ends))
     return max(codes, default=0)
 
 
-def _wait_for(api: str, token: str, path: Path, task_uuid: str, timeout: float, output: Path | None) -> tuple[int, str]:
-    """Follow one task to its end (and download its stems into *output*): its exit status and a
-    summary line."""
+def _wait_for(api: str, token: str, path: Path, task_uuid: str, timeout: float,
+              output: Path | None) -> tuple[int, str, str]:
+    """Follow one task to its end (and download its stems into *output*): its exit status, its
+    outcome and a summary."""
     try:
         final = follow(api, token, task_uuid, timeout)
     except (SubmitError, requests.RequestException) as e:
         print(f"uvrd submit: {e}", file=sys.stderr)
-        return 2, f"not followed: {e}"
+        return 2, "not followed", f"not followed: {e}"
     # "delivered" says only that the webhook went out; "outcome" says how the work ended.
     outcome = final.get("outcome") or final["state"]
     if outcome == "cancelled":
         print(f"task cancelled (asked at {final.get('cancel_requested_at') or 'an unknown time'})")
-        return 1, "cancelled"
+        return 1, "cancelled", "cancelled"
     if outcome == "failed" or final["state"] in FINAL_BAD:
         why = final.get("error_message") or final.get("delivery_error") or "no reason given"
         print(f"task failed: {why}")
-        return 1, f"failed: {why}"
+        return 1, "failed", f"failed: {why}"
     stems = sorted((final.get("stems") or {}).items())
     if output is None:
         for stem, url in stems:
             print(f"  {stem:<13} {url}")
-        return 0, "succeeded"
+        return 0, "succeeded", "succeeded"
     code = _download_all(api, token, path, stems, output)
-    return code, "succeeded" if code == 0 else "succeeded; stems not all downloaded"
-
-
-def _tally(lines: list[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for line in lines:
-        what = next((w for w in ("not accepted", "not followed", "cancelled", "failed", "succeeded") if w in line),
-                    "submitted")
-        counts[what] = counts.get(what, 0) + 1
-    return counts
+    return code, "succeeded", "succeeded" if code == 0 else "succeeded; stems not all downloaded"
 
 
 def _options(given: list[str] | None) -> str | None:

@@ -149,10 +149,8 @@ class Engine:
             case Loaded(info=info):
                 self.ready, self.warming = True, False
                 self.load_info = info
-                self.models = {info["model"]: {"model": info["model"], "architecture": info.get("architecture"),
-                                               "stems": info.get("stems", []), "device": info.get("device"),
-                                               "execution_provider": info.get("execution_provider"),
-                                               "warm": "warmup_s" in info}}
+                # What the heartbeat tells of it, as the child described it (as ModelLoaded does later ones).
+                self.models = {info["model"]: info.pop("described", {"model": info["model"]})}
                 log.info("engine ready", pid=self._proc.pid, load_s=round(time.monotonic() - self.started_at, 2),
                          **self.load_info)
                 return True

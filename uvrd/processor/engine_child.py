@@ -99,7 +99,7 @@ def main(conn, heartbeat, settings, cancel=None) -> None:
             # a restart does not mend, unless the warm-up only found the disk full.
             conn.send(Fatal(str(e), not _no_space(e)))
             return
-    conn.send(Loaded(info))
+    conn.send(Loaded({**info, "described": models.described[model]}))
     while True:
         try:
             job = conn.recv()

@@ -64,7 +64,7 @@ class Warming:
 class Loaded:
     """Ready for jobs."""
 
-    info: dict  # model, device, model_load_s, warmup_s
+    info: dict  # model, device, model_load_s, warmup_s, execution_provider; "described": as ModelLoaded's
 
 
 @dataclass(frozen=True)
