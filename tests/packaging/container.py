@@ -29,7 +29,9 @@ CONTAINER_ENV = {
 }
 # Mounted afresh by nspawn at boot: a file written under ROOT there would be hidden.
 VOLATILE_DIRS = ("/run", "/tmp", "/dev", "/proc", "/sys")
-REPO_DIR = "/srv/repo"
+# A host directory beside the root, bound read-only here: what the host puts in it is hard-linked,
+# not copied, where it can be (uvrd's package is 3.7 GB, and CI's disk is not always roomy).
+INBOX_DIR = "/srv/inbox"
 
 
 class ContainerError(RuntimeError):
@@ -45,6 +47,7 @@ class Container:
         self.nspawn: subprocess.Popen | None = None
         self.pid1: int | None = None
         self.state: str | None = None
+        self.inbox = self.root.parent / f"{self.root.name}-inbox"
 
     # -- life --------------------------------------------------------------------------
 
@@ -60,9 +63,11 @@ class Container:
         deadline = time.monotonic() + timeout
         # If pytest itself is killed, nspawn gets SIGTERM and halts the container rather than
         # leaving a booted system behind that nobody will ever stop.
+        self.inbox.mkdir(exist_ok=True)
         cmd = ["setpriv", "--pdeathsig", "TERM", "--",
                "systemd-nspawn", "--quiet", "--directory", str(self.root), "--boot", "--machine", self.name,
-               "--register=no", "--keep-unit", "--console=read-only", "--link-journal=no"]
+               "--register=no", "--keep-unit", "--console=read-only", "--link-journal=no",
+               f"--bind-ro={self.inbox}:{INBOX_DIR}"]
         with open(self.console_log, "ab") as console:
             self.nspawn = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                                            start_new_session=True)
@@ -244,6 +249,21 @@ class Container:
         shutil.copyfile(host_path, dest)
         os.chmod(dest, mode if mode is not None else os.stat(host_path).st_mode & 0o7777)
 
+    def put_in_inbox(self, host_path: Path, name: str | None = None) -> str:
+        """Make a host file readable in the container at INBOX_DIR/name; returns that path."""
+        dest = self.inbox / (name or Path(host_path).name)
+        dest.unlink(missing_ok=True)
+        try:
+            os.link(host_path, dest)
+        except OSError:  # another filesystem
+            shutil.copyfile(host_path, dest)
+        os.chmod(dest, 0o644)
+        return f"{INBOX_DIR}/{dest.name}"
+
+    def inbox_path(self, name: str) -> Path:
+        """Where the host writes a file the container then reads at INBOX_DIR/name."""
+        return self.inbox / name
+
     def write_text(self, container_path: str, text: str, mode: int = 0o644) -> None:
         dest = self.host_path(container_path)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -259,26 +279,24 @@ class Container:
         apt sees only that repository: dependencies must already be in the cached root,
         which keeps installs offline and proves the package asks for nothing else.
         """
-        repo = self.host_path(REPO_DIR)
-        repo.mkdir(parents=True, exist_ok=True)
-        for deb in debs:
-            self.copy_in(Path(deb), f"{REPO_DIR}/{Path(deb).name}", mode=0o644)
+        repo = self.inbox / "repo"
+        repo.mkdir(exist_ok=True)
+        placed = [self.put_in_inbox(Path(deb), f"repo/{Path(deb).name}") for deb in debs]
         # dpkg-scanpackages runs on the host: the container has no dpkg-dev, nor needs it.
         scan = subprocess.run(["dpkg-scanpackages", "--multiversion", "."], cwd=repo,
                               capture_output=True, check=True)
         (repo / "Packages.gz").write_bytes(gzip.compress(scan.stdout))
         os.chmod(repo / "Packages.gz", 0o644)
-        self.write_text("/etc/apt/sources.list.d/uvrd-local.list", f"deb [trusted=yes] file:{REPO_DIR} ./\n")
+        self.write_text("/etc/apt/sources.list.d/uvrd-local.list", f"deb [trusted=yes] file:{INBOX_DIR}/repo ./\n")
         only_local = ["-o", "Dir::Etc::SourceList=/etc/apt/sources.list.d/uvrd-local.list",
                       "-o", "Dir::Etc::SourceParts=-", "-o", "APT::Get::List-Cleanup=0"]
         self.run("apt-get", "update", *only_local, timeout=timeout)
         names = names or [_deb_field(Path(d), "Package") for d in debs]
         installed = self.run("apt-get", "install", "-y", "--no-install-recommends", *only_local, *names,
                              timeout=timeout)
-        # apt installs from a file: repository in place, without a copy in its cache: the repository's
-        # copy is the only one, and uvrd's is 3.7 GB.
-        for deb in debs:
-            (repo / Path(deb).name).unlink()
+        # apt installs from a file: repository in place, without a copy in its cache.
+        for path in placed:
+            (self.inbox / path.removeprefix(INBOX_DIR + "/")).unlink()
         return installed
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from container import Container, message
+from container import INBOX_DIR, Container, message
 from relabel import relabel
 from rootfs import fresh_copy
 from support import KafkaView, wait_until
@@ -340,10 +340,11 @@ def test_two_gpu_instances_share_the_work_and_the_target_drains_both(box, two_gp
 def test_upgrade_drains_each_running_instance_once_and_brings_it_back(box, two_gpus, uvrd_deb, long_audio):
     topics, group, kafka = two_gpus
     before = {u: box.show(u, "InvocationID")["InvocationID"] for u in GPU_UNITS}
-    relabel(uvrd_deb, NEWER_VERSION, box.host_path("/root/uvrd-newer.deb"))
+    newer = relabel(uvrd_deb, NEWER_VERSION, box.inbox_path("uvrd-newer.deb"))
     # apt's two steps, taken one at a time so jobs are surely in flight at the second: dpkg
     # replaces the venv under the running daemons, then the postinst restarts them.
-    box.run("dpkg", "--unpack", "/root/uvrd-newer.deb", timeout=1200)
+    box.run("dpkg", "--unpack", f"{INBOX_DIR}/{newer.name}", timeout=1200)
+    newer.unlink()
     assert {u: box.show(u, "InvocationID")["InvocationID"] for u in GPU_UNITS} == before, "unpacking stops nothing"
     tasks = [spool_task(box, long_audio) for _ in GPU_UNITS]
     for partition, task in enumerate(tasks):
