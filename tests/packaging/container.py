@@ -251,14 +251,15 @@ class Container:
 
     def put_in_inbox(self, host_path: Path, name: str | None = None) -> str:
         """Make a host file readable in the container at INBOX_DIR/name; returns that path."""
-        dest = self.inbox / (name or Path(host_path).name)
+        name = name or Path(host_path).name
+        dest = self.inbox / name
         dest.unlink(missing_ok=True)
         try:
             os.link(host_path, dest)
         except OSError:  # another filesystem
             shutil.copyfile(host_path, dest)
         os.chmod(dest, 0o644)
-        return f"{INBOX_DIR}/{dest.name}"
+        return f"{INBOX_DIR}/{name}"
 
     def inbox_path(self, name: str) -> Path:
         """Where the host writes a file the container then reads at INBOX_DIR/name."""
@@ -281,7 +282,8 @@ class Container:
         """
         repo = self.inbox / "repo"
         repo.mkdir(exist_ok=True)
-        placed = [self.put_in_inbox(Path(deb), f"repo/{Path(deb).name}") for deb in debs]
+        for deb in debs:
+            self.put_in_inbox(Path(deb), f"repo/{Path(deb).name}")
         # dpkg-scanpackages runs on the host: the container has no dpkg-dev, nor needs it.
         scan = subprocess.run(["dpkg-scanpackages", "--multiversion", "."], cwd=repo,
                               capture_output=True, check=True)
@@ -295,8 +297,8 @@ class Container:
         installed = self.run("apt-get", "install", "-y", "--no-install-recommends", *only_local, *names,
                              timeout=timeout)
         # apt installs from a file: repository in place, without a copy in its cache.
-        for path in placed:
-            (self.inbox / path.removeprefix(INBOX_DIR + "/")).unlink()
+        for deb in debs:
+            (repo / Path(deb).name).unlink()
         return installed
 
 

@@ -155,7 +155,7 @@ def test_install_local_debs_through_apt(container, tmp_path):
         assert container.run("cat", "/usr/share/harness-probe/hello.txt").stdout == "hello\n"
     finally:
         container.run("apt-get", "purge", "-y", "harness-probe", check=False)
-        container.run("rm", "-rf", "/srv/repo", "/etc/apt/sources.list.d/uvrd-local.list")
+        container.run("rm", "-f", "/etc/apt/sources.list.d/uvrd-local.list")
 
 
 def test_host_path_stays_inside_the_root(container):
