@@ -271,15 +271,16 @@ class EngineRun:
 
 
 def separate_in_engine(model_dir: Path, model, audio: Path, workdir: Path, output_format: str = "wav",
-                       child_env: dict | None = None) -> EngineRun:
+                       child_env: dict | None = None, **engine_settings) -> EngineRun:
     """One separation through uvrd's engine child (the processor's own path: audio-separator loaded
     once, the stems named as results name them); *model* is an ``InstalledModel``; *child_env* is
-    added to the child's environment."""
+    added to the child's environment; *engine_settings* are EngineSettings fields (chunk_seconds...)."""
     from uvrd.processor.engine import Engine, EngineSettings, Job
 
     settings = dict(model.processor_settings)
     engine = Engine(EngineSettings(str(model_dir), str(workdir), (model.filename,), output_format,
-                                   settings.get("mdx_hop_length", 1024), settings.get("mdx_segment_size", 256), 1))
+                                   settings.get("mdx_hop_length", 1024), settings.get("mdx_segment_size", 256), 1,
+                                   **engine_settings))
     saved = {key: os.environ.get(key) for key in child_env or {}}
     os.environ.update(child_env or {})
     try:

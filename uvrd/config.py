@@ -109,8 +109,12 @@ class ProcessorConfig:
     job_timeout: float = 900.0
     # Times a job is re-run after its engine was killed (timeout) or died.
     job_retries: int = 2
-    # Longer inputs are refused before separation: a job's time grows with its length.
-    max_audio_seconds: float = 3600.0
+    # Longer inputs are refused (an operator's cap: a job's time and disk grow with its length).
+    max_audio_seconds: float = 43200.0
+    # Inputs longer than chunk_seconds + chunk_overlap_seconds are separated in pieces of that length,
+    # crossfaded over the overlap: the engine's memory is bounded by the piece, not the input.
+    chunk_seconds: float = 300.0
+    chunk_overlap_seconds: float = 10.0
     # Starts of one task (across restarts of this host's processor) before it
     # is failed as a task that keeps killing its worker.
     max_attempts: int = 3
@@ -143,8 +147,11 @@ class ProcessorConfig:
                  f"must be one of {', '.join(OUTPUT_FORMATS)}")
         _require(self.model.strip() != "", "processor.model", "must not be empty")
         for name in ("drain_timeout", "job_timeout", "broker_timeout", "engine_stall_timeout", "engine_start_timeout",
-                     "max_audio_seconds", "progress_interval", "heartbeat_interval"):
+                     "max_audio_seconds", "progress_interval", "heartbeat_interval", "chunk_overlap_seconds"):
             _require(getattr(self, name) > 0, f"processor.{name}", "must be positive")
+        _require(self.chunk_seconds >= 10, "processor.chunk_seconds", "must be at least 10")
+        _require(self.chunk_overlap_seconds <= self.chunk_seconds / 2, "processor.chunk_overlap_seconds",
+                 "must be at most half of processor.chunk_seconds")
         _require(self.job_retries >= 0, "processor.job_retries", "must not be negative")
         _require(self.max_attempts >= 1, "processor.max_attempts", "must be at least 1")
         _require(self.max_loaded_models >= 1, "processor.max_loaded_models", "must be at least 1")

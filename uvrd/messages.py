@@ -1,6 +1,7 @@
 """Task and result messages: JSON, keyed by task_uuid, compatible with the old pipeline.
 
-Task:    {"task_uuid", "audio_path", "hook_url"} + optional "model", "output_format", "options"
+Task:    {"task_uuid", "audio_path", "hook_url"} + optional "model", "output_format", "options",
+         and "models" (a set of stems from each) or "ensemble" (one combined set)
          (separation_options.py)
 Result:  {"task_uuid", "success": true, "vocals_path", "instrumental_path", "stems", "hook_url"}
          {"task_uuid", "success": false, "error_message", "hook_url"}
@@ -24,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
-from uvrd import separation_options
+from uvrd import separation_options, separation_plan
 from uvrd.separation_options import NO_OPTIONS, SeparationOptions
 
 MAX_MESSAGE_BYTES = 1 << 20
@@ -55,6 +56,7 @@ class Task:
     storage: str = "local"
     audio_key: str | None = None  # with storage "s3"
     options: SeparationOptions = NO_OPTIONS
+    plan: separation_plan.Plan | None = None  # "models" or "ensemble"; None: "model" alone
 
     @property
     def audio_ref(self) -> str:
@@ -130,6 +132,14 @@ def parse_task(value: bytes | None, key: bytes | None = None) -> Task:
         raise bad(f"task field 'options' is refused: {e}") from None
     if task_options.values:
         optional["options"] = task_options
+    if "model" in optional and ("models" in data or "ensemble" in data):
+        raise bad("give 'model' alone, or 'models' or 'ensemble' instead of it")
+    try:
+        plan = separation_plan.parse(data.get("models"), data.get("ensemble"))
+    except separation_plan.PlanError as e:
+        raise bad(f"task field {e}") from None
+    if plan is not None:
+        optional["plan"] = plan
     submitted_at = data.get("submitted_at")
     if isinstance(submitted_at, str) and len(submitted_at) <= 64 and _is_unicode(submitted_at):
         optional["submitted_at"] = submitted_at  # informational only: never worth failing a task over

@@ -91,9 +91,10 @@ class SeparationOptions:
     def as_dict(self) -> dict[str, Any]:
         return {name: dict(value) if isinstance(value, tuple) else value for name, value in self.values}
 
-    def for_architecture(self, architecture: str) -> dict[str, Any]:
+    def for_architecture(self, architecture: str, several: bool = False) -> dict[str, Any]:
         """The separator attributes to set for a model of *architecture*; OptionError for an option
-        of another architecture."""
+        of another architecture, unless the model is one of *several* (check_architectures then
+        says whether each option fitted one of them)."""
         out = {}
         for name, value in self.values:
             bound = SCHEMA[name]
@@ -102,10 +103,20 @@ class SeparationOptions:
                     out[bound.attribute] = value
                 continue
             if bound.architecture != architecture:
+                if several:
+                    continue
                 raise OptionError(f"option {name} is for {bound.architecture} models; this task's model is "
                                   f"a {architecture} model")
             out[bound.attribute] = value
         return out
+
+    def check_architectures(self, architectures: set[str]) -> None:
+        """OptionError for an option that fits none of a task's models' *architectures*."""
+        for name, _ in self.values:
+            wanted = SCHEMA[name].architecture
+            if wanted is not None and wanted not in architectures:
+                raise OptionError(f"option {name} is for {wanted} models; this task's models are "
+                                  f"{', '.join(sorted(architectures))} models")
 
     def check_format(self, output_format: str) -> None:
         depth = self.get("bit_depth")

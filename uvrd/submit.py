@@ -44,7 +44,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--output", type=Path, metavar="DIR",
                         help="wait, then download each stem into DIR as <file>_<stem>.<ext>")
     parser.add_argument("--priority", type=int, help="1 (lowest) to 5 (highest); default 3")
-    parser.add_argument("--model", help="a model this deployment serves")
+    parser.add_argument("--model", action="append", metavar="MODEL",
+                        help="a model this deployment serves; given more than once, each model's stems come back, "
+                             "named <model>.<stem>")
+    parser.add_argument("--ensemble", metavar="PRESET|JSON",
+                        help='one combined set of stems: a preset\'s name, or JSON such as '
+                             '\'{"models": ["a.onnx", "b.ckpt"], "algorithm": "avg_wave"}\'')
     parser.add_argument("--output-format", help="flac, wav, mp3, ...")
     parser.add_argument("--option", action="append", metavar="NAME=VALUE",
                         help="a separation option, such as single_stem=vocals or mdx_overlap=0.5 (repeatable)")
@@ -60,6 +65,14 @@ def submit(api: str, token: str, path: Path, hook_url: str | None = None, **fiel
     if response.status_code != 202:
         raise SubmitError(f"the API refused the file: HTTP {response.status_code}: {error_of(response)}")
     return response.json()
+
+
+def _models(args) -> dict[str, str | None]:
+    """The form's model fields for --model (once or more) and --ensemble."""
+    models = args.model or []
+    if len(models) > 1:
+        return {"models": json.dumps(models), "ensemble": args.ensemble}
+    return {"model": models[0] if models else None, "ensemble": args.ensemble}
 
 
 def status(api: str, token: str, task_uuid: str) -> dict:
@@ -151,7 +164,7 @@ def run(args) -> int:
     accepted: list[tuple[Path, str]] = []
     for path in args.file:  # each file is its own task
         try:
-            task = submit(api, token, path, args.hook_url, priority=args.priority, model=args.model,
+            task = submit(api, token, path, args.hook_url, priority=args.priority, **_models(args),
                           output_format=args.output_format, options=options)
         except (SubmitError, requests.RequestException, OSError) as e:
             print(f"uvrd submit: {path}: {e}", file=sys.stderr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from uvrd import safehttp, separation_options
+from uvrd import known_models, safehttp, separation_options, separation_plan
 from uvrd.api.errors import ApiError
 from uvrd.config import DEFAULT_PRIORITY, OUTPUT_FORMATS, PRIORITIES
 from uvrd.messages import MAX_URL_CHARS
@@ -22,6 +22,7 @@ class Submission:
     model: str | None = None
     output_format: str | None = None
     options: separation_options.SeparationOptions = separation_options.NO_OPTIONS
+    plan: separation_plan.Plan | None = None  # "models" or "ensemble"
 
 
 def bad(message: str) -> ApiError:
@@ -37,6 +38,7 @@ def parse(fields: Mapping[str, Any], models: tuple[str, ...], allow_private: boo
         model=choice(fields.get("model"), "model", models),
         output_format=output_format,
         options=options(fields.get("options"), output_format or default_format),
+        plan=plan(fields, models),
     )
 
 
@@ -48,6 +50,24 @@ def options(value: Any, output_format: str) -> separation_options.SeparationOpti
     except separation_options.OptionError as e:
         raise bad(f"the field 'options' is refused: {e}") from None
     return parsed
+
+
+def plan(fields: Mapping[str, Any], served: tuple[str, ...]) -> separation_plan.Plan | None:
+    """Several models (``models``) or an ensemble (``ensemble``), each model one this deployment serves
+    (a preset is resolved, and its models checked, by the processor)."""
+    if fields.get("model") not in (None, "") and any(fields.get(f) not in (None, "") for f in ("models", "ensemble")):
+        raise bad("give the field 'model' alone, or 'models' or 'ensemble' instead of it")
+    try:
+        parsed = separation_plan.parse(fields.get("models"), fields.get("ensemble"))
+        resolved = parsed and separation_plan.resolve(parsed, known_models.ensemble_presets())
+    except separation_plan.PlanError as e:
+        raise bad(f"the field {e}") from None
+    for model in resolved.models if resolved is not None else ():
+        if model not in served:
+            field = "ensemble" if resolved.ensemble is not None else "models"
+            raise bad(f"the field {field!r} needs {model!r}, which this deployment does not serve; "
+                      f"it serves {', '.join(served)}")
+    return parsed  # a preset by its name: the processor resolves it with its own audio-separator
 
 
 def url_field(value: Any, name: str) -> str:

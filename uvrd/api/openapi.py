@@ -10,7 +10,7 @@ from __future__ import annotations
 from uvrd import __version__
 from uvrd.api.audio_types import DESCRIPTION as AUDIO_FORMATS
 from uvrd.config import DEFAULT_PRIORITY, OUTPUT_FORMATS, PRIORITIES, Config
-from uvrd import separation_options
+from uvrd import separation_options, separation_plan
 from uvrd.kafka.status import STATES
 from uvrd.messages import MAX_URL_CHARS, TASK_UUID_RE
 
@@ -253,15 +253,21 @@ def document(config: Config) -> dict:
                     "properties": {"audio": {"type": "string", "format": "binary",
                                              "description": f"The audio file: {AUDIO_FORMATS}"}, **options,
                                    "options": {"type": "string", "maxLength": separation_options.MAX_OPTIONS_BYTES,
-                                               "description": "A SeparationOptions object as JSON text"}},
+                                               "description": "A SeparationOptions object as JSON text"},
+                                   "models": {"type": "string", "description": "Models (JSON text of a list, or "
+                                                                               "names joined by commas): see Models"},
+                                   "ensemble": {"type": "string", "description": "An Ensemble as JSON text, or a "
+                                                                                 "preset's name"}},
                 },
                 "UrlSubmission": {
                     "type": "object", "required": ["audio"],
                     "properties": {"audio": {**url, "description": "An http(s) URL the server fetches the "
                                                                    "audio from"}, **options,
-                                   "options": _ref("SeparationOptions")},
+                                   "options": _ref("SeparationOptions"), "models": _ref("Models"),
+                                   "ensemble": _ref("Ensemble")},
                 },
                 "SeparationOptions": separation_options.openapi_schema(),
+                **separation_plan.openapi_schemas(),
                 "TaskAccepted": {
                     "type": "object", "required": ["task_uuid", "state", "status_url"],
                     "properties": {"task_uuid": {"type": "string"}, "state": {"type": "string", "enum": ["queued"]},

@@ -124,6 +124,8 @@ def _queue(api: ApiContext, task_uuid: str, audio: Path, submission: fields.Subm
         task["output_format"] = submission.output_format
     if submission.options.values:
         task["options"] = submission.options.as_dict()
+    if submission.plan is not None:
+        task.update(submission.plan.to_json())
     topic = api.config.topics.task_topic(submission.priority)
     try:
         api.backend.send_and_wait(OutRecord(topic, task_uuid.encode(), messages.encode(task)))
@@ -141,7 +143,8 @@ def _queue(api: ApiContext, task_uuid: str, audio: Path, submission: fields.Subm
     log.info("task queued", topic=topic, priority=submission.priority, storage=storage.name, **{ref_field: ref},
              audio_bytes=size)
     api.backend.publish_status(task_uuid, "queued", submitted_at=submitted_at, priority=submission.priority,
-                               model=submission.model or api.config.processor.model)
+                               model=submission.plan.label if submission.plan is not None else
+                               submission.model or api.config.processor.model)
     status_url = _status_url(api, task_uuid)
     response = jsonify(task_uuid=task_uuid, state="queued", status_url=status_url)
     response.status_code = 202

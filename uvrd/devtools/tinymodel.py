@@ -42,11 +42,13 @@ def build_onnx(gain: float = 0.5) -> bytes:
     return model.SerializeToString()
 
 
-def install(model_dir: Path, name: str = TINY_MODEL, primary_stem: str = "Vocals") -> model_catalogue.InstalledModel:
-    """Write the model and its catalogue entries into *model_dir*."""
+def install(model_dir: Path, name: str = TINY_MODEL, primary_stem: str = "Vocals",
+            gain: float = 0.5) -> model_catalogue.InstalledModel:
+    """Write the model and its catalogue entries into *model_dir*; models of another *gain* give
+    other stems (an ensemble of two of them is not one model's output)."""
     model_dir.mkdir(parents=True, exist_ok=True)
     path = model_dir / name
-    path.write_bytes(build_onnx())
+    path.write_bytes(build_onnx(gain))
     model_catalogue.list_model(model_dir, "mdx_download_list", f"MDX-Net Model: {Path(name).stem}", name)
     model_catalogue.describe_by_hash(model_dir, "mdx", path, {
         "compensate": 1.0, "mdx_dim_f_set": DIM_F, "mdx_dim_t_set": DIM_T_POW,

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import structlog
 
-from uvrd import messages
+from uvrd import known_models, messages, separation_plan
 from uvrd.config import OUTPUT_FORMATS, ProcessorConfig
 from uvrd.outcomes import Rejected
+from uvrd.separation_plan import Plan
 
 log = structlog.get_logger("uvrd.processor")
 
@@ -25,8 +26,13 @@ class Accepted:
     """A task this processor can run, with the model and output format it runs with."""
 
     task: messages.Task
-    model: str
+    plan: Plan  # the task's models, a preset resolved; one model for a plain task
     output_format: str
+
+    @property
+    def model(self) -> str:
+        """The first (for a plain task, the only) model: what the task's log and status name."""
+        return self.plan.models[0]
 
 
 def accept(record, cfg: ProcessorConfig, storage: str) -> Accepted | Rejected:
@@ -34,10 +40,16 @@ def accept(record, cfg: ProcessorConfig, storage: str) -> Accepted | Rejected:
     task = None
     try:
         task = messages.parse_task(record.value, record.key)
-        model = task.model or cfg.model
-        if model not in cfg.models:
-            raise messages.BadMessage(f"unknown model {model!r}; this processor serves {', '.join(cfg.models)}",
-                                      task.task_uuid, task.hook_url)
+        try:
+            plan = separation_plan.resolve(task.plan or Plan((task.model or cfg.model,)), known_models.ensemble_presets())
+        except separation_plan.PlanError as e:
+            raise messages.BadMessage(f"task field {e}", task.task_uuid, task.hook_url) from None
+        unserved = [m for m in plan.models if m not in cfg.models]
+        if unserved:
+            needed = f" (ensemble preset {plan.ensemble.preset!r} needs {', '.join(plan.models)})" if (
+                plan.ensemble and plan.ensemble.preset) else ""
+            raise messages.BadMessage(f"unknown model {unserved[0]!r}{needed}; this processor serves "
+                                      f"{', '.join(cfg.models)}", task.task_uuid, task.hook_url)
         fmt = (task.output_format or cfg.output_format).lower()
         if fmt not in OUTPUT_FORMATS:
             raise messages.BadMessage(f"unknown output_format {task.output_format!r}; use one of "
@@ -52,7 +64,7 @@ def accept(record, cfg: ProcessorConfig, storage: str) -> Accepted | Rejected:
                                       task.task_uuid, task.hook_url)
     except messages.BadMessage as e:
         return rejected(e, task, storage)
-    return Accepted(task, model, fmt)
+    return Accepted(task, plan, fmt)
 
 
 def rejected(e: messages.BadMessage, task: messages.Task | None, storage: str) -> Rejected:

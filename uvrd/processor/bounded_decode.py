@@ -113,13 +113,18 @@ def _open_with_libsndfile(path):
     return f
 
 
+def ffmpeg_pcm(path: str, rate: int, channels: int, offset: float = 0.0, seconds: float | None = None) -> list[str]:
+    """ffmpeg decoding *path*'s first audio stream to interleaved float32 on its stdout."""
+    return (["ffmpeg", "-nostdin", "-v", "error"] + (["-ss", f"{offset:.6f}"] if offset else []) + ["-i", path]
+            + ["-map", "0:a:0"] + (["-t", f"{seconds:.6f}"] if seconds is not None else [])
+            + ["-ac", str(channels), "-ar", str(rate), "-f", "f32le", "-c:a", "pcm_f32le", "pipe:1"])
+
+
 def decode(path: str, rate: int, channels: int, offset: float, seconds: float) -> np.ndarray:
     """Up to *seconds* of *path*'s first audio stream from *offset*, as librosa lays it out:
     (channels, frames) float32, or (frames,) for mono.  Nothing past *seconds* is held."""
     out = np.empty((int(np.ceil(seconds * rate)), channels), dtype=np.float32)
-    command = ["ffmpeg", "-nostdin", "-v", "error"] + (["-ss", f"{offset:.6f}"] if offset else []) + [
-        "-i", path, "-map", "0:a:0", "-t", f"{seconds:.6f}", "-ac", str(channels), "-ar", str(rate),
-        "-f", "f32le", "-c:a", "pcm_f32le", "pipe:1"]
+    command = ffmpeg_pcm(path, rate, channels, offset, seconds)
     view = memoryview(out).cast("B")
     got = 0
     # Ends with the engine: a job killed mid-decode (job_timeout, a stop) leaves no decoder running.

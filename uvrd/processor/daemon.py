@@ -122,7 +122,7 @@ class Processor:
     def healthy(self) -> bool:
         engine_ok = self.engine.alive() and self.engine.heartbeat_age() < self.cfg.engine_stall_timeout
         run = self.separation.run
-        return engine_ok and (run is None or run.age() < self.cfg.job_timeout)
+        return engine_ok and (run is None or run.over_time(self.cfg.job_timeout) is None)
 
     def on_turn(self) -> None:
         if self.member is not None:  # connected: the broker can take a heartbeat
@@ -205,13 +205,13 @@ class Processor:
         return outcome
 
     def _separate(self, accepted: Accepted, audio: Path, claim: Claim) -> TaskOutcome:
-        task, model, fmt = accepted.task, accepted.model, accepted.output_format
+        task, model, fmt, plan = accepted.task, accepted.model, accepted.output_format, accepted.plan
         attempt = self.attempts.start(task.task_uuid)
         if attempt > self.cfg.max_attempts:
             log.error("task keeps killing its worker", attempts=attempt - 1)
             return Failed(f"task abandoned: this host started it {attempt - 1} times and the worker was killed "
                           f"or hung each time before it finished")
-        log.info("task started", attempt=attempt, model=model, output_format=fmt, audio_path=str(audio))
+        log.info("task started", attempt=attempt, model=plan.label, output_format=fmt, audio_path=str(audio))
         started_at = messages.now_iso()
         progress = functools.partial(status.progress_record, self.config.topics.status, task.task_uuid)
         watchers = Watchers(
@@ -220,7 +220,8 @@ class Processor:
                                                          submitted_at=task.submitted_at, started_at=started_at)),
             report=lambda p: self.bulletin.send(progress(p.fraction, p.step)),
             cancelled=lambda: self.cancellations.requested_at(task.task_uuid) is not None)
-        job = functools.partial(Job, task.task_uuid, str(audio), model, fmt, options=task.options)
+        job = functools.partial(Job, task.task_uuid, str(audio), model, fmt, options=task.options,
+                                plan=plan if len(plan.models) > 1 else None)
         ran = self.separation.separate(claim, task.task_uuid, job, watchers)
         match ran:
             case Abandoned():
@@ -232,7 +233,7 @@ class Processor:
                 return Cancelled(self.cancellations.requested_at(task.task_uuid) or messages.now_iso(), started_at)
         stored = _store_stems(self.host, self.storage, task.task_uuid, ran, claim)
         if isinstance(stored, dict):
-            return Succeeded(stored, model, started_at, ran.seconds)
+            return Succeeded(stored, plan.label, started_at, ran.seconds)
         return stored if isinstance(stored, Abandoned) else Failed(stored, started_at)
 
     def settle(self, record, task: messages.Task | None, outcome: Succeeded | Failed | Cancelled | Rejected,
@@ -263,6 +264,7 @@ def _engine_settings(cfg, environ) -> EngineSettings:
         output_format=cfg.output_format, mdx_hop_length=cfg.mdx_hop_length,
         mdx_segment_size=cfg.mdx_segment_size, mdx_batch_size=cfg.mdx_batch_size,
         max_audio_seconds=cfg.max_audio_seconds, max_loaded_models=cfg.max_loaded_models,
+        chunk_seconds=cfg.chunk_seconds, chunk_overlap_seconds=cfg.chunk_overlap_seconds,
         device=device_check.expected(cfg.device, unit))
 
 

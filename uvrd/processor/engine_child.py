@@ -6,9 +6,11 @@ torch and audio-separator.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import gc
 import logging
+import math
 import os
 import re
 import signal
@@ -19,11 +21,13 @@ from pathlib import Path
 
 import structlog
 
-from uvrd.processor import audio_probe, bounded_decode, device_check, engine_warmup, job_options, progress_meter
+from uvrd.processor import (audio_probe, bounded_decode, device_check, engine_warmup, ensemble, job_options,
+                           long_audio, progress_meter)
 from uvrd.processor.engine_protocol import (Fatal, Job, JobCancelled, JobFailed, Loaded, ModelLoaded, NoSpace,
                                             Separated, Warming)
 from uvrd.runtime import parent_death
 from uvrd.separation_options import OptionError
+from uvrd.separation_plan import Plan
 
 # Stem file names: audio-separator's own stem names, lower-cased.
 KNOWN_STEMS = ("Vocals", "Instrumental", "Drums", "Bass", "Other", "Guitar", "Piano",
@@ -111,7 +115,7 @@ def main(conn, heartbeat, settings, cancel=None) -> None:
         logs.bind_task(task_uuid=job.task_uuid)
         started = time.monotonic()
         job_now = job.number
-        meter.begin(1)
+        meter.begin(len(job.plan.models) if job.plan else 1)
         try:
             meter.model(0, f"separating with {job.model}")
             stems = _separate(models, job)
@@ -158,37 +162,127 @@ def _describe(e: Exception, job) -> str:
 
 
 def _separate(models: "_Models", job) -> dict[str, str]:
+    """The task's stems, as its plan says: one model's, several models' (named <model>.<stem>), or
+    an ensemble's."""
     limit = models.settings.max_audio_seconds
     info = audio_probe.probe(job.audio_path)
     audio_probe.check(info, limit)
+    plan = job.plan or Plan((job.model,))
+    if len(plan.models) == 1:
+        return _finished(_separate_with(models, job, info), job)
+    per_model, architectures = [], set()
+    for index, model in enumerate(plan.models):
+        models.meter.model(index, f"separating with {model} ({index + 1} of {len(plan.models)} models)")
+        directory = os.path.join(job.workdir, f".model-{index + 1}")
+        os.makedirs(directory)
+        # An ensemble's inputs stay lossless whatever the task's format: they are combined first.
+        one = dataclasses.replace(job, model=model, workdir=directory, plan=None,
+                                  output_format="wav" if plan.ensemble else job.output_format)
+        per_model.append(_separate_with(models, one, info, several=True))
+        architectures.add(models.described[model]["architecture"])
+    job.options.check_architectures(architectures)
+    if plan.ensemble is not None:
+        models.meter.step(f"combining {len(plan.models)} models' stems ({plan.ensemble.algorithm})")
+        instance = models.get(plan.models[-1]).model_instance
+        stitcher = ensemble.combine(per_model, plan.ensemble, job.workdir, instance.sample_rate, models.chunking)
+        stems = stitcher.finish(job.workdir, job.output_format, long_audio.output_bit_depth(job.audio_path),
+                                job.options.get("normalization_threshold", instance.normalization_threshold),
+                                job.options.get("amplification_threshold", instance.amplification_threshold))
+        return _finished(stems, job)
+    stems = {}
+    for model, own in zip(plan.models, per_model):
+        for stem, path in _finished(own, dataclasses.replace(job, model=model)).items():
+            key = plan.stem_key(model, stem)
+            stems[key] = os.path.join(job.workdir, key + Path(path).suffix)
+            os.replace(path, stems[key])
+    return stems
+
+
+def _finished(stems: dict[str, str], job) -> dict[str, str]:
+    if not stems and job.options.get("single_stem") is None:
+        raise RuntimeError("audio-separator produced no stems")
+    return job_options.finish(stems, job.options, job.output_format)
+
+
+def _separate_with(models: "_Models", job, info: audio_probe.AudioInfo, several: bool = False) -> dict[str, str]:
+    """*job.model*'s stems of the input, whole or in chunks; *several*: one of the task's models, so
+    an option for another architecture is left to the models it fits."""
+    limit = models.settings.max_audio_seconds
     separator = models.get(job.model)
     instance = separator.model_instance
-    instance.output_dir = job.workdir
     instance.output_format = job.output_format.upper()
-    separator.output_dir = job.workdir
+    with bounded_decode.limited(limit, job.audio_path, info), job_options.applied(instance, job.options, several):
+        surveyed = None
+        if models.chunking.needed(info.seconds):
+            surveyed = models.survey(job.audio_path, instance.sample_rate, info.seconds)
+        if surveyed is not None and models.chunking.needed(surveyed.seconds):
+            return _separate_in_chunks(models, separator, job, surveyed)
+        return _separate_whole(separator, job, info, limit)
+
+
+def _separate_whole(separator, job, info: audio_probe.AudioInfo, limit: float) -> dict[str, str]:
     # The models are stereo and audio-separator only widens mono: more channels are folded
     # down by ffmpeg, which knows the surround layouts' downmix matrices.
     audio_path = _downmix(job, info.channels, limit) if info.channels > 2 else job.audio_path
     try:
-        with bounded_decode.limited(limit, job.audio_path, info), job_options.applied(instance, job.options):
-            outputs = separator.separate(audio_path,
-                                         custom_output_names={s: s.lower().replace(" ", "_") for s in KNOWN_STEMS})
+        return _run_model(separator, audio_path, job.workdir)
     finally:
         if audio_path != job.audio_path:
             os.unlink(audio_path)
+
+
+def _separate_in_chunks(models: "_Models", separator, job, surveyed: long_audio.Survey) -> dict[str, str]:
+    """A long input through long_audio: each chunk separated as a file of its own by the loaded
+    model, with the whole-file normalisations turned off for the chunks and applied once instead."""
+    instance = separator.model_instance
+    plan, rate = models.chunking, surveyed.rate
+    normalization, amplification = instance.normalization_threshold, instance.amplification_threshold
+    architecture = job_options.architecture(instance)
+    gain = (long_audio.input_gain(surveyed.peak, normalization, amplification)
+            if architecture in job_options.NORMALISES_INPUT else 1.0)
+    directory = os.path.join(job.workdir, ".chunks")
+    os.makedirs(directory, exist_ok=True)
+    stitcher = long_audio.Stitcher(job.workdir, rate, plan.frames(rate)[1])
+    count = plan.count(surveyed.frames, rate)
+    saved = {name: getattr(instance, name) for name in _CHUNK_SETTINGS}
+    try:
+        # Float WAV in and out, unnormalised: the stitcher holds what the model gave, over full scale too.
+        instance.normalization_threshold, instance.amplification_threshold = math.inf, None
+        instance.use_soundfile, instance.output_format = True, "WAV"
+        with long_audio.peak_of_whole(instance, architecture, surveyed.peak):
+            for chunk in long_audio.chunks(job.audio_path, rate, plan, directory, gain):
+                models.meter.part(chunk.index, count, f"separating with {job.model}, part {chunk.index + 1} of {count}")
+                stitcher.add(chunk, _run_model(separator, chunk.path, directory))
+    finally:
+        stitcher.close()
+        for name, value in saved.items():
+            setattr(instance, name, value)
+    os.unlink(os.path.join(directory, "chunk.wav"))
+    os.rmdir(directory)
+    return stitcher.finish(job.workdir, job.output_format, long_audio.output_bit_depth(job.audio_path),
+                           normalization, amplification)
+
+
+# What a chunk's separation changes on the loaded model, put back after.
+_CHUNK_SETTINGS = ("normalization_threshold", "amplification_threshold", "use_soundfile", "output_format", "output_dir")
+
+
+def _run_model(separator, audio_path: str, output_dir: str) -> dict[str, str]:
+    """The stems the loaded model writes for *audio_path* into *output_dir*, by stem name."""
+    instance = separator.model_instance
+    instance.output_dir = separator.output_dir = output_dir
+    outputs = separator.separate(audio_path, custom_output_names={s: s.lower().replace(" ", "_") for s in KNOWN_STEMS})
     stems = {}
     named = output_affixes(instance, audio_path)
     for out in outputs:
-        path = Path(out) if os.path.isabs(out) else Path(job.workdir) / out
+        path = Path(out) if os.path.isabs(out) else Path(output_dir) / out
         if not path.is_file() or path.stat().st_size == 0:
             raise RuntimeError(f"audio-separator reported {path.name} but wrote no data")
         name = stem_name(str(path), *named)
         if name in stems:
             raise RuntimeError(f"audio-separator wrote two files for the stem {name!r}")
         stems[name] = str(path)
-    if not stems and job.options.get("single_stem") is None:
-        raise RuntimeError("audio-separator produced no stems")
-    return job_options.finish(stems, job.options, job.output_format)
+    return stems
 
 
 def _downmix(job, channels: int, max_seconds: float) -> str:
@@ -212,6 +306,8 @@ class _Models:
     def __init__(self, settings, meter: progress_meter.Meter, announce):
         """*announce(model)*: a model loaded (and warmed up) for a task, after the first."""
         self.settings = settings
+        self.chunking = long_audio.Chunking(settings.chunk_seconds, settings.chunk_overlap_seconds)
+        self._surveyed: tuple | None = None  # the last input's survey: a task's models share it
         self.meter = meter
         self.announce = announce
         self._loaded = {}
@@ -222,7 +318,7 @@ class _Models:
         """*model*'s separator, loaded (and warmed up) for the job that names it if need be: the job's
         step says so meanwhile.  Beyond max_loaded_models, the least recently used is unloaded first."""
         if model not in self._loaded:
-            self.meter.model(0, f"loading model {model}")
+            self.meter.step(f"loading model {model}")
             while len(self._loaded) >= self.settings.max_loaded_models:
                 self._unload(next(iter(self._loaded)))
             self.load(model)
@@ -230,9 +326,16 @@ class _Models:
                 with self.meter.quiet():  # the warm-up clip's progress is not the job's
                     self.warm(model)
             self.announce(model)
-            self.meter.model(0, f"separating with {model}")
+            self.meter.step(f"separating with {model}")
         self._loaded[model] = self._loaded.pop(model)  # the most recently used goes last
         return self._loaded[model]
+
+    def survey(self, path: str, rate: int, declared: float | None) -> long_audio.Survey:
+        """long_audio.survey of *path*, once for all the models of a task."""
+        key = (path, os.stat(path).st_mtime_ns, rate)
+        if self._surveyed is None or self._surveyed[0] != key:
+            self._surveyed = (key, long_audio.survey(path, rate, self.settings.max_audio_seconds, declared))
+        return self._surveyed[1]
 
     def _unload(self, model: str) -> None:
         del self._loaded[model]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from uvrd.separation_options import NO_OPTIONS, SeparationOptions
+from uvrd.separation_plan import Plan
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,10 @@ class EngineSettings:
     mdx_hop_length: int
     mdx_segment_size: int
     mdx_batch_size: int
-    max_audio_seconds: float = 3600.0
+    max_audio_seconds: float = 43200.0
+    # Longer inputs are separated in pieces this long plus the overlap, crossfaded (long_audio.py).
+    chunk_seconds: float = 300.0
+    chunk_overlap_seconds: float = 10.0
     max_loaded_models: int = 3  # the least recently used beyond it is unloaded (engine_child._Models)
     device: str = "auto"  # processor.device: where the models are expected to run (device_check.py)
     # Each model separates a short clip once loaded, before it serves a task (engine_warmup.py).
@@ -42,6 +46,7 @@ class Job:
     workdir: str
     number: int = 0  # the parent's count of jobs sent: a cancellation names the job it is for
     options: SeparationOptions = NO_OPTIONS
+    plan: Plan | None = None  # several models or an ensemble; None: *model* alone
 
 
 # -- the child's answers --------------------------------------------------------------------------
@@ -88,6 +93,7 @@ class Progress:
 
     fraction: float
     step: str
+    parts: int = 1  # separations the job is in (its models times a long input's chunks): job_timeout is per part
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from uvrd.separation_options import OptionError, SeparationOptions
 
 # audio-separator's class for each architecture.
 ARCHITECTURES = {"MDXSeparator": "MDX", "VRSeparator": "VR", "DemucsSeparator": "Demucs", "MDXCSeparator": "MDXC"}
+# Those whose separate() normalises the whole input before the model sees it (spec_utils.normalize).
+NORMALISES_INPUT = ("MDX", "MDXC")
 # Each output format's PCM codec for each bit depth (flac's is a sample format: the codec is flac).
 _PCM = {"wav": {16: "pcm_s16le", 24: "pcm_s24le", 32: "pcm_s32le"},
         "aiff": {16: "pcm_s16be", 24: "pcm_s24be", 32: "pcm_s32be"}}
@@ -28,10 +30,10 @@ def architecture(instance) -> str:
 
 
 @contextlib.contextmanager
-def applied(instance, options: SeparationOptions):
+def applied(instance, options: SeparationOptions, several: bool = False):
     """*options* set on the loaded model *instance* for the duration; OptionError for one that does
-    not fit its architecture."""
-    attributes = options.for_architecture(architecture(instance))
+    not fit its architecture, unless the model is one of *several* (options fit some of them)."""
+    attributes = options.for_architecture(architecture(instance), several)
     single = options.get("single_stem")
     if single is not None:
         attributes["output_single_stem"] = single.replace("_", " ")

@@ -48,6 +48,7 @@ class Meter:
         self._clock = clock
         self._models = 1
         self._index = 0
+        self._part, self._parts = 0, 1  # a long input's chunks: the model's work is in parts
         self._step = ""
         self._fraction = 0.0
         self._sent_at = float("-inf")
@@ -61,6 +62,7 @@ class Meter:
     def begin(self, models: int) -> None:
         """A new job of *models* separations."""
         self._models, self._index, self._fraction, self._step = max(1, models), 0, 0.0, ""
+        self._part, self._parts = 0, 1
         self._sent_at, self._sent_fraction = float("-inf"), -1.0
         self._active = True
 
@@ -79,7 +81,18 @@ class Meter:
     def model(self, index: int, step: str) -> None:
         """The job's model number *index* (from 0) starts; *step* says what it does."""
         self.check()
-        self._index = index
+        self._index, self._part, self._parts = index, 0, 1
+        self._report(0.0, step)
+
+    def step(self, step: str) -> None:
+        """What the job does now changes (a model loads), at the same fraction."""
+        self.check()
+        self._report(0.0, step)
+
+    def part(self, index: int, parts: int, step: str) -> None:
+        """The model's work is in *parts* pieces (a long input's chunks); piece *index* (from 0) starts."""
+        self.check()
+        self._part, self._parts = index, max(1, parts)
         self._report(0.0, step)
 
     def check(self) -> None:
@@ -110,6 +123,7 @@ class Meter:
         """*last*: the loop's final turn, sent whatever the interval (the stems are written next)."""
         if not self._active:
             return
+        within = (self._part + within) / self._parts
         fraction = max(self._fraction, min(1.0, (self._index + within) / self._models))
         changed_step = step != self._step
         self._fraction, self._step = fraction, step
@@ -117,7 +131,7 @@ class Meter:
         due = now - self._sent_at >= self._min_interval or last
         if changed_step or (fraction - self._sent_fraction >= 0.01 and due):
             self._sent_at, self._sent_fraction = now, fraction
-            self._send(Progress(round(fraction, 4), step))
+            self._send(Progress(round(fraction, 4), step, self._models * self._parts))
 
 
 def install(meter: Meter) -> None:

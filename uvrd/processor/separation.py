@@ -57,6 +57,13 @@ class Run:
     def age(self) -> float:
         return time.monotonic() - self.started
 
+    def over_time(self, job_timeout: float) -> str | None:
+        """Why the run has taken too long, or None: *job_timeout* is per piece of a long input."""
+        parts = self.progress.parts if self.progress is not None else 1
+        if self.age() <= job_timeout * parts:
+            return None
+        return f"separation exceeded job_timeout ({job_timeout:g} s{f' for each of {parts} parts' if parts > 1 else ''})"
+
 
 @dataclass(frozen=True)
 class Watchers:
@@ -169,8 +176,8 @@ class Separation:
         run = self.run
         if claim.lost:
             return Abandoned("the partition was reassigned to another worker"), run
-        if run.age() > self.cfg.job_timeout:
-            return Retry(f"separation exceeded job_timeout ({self.cfg.job_timeout:g} s)"), run
+        if too_long := run.over_time(self.cfg.job_timeout):
+            return Retry(too_long), run
         if run.cancel_asked is None and watchers.cancelled():
             log.info("cancellation requested; asking the engine to stop the job")
             run.cancel_asked = time.monotonic()

@@ -47,7 +47,7 @@ def test_each_model_has_its_share_and_a_new_step_is_sent_at_once():
     for _ in m.tqdm(range(4)):
         clock.now += 1
     m.model(1, "model 2 of 2")
-    assert sent[-1] == Progress(0.5, "model 2 of 2")
+    assert sent[-1] == Progress(0.5, "model 2 of 2", parts=2)
     for _ in m.tqdm([1, 2]):
         clock.now += 1
     assert sent[-1].fraction == pytest.approx((1 + LOOP_END) / 2)
@@ -90,3 +90,34 @@ def test_nothing_is_sent_outside_a_job_as_in_a_warm_up():
     for _ in m.tqdm(range(10)):
         clock.now += 1
     assert sent == []
+
+
+def test_a_long_inputs_parts_share_the_models_time_and_say_so():
+    m, sent, clock = meter(interval=0.0)
+    m.begin(1)
+    m.model(0, "separating with a.onnx")
+    for part in range(4):
+        m.part(part, 4, f"part {part + 1} of 4")
+        for _ in m.tqdm(range(10)):
+            clock.now += 0.1
+    fractions = [p.fraction for p in sent]
+    assert fractions == sorted(fractions)
+    # Each part's loop fills a quarter of the model's share; a part's start is the last one's end.
+    at_part_start = {p.step: p.fraction for p in reversed(sent)}
+    assert [at_part_start[f"part {k} of 4"] for k in (2, 3, 4)] == pytest.approx([1 / 4, 2 / 4, 3 / 4])
+    assert fractions[-1] == pytest.approx(3 / 4 + LOOP_END / 4)
+    assert {p.parts for p in sent if p.step.startswith("part")} == {4}
+
+
+def test_several_models_each_take_their_share_and_count_in_the_parts():
+    m, sent, clock = meter(interval=0.0)
+    m.begin(2)
+    for index in range(2):
+        m.model(index, f"model {index + 1}")
+        m.part(0, 3, f"model {index + 1}, part 1 of 3")
+        for _ in m.tqdm(range(10)):
+            clock.now += 0.1
+    fractions = [p.fraction for p in sent]
+    assert fractions == sorted(fractions)
+    assert max(p.fraction for p in sent if p.step.startswith("model 1")) <= 0.5
+    assert sent[-1].parts == 6
