@@ -15,10 +15,11 @@ import time
 
 import pytest
 import requests
-from separation_service import AUTH, TOKEN, SeparationService, submit
-from support import wait_until
+from separation_service import AUTH, TOKEN, WEBHOOK_SECRET, SeparationService, submit
+from support import WebhookReceiver, wait_until
 
 from uvrd.devtools import tinymodel
+from uvrd.uploader import webhook
 
 pytestmark = pytest.mark.slow
 
@@ -182,3 +183,55 @@ def test_cancelling_an_unknown_task_is_a_404_and_the_cli_says_so(service):
     assert cancel(service, "no-such-task").status_code == 404
     run = cli(service, "cancel", "no-such-task")
     assert run.returncode == 1 and "no task no-such-task" in run.stderr
+
+
+EVENT = "X-Uvrd-Event"
+
+
+def posts(receiver, task_uuid: str) -> list[dict]:
+    """Every webhook POST for the task that was answered 2xx: its events and its final delivery."""
+    return [d for d in receiver.successes() if json.loads(d["body"])["task_uuid"] == task_uuid]
+
+
+def kinds(receiver, task_uuid: str) -> list[str]:
+    return [d["headers"].get(EVENT) for d in posts(receiver, task_uuid)]
+
+
+def test_a_task_that_opts_into_events_gets_them_signed_in_order_and_one_final_delivery(service, long_input):
+    task_uuid = submit(service.url, long_input, service.receiver.url, events="started,progress")
+    wait_until(lambda: "final" in kinds(service.receiver, task_uuid), 180, "the final delivery", interval=0.1)
+    got = posts(service.receiver, task_uuid)
+    assert all(webhook.verify(WEBHOOK_SECRET, d["headers"][webhook.SIGNATURE_HEADER], d["body"]) for d in got)
+    seen = kinds(service.receiver, task_uuid)
+    assert seen[0] == "started" and seen.count("started") == 1 and seen.count("final") == 1, seen
+    assert set(seen) == {"started", "progress", "final"}, "only what the task opted into"
+    started = json.loads(got[0]["body"])
+    assert started["attempt"] == 1 and started["worker"] and "hook_url" not in started
+    progress = [json.loads(d["body"])["progress"] for d in got if d["headers"].get(EVENT) == "progress"]
+    assert progress == sorted(progress) and 0 <= progress[0] and progress[-1] <= 1, progress
+
+
+def test_a_run_a_stop_interrupts_is_announced_as_requeued_and_the_task_still_ends_once(stack, kafka, tmp_path):
+    receiver = WebhookReceiver()
+    try:
+        config = stack.write_config("events.toml", drain_timeout=1, progress_interval=0.2)
+        uploader = stack.start("uploader", config=config)
+        first = stack.start(config=config)
+        first.wait_ready(120)
+        uploader.wait_ready()
+        task = stack.task(stack.spool_copy(tinymodel.write_sample(tmp_path / "long.wav", seconds=240)),
+                          hook_url=receiver.url, events=["started", "requeued"])
+        kafka.send(stack.tasks, task)
+        wait_until(lambda: "started" in kinds(receiver, task["task_uuid"]), 120, "the started event", interval=0.1)
+        first.signal(signal.SIGTERM)
+        assert first.wait_exit(30) == 0
+        wait_until(lambda: "requeued" in kinds(receiver, task["task_uuid"]), 60, "the requeued event", interval=0.1)
+        second = stack.start(config=config)
+        second.wait_ready(120)
+        wait_until(lambda: "final" in kinds(receiver, task["task_uuid"]), 300, "the final delivery", interval=0.2)
+        assert kinds(receiver, task["task_uuid"]) == ["started", "requeued", "started", "final"]
+        requeued = json.loads(posts(receiver, task["task_uuid"])[1]["body"])
+        assert "drain window" in requeued["reason"], requeued
+        assert json.loads(posts(receiver, task["task_uuid"])[3]["body"])["status"] == "success"
+    finally:
+        receiver.close()

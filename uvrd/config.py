@@ -75,6 +75,8 @@ class TopicsConfig:
     cancellations: str = "uvrd.cancellations"
     # Compacted, keyed by worker: each processor's latest heartbeat.
     workers: str = "uvrd.workers"
+    # Keyed by task_uuid, kept a day: the webhook events tasks opt into (started, progress, requeued).
+    events: str = "uvrd.events"
 
     def task_topic(self, priority: int) -> str:
         """One topic per priority; the default priority keeps the plain name old producers use."""

@@ -57,6 +57,7 @@ class Task:
     audio_key: str | None = None  # with storage "s3"
     options: SeparationOptions = NO_OPTIONS
     plan: separation_plan.Plan | None = None  # "models" or "ensemble"; None: "model" alone
+    events: tuple[str, ...] = ()  # the webhook events besides the final one it opted into (EVENTS)
 
     @property
     def audio_ref(self) -> str:
@@ -140,12 +141,38 @@ def parse_task(value: bytes | None, key: bytes | None = None) -> Task:
         raise bad(f"task field {e}") from None
     if plan is not None:
         optional["plan"] = plan
+    try:
+        task_events = parse_events(data.get("events"))
+    except ValueError as e:
+        raise bad(f"task field {e}") from None
+    if task_events:
+        optional["events"] = task_events
     submitted_at = data.get("submitted_at")
     if isinstance(submitted_at, str) and len(submitted_at) <= 64 and _is_unicode(submitted_at):
         optional["submitted_at"] = submitted_at  # informational only: never worth failing a task over
     if storage == "s3":
         return Task(task_uuid=task_uuid, audio_path=None, hook_url=hook_url, storage="s3", audio_key=ref, **optional)
     return Task(task_uuid=task_uuid, audio_path=ref, hook_url=hook_url, **optional)
+
+
+# The webhook events a task may opt into, besides the final delivery (which every task with a hook gets).
+EVENTS = ("started", "progress", "requeued")
+
+
+def parse_events(value: Any) -> tuple[str, ...]:
+    """A task's ``events``: a list of EVENTS (or, from a form, their names joined by commas)."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v in EVENTS for v in value):
+        raise ValueError(f"'events' must be a list of {', '.join(EVENTS)}")
+    return tuple(e for e in EVENTS if e in value)
+
+
+def event_message(task: Task, event: str, **fields: Any) -> dict[str, Any]:
+    """One webhook event of *task* (topics.events): what the uploader posts, with the hook to post it to."""
+    return {"task_uuid": task.task_uuid, "hook_url": task.hook_url, "event": event, "timestamp": now_iso(), **fields}
 
 
 def key_problem(key: Any, prefix: str | None = None) -> str | None:

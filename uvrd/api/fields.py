@@ -6,10 +6,11 @@ The same rules for a multipart form (every value a string) and a JSON body
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from uvrd import known_models, safehttp, separation_options, separation_plan
+from uvrd import known_models, messages, safehttp, separation_options, separation_plan
 from uvrd.api.errors import ApiError
 from uvrd.config import DEFAULT_PRIORITY, OUTPUT_FORMATS, PRIORITIES
 from uvrd.messages import MAX_URL_CHARS
@@ -23,6 +24,7 @@ class Submission:
     output_format: str | None = None
     options: separation_options.SeparationOptions = separation_options.NO_OPTIONS
     plan: separation_plan.Plan | None = None  # "models" or "ensemble"
+    events: tuple[str, ...] = ()  # webhook events besides the final one (messages.EVENTS)
 
 
 def bad(message: str) -> ApiError:
@@ -39,6 +41,7 @@ def parse(fields: Mapping[str, Any], models: tuple[str, ...], allow_private: boo
         output_format=output_format,
         options=options(fields.get("options"), output_format or default_format),
         plan=plan(fields, models),
+        events=events(fields.get("events"), fields.get("hook_url")),
     )
 
 
@@ -50,6 +53,17 @@ def options(value: Any, output_format: str) -> separation_options.SeparationOpti
     except separation_options.OptionError as e:
         raise bad(f"the field 'options' is refused: {e}") from None
     return parsed
+
+
+def events(value: Any, hook: Any) -> tuple[str, ...]:
+    """The webhook events the task opts into (a JSON list, or names joined by commas in a form)."""
+    try:
+        wanted = messages.parse_events(json.loads(value) if isinstance(value, str) and value.startswith("[") else value)
+    except (ValueError, RecursionError) as e:
+        raise bad(f"the field {e}" if str(e).startswith("'events'") else "the field 'events' is not valid JSON") from None
+    if wanted and hook in (None, ""):
+        raise bad("the field 'events' needs a hook_url to post them to")
+    return wanted
 
 
 def plan(fields: Mapping[str, Any], served: tuple[str, ...]) -> separation_plan.Plan | None:

@@ -12,7 +12,7 @@ from uvrd.api.audio_types import DESCRIPTION as AUDIO_FORMATS
 from uvrd.config import DEFAULT_PRIORITY, OUTPUT_FORMATS, PRIORITIES, Config
 from uvrd import separation_options, separation_plan
 from uvrd.kafka.status import STATES
-from uvrd.messages import MAX_URL_CHARS, TASK_UUID_RE
+from uvrd.messages import EVENTS, MAX_URL_CHARS, TASK_UUID_RE
 
 JSON = "application/json"
 
@@ -257,17 +257,26 @@ def document(config: Config) -> dict:
                                    "models": {"type": "string", "description": "Models (JSON text of a list, or "
                                                                                "names joined by commas): see Models"},
                                    "ensemble": {"type": "string", "description": "An Ensemble as JSON text, or a "
-                                                                                 "preset's name"}},
+                                                                                 "preset's name"},
+                                   "events": {"type": "string", "description": "Webhook events besides the final "
+                                                                               "one: names joined by commas, or JSON "
+                                                                               "text of Events"}},
                 },
                 "UrlSubmission": {
                     "type": "object", "required": ["audio"],
                     "properties": {"audio": {**url, "description": "An http(s) URL the server fetches the "
                                                                    "audio from"}, **options,
                                    "options": _ref("SeparationOptions"), "models": _ref("Models"),
-                                   "ensemble": _ref("Ensemble")},
+                                   "ensemble": _ref("Ensemble"), "events": _ref("Events")},
                 },
                 "SeparationOptions": separation_options.openapi_schema(),
                 **separation_plan.openapi_schemas(),
+                "Events": {"type": "array", "uniqueItems": True, "items": {"type": "string", "enum": list(EVENTS)},
+                           "description": "Webhook events the task opts into, each a signed POST with an "
+                                          "X-Uvrd-Event header and a body of task_uuid, event, timestamp and the "
+                                          "event's fields (progress and step; attempt and worker; reason). Best "
+                                          "effort: one attempt each, possibly after the final delivery, which "
+                                          "alone is exactly once. Needs hook_url."},
                 "TaskAccepted": {
                     "type": "object", "required": ["task_uuid", "state", "status_url"],
                     "properties": {"task_uuid": {"type": "string"}, "state": {"type": "string", "enum": ["queued"]},

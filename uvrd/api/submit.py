@@ -126,6 +126,8 @@ def _queue(api: ApiContext, task_uuid: str, audio: Path, submission: fields.Subm
         task["options"] = submission.options.as_dict()
     if submission.plan is not None:
         task.update(submission.plan.to_json())
+    if submission.events:
+        task["events"] = list(submission.events)
     topic = api.config.topics.task_topic(submission.priority)
     try:
         api.backend.send_and_wait(OutRecord(topic, task_uuid.encode(), messages.encode(task)))

@@ -45,6 +45,7 @@ from uvrd.processor import device_check, heartbeat
 from uvrd.processor.host_trouble import HostTrouble
 from uvrd.processor.priority import PriorityChooser
 from uvrd.processor.separation import Separation, Watchers
+from uvrd.processor.task_events import TaskEvents
 from uvrd.results import settlement
 from uvrd.runtime import drain, logs
 from uvrd.runtime.deadline import Deadline
@@ -214,17 +215,24 @@ class Processor:
         log.info("task started", attempt=attempt, model=plan.label, output_format=fmt, audio_path=str(audio))
         started_at = messages.now_iso()
         progress = functools.partial(status.progress_record, self.config.topics.status, task.task_uuid)
-        watchers = Watchers(
-            # Reports, not commits: through the bulletin (bulletin.py says why).
-            announce=lambda: self.bulletin.send(progress(0.0, "started", worker=socket.gethostname(),
-                                                         submitted_at=task.submitted_at, started_at=started_at)),
-            report=lambda p: self.bulletin.send(progress(p.fraction, p.step)),
-            cancelled=lambda: self.cancellations.requested_at(task.task_uuid) is not None)
+        events = TaskEvents(self.bulletin.send, self.config.topics.events, task)
+
+        def announce() -> None:  # reports, not commits: through the bulletin (bulletin.py says why)
+            self.bulletin.send(progress(0.0, "started", worker=socket.gethostname(),
+                                        submitted_at=task.submitted_at, started_at=started_at))
+            events.started(attempt, socket.gethostname())
+
+        def report(p) -> None:
+            self.bulletin.send(progress(p.fraction, p.step))
+            events.progress(p)
+        watchers = Watchers(announce=announce, report=report,
+                            cancelled=lambda: self.cancellations.requested_at(task.task_uuid) is not None)
         job = functools.partial(Job, task.task_uuid, str(audio), model, fmt, options=task.options,
                                 plan=plan if len(plan.models) > 1 else None)
         ran = self.separation.separate(claim, task.task_uuid, job, watchers)
         match ran:
-            case Abandoned():
+            case Abandoned(reason=reason):
+                events.requeued(reason)
                 return ran
             case JobFailed(error=error):
                 return Failed(error, started_at)
@@ -234,7 +242,10 @@ class Processor:
         stored = _store_stems(self.host, self.storage, task.task_uuid, ran, claim)
         if isinstance(stored, dict):
             return Succeeded(stored, plan.label, started_at, ran.seconds)
-        return stored if isinstance(stored, Abandoned) else Failed(stored, started_at)
+        if isinstance(stored, Abandoned):
+            events.requeued(stored.reason)
+            return stored
+        return Failed(stored, started_at)
 
     def settle(self, record, task: messages.Task | None, outcome: Succeeded | Failed | Cancelled | Rejected,
                claim: Claim) -> None:

@@ -50,6 +50,7 @@ from uvrd.runtime.wait import Runtime, Why
 from uvrd.storage import Storage, open_storage
 from uvrd.uploader.delivery import WebhookSender, describe
 from uvrd.uploader.delivery_pool import DeliveryPool, Ticket
+from uvrd.uploader.events import EventRelay
 from uvrd.uploader.settled_tasks import SettledTasks
 
 log = structlog.get_logger("uvrd.uploader")
@@ -92,6 +93,9 @@ class Uploader:
             log.warning("uploader.webhook_secret is empty: webhooks go out unsigned")
         self.runtime = runtime
         self.pool = DeliveryPool(self.cfg.concurrency)
+        relay = EventRelay(self.config)  # the events tasks opted into, apart from the results (events.py)
+        relay.start()
+        stack.callback(relay.stop)
         return True
 
     def join(self, member: GroupMember) -> None:

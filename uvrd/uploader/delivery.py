@@ -79,7 +79,8 @@ class WebhookSender:
         """One POST: Delivered, GaveUp (final) or Failed (may be retried)."""
         try:
             headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
-                       "Idempotency-Key": result["task_uuid"], "X-Uvrd-Delivery-Attempt": str(attempt)}
+                       "Idempotency-Key": result["task_uuid"], "X-Uvrd-Delivery-Attempt": str(attempt),
+                       "X-Uvrd-Event": "final"}  # beside the events a task may opt into (events.py)
             if self.cfg.webhook_secret:
                 headers[webhook.SIGNATURE_HEADER] = webhook.sign(self.cfg.webhook_secret, payload)
             response = safehttp.request("POST", result["hook_url"], body=payload, headers=headers,
