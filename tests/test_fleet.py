@@ -39,6 +39,9 @@ def test_a_ready_processor_shows_as_an_idle_worker_holding_its_warm_model(servic
     worker = wait_until(lambda: (w := one_worker(service)) and w["state"] == "idle" and w, 60, "the idle worker")
     assert worker["device"] == "cpu" and worker["task"] is None and worker["pid"] == service.processor.proc.pid
     assert worker["execution_provider"] == "CPUExecutionProvider"  # where the model really runs
+    # The same for monitoring, without a token: how many live workers run where.
+    ready = requests.get(f"{service.url}/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json()["execution_providers"] == {"CPUExecutionProvider": 1}
     [model] = worker["models"]
     assert (model["model"], model["architecture"], model["warm"]) == (tinymodel.TINY_MODEL, "MDX", True)
     assert model["stems"] == ["instrumental", "vocals"]

@@ -86,7 +86,8 @@ def test_task_gives_one_result_and_commits_its_offset(stack, kafka, short_audio)
     assert not audio.exists(), "the input is removed once the task is final"
     assert kafka.read_all(stack.dead_letter) == []
     statuses = p.notify.statuses()
-    assert statuses[0].startswith("loading model") and "idle" in statuses
+    assert statuses[0].startswith("loading model")
+    assert f"idle, {tinymodel.TINY_MODEL} on CPUExecutionProvider" in statuses, "idle, and where the model runs"
     assert any(s.startswith(f"separating {task['task_uuid']} for") for s in statuses)
     # Every line about the task carries its task_uuid.
     task_lines = [e for e in p.log_events() if e.get("event") in ("task started", "task succeeded")]

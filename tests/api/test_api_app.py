@@ -267,7 +267,7 @@ def test_a_stem_path_outside_the_output_directory_is_never_served(open_api, kafk
 def test_readyz_is_200_once_kafka_answers_and_status_is_loaded(public_api):
     # Each gunicorn worker loads the states itself: judge the answer that said 200, not a later one.
     ready = wait_until(lambda: (r := public_api.get("/readyz")).status_code == 200 and r, 30, "GET /readyz to answer 200")
-    assert ready.json() == {"status": "ready"}
+    assert ready.json() == {"status": "ready", "execution_providers": {}}  # no processor in this deployment
     assert public_api.get("/healthz").json() == {"status": "ok"}
 
 

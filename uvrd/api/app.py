@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import time
 
 import structlog
@@ -57,10 +58,15 @@ def create_app(config: Config) -> Flask:
 
     @app.get("/readyz")
     def readyz():
-        reason = current().backend.not_ready_reason()
+        backend = current().backend
+        reason = backend.not_ready_reason()
         if reason:
             return errors.error_response(503, reason)
-        return jsonify(status="ready")
+        # How many live workers run their model where (a GPU that fell back to the CPU shows here),
+        # from the heartbeats; counts only, as this answer needs no token.
+        providers = collections.Counter(str(w.get("execution_provider")) for w in backend.workers.workers()
+                                        if w["alive"])
+        return jsonify(status="ready", execution_providers=dict(providers))
 
     @app.get("/openapi.json")
     def openapi_json():

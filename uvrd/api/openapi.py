@@ -224,7 +224,12 @@ def document(config: Config) -> dict:
                 "responses": {
                     "200": {"description": "Ready", "content": {JSON: {"schema": {
                         "type": "object", "required": ["status"],
-                        "properties": {"status": {"type": "string", "enum": ["ready"]}}}}}},
+                        "properties": {"status": {"type": "string", "enum": ["ready"]},
+                                       "execution_providers": {
+                                           "type": "object", "additionalProperties": {"type": "integer"},
+                                           "description": "Live workers by where their model really runs "
+                                                          "(CUDAExecutionProvider, CPUExecutionProvider, "
+                                                          "torch:cuda, ...), from their heartbeats"}}}}}},
                     "503": _error("Not ready; the error says why"),
                 },
             }},

@@ -123,7 +123,8 @@ class ConsumerDaemon:
             return "stopping"
         if self.member is None:
             return "waiting for the broker"
-        return "idle"
+        # A handler may say more of its idle state (the processor: its model and where it runs).
+        return getattr(self.handler, "idle", lambda: "idle")()
 
     def healthy(self) -> bool:
         return (self.ready and self.member.silence() < self.membership.broker_timeout

@@ -120,6 +120,10 @@ class Processor:
             return f"reading the cancellations topic {self.cancellations.topic!r}"
         return None
 
+    def idle(self) -> str:
+        """STATUS= when idle: the default model and where it really runs (device_check.py)."""
+        return f"idle, {self.cfg.model} on {self.engine.load_info.get('execution_provider') or 'an unknown device'}"
+
     def healthy(self) -> bool:
         engine_ok = self.engine.alive() and self.engine.heartbeat_age() < self.cfg.engine_stall_timeout
         run = self.separation.run
