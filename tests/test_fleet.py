@@ -4,6 +4,7 @@ api as a subprocess."""
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
@@ -112,7 +113,8 @@ def test_uvrd_status_shows_the_workers_the_queues_and_the_dead_letters(module_st
     svc = SeparationService(stack, [tinymodel.install(model_dir)], model_dir, heartbeat_interval=1.0)
     try:
         # A task the processor refuses (an unknown model) is one dead letter; with no hook, nothing more.
-        kafka.send(stack.tasks, stack.task("/nowhere.wav", model="No-Such.onnx", hook_url=None))
+        refused = stack.task("/nowhere.wav", model="No-Such.onnx", hook_url=None)
+        kafka.send(stack.tasks, refused)
         wait_until(lambda: get(svc, "/v1/queues")["dead_letters"] == 1, 60, "the dead letter")
         # The counts are at most a second old: wait for the task and its result to be committed.
         wait_until(lambda: (q := get(svc, "/v1/queues"))["results"]["end"] > 0 and q["results"]["backlog"] == 0
@@ -137,6 +139,16 @@ def test_uvrd_status_shows_the_workers_the_queues_and_the_dead_letters(module_st
         assert "unknown model 'No-Such.onnx'" in dead.stdout and f"from {stack.tasks}/0/0" in dead.stdout
         assert get(svc, "/v1/dead-letters?error=UNKNOWN+MODEL")["dead_letters"][0]["stage"] == "processor"
         assert get(svc, "/v1/dead-letters?error=nothing-like-it") == {"count": 1, "dead_letters": []}
+        # One letter in full: the task message it copies, found by its coordinates or by its task.
+        [letter] = get(svc, "/v1/dead-letters")["dead_letters"]
+        for which in (f"{letter['partition']}/{letter['offset']}", refused["task_uuid"]):
+            shown = subprocess.run([sys.executable, "-m", "uvrd", "dead-letters", "show", which, "--json"],
+                                   capture_output=True, text=True, env=env, timeout=60)
+            assert shown.returncode == 0, shown.stderr
+            assert json.loads(shown.stdout)["record"] == refused
+        nothing = subprocess.run([sys.executable, "-m", "uvrd", "dead-letters", "show", "0/999999"],
+                                 capture_output=True, text=True, env=env, timeout=60)
+        assert nothing.returncode == 2 and "HTTP 404: no dead letter at 0/999999" in nothing.stderr, nothing.stderr
         # A second processor of the deployment: both on the list, each with its own heartbeat.
         second = stack.start("processor", config=svc.config)
         second.wait_ready(300)

@@ -15,6 +15,7 @@ from kafka.errors import KafkaError
 from uvrd import known_models
 from uvrd.api.context import current
 from uvrd.api.errors import ApiError
+from uvrd.kafka import dead_letters
 
 blueprint = Blueprint("fleet", __name__)
 
@@ -78,6 +79,20 @@ def list_dead_letters():
     if error:
         entries = [e for e in entries if error.lower() in (e.get("error") or "").lower()]
     return jsonify(count=board.count(), dead_letters=entries[:_limit(request.args.get("limit"))])
+
+
+@blueprint.get("/v1/dead-letters/<int:partition>/<int:offset>")
+def show_dead_letter(partition: int, offset: int):
+    """One dead letter with the record it copies (the task message or the result), read from Kafka."""
+    api = current()
+    api.auth.require_bearer(request.headers)
+    try:
+        letter = dead_letters.read_letter(api.config.kafka, api.config.topics.dead_letter, partition, offset)
+    except KafkaError as e:
+        raise ApiError(503, f"Kafka did not answer: {e}", {"Retry-After": "5"}) from None
+    if letter is None:
+        raise ApiError(404, f"no dead letter at {partition}/{offset} of {api.config.topics.dead_letter}")
+    return jsonify(letter)
 
 
 def _limit(value: str | None) -> int:

@@ -209,6 +209,29 @@ def document(config: Config) -> dict:
                     "401": UNAUTHORIZED,
                 },
             }},
+            "/v1/dead-letters/{partition}/{offset}": {"get": {
+                "operationId": "showDeadLetter",
+                "summary": "One dead letter with the record it copies (the task message, or the result)",
+                "security": [{"bearerAuth": []}],
+                "parameters": [
+                    {"name": "partition", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "offset", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}},
+                ],
+                "responses": {
+                    "200": {"description": "The letter, as listed, and its record", "content": {JSON: {"schema": {
+                        "type": "object", "required": ["partition", "offset", "record"], "properties": {
+                            "partition": {"type": "integer"}, "offset": {"type": "integer"},
+                            "task_uuid": {"type": "string", "nullable": True},
+                            "error": {"type": "string", "nullable": True},
+                            "source": {"type": "string", "nullable": True},
+                            "stage": {"type": "string", "nullable": True},
+                            "timestamp_ms": {"type": "integer"},
+                            "record": {"description": "The copied record: its JSON, or its text"}}}}}},
+                    "401": UNAUTHORIZED,
+                    "404": _error("No dead letter there"),
+                    "503": _error("Kafka did not answer"),
+                },
+            }},
             "/healthz": {"get": {
                 "operationId": "health",
                 "summary": "Liveness: the process serves requests",
