@@ -259,7 +259,7 @@ def test_bad_input_fails_clearly_and_the_worker_carries_on(stack, kafka, tmp_pat
     assert all(dict(r.headers)["uvrd-error"] for r in dead)
     assert p.proc.poll() is None and len(p.events("engine starting")) == 1, "no restart on bad input"
     assert outside.exists(), "a file outside the spool is never touched"
-    assert not not_audio.exists(), "a failed task's input is removed once final"
+    assert not_audio.exists(), "a dead-lettered task keeps its input until spool_retention, for a replay"
     p.signal(signal.SIGTERM)
     assert p.wait_exit(10) == 0
 

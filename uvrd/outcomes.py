@@ -51,7 +51,6 @@ class Rejected:
     task_uuid: str | None = None
     hook_url: str | None = None
     submitted_at: str | None = None
-    input_of: object = None  # the task (as far as it parsed) whose input is in this processor's storage
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,6 @@ class Failed:
 
     error: str
     started_at: str | None = None
-    input_kept: bool = False  # the input could not be fetched: the store keeps it
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Deleting what outlived its retention: stems of delivered tasks, stale spool files.
 
-Only entries older than the retention are touched; a task's input normally
-leaves the spool when its task is final, so a spool file this old is an
-orphan (a submission whose produce failed, say).
+Only entries older than the retention are touched; a task's input leaves the
+spool when its task succeeds or is cancelled, so a spool file this old is a
+dead-lettered task's (kept for a replay) or an orphan (a submission whose
+produce failed, say).
 """
 
 from __future__ import annotations

@@ -63,17 +63,15 @@ def accept(record, cfg: ProcessorConfig, storage: str) -> Accepted | Rejected:
                                       f"configured for {storage} storage (storage.backend)",
                                       task.task_uuid, task.hook_url)
     except messages.BadMessage as e:
-        return rejected(e, task, storage)
+        return rejected(e, task)
     return Accepted(task, plan, fmt)
 
 
-def rejected(e: messages.BadMessage, task: messages.Task | None, storage: str) -> Rejected:
+def rejected(e: messages.BadMessage, task: messages.Task | None) -> Rejected:
     """*e* as a Rejected outcome (logged); *task* is what parsed of the message, if anything."""
     if e.task_uuid:
         structlog.contextvars.bind_contextvars(task_uuid=e.task_uuid)
     # The error quotes the offending value, which may be a field of most of a megabyte.
     error = str(e) if len(str(e)) <= MAX_ERROR_CHARS else str(e)[:MAX_ERROR_CHARS] + "... (cut)"
     log.warning("task rejected", error=error)
-    # A task of another backend names no input of ours to remove.
-    return Rejected(error, e.task_uuid, e.hook_url, task and task.submitted_at,
-                    task if task is not None and task.storage == storage else None)
+    return Rejected(error, e.task_uuid, e.hook_url, task and task.submitted_at)

@@ -194,11 +194,11 @@ class Processor:
         try:
             audio = self.host.with_store(task.task_uuid, claim, lambda: self.storage.fetch_input(task))
         except messages.BadMessage as e:
-            return rejected(e, task, self.storage.name)
+            return rejected(e, task)
         except StorageError as e:
             error = f"could not fetch the task's audio: {e}"[:MAX_ERROR_CHARS]
             log.error("task input not fetched", error=error)
-            return Failed(error, input_kept=True)
+            return Failed(error)
         if isinstance(audio, Abandoned):
             return audio
         try:
@@ -300,9 +300,6 @@ def _store_stems(host: HostTrouble, storage, task_uuid: str, ran: Separated, cla
 
 
 def _input_to_remove(outcome: Succeeded | Failed | Cancelled | Rejected, task: messages.Task | None) -> messages.Task | None:
-    match outcome:
-        case Rejected(input_of=input_of):
-            return input_of
-        case Failed(input_kept=True):
-            return None
-    return task
+    """The task's own input once it needs it no more.  A failed or refused task is dead-lettered and
+    keeps its input until storage.spool_retention, so that a replay of it can run."""
+    return task if isinstance(outcome, Succeeded | Cancelled) else None
