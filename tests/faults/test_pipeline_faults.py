@@ -90,11 +90,13 @@ def test_every_accepted_task_ends_in_exactly_one_outcome_under_faults(pipeline, 
     finally:
         injector.stop()
     outcomes = read_outcomes(pipeline, kafka)
+    # A failed task is dead-lettered and keeps its input for a replay, until spool_retention.
+    failed = {r.get("task_uuid") for r in kafka.results(pipeline.topics.results) if not r.get("success")}
     kafka.close()
 
-    # A final task's input is gone at once; stems and killed jobs' work dirs go with retention.
+    # A succeeded task's input is gone at once; stems and killed jobs' work dirs go with retention.
     def leftovers() -> list[str]:
-        return sorted([f"spool/{e.name}" for e in pipeline.spool.iterdir() if e.stem in accepted] +
+        return sorted([f"spool/{e.name}" for e in pipeline.spool.iterdir() if e.stem in set(accepted) - failed] +
                       [f"output/{e.name}" for e in pipeline.output.iterdir() if e.name != ".attempts"])
     try:
         wait_until(lambda: not leftovers(), 60, "retention to sweep the output", interval=1)
