@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import signal
+from urllib.parse import quote
 
 import pytest
 import requests
 from separation_service import AUTH, SeparationService, submit
 from support import wait_until
 
+from uvrd import messages
 from uvrd.devtools import tinymodel
 
 pytestmark = pytest.mark.slow
@@ -113,6 +115,7 @@ def test_uvrd_status_shows_the_workers_the_queues_and_the_dead_letters(module_st
     svc = SeparationService(stack, [tinymodel.install(model_dir)], model_dir, heartbeat_interval=1.0)
     try:
         # A task the processor refuses (an unknown model) is one dead letter; with no hook, nothing more.
+        began = messages.now_iso()
         refused = stack.task("/nowhere.wav", model="No-Such.onnx", hook_url=None)
         kafka.send(stack.tasks, refused)
         wait_until(lambda: get(svc, "/v1/queues")["dead_letters"] == 1, 60, "the dead letter")
@@ -139,6 +142,13 @@ def test_uvrd_status_shows_the_workers_the_queues_and_the_dead_letters(module_st
         assert "unknown model 'No-Such.onnx'" in dead.stdout and f"from {stack.tasks}/0/0" in dead.stdout
         assert get(svc, "/v1/dead-letters?error=UNKNOWN+MODEL")["dead_letters"][0]["stage"] == "processor"
         assert get(svc, "/v1/dead-letters?error=nothing-like-it") == {"count": 1, "dead_letters": []}
+        # A time range: the letter was written during this test, not before it began nor after now.
+        assert len(get(svc, f"/v1/dead-letters?since={quote(began)}&until={quote(messages.now_iso())}")
+                   ["dead_letters"]) == 1
+        assert get(svc, f"/v1/dead-letters?until={quote(began)}")["dead_letters"] == []
+        late = subprocess.run([sys.executable, "-m", "uvrd", "dead-letters", "list", "--since", "2999-01-01"],
+                              capture_output=True, text=True, env=env, timeout=60)
+        assert late.returncode == 0 and late.stdout.startswith("1 dead letters; 0 shown"), late.stdout + late.stderr
         # One letter in full: the task message it copies, found by its coordinates or by its task.
         [letter] = get(svc, "/v1/dead-letters")["dead_letters"]
         for which in (f"{letter['partition']}/{letter['offset']}", refused["task_uuid"]):

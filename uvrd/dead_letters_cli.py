@@ -22,6 +22,8 @@ def add_arguments(parser) -> None:
     listing = sub.add_parser("list", help="the latest dead letters, newest first")
     listing.add_argument("--task", help="only this task's")
     listing.add_argument("--error", help="only those whose error holds this text")
+    listing.add_argument("--since", metavar="TIME", help="only those from this time on (ISO 8601, UTC by default)")
+    listing.add_argument("--until", metavar="TIME", help="only those before this time")
     listing.add_argument("--limit", type=int, default=50, help="at most this many (1-1000)")
     listing.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     add_endpoint_arguments(listing)
@@ -81,7 +83,8 @@ def _when(entry: dict) -> str:
 
 
 def _list(api: str, token: str, args) -> int:
-    query = {k: v for k, v in {"task_uuid": args.task, "error": args.error, "limit": args.limit}.items() if v}
+    query = {k: v for k, v in {"task_uuid": args.task, "error": args.error, "since": args.since,
+                               "until": args.until, "limit": args.limit}.items() if v}
     body = _get(api, token, "/v1/dead-letters", **query)
     if args.json:
         print(json.dumps(body))

@@ -9,6 +9,9 @@ its architecture and stems from them too, else from audio-separator's own catalo
 
 from __future__ import annotations
 
+import math
+from datetime import datetime, timezone
+
 from flask import Blueprint, jsonify, request
 from kafka.errors import KafkaError
 
@@ -68,16 +71,18 @@ def list_queues():
 @blueprint.get("/v1/dead-letters")
 def list_dead_letters():
     """The latest dead letters (newest first), each with why and whence; ``count`` covers them all.
-    ``task_uuid`` and ``error`` (a substring) narrow the list."""
+    ``task_uuid``, ``error`` (a substring) and ``since``/``until`` (ISO 8601 times) narrow the list."""
     api = current()
     api.auth.require_bearer(request.headers)
     board = api.backend.dead_letters
     entries = board.latest(KEEP_LISTED)
     task_uuid, error = request.args.get("task_uuid"), request.args.get("error")
+    since, until = _time(request.args.get("since"), "since"), _time(request.args.get("until"), "until")
     if task_uuid:
         entries = [e for e in entries if e.get("task_uuid") == task_uuid]
     if error:
         entries = [e for e in entries if error.lower() in (e.get("error") or "").lower()]
+    entries = [e for e in entries if since <= e.get("timestamp_ms", 0) < until]
     return jsonify(count=board.count(), dead_letters=entries[:_limit(request.args.get("limit"))])
 
 
@@ -93,6 +98,19 @@ def show_dead_letter(partition: int, offset: int):
     if letter is None:
         raise ApiError(404, f"no dead letter at {partition}/{offset} of {api.config.topics.dead_letter}")
     return jsonify(letter)
+
+
+def _time(value: str | None, name: str) -> float:
+    """An ISO 8601 time (UTC if it names no zone) as Kafka's milliseconds; no value: no bound."""
+    if not value:
+        return -math.inf if name == "since" else math.inf
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, f"{name} must be an ISO 8601 time such as 2026-11-28T08:00:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp() * 1000
 
 
 def _limit(value: str | None) -> int:
