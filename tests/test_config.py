@@ -81,6 +81,8 @@ def test_missing_default_file_means_defaults(tmp_path, monkeypatch):
     ("[api]\nlisten = '127.0.0.1:\uff18\uff10'\n", {}, "api.listen must be HOST:PORT"),
     ("[uploader]\nconcurrency = 0\n", {}, "uploader.concurrency must be 1 to 256"),
     ("", {"UVRD_UPLOADER_CONCURRENCY": "1000"}, "uploader.concurrency must be 1 to 256"),
+    ("[api]\nmax_files_per_request = 0\n", {}, "api.max_files_per_request must be 1 to 256"),
+    ("", {"UVRD_API_MAX_FILES_PER_REQUEST": "257"}, "api.max_files_per_request must be 1 to 256"),
 ])
 def test_bad_configuration_names_the_culprit(tmp_path, text, environ, words):
     with pytest.raises(ConfigError) as e:

@@ -166,6 +166,11 @@ class ProcessorConfig:
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
+# The most api.max_files_per_request may be: a worker's open-file limit grows by it per thread
+# (uvrd/api/server.py).
+MAX_FILES_PER_REQUEST = 256
+
+
 @dataclass(frozen=True)
 class ApiConfig:
     listen: str = "127.0.0.1:8080"
@@ -177,7 +182,11 @@ class ApiConfig:
     tokens: tuple[str, ...] = ()
     # "user:password" pairs for the old service's POST /generate (HTTP Basic).
     basic_auth: tuple[str, ...] = ()
+    # Bounds a whole request: a batch's files together.
     max_upload_bytes: int = 500 * 1024 * 1024
+    # Audio files one multipart request may carry, each its own task.  Each holds a descriptor
+    # (its spool file) while the request lasts, so the server's open-file limit grows with it.
+    max_files_per_request: int = 32
     # One audio URL download, whole: connect, send and every byte of the answer.
     fetch_timeout: float = 30.0
     # hook_url and audio URLs may name loopback/private/link-local addresses only if true.
@@ -219,6 +228,8 @@ class ApiConfig:
         _require(self.public_url.startswith(("http://", "https://")), "api.public_url", "must be an http(s) URL")
         _require(self.workers >= 1, "api.workers", "must be at least 1")
         _require(self.max_upload_bytes > 0, "api.max_upload_bytes", "must be positive")
+        _require(1 <= self.max_files_per_request <= MAX_FILES_PER_REQUEST, "api.max_files_per_request",
+                 f"must be 1 to {MAX_FILES_PER_REQUEST}")
         for pair in self.basic_auth:
             _require(":" in pair, "api.basic_auth", "entries must be user:password")
         for name in ("fetch_timeout", "link_ttl", "drain_timeout", "header_timeout", "body_timeout", "ready_timeout"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import time
+from functools import partial
 
 import structlog
 from flask import Flask, Request, current_app, g, jsonify, request
@@ -25,9 +26,12 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 
 
 class SpoolingRequest(Request):
-    """The one uploaded file streams straight into the spool directory, not through /tmp."""
+    """Each uploaded file streams straight into the spool directory, not through /tmp."""
 
-    form_data_parser_class = AudioFormParser
+    @property
+    def form_data_parser_class(self):
+        # Werkzeug builds the parser itself (make_form_data_parser): the server's own limit goes in here.
+        return partial(AudioFormParser, max_files=current_app.extensions[EXTENSION].config.api.max_files_per_request)
 
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
         return current_app.extensions[EXTENSION].spool.incoming()

@@ -1,4 +1,8 @@
-"""Every refusal is JSON ``{"error": "<one sentence>"}`` with the status that fits."""
+"""Every refusal is JSON ``{"error": "<one sentence>"}`` with the status that fits.
+
+A few refusals add members a client acts on without reading the sentence (a batch submission's
+``part`` and ``tasks``, see uvrd/api/batch.py); ``error`` is always there.
+"""
 
 from __future__ import annotations
 
@@ -16,15 +20,16 @@ FULL_RETRY_AFTER_S = 30
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict | None = None):
+    def __init__(self, status: int, message: str, headers: dict | None = None, details: dict | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.details = details or {}  # further members of the JSON body, next to "error"
 
 
-def error_response(status: int, message: str, headers: dict | None = None):
-    response = jsonify(error=message)
+def error_response(status: int, message: str, headers: dict | None = None, details: dict | None = None):
+    response = jsonify(error=message, **(details or {}))
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -34,7 +39,7 @@ def error_response(status: int, message: str, headers: dict | None = None):
 def register(app: Flask, max_upload_bytes: int) -> None:
     @app.errorhandler(ApiError)
     def _api_error(e: ApiError):
-        return error_response(e.status, e.message, e.headers)
+        return error_response(e.status, e.message, e.headers, e.details)
 
     @app.errorhandler(BodyTimeout)
     def _body_timeout(e: BodyTimeout):

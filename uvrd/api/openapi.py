@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from uvrd import __version__
 from uvrd.api.audio_types import DESCRIPTION as AUDIO_FORMATS
+from uvrd.api.batch import MAX_FILENAME_CHARS
+from uvrd.api.forms import MAX_FORM_FIELDS
 from uvrd.config import DEFAULT_PRIORITY, OUTPUT_FORMATS, PRIORITIES, Config
 from uvrd import separation_options, separation_plan
 from uvrd.kafka.status import STATES
@@ -41,21 +43,92 @@ def _submission_responses() -> dict:
             "headers": {"Location": {"description": "The task's status URL", "schema": {"type": "string"}}},
             "content": {JSON: {"schema": _ref("TaskAccepted")}},
         },
-        "400": _error("The body cannot be parsed (JSON, or a form with a file part other than one 'audio', "
-                      "or too many parts), a field is missing or invalid, or a URL is refused (not http(s), "
-                      "does not resolve, or names a non-public address)"),
+        "400": _error("The body cannot be parsed (JSON), a field is missing or invalid, a URL is refused (not "
+                      "http(s), does not resolve, or names a non-public address), or the audio is empty"),
         "401": UNAUTHORIZED,
         "408": _error("The client stopped sending the body for longer than the server waits"),
-        "413": _error("The request or the audio is over the upload limit, or a JSON body over 64 KiB"),
+        "413": _error("The audio is over the upload limit, or a JSON body over 64 KiB"),
         "415": _error(f"The body is not the expected media type, or the audio is not {AUDIO_FORMATS}"),
         "502": _error("The audio URL could not be fetched or did not answer 2xx"),
         "504": _error("The audio URL's download did not finish within the server's time limit"),
-        "503": _error("Kafka did not take the task; nothing was queued", _RETRY),
+        "503": _error("Kafka or the audio store did not take the task; nothing was queued", _RETRY),
+    }
+
+
+def _create_task_responses(max_files: int) -> dict:
+    """POST /v1/tasks also takes forms, whose several audio files make a batch (uvrd/api/batch.py)."""
+    part = " (in a batch, 'part' names the file; nothing was queued)"
+    return {
+        **_submission_responses(),
+        "202": {
+            "description": "Queued: every task is in Kafka and will end in exactly one webhook call. An audio URL "
+                           "or one file: TaskAccepted, with Location; two or more files: BatchAccepted, one task "
+                           "per file in the order sent",
+            "headers": {"Location": {"description": "The task's status URL (not for a batch)",
+                                     "schema": {"type": "string"}}},
+            "content": {JSON: {"schema": {"oneOf": [_ref("TaskAccepted"), _ref("BatchAccepted")]}}},
+        },
+        "400": _submission_error(
+            f"The body cannot be parsed (JSON, or a form with a file part other than 'audio', more than {max_files} "
+            f"'audio' files or more than {MAX_FORM_FIELDS} other fields), a field is missing or invalid, a URL is "
+            "refused (not http(s), does not resolve, or names a non-public address), or the audio is empty" + part),
+        "413": _submission_error("The request (a batch's files together) or the audio is over the upload limit, or "
+                                 "a JSON body over 64 KiB" + part),
+        "415": _submission_error(f"The body is not the expected media type, or the audio is not {AUDIO_FORMATS}"
+                                 + part),
+        "503": _submission_error(
+            "Kafka or the audio store did not take the task, and nothing was queued; or Kafka failed a batch part "
+            "way (it takes a batch's tasks in order and stops at the first it fails), and 'tasks' says which are "
+            "queued (they will run), which is unconfirmed (it may run) and which are not queued", _RETRY),
+    }
+
+
+def _submission_error(description: str, headers: dict | None = None) -> dict:
+    return {**_error(description, headers), "content": {JSON: {"schema": _ref("SubmissionError")}}}
+
+
+def _batch_schemas(max_files: int) -> dict:
+    filename = {"type": "string", "nullable": True, "maxLength": MAX_FILENAME_CHARS,
+                "description": "The file name the client gave the part"}
+    return {
+        "BatchAccepted": {
+            "type": "object", "required": ["tasks"],
+            "properties": {"tasks": {"type": "array", "minItems": 2, "maxItems": max_files,
+                                     "items": _ref("BatchTask"),
+                                     "description": "One per audio file, in the order sent; each queued"}},
+        },
+        "BatchTask": {
+            "type": "object", "required": ["state", "filename"],
+            "properties": {
+                "task_uuid": {"type": "string", "description": "Absent when not_queued"},
+                "state": {"type": "string", "enum": ["queued", "unconfirmed", "not_queued"],
+                          "description": "queued: in Kafka, it will run; unconfirmed: Kafka did not say, it may "
+                                         "run (check status_url before submitting the file again); not_queued: "
+                                         "it will not run, its audio is gone"},
+                "status_url": {"type": "string", "format": "uri", "description": "Absent when not_queued"},
+                "filename": filename,
+            },
+        },
+        "SubmissionError": {
+            "type": "object", "required": ["error"],
+            "properties": {
+                "error": {"type": "string", "description": "One sentence saying why"},
+                "part": {"type": "object", "required": ["index", "filename"],
+                         "description": "The batch's refused audio file",
+                         "properties": {"index": {"type": "integer", "minimum": 0, "maximum": max_files - 1,
+                                                  "description": "Among the audio files, from 0, in the order "
+                                                                 "sent"},
+                                        "filename": filename}},
+                "tasks": {"type": "array", "items": _ref("BatchTask"),
+                          "description": "A batch's 503: every file's fate, in the order sent"},
+            },
+        },
     }
 
 
 def document(config: Config) -> dict:
     models = list(config.processor.models)
+    max_files = config.api.max_files_per_request
     priority = {"type": "integer", "minimum": min(PRIORITIES), "maximum": max(PRIORITIES),
                 "default": DEFAULT_PRIORITY, "description": "5 is the most urgent"}
     url = {"type": "string", "format": "uri", "maxLength": MAX_URL_CHARS, "pattern": "^https?://"}
@@ -87,7 +160,7 @@ def document(config: Config) -> dict:
                     },
                     JSON: {"schema": _ref("UrlSubmission")},
                 }},
-                "responses": _submission_responses(),
+                "responses": _create_task_responses(max_files),
             }},
             "/generate": {"post": {
                 "operationId": "generate",
@@ -282,8 +355,11 @@ def document(config: Config) -> dict:
                           "properties": {"error": {"type": "string", "description": "One sentence saying why"}}},
                 "UploadSubmission": {
                     "type": "object", "required": ["audio"],
-                    "properties": {"audio": {"type": "string", "format": "binary",
-                                             "description": f"The audio file: {AUDIO_FORMATS}"}, **options,
+                    "properties": {"audio": {"type": "array", "minItems": 1, "maxItems": max_files,
+                                             "items": {"type": "string", "format": "binary"},
+                                             "description": f"The audio file ({AUDIO_FORMATS}), or up to "
+                                                            f"{max_files} of them, one part each: each file is "
+                                                            "its own task, with the other fields"}, **options,
                                    "options": {"type": "string", "maxLength": separation_options.MAX_OPTIONS_BYTES,
                                                "description": "A SeparationOptions object as JSON text"},
                                    "models": {"type": "string", "description": "Models (JSON text of a list, or "
@@ -309,6 +385,7 @@ def document(config: Config) -> dict:
                                           "event's fields (progress and step; attempt and worker; reason). Best "
                                           "effort: one attempt each, possibly after the final delivery, which "
                                           "alone is exactly once. Needs hook_url."},
+                **_batch_schemas(max_files),
                 "TaskAccepted": {
                     "type": "object", "required": ["task_uuid", "state", "status_url"],
                     "properties": {"task_uuid": {"type": "string"}, "state": {"type": "string", "enum": ["queued"]},

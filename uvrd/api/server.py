@@ -65,7 +65,8 @@ def run(args) -> int:
     if "api.public_url" not in config.explicit and config.api.listens_on_wildcard:
         log.warning("api.public_url is not set and api.listen is a wildcard address: links name this host as "
                     f"{config.api.public_url}; set api.public_url to the URL clients reach the api by")
-    _raise_open_file_limit(WORKER_CONNECTIONS + FD_MARGIN)
+    # Each thread may hold a request's spool files open as well as the worker's connections.
+    _raise_open_file_limit(WORKER_CONNECTIONS + FD_MARGIN + THREADS_PER_WORKER * config.api.max_files_per_request)
     log.info("api starting", listen=config.api.listen, workers=config.api.workers, drain_window_s=window,
              public_url=config.api.public_url)
     ApiServer(config, window).run()

@@ -41,6 +41,12 @@ class Spool:
 
     def keep(self, tmp: IO[bytes], task_uuid: str) -> Path:
         """Check *tmp* is audio within the limit, then give it its final name."""
+        return self.link(tmp, task_uuid, self.check(tmp))
+
+    def check(self, tmp: IO[bytes]) -> str:
+        """The extension of *tmp*'s audio format; ApiError if it is empty, over the limit or not audio.
+
+        Apart from :meth:`link` so that a batch checks every file before it names any."""
         tmp.flush()
         size = os.fstat(tmp.fileno()).st_size
         if size == 0:
@@ -51,6 +57,10 @@ class Spool:
         extension = sniff(tmp.read(HEAD_BYTES))
         if extension is None:
             raise ApiError(415, f"the audio is not in a recognised format ({DESCRIPTION})")
+        return extension
+
+    def link(self, tmp: IO[bytes], task_uuid: str, extension: str) -> Path:
+        """Give a checked *tmp* its final name, ``<task_uuid>.<extension>``."""
         os.fchmod(tmp.fileno(), FILE_MODE)
         # On disk before the task that names it is in Kafka: a crash must not leave a task without its file.
         os.fsync(tmp.fileno())

@@ -3,6 +3,7 @@
 Cheap checks come first (auth, fields, the hook URL) so that a refused
 request costs no download; the task is answered 202 only once the broker
 has acknowledged it, and a task the broker did not take leaves no file.
+A form with several ``audio`` files is a batch, one task per file (uvrd/api/batch.py).
 """
 
 from __future__ import annotations
@@ -14,19 +15,13 @@ from pathlib import Path
 import structlog
 from flask import Blueprint, jsonify, request
 
-from uvrd import messages
-from uvrd.api import fields
-from uvrd.api.backend import Unavailable
+from uvrd.api import batch, fields, queueing
 from uvrd.api.context import ApiContext, current
 from uvrd.api.errors import ApiError
-from uvrd.kafka.commit_mode import OutRecord
-from uvrd.storage import StorageError
-
-log = structlog.get_logger("uvrd.api")
+from uvrd.api.forms import AUDIO_FIELD
 
 blueprint = Blueprint("submit", __name__)
 
-RETRY_AFTER_S = "5"
 # A URL submission is a few short fields; audio itself comes as a form upload.
 MAX_JSON_BYTES = 64 * 1024
 
@@ -39,7 +34,8 @@ def create_task():
         return _accept_upload(api)
     if request.is_json:
         return _accept_url(api, _json_object())
-    raise ApiError(415, "send multipart/form-data with an 'audio' file, or application/json with an 'audio' URL")
+    raise ApiError(415, "send multipart/form-data with one or more 'audio' files, or application/json with an "
+                        "'audio' URL")
 
 
 @blueprint.post("/generate")
@@ -83,12 +79,14 @@ def _submission(api: ApiContext, values, form: bool) -> fields.Submission:
 
 
 def _accept_upload(api: ApiContext):
-    upload = request.files.get("audio")  # parses the body: 413 from here when it is over the limit
+    uploads = request.files.getlist(AUDIO_FIELD)  # parses the body: 413 from here when it is over the limit
     submission = _submission(api, request.form, form=True)
-    if upload is None:
-        raise ApiError(400, "the form has no file field 'audio'")
+    if not uploads:
+        raise ApiError(400, f"the form has no file field {AUDIO_FIELD!r}")
+    if len(uploads) > 1:
+        return batch.accept(api, uploads, submission)
     task_uuid = _new_task_uuid()
-    return _queue(api, task_uuid, api.spool.keep(upload.stream, task_uuid), submission)
+    return _queue(api, task_uuid, api.spool.keep(uploads[0].stream, task_uuid), submission)
 
 
 def _accept_url(api: ApiContext, body: dict):
@@ -106,53 +104,18 @@ def _new_task_uuid() -> str:
 
 
 def _queue(api: ApiContext, task_uuid: str, audio: Path, submission: fields.Submission):
-    size = audio.stat().st_size  # now: once queued, the processor may take and remove the file at any moment
-    storage = api.storage
-    try:
-        ref = storage.put_input(audio, audio.name)
-    except StorageError as e:
-        log.error("task not queued: the store did not take its audio", error=str(e))
-        raise ApiError(503, "the audio store is unavailable and nothing was queued; retry later",
-                       {"Retry-After": RETRY_AFTER_S}) from None
-    submitted_at = messages.now_iso()
-    ref_field = "audio_key" if storage.name == "s3" else "audio_path"
-    task = {"task_uuid": task_uuid, "storage": storage.name, ref_field: ref, "hook_url": submission.hook_url,
-            "priority": submission.priority, "submitted_at": submitted_at}
-    if submission.model:
-        task["model"] = submission.model
-    if submission.output_format:
-        task["output_format"] = submission.output_format
-    if submission.options.values:
-        task["options"] = submission.options.as_dict()
-    if submission.plan is not None:
-        task.update(submission.plan.to_json())
-    if submission.events:
-        task["events"] = list(submission.events)
-    topic = api.config.topics.task_topic(submission.priority)
-    try:
-        api.backend.send_and_wait(OutRecord(topic, task_uuid.encode(), messages.encode(task)))
-    except Unavailable as e:
-        if e.ambiguous:
-            # Keep the audio: if the task did land, it must still find its file (retention sweeps it otherwise).
-            log.error("task may not be queued: Kafka did not acknowledge it", topic=topic, error=str(e))
+    """One task: 202 once Kafka has it, else a 503 that says whether it may still run."""
+    match queueing.produce(api, queueing.store(api, task_uuid, audio), submission):
+        case queueing.Queued():
+            status_url = queueing.status_url(api, task_uuid)
+            response = jsonify(task_uuid=task_uuid, state="queued", status_url=status_url)
+            response.status_code = 202
+            response.headers["Location"] = status_url
+            return response
+        case queueing.Unconfirmed():
             raise ApiError(503, f"Kafka did not confirm task {task_uuid}; it may still run: check "
-                           f"{_status_url(api, task_uuid)} before submitting again",
-                           {"Retry-After": RETRY_AFTER_S}) from None
-        storage.discard_input(ref)
-        log.error("task not queued: Kafka did not take it", topic=topic, error=str(e))
-        raise ApiError(503, "the task queue is unavailable and nothing was queued; retry later",
-                       {"Retry-After": RETRY_AFTER_S}) from None
-    log.info("task queued", topic=topic, priority=submission.priority, storage=storage.name, **{ref_field: ref},
-             audio_bytes=size)
-    api.backend.publish_status(task_uuid, "queued", submitted_at=submitted_at, priority=submission.priority,
-                               model=submission.plan.label if submission.plan is not None else
-                               submission.model or api.config.processor.model)
-    status_url = _status_url(api, task_uuid)
-    response = jsonify(task_uuid=task_uuid, state="queued", status_url=status_url)
-    response.status_code = 202
-    response.headers["Location"] = status_url
-    return response
-
-
-def _status_url(api: ApiContext, task_uuid: str) -> str:
-    return f"{api.config.api.public_url.rstrip('/')}/v1/tasks/{task_uuid}"
+                           f"{queueing.status_url(api, task_uuid)} before submitting again",
+                           {"Retry-After": queueing.RETRY_AFTER_S})
+        case queueing.NotQueued():
+            raise ApiError(503, "the task queue is unavailable and nothing was queued; retry later",
+                           {"Retry-After": queueing.RETRY_AFTER_S})
