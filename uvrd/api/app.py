@@ -9,7 +9,7 @@ from functools import partial
 import structlog
 from flask import Flask, Request, current_app, g, jsonify, request
 
-from uvrd.api import cancel, errors, fleet, openapi, query, submit
+from uvrd.api import cancel, errors, fleet, openapi, page, query, submit
 from uvrd.api.auth import Authenticator
 from uvrd.api.backend import Backend
 from uvrd.api.context import EXTENSION, ApiContext, current
@@ -53,6 +53,7 @@ def create_app(config: Config) -> Flask:
     app.register_blueprint(query.blueprint)
     app.register_blueprint(cancel.blueprint)
     app.register_blueprint(fleet.blueprint)
+    app.register_blueprint(page.blueprint)
     _add_access_log(app)
     document = openapi.document(config)
 
