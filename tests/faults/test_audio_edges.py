@@ -48,7 +48,8 @@ def write_cases(d):
 
 def test_awkward_audio_is_separated_or_refused_clearly(stack, kafka, tmp_path):
     cases = write_cases(tmp_path)
-    p = stack.start()
+    # An operator's cap of an hour: longer inputs are refused, whatever they cost to decode.
+    p = stack.start(config=stack.write_config("edges.toml", max_audio_seconds=3600))
     results = separate_each(stack, kafka, p, cases, timeout=240)
     for name, (_, refusal) in cases.items():
         result = results[name]
