@@ -301,5 +301,5 @@ def _store_stems(host: HostTrouble, storage, task_uuid: str, ran: Separated, cla
 
 def _input_to_remove(outcome: Succeeded | Failed | Cancelled | Rejected, task: messages.Task | None) -> messages.Task | None:
     """The task's own input once it needs it no more.  A failed or refused task is dead-lettered and
-    keeps its input until storage.spool_retention, so that a replay of it can run."""
+    keeps its input until uploader.spool_retention, so that a replay of it can run."""
     return task if isinstance(outcome, Succeeded | Cancelled) else None
