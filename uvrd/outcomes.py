@@ -80,3 +80,28 @@ class Cancelled:
 
 
 TaskOutcome = Succeeded | Failed | Cancelled | Abandoned
+
+
+# -- a task at the api: whether Kafka took it (api/queueing.py) --------------------------------
+@dataclass(frozen=True)
+class Queued:
+    """Kafka acknowledged the task (acks=all): it will run."""
+
+    task_uuid: str
+
+
+@dataclass(frozen=True)
+class Unconfirmed:
+    """Sent, but Kafka did not say whether it took it: the task may still run, so its input stays."""
+
+    task_uuid: str
+
+
+@dataclass(frozen=True)
+class NotQueued:
+    """Kafka did not take the task, or it was never sent; its input is gone."""
+
+    task_uuid: str
+
+
+Produced = Queued | Unconfirmed | NotQueued

@@ -27,7 +27,8 @@ from uvrd.api import fields, queueing
 from uvrd.api.context import ApiContext
 from uvrd.api.errors import ApiError
 from uvrd.api.forms import AUDIO_FIELD
-from uvrd.api.queueing import NotQueued, Produced, Queued, Stored, Unconfirmed
+from uvrd.api.queueing import Stored
+from uvrd.outcomes import NotQueued, Produced, Queued, Unconfirmed
 from uvrd.api.spooler import Spool
 
 # A client's file name goes back to it in answers, cut to what a file system allows.

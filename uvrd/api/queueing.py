@@ -18,6 +18,7 @@ from uvrd.api.backend import Unavailable
 from uvrd.api.context import ApiContext
 from uvrd.api.errors import ApiError
 from uvrd.kafka.commit_mode import OutRecord
+from uvrd.outcomes import NotQueued, Produced, Queued, Unconfirmed
 from uvrd.storage import StorageError
 
 log = structlog.get_logger("uvrd.api")
@@ -34,28 +35,6 @@ class Stored:
     size: int
 
 
-@dataclass(frozen=True)
-class Queued:
-    """Kafka acknowledged the task (acks=all): it will run."""
-
-    task_uuid: str
-
-
-@dataclass(frozen=True)
-class Unconfirmed:
-    """Sent, but Kafka did not say whether it took it: the task may still run, so its input stays."""
-
-    task_uuid: str
-
-
-@dataclass(frozen=True)
-class NotQueued:
-    """Kafka did not take the task, or it was never sent; its input is gone."""
-
-    task_uuid: str
-
-
-Produced = Queued | Unconfirmed | NotQueued
 
 
 def store(api: ApiContext, task_uuid: str, audio: Path) -> Stored:

@@ -19,6 +19,7 @@ from uvrd.api import batch, fields, queueing
 from uvrd.api.context import ApiContext, current
 from uvrd.api.errors import ApiError
 from uvrd.api.forms import AUDIO_FIELD
+from uvrd.outcomes import NotQueued, Queued, Unconfirmed
 
 blueprint = Blueprint("submit", __name__)
 
@@ -106,16 +107,16 @@ def _new_task_uuid() -> str:
 def _queue(api: ApiContext, task_uuid: str, audio: Path, submission: fields.Submission):
     """One task: 202 once Kafka has it, else a 503 that says whether it may still run."""
     match queueing.produce(api, queueing.store(api, task_uuid, audio), submission):
-        case queueing.Queued():
+        case Queued():
             status_url = queueing.status_url(api, task_uuid)
             response = jsonify(task_uuid=task_uuid, state="queued", status_url=status_url)
             response.status_code = 202
             response.headers["Location"] = status_url
             return response
-        case queueing.Unconfirmed():
+        case Unconfirmed():
             raise ApiError(503, f"Kafka did not confirm task {task_uuid}; it may still run: check "
                            f"{queueing.status_url(api, task_uuid)} before submitting again",
                            {"Retry-After": queueing.RETRY_AFTER_S})
-        case queueing.NotQueued():
+        case NotQueued():
             raise ApiError(503, "the task queue is unavailable and nothing was queued; retry later",
                            {"Retry-After": queueing.RETRY_AFTER_S})

@@ -14,14 +14,13 @@ import math
 import os
 import re
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import structlog
 
-from uvrd.processor import (audio_probe, bounded_decode, device_check, engine_warmup, ensemble, job_options,
+from uvrd.processor import (audio_probe, bounded_decode, device_check, engine_warmup, ensemble, ffmpeg, job_options,
                            long_audio, progress_meter)
 from uvrd.processor.engine_protocol import (Fatal, Job, JobCancelled, JobFailed, Loaded, ModelLoaded, NoSpace,
                                             Separated, Warming)
@@ -289,13 +288,9 @@ def _downmix(job, channels: int, max_seconds: float) -> str:
     """A stereo FLAC of the input in the work directory, no longer than any decode may be: the
     bounded decode of it then finds out whether the input ran past the limit."""
     target = os.path.join(job.workdir, ".input-stereo.flac")
-    run = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", job.audio_path, "-map", "0:a:0",
-                          "-t", f"{bounded_decode.bound(max_seconds):.6f}", "-ac", "2", "-c:a", "flac", target],
-                         capture_output=True, text=True, stdin=subprocess.DEVNULL, preexec_fn=parent_death.preexec())
-    if run.returncode != 0:
-        if os.path.exists(target):
-            os.unlink(target)
-        why = (run.stderr.strip().splitlines() or ["ffmpeg failed"])[-1][:300]
+    why = ffmpeg.write(["-i", job.audio_path, "-map", "0:a:0", "-t", f"{bounded_decode.bound(max_seconds):.6f}",
+                        "-ac", "2", "-c:a", "flac"], target)
+    if why is not None:
         raise audio_probe.Unusable(f"audio has {channels} channels and could not be mixed down to stereo: {why}")
     return target
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 from pathlib import Path
 
-from uvrd.runtime import parent_death
+from uvrd.processor import ffmpeg
 from uvrd.separation_options import OptionError, SeparationOptions
 
 # audio-separator's class for each architecture.
@@ -85,18 +84,25 @@ def finish(stems: dict[str, str], options: SeparationOptions, output_format: str
     return out
 
 
+def depth_args(output_format: str, bit_depth: int) -> list[str]:
+    """ffmpeg's arguments for PCM of *bit_depth* in *output_format* (FLAC holds 24 bits at most);
+    none for a lossy format."""
+    if output_format in _PCM:
+        return ["-c:a", _PCM[output_format][bit_depth]]
+    if output_format == "flac":
+        return _FLAC[min(bit_depth, 24)]
+    return []
+
+
 def _convert(path: str, output_format: str, sample_rate: int | None, bit_depth: int | None) -> None:
     """Rewrite *path* in place with ffmpeg at the asked sample rate and bit depth."""
-    args = []
+    args = ["-i", path]
     if sample_rate is not None:
         args += ["-ar", str(sample_rate)]
     if bit_depth is not None:
-        args += ["-c:a", _PCM[output_format][bit_depth]] if output_format in _PCM else _FLAC[bit_depth]
+        args += depth_args(output_format, bit_depth)
     temporary = f"{path}.converting{Path(path).suffix}"
-    run = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", path, *args, temporary],
-                         capture_output=True, text=True, stdin=subprocess.DEVNULL, preexec_fn=parent_death.preexec())
-    if run.returncode != 0:
-        Path(temporary).unlink(missing_ok=True)
-        why = (run.stderr.strip().splitlines() or ["ffmpeg failed"])[-1][:300]
+    why = ffmpeg.write(args, temporary)
+    if why is not None:
         raise RuntimeError(f"could not convert a stem to the asked sample rate / bit depth: {why}")
     os.replace(temporary, path)

@@ -26,11 +26,10 @@ import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from uvrd.processor import audio_probe, bounded_decode
+from uvrd.processor import audio_probe, bounded_decode, ffmpeg, job_options
 from uvrd.runtime import parent_death
 
 CHANNELS = 2  # every model separates stereo; ffmpeg folds surround down and widens mono
@@ -254,19 +253,11 @@ def _fit(audio: np.ndarray, frames: int) -> np.ndarray:
 
 
 def _encode(source: str, target: str, output_format: str, bit_depth: int, gain: float) -> None:
-    args = ["-af", f"volume={gain!r}:precision=double"]
+    args = ["-i", source, "-af", f"volume={gain!r}:precision=double", *job_options.depth_args(output_format, bit_depth)]
     if output_format == "mp3":
         args += ["-b:a", "320k"]
-    elif output_format == "wav":
-        args += ["-c:a", {16: "pcm_s16le", 24: "pcm_s24le", 32: "pcm_s32le"}[bit_depth]]
-    elif output_format == "flac":
-        args += ["-sample_fmt", "s16" if bit_depth == 16 else "s32"]
-    run = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", source, *args,
-                          "-f", _CONTAINER.get(output_format, output_format), target],
-                         capture_output=True, text=True, stdin=subprocess.DEVNULL, preexec_fn=parent_death.preexec())
-    if run.returncode != 0:
-        Path(target).unlink(missing_ok=True)
-        why = (run.stderr.strip().splitlines() or ["ffmpeg failed"])[-1][:300]
+    why = ffmpeg.write([*args, "-f", _CONTAINER.get(output_format, output_format)], target)
+    if why is not None:
         raise RuntimeError(f"could not encode a stitched stem as {output_format}: {why}")
 
 

@@ -1,0 +1,20 @@
+"""ffmpeg writing one file in the engine child: run with no stdin, dying with the engine, and on
+failure no half-written target left and one line of why."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from uvrd.runtime import parent_death
+
+
+def write(args: list[str], target: str) -> str | None:
+    """``ffmpeg -nostdin -v error -y ARGS TARGET``: None once *target* is written, else ffmpeg's last
+    error line (at most 300 characters), with *target* removed."""
+    run = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args, target], capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL, preexec_fn=parent_death.preexec())
+    if run.returncode == 0:
+        return None
+    Path(target).unlink(missing_ok=True)
+    return (run.stderr.strip().splitlines() or ["ffmpeg failed"])[-1][:300]
