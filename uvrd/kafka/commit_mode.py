@@ -6,6 +6,17 @@ exactly-once: result, dead-letter copy and offset in one Kafka transaction
     Readers use ``read_committed``.
 at-least-once: produce, flush, then commit the offset.  A crash between the
     two re-runs the task: consumers deduplicate by task_uuid.
+
+Every wait on the broker is bounded.  kafka-python's ``commit_transaction`` and
+``send_offsets_to_transaction`` wait without a bound, and a broker that dies while the EndTxn
+request is on its way can leave that wait unanswered for good, even once the broker is back
+(kafka-python 3.0.12 finds the coordinator again but never resends the request): the daemon's
+loop would stop, its watchdog kill it, and its successor redo (re-post) what was done.  So each
+step here waits at most ``TXN_WAIT_S``; a transaction whose end went unanswered is *unsure*: a
+new producer with the same transactional.id fences the old one and, in ``init_transactions``,
+finishes or aborts what it began, and then the group's committed offsets say which.  Until
+that is known, the caller retries the same records and offsets (and learns it landed), never
+redoes the work.
 """
 
 from __future__ import annotations
@@ -21,6 +32,12 @@ from kafka.structs import OffsetAndMetadata
 log = structlog.get_logger("uvrd.commit")
 
 FLUSH_TIMEOUT_S = 30.0
+# The longest one transactional step (the offsets, the end, an abort, init_transactions) holds
+# the daemon's loop.  A failed try waits for one step; the retry for at most four (the successor's
+# bootstrap and init, the unsure commit's offsets, one step): inside the uploader's WatchdogSec (60 s).
+TXN_WAIT_S = 8.0
+CLOSE_JOIN_S = 1.0
+PRODUCER_BOUNDS = {"max_block_ms": int(TXN_WAIT_S * 1000), "bootstrap_timeout_ms": int(TXN_WAIT_S * 1000)}
 # The group moved on without us: another member owns the partition now.
 _LOST_PARTITION = (Errors.CommitFailedError, Errors.IllegalGenerationError, Errors.UnknownMemberIdError,
                    Errors.RebalanceInProgressError, Errors.FencedInstanceIdError)
@@ -40,6 +57,12 @@ class CommitLost(Exception):
 
 class Fenced(Exception):
     """Another producer took over our transactional.id: this worker must exit."""
+
+
+class Unanswered(Errors.KafkaError):
+    """The broker did not answer a transactional step in time; retriable (a KafkaError), and the
+    commit it belonged to stays unsure until the next try finds out whether it landed."""
+    retriable = True
 
 
 def dead_letter(topic: str, record, error: str, stage: str) -> OutRecord:
@@ -67,9 +90,16 @@ class CommitMode:
         self.producer = self._make_producer()
 
     def close(self, timeout: float) -> None:
-        if self.producer is not None:
-            self.producer.close(timeout=timeout)
-            self.producer = None
+        producer, self.producer = self.producer, None
+        if producer is None:
+            return
+        try:
+            producer.close(timeout=timeout)
+        except Errors.KafkaTimeoutError:
+            # close() flushes first, and a flush that runs out of time raises before the sender is
+            # stopped.  What it held belongs to a transaction the successor finishes or aborts.
+            producer._sender.force_close()
+            producer._sender.join(CLOSE_JOIN_S)
 
     def _commit_offsets(self, offsets) -> None:
         """The group's own offset commit: atomic, and fenced by the group generation."""
@@ -82,14 +112,37 @@ class CommitMode:
 class ExactlyOnce(CommitMode):
     mode = "exactly-once"
 
+    def __init__(self, make_producer: Callable[[], KafkaProducer], consumer: KafkaConsumer):
+        super().__init__(make_producer, consumer)
+        self._ready = False  # init_transactions has answered for the current producer
+        self.unsure = None   # the offsets of a commit whose end went unanswered
+
     def open(self) -> None:
-        super().open()
+        if self.producer is None:
+            super().open()
         try:
-            self.producer.init_transactions()
+            self.producer.init_transactions()  # bounded by the producer's max_block_ms
         except Errors.ProducerFencedError as e:
             raise Fenced(str(e)) from e
+        self._ready = True
+
+    def close(self, timeout: float) -> None:
+        super().close(timeout)
+        self._ready = False
 
     def commit(self, records: list[OutRecord], offsets) -> None:
+        """Commit, or raise.  After a KafkaError, call again with the same records and offsets: if
+        the failed try landed after all, the retry finds that out and commits nothing twice."""
+        if not self._ready:
+            self.open()  # a successor producer: its init settles its predecessor's transaction first
+        if self.unsure is not None:
+            # Only a retry of the very commit can be answered by its fate; any other commit just
+            # goes ahead (the successor's init has settled the unsure one either way).
+            if self.unsure == offsets and self._landed(offsets):
+                self.unsure = None
+                log.info("the unanswered commit had landed")
+                return
+            self.unsure = None
         if not records:
             # Offsets alone (a result with nothing to deliver, a task's second result) need no transaction:
             # the group's commit is atomic and fenced on its own.  And Tansu drops the offsets of a
@@ -98,32 +151,54 @@ class ExactlyOnce(CommitMode):
             self._commit_offsets(offsets)
             return
         p = self.producer
+        txn = p._transaction_manager  # see the module's docstring: the public calls wait without a bound
         try:
             p.begin_transaction()
             for r in records:
                 p.send(r.topic, key=r.key, value=r.value, headers=list(r.headers))
             if offsets:
-                p.send_offsets_to_transaction(offsets, self._consumer.group_metadata())
-            p.commit_transaction()
+                self._await(txn.send_offsets_to_transaction(offsets, self._consumer.group_metadata()), "the offsets")
+            self._await(txn.begin_commit(), "the commit")
         except (Errors.ProducerFencedError, Errors.InvalidProducerEpochError) as e:
             raise Fenced(str(e)) from e
         except _LOST_PARTITION as e:
-            self._abort()
+            self._end_badly(offsets, abort=True)
             raise CommitLost(str(e)) from e
+        except (Unanswered, Errors.KafkaTimeoutError):
+            # The broker is away: an abort would wait as long again for nothing.
+            self._end_badly(offsets, abort=False)
+            raise
         except Errors.KafkaError:
-            self._abort()
+            self._end_badly(offsets, abort=True)
             raise
 
-    def _abort(self) -> None:
-        try:
-            self.producer.abort_transaction()
-        except Exception as e:
-            # A producer in a fatal state cannot abort: start a fresh one,
-            # whose init_transactions aborts whatever the old one left open.
-            log.warning("abort failed, recreating the transactional producer", error=str(e))
-            self.close(timeout=0)
-            self.open()
+    def _await(self, result, what: str) -> None:
+        self.producer._sender.wakeup()
+        if not result.wait(timeout_ms=TXN_WAIT_S * 1000):  # raises the step's error, if it failed
+            raise Unanswered(f"the broker did not answer {what} within {TXN_WAIT_S:.0f} s")
 
+    def _landed(self, offsets) -> bool:
+        """Whether the group's committed offsets include *offsets*: the unsure commit's fate, read
+        once the successor producer's init_transactions has finished or aborted it."""
+        for tp, wanted in offsets.items():
+            got = self._consumer.committed(tp, timeout_ms=int(TXN_WAIT_S * 1000))
+            if got is None or got < wanted.offset:
+                return False
+        return True
+
+    def _end_badly(self, offsets, abort: bool) -> None:
+        """After a failed step: an answered abort settles the transaction; anything less leaves it
+        to a successor producer, and *offsets* unsure until the next commit reads their fate."""
+        if abort:
+            try:
+                self._await(self.producer._transaction_manager.begin_abort(), "the abort")
+                return
+            except Exception as e:
+                # A producer in a fatal state cannot abort, and an unanswered abort is unsure.
+                log.warning("abort failed, recreating the transactional producer", error=str(e) or type(e).__name__)
+        # The next commit opens the successor (the caller backs off first: the broker may be away).
+        self.unsure = offsets or None
+        self.close(timeout=0)
 
 class AtLeastOnce(CommitMode):
     mode = "at-least-once"

@@ -26,7 +26,7 @@ import structlog
 
 from uvrd.config import Config
 from uvrd.kafka import clients
-from uvrd.kafka.commit_mode import AtLeastOnce, ExactlyOnce
+from uvrd.kafka.commit_mode import PRODUCER_BOUNDS, AtLeastOnce, ExactlyOnce
 from uvrd.kafka.group_member import GroupMember
 from uvrd.runtime import drain
 from uvrd.runtime.backoff import Backoff
@@ -177,8 +177,11 @@ class ConsumerDaemon:
         m = self.membership
         consumer = clients.consumer(self.config.kafka, m.group_id)
         try:
+            # Bounds on the constructor's bootstrap, init_transactions and a send waiting for metadata:
+            # a commit holds the loop for a bounded time (commit_mode.py).
             make_producer = lambda: clients.producer(self.config.kafka,  # noqa: E731
-                                                      m.transactional_id if m.exactly_once else None)
+                                                      m.transactional_id if m.exactly_once else None,
+                                                      **PRODUCER_BOUNDS)
             commit_mode = (ExactlyOnce if m.exactly_once else AtLeastOnce)(make_producer, consumer)
             # The first rebalance comes in a poll, after join() has given the handler the member.
             member = GroupMember(consumer, commit_mode, self.runtime, on_assigned=self.handler.on_assigned,

@@ -86,6 +86,7 @@ class Uploader:
         self._next_sweep = 0.0
         self._commit_backoff = Backoff(*COMMIT_BACKOFF_S)
         self._next_commit = Deadline(0.0)
+        self._retry: list | None = None  # the batch whose commit failed: tried again as it was
 
     # -- the daemon's hooks ---------------------------------------------------------------------
     def start(self, stack: contextlib.ExitStack, runtime: Runtime) -> bool:
@@ -214,9 +215,12 @@ class Uploader:
         if not self._next_commit.expired() or \
                 not self.member.surely_in_the_group(kc.session_timeout_ms, kc.heartbeat_interval_ms):
             return
-        # A partition in a rebalance not yet over may be going to another member: it waits.
-        batch = [(ledger, ready) for ledger in self.ledgers.values()
-                 if ledger.claim.held and (ready := ledger.ready()) is not None]
+        batch = self._retry
+        if not batch or any(self.ledgers.get(ledger.tp) is not ledger or not ledger.claim.held for ledger, _ in batch):
+            # A partition in a rebalance not yet over may be going to another member: it waits.
+            batch = [(ledger, ready) for ledger in self.ledgers.values()
+                     if ledger.claim.held and (ready := ledger.ready()) is not None]
+        self._retry = None
         if not batch:
             return
         out = [r for _, ready in batch for settled in ready.outcomes for r in settled.records]
@@ -228,6 +232,9 @@ class Uploader:
             wait = self._commit_backoff.next()
             log.warning("commit failed, retrying", error=str(e) or type(e).__name__, retry_in_s=wait)
             self._next_commit = Deadline.after(wait)
+            # The same batch again, not a grown one: a try that landed after all is only recognised as
+            # such by its own offsets (commit_mode.py), and must never be committed twice.
+            self._retry = batch
             return
         self._commit_backoff.reset()
         for ledger, ready in batch:
