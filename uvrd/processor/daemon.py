@@ -201,7 +201,7 @@ class Processor:
         try:
             audio = self.host.with_store(task.task_uuid, claim, lambda: self.storage.fetch_input(task))
         except messages.BadMessage as e:
-            return rejected(e, task, "input_missing")
+            return rejected(e, task, "bad_input_ref")
         except StorageError as e:
             error = f"could not fetch the task's audio: {e}"[:MAX_ERROR_CHARS]
             log.error("task input not fetched", error=error)

@@ -123,7 +123,7 @@ def main(conn, heartbeat, settings, cancel=None) -> None:
             conn.send(JobCancelled())
         except audio_probe.Unusable as e:
             log.warning("input refused", error=str(e))
-            conn.send(JobFailed(str(e), "unusable_input"))
+            conn.send(JobFailed(str(e), "unusable_audio"))
         except OptionError as e:
             log.warning("options refused", error=str(e))
             conn.send(JobFailed(f"the task's options are refused: {e}", "options"))
