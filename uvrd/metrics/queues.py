@@ -17,7 +17,8 @@ class QueueCollector:
         self.gauge = gauge
 
     def describe(self):
-        return []  # unknown until the broker answers: registering must not wait for Kafka
+        """The families without their values: registering must not wait for Kafka."""
+        return list(_families())
 
     def collect(self):
         try:
@@ -26,10 +27,15 @@ class QueueCollector:
             # No sample rather than a wrong zero: the graph shows a gap while Kafka does not answer.
             log.warning("queue backlog not read for the metrics", error=str(e) or type(e).__name__)
             return
-        tasks = GaugeMetricFamily("uvrd_queue_backlog_tasks", "Tasks waiting for a processor, by priority "
-                                  "(5 is served first)", labels=["priority"])
+        tasks, results = _families()
         for queue in queues["tasks"]:
             tasks.add_metric([str(queue["priority"])], queue["backlog"])
+        results.add_metric([], queues["results"]["backlog"])
         yield tasks
-        yield GaugeMetricFamily("uvrd_queue_backlog_results", "Results waiting for their webhook",
-                                value=queues["results"]["backlog"])
+        yield results
+
+
+def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    return (GaugeMetricFamily("uvrd_queue_backlog_tasks", "Tasks waiting for a processor, by priority "
+                              "(5 is served first)", labels=["priority"]),
+            GaugeMetricFamily("uvrd_queue_backlog_results", "Results waiting for their webhook", labels=[]))
