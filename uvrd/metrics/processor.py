@@ -14,7 +14,8 @@ from uvrd.outcomes import Abandoned, Cancelled, Failed, Rejected, Succeeded
 
 TASKS = Counter("uvrd_tasks", "Task records this processor settled, by outcome (refused, succeeded, failed, "
                 "cancelled, abandoned) and reason", ["outcome", "reason"])
-ACCEPTED = Counter("uvrd_tasks_accepted", "Tasks this processor accepted to run (the others are refused)")
+ACCEPTED = Counter("uvrd_tasks_accepted", "Tasks this processor took to run: the message passed its checks and "
+                   "the input was fetched")
 # From a second (the tiny model) to an hour-long input on a CPU.
 SEPARATION = Histogram("uvrd_separation_seconds", "Separation time in the engine, by model and device",
                        ["model", "device"], buckets=(0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000))

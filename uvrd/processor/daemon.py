@@ -179,7 +179,6 @@ class Processor:
             if isinstance(accepted, Rejected):
                 self.settle(record, None, accepted, claim)
                 return
-            processor_metrics.accepted()
             structlog.contextvars.bind_contextvars(task_uuid=accepted.task.task_uuid)
             if requested_at := self.cancellations.requested_at(accepted.task.task_uuid):
                 self.settle(record, accepted.task, Cancelled(requested_at), claim)
@@ -208,6 +207,7 @@ class Processor:
             return Failed(error, cause="input_fetch")
         if isinstance(audio, Abandoned):
             return audio
+        processor_metrics.accepted()
         try:
             outcome = self._separate(accepted, audio, claim)
         finally:
