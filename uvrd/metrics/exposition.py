@@ -44,9 +44,9 @@ def serve(listen: str, environ, registry: CollectorRegistry = REGISTRY) -> tuple
     host, port = where
     try:
         start_http_server(port, addr=host, registry=registry)
-    except OSError as e:
+    except (OSError, OverflowError) as e:  # taken, not this host's, or an instance past port 65535
         log.warning("metrics not served: the address cannot be used; the daemon runs without /metrics",
-                    metrics_listen=f"{host}:{port}", error=e.strerror or str(e))
+                    metrics_listen=f"{host}:{port}", error=getattr(e, "strerror", None) or str(e))
         return None
     log.info("metrics served", url=f"http://{host}:{port}/metrics")
     return where

@@ -24,6 +24,7 @@ PER_AUDIO_SECOND = Histogram("uvrd_separation_seconds_per_audio_second",
                              "Separation time per second of input audio, by model and device", ["model", "device"],
                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 ENGINE_RESTARTS = Counter("uvrd_engine_restarts", "Separation engine children replaced, by cause", ["cause"])
+# device: the engine's torch device (cuda:0: each per-GPU unit sees its own GPU as the first).
 GPU_MEMORY_USED = Gauge("uvrd_gpu_memory_used_bytes", "GPU memory in use on the engine's device (every process's), "
                         "as the engine last reported it", ["device"])
 GPU_MEMORY_TOTAL = Gauge("uvrd_gpu_memory_total_bytes", "GPU memory of the engine's device", ["device"])

@@ -1,5 +1,10 @@
 """What ``uvrd uploader`` counts: each webhook attempt (with its time), how each delivery ended, the
-dead letters it wrote."""
+dead letters it wrote.
+
+A delivery is counted when its outcome comes back from the pool, before the transaction that
+commits it: the commit code stays free of metrics.  A partition lost before that commit has its
+result delivered again by the next uploader, which counts it too: Prometheus sums both.
+"""
 
 from __future__ import annotations
 
