@@ -234,7 +234,8 @@ def test_the_shipped_file_points_at_the_single_host_broker():
 
 @pytest.mark.parametrize("section", ["processor", "uploader", "api"])
 def test_metrics_listen_is_host_port_or_empty(tmp_path, section):
-    assert getattr(load(write(tmp_path, f'[{section}]\nmetrics_listen = ""\n'), environ={}), section).metrics_listen == ""
+    off = load(write(tmp_path, f'[{section}]\nmetrics_listen = ""\n'), environ={})
+    assert getattr(off, section).metrics_listen == ""
     assert SECTIONS[section]().metrics_listen.startswith("127.0.0.1:"), "loopback by default"
     for bad in ("9470", "127.0.0.1:", "127.0.0.1:70000", "127.0.0.1:９４７０"):
         with pytest.raises(ConfigError, match=f"{section}.metrics_listen must be HOST:PORT or empty"):
