@@ -123,7 +123,9 @@ class Stack:
             "group_id": self.group, "model": tinymodel.TINY_MODEL, "model_dir": str(self.model_dir),
             "spool_dir": str(self.spool), "output_dir": str(self.output), "output_format": "wav",
             "mdx_hop_length": tinymodel.HOP_LENGTH, "mdx_segment_size": tinymodel.SEGMENT_SIZE,
-            "drain_timeout": 60, "engine_stall_timeout": 5, **processor,
+            "drain_timeout": 60, "engine_stall_timeout": 5,
+            # No /metrics unless a test asks for it on a port of its own (scrape.listen()).
+            "metrics_listen": "", **processor,
         }
         lines = ["[kafka]", f'bootstrap_servers = "{self.bootstrap}"']
         lines += [f"{k} = {v}" for k, v in {**FAST_GROUP, **(kafka or {})}.items()]
@@ -133,9 +135,10 @@ class Stack:
                   f'events = "{self.events}"', "[processor]"]
         lines += [f"{k} = {toml_value(v)}" for k, v in settings.items()]
         uploader = {"group_id": f"{self.group}-uploader", "webhook_secret": "whsec", "backoff_initial": 0.2,
-                    "backoff_max": 1.0, "timeout": 5, **(uploader or {})}
+                    "backoff_max": 1.0, "timeout": 5, "metrics_listen": "", **(uploader or {})}
         lines += ["[uploader]"] + [f"{k} = {toml_value(v)}" for k, v in uploader.items()]
-        api = {"public_url": "http://127.0.0.1:9", "link_secret": "links", "allow_private_urls": True, **(api or {})}
+        api = {"public_url": "http://127.0.0.1:9", "link_secret": "links", "allow_private_urls": True,
+               "metrics_listen": "", **(api or {})}
         lines += ["[api]"] + [f"{k} = {toml_value(v)}" for k, v in api.items()]
         if storage:
             lines += ["[storage]"] + [f"{k} = {toml_value(v)}" for k, v in storage.items()]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import scrape
 from support import WebhookReceiver, wait_until
 
 from uvrd import stem_download
@@ -25,7 +26,7 @@ WEBHOOK_SECRET = "whsec"
 def api_settings() -> dict:
     port = free_port()
     return {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}", "tokens": [TOKEN],
-            "workers": 1, "allow_private_urls": True}
+            "workers": 1, "allow_private_urls": True, "metrics_listen": scrape.listen()}
 
 
 def start_api(stack, config: Path) -> str:
@@ -62,7 +63,8 @@ class Separated:
 
 class SeparationService:
     """One processor serving *models* (the first is the default; a task may name any), the
-    uploader and the api, on *stack*'s topics; *storage* puts inputs and stems in a bucket."""
+    uploader and the api, on *stack*'s topics; *storage* puts inputs and stems in a bucket.
+    :attr:`metrics` names each daemon's metrics_listen, for scrape.scrape."""
 
     def __init__(self, stack, models: list[InstalledModel], model_dir: Path, storage: dict | None = None,
                  **processor):
@@ -72,8 +74,13 @@ class SeparationService:
                     "job_timeout": 300, **processor}
         self.stack = stack
         self.downloads = stack.root / "downloads"
-        self.config = stack.write_config("service.toml", storage=storage, api=api_settings(),
-                                         uploader={"webhook_secret": WEBHOOK_SECRET}, **settings)
+        self.metrics = {"processor": scrape.listen(), "uploader": scrape.listen()}
+        api = api_settings()
+        self.metrics["api"] = api["metrics_listen"]
+        self.config = stack.write_config("service.toml", storage=storage, api=api,
+                                         uploader={"webhook_secret": WEBHOOK_SECRET,
+                                                   "metrics_listen": self.metrics["uploader"]},
+                                         **{**settings, "metrics_listen": self.metrics["processor"]})
         self.receiver = WebhookReceiver()
         self.processor = stack.start("processor", config=self.config)
         self.uploader = stack.start("uploader", config=self.config)

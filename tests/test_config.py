@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from uvrd.config import EX_CONFIG, ConfigError
+from uvrd.config import EX_CONFIG, SECTIONS, ConfigError
 from uvrd.config_files import load
 
 
@@ -230,3 +230,13 @@ def test_the_shipped_file_points_at_the_single_host_broker():
     assert shipped.kafka.bootstrap_servers == shipped.broker.listen == "127.0.0.1:9092"
     assert shipped.api.tokens == () and shipped.api.link_secret == "" and shipped.uploader.webhook_secret == "", \
         "no secret is shipped: the package generates them"
+
+
+@pytest.mark.parametrize("section", ["processor", "uploader", "api"])
+def test_metrics_listen_is_host_port_or_empty(tmp_path, section):
+    off = load(write(tmp_path, f'[{section}]\nmetrics_listen = ""\n'), environ={})
+    assert getattr(off, section).metrics_listen == ""
+    assert SECTIONS[section]().metrics_listen.startswith("127.0.0.1:"), "loopback by default"
+    for bad in ("9470", "127.0.0.1:", "127.0.0.1:70000", "127.0.0.1:９４７０"):
+        with pytest.raises(ConfigError, match=f"{section}.metrics_listen must be HOST:PORT or empty"):
+            load(write(tmp_path, f'[{section}]\nmetrics_listen = "{bad}"\n'), environ={})

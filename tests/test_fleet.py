@@ -10,6 +10,8 @@ from urllib.parse import quote
 
 import pytest
 import requests
+from scrape import listen as scrape_listen
+from scrape import scrape
 from separation_service import AUTH, SeparationService, submit
 from support import wait_until
 
@@ -62,6 +64,49 @@ def test_a_busy_worker_shows_its_task_and_progress(service, tmp_path):
                       120, "the worker busy with the task")
     assert busy["state"] == "busy" and busy["task"]["task_uuid"] == task_uuid
     wait_until(lambda: (w := one_worker(service)) and w["state"] == "idle", 120, "the worker idle again")
+
+
+def test_the_metrics_count_what_the_service_did(service, tmp_path):
+    # An earlier test's task is settled and its webhook delivered a moment after its worker is idle.
+    def all_delivered() -> bool:
+        processor, uploader = scrape(service.metrics["processor"]), scrape(service.metrics["uploader"])
+        return (processor.value("uvrd_tasks_total") == processor.value("uvrd_tasks_accepted_total") ==
+                uploader.value("uvrd_webhook_deliveries_total"))
+    wait_until(all_delivered, 60, "every task accepted so far settled and delivered")
+    before = {daemon: scrape(listen) for daemon, listen in service.metrics.items()}
+    audio_seconds = 3.0
+    service.separate(tinymodel.write_sample(tmp_path / "short.wav", seconds=audio_seconds))
+    with open(tmp_path / "short.wav", "rb") as f:  # no 'audio' field: refused by the api
+        refused = requests.post(f"{service.url}/v1/tasks", headers=AUTH, files={"sound": ("short.wav", f)}, timeout=30)
+    assert refused.status_code == 400, refused.text
+    after = {daemon: scrape(listen) for daemon, listen in service.metrics.items()}
+
+    def grew(daemon: str, name: str, **labels) -> float:
+        return after[daemon].value(name, **labels) - before[daemon].value(name, **labels)
+
+    tiny_on_cpu = {"model": tinymodel.TINY_MODEL, "device": "cpu"}
+    assert grew("api", "uvrd_api_tasks_total", outcome="queued") == 1
+    assert grew("api", "uvrd_api_tasks_total", outcome="refused", reason="400") == 1
+    assert grew("api", "uvrd_api_tasks_total") == 2
+    assert grew("processor", "uvrd_tasks_accepted_total") == 1
+    assert grew("processor", "uvrd_tasks_total", outcome="succeeded") == 1
+    assert grew("processor", "uvrd_tasks_total") == 1, "nothing else settled"
+    assert grew("processor", "uvrd_separation_seconds_count", **tiny_on_cpu) == 1
+    took = grew("processor", "uvrd_separation_seconds_sum", **tiny_on_cpu)
+    assert took > 0
+    assert grew("processor", "uvrd_separation_seconds_per_audio_second_sum", **tiny_on_cpu) == \
+        pytest.approx(took / audio_seconds)
+    assert grew("uploader", "uvrd_webhook_deliveries_total", outcome="delivered") == 1
+    assert grew("uploader", "uvrd_webhook_attempt_seconds_count", result="delivered") == 1
+    assert grew("uploader", "uvrd_webhook_attempt_seconds_count") == 1, "one attempt, no retry"
+    assert grew("processor", "uvrd_dead_letters_total") == grew("uploader", "uvrd_dead_letters_total") == 0
+    # Nothing waits, once the uploader's commit is read back (as GET /v1/queues tells it, a second old at most).
+    wait_until(lambda: (q := scrape(service.metrics["api"])).labelled("uvrd_queue_backlog_tasks", "priority") ==
+               {p: 0 for p in "54321"} and q.value("uvrd_queue_backlog_results") == 0, 30, "empty queues")
+    # A CPU engine reports no GPU memory rather than a made-up zero.
+    assert after["processor"].labelled("uvrd_gpu_memory_used_bytes", "device") == {}
+    assert after["processor"].value("uvrd_drain_elapsed_seconds") == 0
+    assert after["processor"].value("uvrd_drain_window_seconds") == 60
 
 
 def test_a_stopped_worker_leaves_the_list(service):
@@ -123,6 +168,12 @@ def test_uvrd_status_shows_the_workers_the_queues_and_the_dead_letters(module_st
         wait_until(lambda: (q := get(svc, "/v1/queues"))["results"]["end"] > 0 and q["results"]["backlog"] == 0
                    and all(t["backlog"] == 0 for t in q["tasks"]), 60, "the task and its result settled")
         wait_until(lambda: (w := one_worker(svc)) and w["state"] == "idle", 60, "the idle worker")
+        processor_metrics = scrape(svc.metrics["processor"])
+        assert processor_metrics.labelled("uvrd_tasks_total", "reason") == {"unknown_model": 1}
+        assert processor_metrics.value("uvrd_tasks_total", outcome="refused") == 1
+        assert processor_metrics.value("uvrd_tasks_accepted_total") == 0
+        assert processor_metrics.labelled("uvrd_dead_letters_total", "stage") == {"processor": 1}
+        assert processor_metrics.value("uvrd_dead_letters_total", reason="unknown_model") == 1
         env = {**os.environ, "UVRD_API_URL": svc.url, "UVRD_API_TOKEN": TOKEN}
         run = subprocess.run([sys.executable, "-m", "uvrd", "status"], capture_output=True, text=True, env=env,
                              timeout=60)
@@ -160,8 +211,12 @@ def test_uvrd_status_shows_the_workers_the_queues_and_the_dead_letters(module_st
                                  capture_output=True, text=True, env=env, timeout=60)
         assert nothing.returncode == 2 and "HTTP 404: no dead letter at 0/999999" in nothing.stderr, nothing.stderr
         # A second processor of the deployment: both on the list, each with its own heartbeat.
-        second = stack.start("processor", config=svc.config)
+        # Its own metrics port, as a per-GPU unit's instance number gives it one.
+        second_metrics = scrape_listen()
+        second = stack.start("processor", config=svc.config, env={"UVRD_PROCESSOR_METRICS_LISTEN": second_metrics})
         second.wait_ready(300)
+        assert scrape(second_metrics).value("uvrd_tasks_total") == 0
+        assert scrape(svc.metrics["processor"]).value("uvrd_tasks_total") == 1
         both = wait_until(lambda: (w := [x for x in get(svc, "/v1/workers")["workers"] if x["alive"]]) and len(w) == 2
                           and w, 60, "two workers alive")
         assert {w["pid"] for w in both} == {svc.processor.proc.pid, second.proc.pid}

@@ -15,6 +15,8 @@ from datetime import datetime
 
 import pytest
 
+from scrape import listen as scrape_listen
+from scrape import scrape
 from support import fill, pings_in_silence, small_filesystem, wait_until
 from uvrd.devtools import tinymodel
 from uvrd.kafka.status import progress_key
@@ -116,11 +118,16 @@ def test_idle_worker_exits_within_a_second(stack, sig):
 
 
 def test_sigterm_mid_job_finishes_the_job_commits_and_exits(stack, kafka, long_audio):
-    p = stack.start()
+    metrics = scrape_listen()
+    p = stack.start(config=stack.write_config(metrics_listen=metrics))
     p.wait_ready()
     task = start_job(stack, kafka, p, long_audio)
+    assert scrape(metrics).value("uvrd_drain_elapsed_seconds") == 0
     p.signal(signal.SIGTERM)
     p.notify.wait_for(lambda line: line.startswith("STATUS=draining: separating"), 10, "draining status")
+    # While it drains, the time since the stop grows, within the window.
+    draining = wait_until(lambda: (s := scrape(metrics)).value("uvrd_drain_elapsed_seconds") > 0 and s, 10, "the drain")
+    assert draining.value("uvrd_drain_elapsed_seconds") < draining.value("uvrd_drain_window_seconds") == 60
     assert p.wait_exit(120) == 0
     results = kafka.results(stack.results)
     assert [(r["task_uuid"], r["success"]) for r in results] == [(task["task_uuid"], True)]
@@ -239,7 +246,8 @@ def test_bad_input_fails_clearly_and_the_worker_carries_on(stack, kafka, tmp_pat
         (task(task_uuid=(x := u()), audio=stack.spool / "empty.wav"), x, "is empty"),
         (task(task_uuid=not_audio_uuid, audio=not_audio), not_audio_uuid, "could not be decoded"),
     ]
-    p = stack.start()
+    metrics = scrape_listen()
+    p = stack.start(config=stack.write_config(metrics_listen=metrics))
     p.wait_ready()
     for value, _, _ in cases:
         kafka.send(stack.tasks, value, key=None)
@@ -258,6 +266,15 @@ def test_bad_input_fails_clearly_and_the_worker_carries_on(stack, kafka, tmp_pat
     assert [r.value for r in dead] == [value for value, _, _ in cases], "each bad task is copied verbatim"
     assert all(dict(r.headers)["uvrd-error"] for r in dead)
     assert p.proc.poll() is None and len(p.events("engine starting")) == 1, "no restart on bad input"
+    counted = scrape(metrics)
+    assert counted.labelled("uvrd_tasks_total", "reason") == {
+        "unreadable": 8, "unknown_model": 1, "unknown_output_format": 1, "bad_input_ref": 5, "unusable_audio": 1, "": 1}
+    assert counted.value("uvrd_tasks_total", outcome="refused") == 15
+    assert counted.value("uvrd_tasks_total", outcome="failed", reason="unusable_audio") == 1
+    assert counted.value("uvrd_tasks_total", outcome="succeeded") == 1
+    assert counted.value("uvrd_tasks_accepted_total") == 2, "the two whose input was fetched"
+    assert counted.value("uvrd_dead_letters_total", stage="processor") == len(dead)
+    assert counted.value("uvrd_engine_restarts_total") == 0
     assert outside.exists(), "a file outside the spool is never touched"
     assert not_audio.exists(), "a dead-lettered task keeps its input until spool_retention, for a replay"
     p.signal(signal.SIGTERM)
@@ -307,7 +324,8 @@ def test_job_over_job_timeout_is_killed_retried_then_failed(stack, kafka, long_a
 
 
 def test_engine_crash_mid_job_is_retried_and_succeeds(stack, kafka, long_audio):
-    p = stack.start()
+    metrics = scrape_listen()
+    p = stack.start(config=stack.write_config(metrics_listen=metrics))
     p.wait_ready()
     task = start_job(stack, kafka, p, long_audio)
     os.kill(engine_pid(p), signal.SIGKILL)
@@ -315,6 +333,9 @@ def test_engine_crash_mid_job_is_retried_and_succeeds(stack, kafka, long_audio):
     assert [(r["task_uuid"], r["success"]) for r in kafka.results(stack.results)] == [(task["task_uuid"], True)]
     [retry] = p.events("separation run did not finish; retrying")
     assert "killed by signal 9" in retry["reason"]
+    counted = scrape(metrics)
+    assert counted.labelled("uvrd_engine_restarts_total", "cause") == {"run_unfinished": 1}
+    assert counted.labelled("uvrd_tasks_total", "outcome") == {"succeeded": 1}
 
 
 def test_a_full_output_disk_holds_the_task_until_there_is_space(stack, kafka, short_audio, tmp_path):

@@ -13,6 +13,8 @@ import uuid
 import pytest
 
 from peers import Hanger
+from scrape import listen as scrape_listen
+from scrape import scrape
 from support import RebindingDNS, WebhookReceiver, rebinding_pair, wait_until
 from uvrd.config import UploaderConfig
 from uvrd.outcomes import Delivered
@@ -105,12 +107,17 @@ def test_failures_are_delivered_too(stack, kafka, receiver):
 
 def test_500_twice_then_200_is_one_successful_delivery(stack, kafka):
     r = WebhookReceiver(script=[500, 503])
+    metrics = scrape_listen()
     try:
-        up = stack.start("uploader")
+        up = stack.start("uploader", config=stack.write_config(uploader={"metrics_listen": metrics}))
         up.wait_ready(60)
         kafka.send(stack.results, result_for(stack, r.url))
         wait_until(lambda: committed(stack, kafka) == 1, 30, "the commit")
         assert [x["status"] for x in r.requests] == [500, 503, 200]
+        counted = scrape(metrics)
+        assert counted.labelled("uvrd_webhook_attempt_seconds_count", "result") == {"failed": 2, "delivered": 1}
+        assert counted.labelled("uvrd_webhook_deliveries_total", "outcome") == {"delivered": 1}
+        assert counted.value("uvrd_dead_letters_total") == 0
         assert [x["headers"]["X-Uvrd-Delivery-Attempt"] for x in r.requests] == ["1", "2", "3"]
         assert len(r.successes()) == 1
         assert states(stack, kafka)[-1]["delivery_attempts"] == 3
@@ -122,11 +129,17 @@ def test_receiver_down_past_the_retry_limit_goes_to_the_dead_letter_topic(stack,
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}/hook"  # bound, never listening: refused
-        up = stack.start("uploader", config=stack.write_config("down.toml", uploader={"max_attempts": 3}))
+        metrics = scrape_listen()
+        up = stack.start("uploader", config=stack.write_config("down.toml", uploader={"max_attempts": 3,
+                                                                                      "metrics_listen": metrics}))
         up.wait_ready(60)
         result = result_for(stack, closed)
         kafka.send(stack.results, result)
         wait_until(lambda: committed(stack, kafka) == 1, 30, "the commit")
+    counted = scrape(metrics)
+    assert counted.labelled("uvrd_webhook_attempt_seconds_count", "result") == {"failed": 3}
+    assert counted.labelled("uvrd_webhook_deliveries_total", "reason") == {"attempts_exhausted": 1}
+    assert counted.labelled("uvrd_dead_letters_total", "reason") == {"attempts_exhausted": 1}
     [dead] = kafka.read_all(stack.dead_letter)
     assert json.loads(dead.value) == result, "the result is kept verbatim"
     headers = dict(dead.headers)
@@ -136,12 +149,16 @@ def test_receiver_down_past_the_retry_limit_goes_to_the_dead_letter_topic(stack,
 
 def test_a_4xx_answer_is_final(stack, kafka):
     r = WebhookReceiver(script=[410])
+    metrics = scrape_listen()
     try:
-        up = stack.start("uploader")
+        up = stack.start("uploader", config=stack.write_config(uploader={"metrics_listen": metrics}))
         up.wait_ready(60)
         kafka.send(stack.results, result_for(stack, r.url))
         wait_until(lambda: committed(stack, kafka) == 1, 30, "the commit")
         assert len(r.requests) == 1
+        counted = scrape(metrics)
+        assert counted.labelled("uvrd_webhook_attempt_seconds_count", "result") == {"refused": 1}
+        assert counted.labelled("uvrd_dead_letters_total", "reason") == {"refused": 1}
         assert b"HTTP 410" in dict(kafka.read_all(stack.dead_letter)[0].headers)["uvrd-error"]
     finally:
         r.close()

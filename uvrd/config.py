@@ -137,6 +137,8 @@ class ProcessorConfig:
     progress_interval: float = 2.0
     # The worker's heartbeat goes to topics.workers this often, and whenever its state changes (seconds).
     heartbeat_interval: float = 10.0
+    # Prometheus /metrics, HOST:PORT; a per-GPU unit (uvrd-processor@N) adds N to the port.  Empty: none.
+    metrics_listen: str = "127.0.0.1:9470"
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -161,6 +163,7 @@ class ProcessorConfig:
             _require(getattr(self, name) > 0, f"processor.{name}", "must be positive")
         for name in ("model_dir", "spool_dir", "output_dir"):
             _require(getattr(self, name).is_absolute(), f"processor.{name}", "must be an absolute path")
+        _require_listen_or_empty(self.metrics_listen, "processor.metrics_listen")
 
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
@@ -202,6 +205,9 @@ class ApiConfig:
     # systemd's watchdog is pinged while the api answered ready (a worker, Kafka, the status
     # board, the producer) within this many seconds: a short broker outage does not restart it.
     ready_timeout: float = 60.0
+    # Prometheus /metrics of every worker together, HOST:PORT, served by the master process (not on
+    # listen: it has no token, so loopback by default).  Empty: none.
+    metrics_listen: str = "127.0.0.1:9461"
 
     def __post_init__(self):
         if not self.public_url:
@@ -234,6 +240,7 @@ class ApiConfig:
             _require(":" in pair, "api.basic_auth", "entries must be user:password")
         for name in ("fetch_timeout", "link_ttl", "drain_timeout", "header_timeout", "body_timeout", "ready_timeout"):
             _require(getattr(self, name) > 0, f"api.{name}", "must be positive")
+        _require_listen_or_empty(self.metrics_listen, "api.metrics_listen")
 
 
 # Each delivery in flight is a thread and a connection.
@@ -261,6 +268,8 @@ class UploaderConfig:
     spool_retention: float = 7 * 86400.0
     retention_interval: float = 3600.0
     transactional_id: str = ""
+    # Prometheus /metrics, HOST:PORT.  Empty: none.
+    metrics_listen: str = "127.0.0.1:9462"
 
     def validate(self) -> None:
         _require(self.max_attempts >= 1, "uploader.max_attempts", "must be at least 1")
@@ -269,6 +278,7 @@ class UploaderConfig:
         for name in ("timeout", "backoff_initial", "backoff_max", "drain_timeout", "broker_timeout",
                      "retention", "spool_retention", "retention_interval"):
             _require(getattr(self, name) > 0, f"uploader.{name}", "must be positive")
+        _require_listen_or_empty(self.metrics_listen, "uploader.metrics_listen")
 
 
 ADDRESSING_STYLES = ("auto", "path", "virtual")
@@ -372,6 +382,13 @@ class Config:
 SECTIONS: dict[str, type] = {"kafka": KafkaConfig, "topics": TopicsConfig, "processor": ProcessorConfig,
                              "api": ApiConfig, "uploader": UploaderConfig, "storage": StorageConfig,
                              "broker": BrokerConfig}
+
+
+def _require_listen_or_empty(listen: str, key: str) -> None:
+    if listen:
+        host, _, port = listen.rpartition(":")
+        _require(bool(host) and port.isascii() and port.isdigit() and 0 < int(port) < 65536, key,
+                 "must be HOST:PORT or empty")
 
 
 def _require(ok: bool, key: str, why: str) -> None:

@@ -39,10 +39,12 @@ TASK_UUID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class BadMessage(Exception):
-    def __init__(self, message: str, task_uuid: str | None = None, hook_url: str | None = None):
+    def __init__(self, message: str, task_uuid: str | None = None, hook_url: str | None = None,
+                 cause: str = "unreadable"):
         super().__init__(message)
         self.task_uuid = task_uuid
         self.hook_url = hook_url
+        self.cause = cause  # the Rejected outcome's (outcomes.py)
 
 
 @dataclass(frozen=True)

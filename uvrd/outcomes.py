@@ -37,6 +37,7 @@ class GaveUp:
 
     attempts: int
     reason: str
+    cause: str = "attempts_exhausted"  # one word for the metrics (uvrd/metrics): refused, unsafe_url...
 
 
 DeliveryOutcome = Delivered | GaveUp | Abandoned
@@ -51,6 +52,7 @@ class Rejected:
     task_uuid: str | None = None
     hook_url: str | None = None
     submitted_at: str | None = None
+    cause: str = "unreadable"  # one word for the metrics (uvrd/metrics): unknown_model, other_storage...
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class Failed:
 
     error: str
     started_at: str | None = None
+    cause: str = "separation"  # one word for the metrics (uvrd/metrics): input_fetch, stems_store...
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ class ApiStack:
             "listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}", "workers": 2,
             "tokens": [TOKEN], "basic_auth": [":".join(BASIC)], "link_secret": LINK_SECRET,
             "max_upload_bytes": MAX_UPLOAD, "allow_private_urls": False, "fetch_timeout": 5.0,
-            "drain_timeout": 20.0, **api,
+            "drain_timeout": 20.0, "metrics_listen": "", **api,  # no /metrics: the fleet tests scrape it
         }
         t = self.topics
         lines = ["[kafka]", f"bootstrap_servers = {toml_value(self.bootstrap)}",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import requests
 
+import scrape
 from support import FAST_GROUP, Daemon, NotifySocket, WebhookReceiver, small_filesystem, toml_value, wait_until
 from uvrd.broker.loopback import free_port
 from uvrd.config import TopicsConfig
@@ -80,13 +81,18 @@ class Pipeline:
         self.loops: list = []
         self.api_url = f"http://127.0.0.1:{free_port()}"
         self.config = self._write_config()
+        # Each component's /metrics, the same port across its restarts, as a unit's would be.
+        self.metrics = {**{f"processor{i}": scrape.listen() for i in range(processors)},
+                        "uploader": scrape.listen(), "api": scrape.listen()}
         self.components = {
             **{f"processor{i}": Component(f"processor{i}", "processor",
-                                          {"UVRD_PROCESSOR_TRANSACTIONAL_ID": f"{self.group}-p{i}"})
+                                          {"UVRD_PROCESSOR_TRANSACTIONAL_ID": f"{self.group}-p{i}",
+                                           "UVRD_PROCESSOR_METRICS_LISTEN": self.metrics[f"processor{i}"]})
                for i in range(processors)},
             "uploader": Component("uploader", "uploader",
-                                  {"UVRD_UPLOADER_TRANSACTIONAL_ID": f"{self.group}-uploader"}),
-            "api": Component("api", "api", {}),
+                                  {"UVRD_UPLOADER_TRANSACTIONAL_ID": f"{self.group}-uploader",
+                                   "UVRD_UPLOADER_METRICS_LISTEN": self.metrics["uploader"]}),
+            "api": Component("api", "api", {"UVRD_API_METRICS_LISTEN": self.metrics["api"]}),
         }
 
     def _write_config(self) -> Path:

@@ -16,6 +16,7 @@ import pytest
 from injector import FaultInjector
 from invariants import read_outcomes, summarize
 from pipeline import WATCHDOG_S, Pipeline, gone, sample_audio
+from scrape import scrape
 from supervisor import Supervisor
 from support import KafkaView, wait_until
 from uvrd.broker.tansu import TansuBroker
@@ -105,6 +106,14 @@ def test_every_accepted_task_ends_in_exactly_one_outcome_under_faults(pipeline, 
     orphans = leftovers()
     # Uploads the api was killed before producing: unclaimed, they go with spool_retention.
     unclaimed = len([e for e in pipeline.spool.iterdir() if e.stem not in accepted])
+    # What Prometheus sees once the faults have healed: each daemon serves /metrics again on its own port
+    # after its kills and restarts, and the api's backlog per priority is empty.
+    try:
+        wait_until(lambda: (s := scrape(pipeline.metrics["api"])).labelled("uvrd_queue_backlog_tasks", "priority")
+                   == {p: 0 for p in "54321"} and s.value("uvrd_queue_backlog_results") == 0, 60, "empty queues")
+    except AssertionError:
+        pass  # the assertion below says what waits
+    scraped = {name: scrape(listen) for name, listen in pipeline.metrics.items()}
 
     supervisor.stop()
     exits = {name: pipeline.stop(name) for name in pipeline.components}
@@ -124,3 +133,5 @@ def test_every_accepted_task_ends_in_exactly_one_outcome_under_faults(pipeline, 
     assert left_running == [], "no process outlives its daemon"
     assert orphans == [], "nothing on disk outlives its retention"
     assert sum(faults.values()) >= TASKS // 4, f"too few faults to prove anything: {faults}"
+    assert scraped["api"].labelled("uvrd_queue_backlog_tasks", "priority") == {p: 0 for p in "54321"}
+    assert scraped["api"].value("uvrd_queue_backlog_results") == 0

@@ -17,6 +17,7 @@ from uvrd.api.forms import AudioFormParser
 from uvrd.api.probe import WATCHDOG_AGENT
 from uvrd.api.spooler import Spool
 from uvrd.config import Config
+from uvrd.metrics import api as api_metrics
 from uvrd.storage import open_storage
 
 log = structlog.get_logger("uvrd.api")
@@ -55,6 +56,7 @@ def create_app(config: Config) -> Flask:
     app.register_blueprint(fleet.blueprint)
     app.register_blueprint(page.blueprint)
     _add_access_log(app)
+    api_metrics.count_refusals(app)
     document = openapi.document(config)
 
     @app.get("/healthz")

@@ -18,6 +18,7 @@ from uvrd.api.backend import Unavailable
 from uvrd.api.context import ApiContext
 from uvrd.api.errors import ApiError
 from uvrd.kafka.commit_mode import OutRecord
+from uvrd.metrics import api as api_metrics
 from uvrd.outcomes import NotQueued, Produced, Queued, Unconfirmed
 from uvrd.storage import StorageError
 
@@ -48,6 +49,7 @@ def store(api: ApiContext, task_uuid: str, audio: Path) -> Stored:
                        {"Retry-After": RETRY_AFTER_S}) from None
 
 
+@api_metrics.counted
 def produce(api: ApiContext, stored: Stored, submission: fields.Submission) -> Produced:
     """Produce the task and wait for Kafka's acknowledgement; drop its input if Kafka surely did not take it."""
     submitted_at = messages.now_iso()
@@ -96,6 +98,7 @@ def _not_taken(api: ApiContext, stored: Stored, topic: str, e: Unavailable) -> P
     return NotQueued(stored.task_uuid)
 
 
+@api_metrics.counted
 def never_sent(api: ApiContext, stored: Stored) -> NotQueued:
     """A batch's task left unsent after an earlier one failed: its input goes."""
     api.storage.discard_input(stored.ref)

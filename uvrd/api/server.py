@@ -28,6 +28,7 @@ from uvrd.api.watchdog import ApiArbiter, ApiWatchdog
 from uvrd.api.worker import SlowClientWorker
 from uvrd.cli import add_config_argument, load_config
 from uvrd.config import EX_CONFIG, Config
+from uvrd.metrics import multiprocess
 from uvrd.runtime import drain, logs
 from uvrd.runtime.notify import Notifier
 
@@ -69,8 +70,27 @@ def run(args) -> int:
     _raise_open_file_limit(WORKER_CONNECTIONS + FD_MARGIN + THREADS_PER_WORKER * config.api.max_files_per_request)
     log.info("api starting", listen=config.api.listen, workers=config.api.workers, drain_window_s=window,
              public_url=config.api.public_url)
+    _serve_metrics(config)
     ApiServer(config, window).run()
     return 0
+
+
+def _serve_metrics(config: Config) -> None:
+    """The workers' metrics, added up, and the queues' backlog, served by this (the master) process."""
+    if not config.api.metrics_listen:
+        return
+    multiprocess.prepare()
+    # Only now: prometheus_client reads PROMETHEUS_MULTIPROC_DIR when it is first imported.
+    from uvrd.kafka.queues import QueueGauge
+    from uvrd.metrics import exposition
+    from uvrd.metrics.queues import QueueCollector
+
+    exposition.serve(config.api.metrics_listen, os.environ, multiprocess.registry(QueueCollector(QueueGauge(config))))
+
+
+def child_exit(server, worker) -> None:
+    watchdog.child_exit(server, worker)
+    multiprocess.worker_exited(worker.pid)
 
 
 def _raise_open_file_limit(wanted: int) -> None:
@@ -140,7 +160,7 @@ class ApiServer(BaseApplication):
             "worker_exit": worker_exit,
             "pre_fork": watchdog.pre_fork,
             "post_fork": watchdog.post_fork,
-            "child_exit": watchdog.child_exit,
+            "child_exit": child_exit,
             # No runtime control socket: one more thing to secure, and two servers on a host would share its path.
             "control_socket_disable": True,
         }

@@ -28,6 +28,8 @@ from uvrd.config import Config
 from uvrd.kafka import clients
 from uvrd.kafka.commit_mode import PRODUCER_BOUNDS, AtLeastOnce, ExactlyOnce
 from uvrd.kafka.group_member import GroupMember
+from uvrd.metrics import drain as metrics_drain
+from uvrd.metrics import exposition
 from uvrd.runtime import drain
 from uvrd.runtime.backoff import Backoff
 from uvrd.runtime.lifecycle import Lifecycle
@@ -101,7 +103,7 @@ def default_transactional_id(role: str, environ) -> str:
 
 class ConsumerDaemon:
     def __init__(self, config: Config, handler: Handler, environ=None):
-        environ = os.environ if environ is None else environ
+        environ = self.environ = os.environ if environ is None else environ
         self.config = config
         self.handler = handler
         self.membership = handler.membership
@@ -132,6 +134,8 @@ class ConsumerDaemon:
 
     def run(self) -> int:
         name, m = self.handler.name, self.membership
+        metrics_drain.watch(self.lifecycle)
+        exposition.serve(getattr(self.config, name).metrics_listen, self.environ)
         with contextlib.ExitStack() as stack:
             stack.enter_context(self.lifecycle.signals_installed())
             if not self.handler.start(stack, self.runtime) or not self._connect(stack):

@@ -43,35 +43,39 @@ def accept(record, cfg: ProcessorConfig, storage: str) -> Accepted | Rejected:
         try:
             plan = separation_plan.resolve(task.plan or Plan((task.model or cfg.model,)), known_models.ensemble_presets())
         except separation_plan.PlanError as e:
-            raise messages.BadMessage(f"task field {e}", task.task_uuid, task.hook_url) from None
+            raise messages.BadMessage(f"task field {e}", task.task_uuid, task.hook_url, "plan") from None
         unserved = [m for m in plan.models if m not in cfg.models]
         if unserved:
             needed = f" (ensemble preset {plan.ensemble.preset!r} needs {', '.join(plan.models)})" if (
                 plan.ensemble and plan.ensemble.preset) else ""
             raise messages.BadMessage(f"unknown model {unserved[0]!r}{needed}; this processor serves "
-                                      f"{', '.join(cfg.models)}", task.task_uuid, task.hook_url)
+                                      f"{', '.join(cfg.models)}", task.task_uuid, task.hook_url,
+                                      "unknown_model")
         fmt = (task.output_format or cfg.output_format).lower()
         if fmt not in OUTPUT_FORMATS:
             raise messages.BadMessage(f"unknown output_format {task.output_format!r}; use one of "
-                                      f"{', '.join(OUTPUT_FORMATS)}", task.task_uuid, task.hook_url)
+                                      f"{', '.join(OUTPUT_FORMATS)}", task.task_uuid, task.hook_url,
+                                      "unknown_output_format")
         try:
             task.options.check_format(fmt)
         except ValueError as e:
-            raise messages.BadMessage(f"task field 'options' is refused: {e}", task.task_uuid, task.hook_url) from None
+            raise messages.BadMessage(f"task field 'options' is refused: {e}", task.task_uuid, task.hook_url,
+                                      "options") from None
         if task.storage != storage:
             raise messages.BadMessage(f"the task's audio is in {task.storage} storage, but this processor is "
                                       f"configured for {storage} storage (storage.backend)",
-                                      task.task_uuid, task.hook_url)
+                                      task.task_uuid, task.hook_url, "other_storage")
     except messages.BadMessage as e:
         return rejected(e, task)
     return Accepted(task, plan, fmt)
 
 
-def rejected(e: messages.BadMessage, task: messages.Task | None) -> Rejected:
-    """*e* as a Rejected outcome (logged); *task* is what parsed of the message, if anything."""
+def rejected(e: messages.BadMessage, task: messages.Task | None, cause: str | None = None) -> Rejected:
+    """*e* as a Rejected outcome (logged); *task* is what parsed of the message, if anything;
+    *cause*: the metrics' word for it, if not *e*'s."""
     if e.task_uuid:
         structlog.contextvars.bind_contextvars(task_uuid=e.task_uuid)
     # The error quotes the offending value, which may be a field of most of a megabyte.
     error = str(e) if len(str(e)) <= MAX_ERROR_CHARS else str(e)[:MAX_ERROR_CHARS] + "... (cut)"
     log.warning("task rejected", error=error)
-    return Rejected(error, e.task_uuid, e.hook_url, task and task.submitted_at)
+    return Rejected(error, e.task_uuid, e.hook_url, task and task.submitted_at, cause or e.cause)

@@ -36,6 +36,7 @@ from uvrd.kafka.commit_mode import next_offset
 from uvrd.kafka.bulletin import Bulletin
 from uvrd.kafka.consumer_daemon import POLL_MS, Membership
 from uvrd.kafka.group_member import Claim, GroupMember
+from uvrd.metrics import processor as processor_metrics
 from uvrd.outcomes import Abandoned, Cancelled, Failed, Rejected, Succeeded, TaskOutcome
 from uvrd.processor.accept import MAX_ERROR_CHARS, Accepted, accept, rejected
 from uvrd.processor.attempts import AttemptLedger
@@ -120,6 +121,10 @@ class Processor:
             return f"reading the cancellations topic {self.cancellations.topic!r}"
         return None
 
+    def _device(self) -> str:
+        """The metrics' device label: where the engine's model really runs (device_check.py)."""
+        return "cuda" if device_check.on_gpu(self.engine.load_info.get("execution_provider") or "") else "cpu"
+
     def idle(self) -> str:
         """STATUS= when idle: the default model and where it really runs (device_check.py)."""
         return f"idle, {self.cfg.model} on {self.engine.load_info.get('execution_provider') or 'an unknown device'}"
@@ -153,7 +158,7 @@ class Processor:
         """The next task record, or None (after a poll of up to POLL_MS, or while the engine restarts)."""
         if not self.engine.alive():
             log.warning("separation engine died while idle; restarting it")
-            self.engine.restart()
+            self.engine.restart("died_while_idle")
         if not (self.engine.ready or self.separation.await_engine()):
             return None
         if not self.cancellations.caught_up:
@@ -181,6 +186,7 @@ class Processor:
             outcome = self.process(accepted, claim)
             if isinstance(outcome, Abandoned):
                 log.info("task left uncommitted for redelivery", reason=outcome.reason)
+                processor_metrics.settled(outcome)
                 return
             self.settle(record, accepted.task, outcome, claim)
         finally:
@@ -194,13 +200,14 @@ class Processor:
         try:
             audio = self.host.with_store(task.task_uuid, claim, lambda: self.storage.fetch_input(task))
         except messages.BadMessage as e:
-            return rejected(e, task)
+            return rejected(e, task, "bad_input_ref")
         except StorageError as e:
             error = f"could not fetch the task's audio: {e}"[:MAX_ERROR_CHARS]
             log.error("task input not fetched", error=error)
-            return Failed(error)
+            return Failed(error, cause="input_fetch")
         if isinstance(audio, Abandoned):
             return audio
+        processor_metrics.accepted()
         try:
             outcome = self._separate(accepted, audio, claim)
         finally:
@@ -215,7 +222,7 @@ class Processor:
         if attempt > self.cfg.max_attempts:
             log.error("task keeps killing its worker", attempts=attempt - 1)
             return Failed(f"task abandoned: this host started it {attempt - 1} times and the worker was killed "
-                          f"or hung each time before it finished")
+                          f"or hung each time before it finished", cause="worker_killed")
         log.info("task started", attempt=attempt, model=plan.label, output_format=fmt, audio_path=str(audio))
         started_at = messages.now_iso()
         progress = functools.partial(status.progress_record, self.config.topics.status, task.task_uuid)
@@ -238,18 +245,19 @@ class Processor:
             case Abandoned(reason=reason):
                 events.requeued(reason)
                 return ran
-            case JobFailed(error=error):
-                return Failed(error, started_at)
+            case JobFailed(error=error, cause=cause):
+                return Failed(error, started_at, cause)
             case JobCancelled():
                 log.info("separation stopped: its cancellation was requested")
                 return Cancelled(self.cancellations.requested_at(task.task_uuid) or messages.now_iso(), started_at)
         stored = _store_stems(self.host, self.storage, task.task_uuid, ran, claim)
         if isinstance(stored, dict):
+            processor_metrics.separated(plan.label, self._device(), ran.seconds, ran.audio_seconds)
             return Succeeded(stored, plan.label, started_at, ran.seconds)
         if isinstance(stored, Abandoned):
             events.requeued(stored.reason)
             return stored
-        return Failed(stored, started_at)
+        return Failed(stored, started_at, "stems_store")
 
     def settle(self, record, task: messages.Task | None, outcome: Succeeded | Failed | Cancelled | Rejected,
                claim: Claim) -> None:
@@ -259,6 +267,7 @@ class Processor:
         settled = settlement(self.config.topics, record, outcome, task, self.storage.name, cancel_requested_at)
         if not self.member.commit(list(settled.records), next_offset(record), claim):
             return
+        processor_metrics.settled(outcome)
         if settled.task_uuid:
             self.attempts.clear(settled.task_uuid)
         if (input_of := _input_to_remove(outcome, task)) is not None:

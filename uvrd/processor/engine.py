@@ -19,9 +19,10 @@ from pathlib import Path
 
 import structlog
 
+from uvrd.metrics import processor as processor_metrics
 from uvrd.processor import engine_child
 from uvrd.processor.engine_protocol import (EngineSettings, Fatal, Job, JobOutcome, Loaded, ModelLoaded, Progress,
-                                            Warming)
+                                            Separated, Warming)
 
 log = structlog.get_logger("uvrd.engine")
 
@@ -88,7 +89,9 @@ class Engine:
         log.info("engine killed", pid=self._proc.pid)
         self._close()
 
-    def restart(self) -> None:
+    def restart(self, cause: str) -> None:
+        """A fresh child for the one that died or was given up; *cause* is the metrics' word for why."""
+        processor_metrics.engine_restarted(cause)
         self.kill()
         self.start()
 
@@ -149,6 +152,7 @@ class Engine:
             case Loaded(info=info):
                 self.ready, self.warming = True, False
                 self.load_info = info
+                self._gpu_memory(info.pop("gpu_memory", None))
                 # What the heartbeat tells of it, as the child described it (as ModelLoaded does later ones).
                 self.models = {info["model"]: info.pop("described", {"model": info["model"]})}
                 log.info("engine ready", pid=self._proc.pid, load_s=round(time.monotonic() - self.started_at, 2),
@@ -156,6 +160,11 @@ class Engine:
                 return True
             case other:
                 raise EngineDied(f"separation engine said {type(other).__name__} while loading")
+
+    def _gpu_memory(self, used_total: tuple[int, int] | None) -> None:
+        """The child's report of its device's memory, for the metrics; a CPU engine reports none."""
+        if used_total is not None:
+            processor_metrics.gpu_memory(self.load_info.get("device") or "cuda", *used_total)
 
     def submit(self, job: Job) -> None:
         Path(job.workdir).mkdir(parents=True, exist_ok=True)
@@ -180,6 +189,8 @@ class Engine:
             self.models[msg.info["model"]] = msg.info
             self.models = {name: info for name, info in self.models.items() if name in msg.loaded}
             return None
+        if isinstance(msg, Separated):
+            self._gpu_memory(msg.gpu_memory)
         if msg is None or isinstance(msg, JobOutcome):
             return msg
         raise EngineDied(f"separation engine said {type(msg).__name__} while separating")

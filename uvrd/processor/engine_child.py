@@ -102,7 +102,7 @@ def main(conn, heartbeat, settings, cancel=None) -> None:
             # a restart does not mend, unless the warm-up only found the disk full.
             conn.send(Fatal(str(e), not _no_space(e)))
             return
-    conn.send(Loaded({**info, "described": models.described[model]}))
+    conn.send(Loaded({**info, "gpu_memory": _gpu_memory(), "described": models.described[model]}))
     while True:
         try:
             job = conn.recv()
@@ -123,18 +123,41 @@ def main(conn, heartbeat, settings, cancel=None) -> None:
             conn.send(JobCancelled())
         except audio_probe.Unusable as e:
             log.warning("input refused", error=str(e))
-            conn.send(JobFailed(str(e)))
+            conn.send(JobFailed(str(e), "unusable_audio"))
         except OptionError as e:
             log.warning("options refused", error=str(e))
-            conn.send(JobFailed(f"the task's options are refused: {e}"))
+            conn.send(JobFailed(f"the task's options are refused: {e}", "options"))
         except Exception as e:
             log.warning("separation failed", error=f"{type(e).__name__}: {e}")
             conn.send((NoSpace if _no_space(e) else JobFailed)(_describe(e, job)))
         else:
-            conn.send(Separated(stems, time.monotonic() - started))
+            conn.send(Separated(stems, time.monotonic() - started, _audio_seconds(job.audio_path), _gpu_memory()))
         finally:
             job_now = 0
             meter.end()
+
+
+def _audio_seconds(path: str) -> float | None:
+    """The input's length for the metrics' seconds per audio second; None if its header does not say."""
+    try:
+        return audio_probe.probe(path).seconds
+    except Exception:
+        return None
+
+
+def _gpu_memory() -> tuple[int, int] | None:
+    """The device's (used, total) bytes, every process's, for the metrics: ONNX Runtime's arena is
+    invisible to torch's own counters, the device's free memory is not.  None when torch has not
+    set up CUDA in this child (a CPU engine): asking would create a CUDA context just to measure it."""
+    try:
+        import torch
+
+        if not torch.cuda.is_initialized():
+            return None
+        free, total = torch.cuda.mem_get_info()
+    except Exception:
+        return None
+    return total - free, total
 
 
 # Exceptions that mean "this input is not audio ffmpeg/libsndfile can decode".

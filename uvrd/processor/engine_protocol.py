@@ -76,6 +76,8 @@ class Loaded:
 class Separated:
     stems: dict[str, str]  # stem name -> file
     seconds: float  # the separation's own time in the child
+    audio_seconds: float | None = None  # the input's length, if its header says
+    gpu_memory: tuple[int, int] | None = None  # the device's (used, total) bytes after the job; None on a CPU
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ class JobFailed:
     """The input's trouble (not audio, too long, a model error): the task fails."""
 
     error: str
+    cause: str = "separation"  # the Failed outcome's (outcomes.py)
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ class Separation:
                 if e.fatal_config or deaths >= ENGINE_LOAD_TRIES:
                     raise
                 log.warning("separation engine died while loading the model; restarting it", reason=str(e))
-                self.engine.restart()
+                self.engine.restart("died_while_loading")
                 return False
         woke = self.runtime.wait(until=loaded, budget=Deadline.after(self.cfg.engine_start_timeout), through_drain=False)
         if woke.why is Why.BUDGET:
@@ -122,7 +122,7 @@ class Separation:
                 workdir = Path(tempfile.mkdtemp(prefix=f".work-{task_uuid}-", dir=self.cfg.output_dir))
             except OSError as e:
                 error = f"could not make a work directory: {e.strerror}"
-                outcome = NoSpace(error) if e.errno == errno.ENOSPC else JobFailed(error)
+                outcome = NoSpace(error) if e.errno == errno.ENOSPC else JobFailed(error, "workdir")
             else:
                 with self.member.working():
                     outcome = self._run_job(claim, job(str(workdir)), watchers)
@@ -134,7 +134,8 @@ class Separation:
                 # This host's disk, not the task: wait for space (retention, an operator) and run it
                 # again, for as long as a job may take.
                 if patience.exhausted():
-                    return JobFailed(f"the output disk stayed full for over {self.cfg.job_timeout:g} s: {outcome.error}")
+                    return JobFailed(f"the output disk stayed full for over {self.cfg.job_timeout:g} s: {outcome.error}",
+                                     "disk_full")
                 gave_up = self.host.wait(
                     patience, claim, event="output disk full; the task runs again once there is space",
                     error=outcome.error, status=f"output disk full: task {task_uuid} waits for space to run again",
@@ -146,13 +147,13 @@ class Separation:
                 return outcome
             reasons.append(outcome.reason)
             log.warning("separation run did not finish; retrying", reason=outcome.reason, runs=len(reasons))
-        return JobFailed(f"separation did not finish in {len(reasons)} runs: {'; '.join(reasons)}")
+        return JobFailed(f"separation did not finish in {len(reasons)} runs: {'; '.join(reasons)}", "runs_exhausted")
 
     def _run_job(self, claim: Claim, job: Job, watchers: Watchers) -> JobOutcome | Abandoned | Retry:
         try:
             self.engine.submit(job)
         except OSError:
-            self.engine.restart()
+            self.engine.restart("gone_at_submit")
             return Retry("separation engine was gone when the job was submitted")
         self.run = Run(job.task_uuid)
         try:
@@ -168,7 +169,9 @@ class Separation:
                              "the drain window ended before the separation did")
         outcome, run = woke.value
         if isinstance(outcome, Abandoned | Retry) or run.child_stuck:
-            self.engine.restart()  # the run was given up, or the engine is gone: a fresh child
+            # The run was given up, or the engine is gone: a fresh child.
+            self.engine.restart("cancel_ignored" if run.child_stuck else
+                                "run_abandoned" if isinstance(outcome, Abandoned) else "run_unfinished")
         return outcome
 
     def _run_ended(self, claim: Claim, watchers: Watchers) -> tuple[JobOutcome | Abandoned | Retry, Run] | None:

@@ -41,6 +41,7 @@ from uvrd.kafka.commit_mode import CommitLost
 from uvrd.kafka.consumer_daemon import POLL_MS, Membership
 from uvrd.kafka.group_member import Claim, GroupMember
 from uvrd.kafka.offset_ledger import OffsetLedger
+from uvrd.metrics import uploader as uploader_metrics
 from uvrd.outcomes import Abandoned, DeliveryOutcome, GaveUp
 from uvrd.results import Settled, delivery_settlement, rejected_result
 from uvrd.runtime import logs
@@ -170,6 +171,7 @@ class Uploader:
         except Exception as e:
             error = str(e) if isinstance(e, ValueError) else f"result message could not be read: {describe(e)}"
             ledger.finish(record.offset, rejected_result(self.config.topics, record, error))
+            uploader_metrics.unreadable_result()
             return 0
         task_uuid = result["task_uuid"]
         if task_uuid in self.settled_tasks or \
@@ -201,7 +203,8 @@ class Uploader:
                 log.info("delivery outcome dropped: the partition moved to another uploader", task_uuid=task_uuid)
                 continue
             outcome = done.outcome if done.error is None else \
-                GaveUp(0, f"the delivery failed inside the uploader: {describe(done.error)}")
+                GaveUp(0, f"the delivery failed inside the uploader: {describe(done.error)}", "internal")
+            uploader_metrics.delivered(outcome)
             if isinstance(outcome, Abandoned):
                 # Only a stop's deadline abandons a delivery of a partition still held: the loop ends now.
                 log.info("delivery left uncommitted for redelivery", task_uuid=task_uuid, reason=outcome.reason)

@@ -23,6 +23,7 @@ import urllib3
 
 from uvrd import peer_numbers, safehttp
 from uvrd.config import UploaderConfig
+from uvrd.metrics import uploader as uploader_metrics
 from uvrd.outcomes import Abandoned, Delivered, DeliveryOutcome, GaveUp
 from uvrd.runtime.backoff import Backoff
 from uvrd.runtime.deadline import Deadline
@@ -59,10 +60,12 @@ class WebhookSender:
             payload = webhook.body(result, self.link)
         except Exception as e:
             log.warning("the webhook body could not be built", error_type=type(e).__name__)
-            return GaveUp(0, f"the webhook body could not be built: {describe(e)}")
+            return GaveUp(0, f"the webhook body could not be built: {describe(e)}", "unbuildable")
         reason = ""
         for attempt in range(1, self.cfg.max_attempts + 1):
+            began = time.monotonic()
             answer = self._attempt(result, payload, attempt)
+            uploader_metrics.attempted(_result_word(answer), time.monotonic() - began)
             if not isinstance(answer, Failed):
                 return answer
             reason = answer.reason
@@ -90,10 +93,10 @@ class WebhookSender:
                 return Delivered(attempt, response.status)
             reason = f"the webhook answered HTTP {response.status}"
             if response.status != 429 and response.status < 500:
-                return GaveUp(attempt, reason)
+                return GaveUp(attempt, reason, "refused")
             return Failed(reason, _retry_after(response.headers, self.cfg.backoff_max))
         except safehttp.UnsafeURL as e:
-            return GaveUp(attempt, _bounded(f"hook_url refused: {e}"))
+            return GaveUp(attempt, _bounded(f"hook_url refused: {e}"), "unsafe_url")
         except (urllib3.exceptions.HTTPError, OSError, safehttp.TooLarge, safehttp.DeadlineExceeded) as e:
             return Failed(describe(e))
         except Exception as e:
@@ -108,6 +111,11 @@ class WebhookSender:
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.cfg.backoff_max))
         return delay
+
+
+def _result_word(answer: Delivered | GaveUp | Failed) -> str:
+    """An attempt's result label: delivered, refused (final: a 4xx, an unsafe URL) or failed (may be retried)."""
+    return {Delivered: "delivered", GaveUp: "refused", Failed: "failed"}[type(answer)]
 
 
 def describe(e: BaseException) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 from uvrd.processor.engine import Engine, EngineDied, EngineSettings
 from uvrd.processor.engine_protocol import (Fatal, Job, JobCancelled, JobFailed, Loaded, NoSpace, Progress, Separated,
@@ -21,7 +22,10 @@ def scripted_child(conn, heartbeat, settings: EngineSettings, cancel=None) -> No
     if script == "dies-loading":
         raise SystemExit(3)
     conn.send(Warming({"model": script}))
-    conn.send(Loaded({"model": script, "device": "cpu", "model_load_s": 0.01}))
+    if script == "on-a-gpu":  # (used, total) bytes of its device, after loading and after each job
+        conn.send(Loaded({"model": script, "device": "cuda:0", "model_load_s": 0.01, "gpu_memory": (3, 10)}))
+    else:
+        conn.send(Loaded({"model": script, "device": "cpu", "model_load_s": 0.01}))
     while True:
         try:
             job = conn.recv()
@@ -37,7 +41,8 @@ def scripted_child(conn, heartbeat, settings: EngineSettings, cancel=None) -> No
             else:
                 conn.send(Separated({}, 0.5))
             continue
-        answer = {"ok": Separated({"vocals": f"{job.workdir}/vocals.wav"}, 0.5),
+        answer = {"ok": Separated({"vocals": f"{job.workdir}/vocals.wav"}, 0.5, 2.0,
+                                  (5, 10) if script == "on-a-gpu" else None),
                   "bad": JobFailed("input is not audio"), "full": NoSpace("No space left on device"),
                   "confused": Loaded({}), "dies": None}[job.task_uuid]
         if answer is None:
@@ -81,7 +86,7 @@ def test_each_job_answer_comes_back_as_its_type(tmp_path):
     e = engine("m", tmp_path)
     try:
         assert ready(e)
-        assert answer(e, "ok", tmp_path) == Separated({"vocals": f"{tmp_path}/ok/vocals.wav"}, 0.5)
+        assert answer(e, "ok", tmp_path) == Separated({"vocals": f"{tmp_path}/ok/vocals.wav"}, 0.5, 2.0)
         assert answer(e, "bad", tmp_path) == JobFailed("input is not audio")
         assert answer(e, "full", tmp_path) == NoSpace("No space left on device")
     finally:
@@ -151,5 +156,32 @@ def test_a_cancelled_job_stops_at_its_next_step_and_the_same_child_serves_the_ne
         # The request named that job only: the next one runs to its end, in the same child.
         assert answer(e, "slow", tmp_path) == Separated({}, 0.5)
         assert e.pid == pid and e.alive()
+    finally:
+        e.close()
+
+
+def test_the_gpu_memory_the_child_reports_is_what_the_metrics_show(tmp_path):
+    used = {"device": "cuda:0"}
+    e = engine("on-a-gpu", tmp_path)
+    try:
+        assert ready(e)
+        assert REGISTRY.get_sample_value("uvrd_gpu_memory_used_bytes", used) == 3
+        assert REGISTRY.get_sample_value("uvrd_gpu_memory_total_bytes", used) == 10
+        assert isinstance(answer(e, "ok", tmp_path), Separated)
+        assert REGISTRY.get_sample_value("uvrd_gpu_memory_used_bytes", used) == 5
+    finally:
+        e.close()
+
+
+def test_each_restart_is_counted_by_its_cause(tmp_path):
+    def restarts() -> float:
+        return REGISTRY.get_sample_value("uvrd_engine_restarts_total", {"cause": "died_while_idle"}) or 0.0
+
+    e = engine("ok", tmp_path)
+    try:
+        assert ready(e)
+        before = restarts()
+        e.restart("died_while_idle")
+        assert ready(e) and restarts() == before + 1
     finally:
         e.close()
