@@ -77,6 +77,8 @@ class TopicsConfig:
     workers: str = "uvrd.workers"
     # Keyed by task_uuid, kept a day: the webhook events tasks opt into (started, progress, requeued).
     events: str = "uvrd.events"
+    # Compacted, keyed by dead letter (partition/offset): each replay done (uvrd/kafka/replays.py).
+    replays: str = "uvrd.replays"
 
     def task_topic(self, priority: int) -> str:
         """One topic per priority; the default priority keeps the plain name old producers use."""

@@ -29,6 +29,7 @@ from uvrd import separation_options, separation_plan
 from uvrd.separation_options import NO_OPTIONS, SeparationOptions
 
 MAX_MESSAGE_BYTES = 1 << 20
+MAX_REPLAYS = 1000
 MAX_PATH_CHARS = 4096
 MAX_URL_CHARS = 2048
 # S3's own limit on a key's length, in UTF-8 bytes.
@@ -60,6 +61,7 @@ class Task:
     options: SeparationOptions = NO_OPTIONS
     plan: separation_plan.Plan | None = None  # "models" or "ensemble"; None: "model" alone
     events: tuple[str, ...] = ()  # the webhook events besides the final one it opted into (EVENTS)
+    replay: int = 0  # how many times an operator replayed it from the dead letters (uvrd/kafka/replays.py)
 
     @property
     def audio_ref(self) -> str:
@@ -149,12 +151,29 @@ def parse_task(value: bytes | None, key: bytes | None = None) -> Task:
         raise bad(f"task field {e}") from None
     if task_events:
         optional["events"] = task_events
+    replay = data.get("replay", 0)
+    if type(replay) is not int or not 0 <= replay <= MAX_REPLAYS:
+        raise bad(f"task field 'replay' must be a whole number from 0 to {MAX_REPLAYS}")
+    if replay:
+        optional["replay"] = replay
     submitted_at = data.get("submitted_at")
     if isinstance(submitted_at, str) and len(submitted_at) <= 64 and _is_unicode(submitted_at):
         optional["submitted_at"] = submitted_at  # informational only: never worth failing a task over
     if storage == "s3":
         return Task(task_uuid=task_uuid, audio_path=None, hook_url=hook_url, storage="s3", audio_key=ref, **optional)
     return Task(task_uuid=task_uuid, audio_path=ref, hook_url=hook_url, **optional)
+
+
+def delivery_id(task_uuid: str, replay: int = 0) -> str:
+    """What one webhook delivers: a task's result, or the result of its *replay*-th replay.  The
+    uploader's once-per-task memory and the receiver's Idempotency-Key are this."""
+    return f"{task_uuid}/replay-{replay}" if replay else task_uuid
+
+
+def replay_of(message: dict) -> int:
+    """The replay number a task or result message carries (0: never replayed)."""
+    replay = message.get("replay", 0)
+    return replay if type(replay) is int and replay > 0 else 0
 
 
 # The webhook events a task may opt into, besides the final delivery (which every task with a hook gets).

@@ -53,6 +53,7 @@ class Rejected:
     hook_url: str | None = None
     submitted_at: str | None = None
     cause: str = "unreadable"  # one word for the metrics (uvrd/metrics): unknown_model, other_storage...
+    replay: int = 0  # the message's replay number, when it parsed that far
 
 
 @dataclass(frozen=True)

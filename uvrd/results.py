@@ -8,7 +8,7 @@ uploader: the status record of a delivery and, if it was given up, a dead-letter
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from uvrd import messages
 from uvrd.config import TopicsConfig
@@ -29,13 +29,15 @@ def settlement(topics: TopicsConfig, record, outcome: Succeeded | Failed | Cance
     """The records to commit with *record*'s offset; *task* is None for a Rejected message.
     *cancel_requested_at*: a cancellation was requested (whatever the outcome, it is settled now)."""
     result = _result(outcome, task, storage)
+    if replay := (task.replay if task is not None else outcome.replay):
+        result["replay"] = replay
     task_uuid = result["task_uuid"]
     key = task_uuid.encode() if task_uuid else record.key
     out = [OutRecord(topics.results, key, messages.encode(result))]
     if task_uuid:
         state = _STATES[type(outcome)]
         fields = {k: result.get(k) for k in ("submitted_at", "started_at", "finished_at", "error_message",
-                                             "stems", "storage", "cancel_requested_at")}
+                                             "stems", "storage", "cancel_requested_at", "replay")}
         if isinstance(outcome, Succeeded):
             fields["progress"] = 1.0
         out.append(status.record(topics.status, task_uuid, state, outcome=state, **fields))
@@ -76,20 +78,28 @@ class Settled:
     fields: dict = field(default_factory=dict)
 
 
-def delivery_settlement(topics: TopicsConfig, record, task_uuid: str, outcome: Delivered | GaveUp) -> Settled:
-    """A delivered webhook's status; a given-up one's dead letter and status."""
+def delivery_settlement(topics: TopicsConfig, record, task_uuid: str, outcome: Delivered | GaveUp,
+                        replay: int = 0) -> Settled:
+    """A delivered webhook's status; a given-up one's dead letter and status.  *replay*: the result's
+    replay number, which its status records carry (status.merge) and its log fields name."""
+    settled = _delivery_settlement(topics, record, task_uuid, outcome, replay or None)
+    return replace(settled, fields={**settled.fields, "replay": replay}) if replay else settled
+
+
+def _delivery_settlement(topics: TopicsConfig, record, task_uuid: str, outcome: Delivered | GaveUp,
+                         replay: int | None) -> Settled:
     match outcome:
         case Delivered(attempts=attempts, status=http_status):
             return Settled(
                 (status.record(topics.status, task_uuid, "delivered", delivered_at=messages.now_iso(),
-                               delivery_attempts=attempts),),
+                               delivery_attempts=attempts, replay=replay),),
                 "webhook delivered", "info", {"task_uuid": task_uuid, "attempts": attempts, "http_status": http_status})
         case GaveUp(attempts=attempts, reason=reason):
             error = f"webhook delivery failed: {reason}"
             return Settled(
                 (dead_letter(topics.dead_letter, record, error, "uploader"),
                  status.record(topics.status, task_uuid, "delivery_failed", delivery_error=error,
-                               delivery_attempts=attempts)),
+                               delivery_attempts=attempts, replay=replay)),
                 "webhook dead-lettered", "warning", {"task_uuid": task_uuid, "attempts": attempts, "reason": reason})
     raise TypeError(f"no settlement for {outcome!r}")
 

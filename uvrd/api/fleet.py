@@ -18,7 +18,7 @@ from kafka.errors import KafkaError
 from uvrd import known_models
 from uvrd.api.context import current
 from uvrd.api.errors import ApiError
-from uvrd.kafka import dead_letters
+from uvrd.kafka import dead_letters, replays
 
 blueprint = Blueprint("fleet", __name__)
 
@@ -98,6 +98,31 @@ def show_dead_letter(partition: int, offset: int):
     if letter is None:
         raise ApiError(404, f"no dead letter at {partition}/{offset} of {api.config.topics.dead_letter}")
     return jsonify(letter)
+
+
+@blueprint.post("/v1/dead-letters/<int:partition>/<int:offset>/replay")
+def replay_dead_letter(partition: int, offset: int):
+    """Send a dead letter again, once: a failed task back to its queue, an undelivered result back to
+    the uploader (uvrd/kafka/replays.py).  202 with the replay; 409 if it was replayed already."""
+    api = current()
+    api.auth.require_bearer(request.headers)
+    try:
+        outcome = replays.replay(api.config.kafka, api.config.topics, partition, offset)
+    except KafkaError as e:
+        raise ApiError(503, f"Kafka did not answer: {e}", {"Retry-After": "5"}) from None
+    match outcome:
+        case None:
+            raise ApiError(404, f"no dead letter at {partition}/{offset} of {api.config.topics.dead_letter}")
+        case replays.Replayed(task_uuid=task_uuid, replay=n, topic=topic, stage=stage):
+            return jsonify(task_uuid=task_uuid, replay=n, requeued_to=topic, stage=stage,
+                           status_url=f"/v1/tasks/{task_uuid}"), 202
+        case replays.AlreadyReplayed(replayed_at=at, replay=n):
+            raise ApiError(409, f"dead letter {partition}/{offset} was replayed already, at {at} (replay {n})")
+        case replays.NotReplayable(reason=reason):
+            raise ApiError(422, f"dead letter {partition}/{offset} cannot be replayed: {reason}")
+        case replays.Unconfirmed(reason=reason):
+            raise ApiError(503, f"{reason}; asking again is safe", {"Retry-After": "5"})
+    raise TypeError(f"no answer for {outcome!r}")
 
 
 def _time(value: str | None, name: str) -> float:

@@ -309,6 +309,31 @@ def document(config: Config) -> dict:
                     "503": _error("Kafka did not answer"),
                 },
             }},
+            "/v1/dead-letters/{partition}/{offset}/replay": {"post": {
+                "operationId": "replayDeadLetter",
+                "summary": "Send a dead letter again, exactly once: a failed task back to its queue, or an "
+                           "undelivered result back to the uploader",
+                "security": [{"bearerAuth": []}],
+                "parameters": [
+                    {"name": "partition", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "offset", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}},
+                ],
+                "responses": {
+                    "202": {"description": "Replayed: the task or result is queued again, with its replay number",
+                            "content": {JSON: {"schema": {
+                                "type": "object", "required": ["task_uuid", "replay", "requeued_to", "stage"],
+                                "properties": {
+                                    "task_uuid": {"type": "string"}, "replay": {"type": "integer", "minimum": 1},
+                                    "requeued_to": {"type": "string"},
+                                    "stage": {"type": "string", "enum": ["processor", "uploader"]},
+                                    "status_url": {"type": "string"}}}}}},
+                    "401": UNAUTHORIZED,
+                    "404": _error("No dead letter there"),
+                    "409": _error("The letter was replayed already"),
+                    "422": _error("The letter cannot be replayed (its record would be refused again)"),
+                    "503": _error("Kafka did not answer or did not confirm the replay; asking again is safe"),
+                },
+            }},
             "/healthz": {"get": {
                 "operationId": "health",
                 "summary": "Liveness: the process serves requests",
@@ -494,6 +519,10 @@ def document(config: Config) -> dict:
                         "finished_at": {"type": "string", "format": "date-time"},
                         "delivered_at": {"type": "string", "format": "date-time"},
                         "error_message": {"type": "string"},
+                        "replay": {"type": "integer", "minimum": 1,
+                                   "description": "How many times an operator replayed the task's dead letter; "
+                                                  "the state is the latest replay's"},
+                        "replayed_at": {"type": "string", "format": "date-time"},
                         "stems": {"type": "object", "additionalProperties": {"type": "string", "format": "uri"},
                                   "description": "Stem name to a signed download link"},
                     },

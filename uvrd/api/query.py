@@ -23,7 +23,8 @@ blueprint = Blueprint("query", __name__)
 
 # What a status answer may show: never the processor's paths or host names.
 PUBLIC_FIELDS = ("task_uuid", "state", "outcome", "progress", "step", "priority", "model", "submitted_at",
-                 "started_at", "finished_at", "cancel_requested_at", "delivered_at", "error_message")
+                 "started_at", "finished_at", "cancel_requested_at", "delivered_at", "error_message", "replay",
+                 "replayed_at")
 # A worker that has just started waits this long for the status topic before it answers 503.
 LOADING_WAIT_S = 5.0
 

@@ -61,8 +61,14 @@ def describe(rec) -> dict:
 
 def read_letter(kafka_config: KafkaConfig, topic: str, partition: int, offset: int, timeout_s: float = 10.0) -> dict | None:
     """The dead letter at *partition*/*offset*, described, with the record it copies (``record``: its JSON,
-    or its text when it is not JSON); None if there is none there (a transaction marker, an aborted
-    record, past the end)."""
+    or its text when it is not JSON); None if there is none there."""
+    rec = read_record(kafka_config, topic, partition, offset, timeout_s)
+    return None if rec is None else {**describe(rec), "record": _content(rec.value)}
+
+
+def read_record(kafka_config: KafkaConfig, topic: str, partition: int, offset: int, timeout_s: float = 10.0):
+    """The dead-letter record at *partition*/*offset* as Kafka holds it; None if there is none there
+    (a transaction marker, an aborted record, past the end)."""
     consumer = clients.consumer(kafka_config, None, enable_auto_commit=False, max_poll_records=10)
     try:
         tp = TopicPartition(topic, partition)
@@ -76,7 +82,7 @@ def read_letter(kafka_config: KafkaConfig, topic: str, partition: int, offset: i
         while time.monotonic() < deadline and consumer.position(tp) <= offset:
             for rec in consumer.poll(timeout_ms=500).get(tp, []):
                 if rec.offset == offset:
-                    return {**describe(rec), "record": _content(rec.value)}
+                    return rec
                 if rec.offset > offset:
                     return None
         return None

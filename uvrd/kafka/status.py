@@ -49,9 +49,20 @@ def progress_tombstone(topic: str, task_uuid: str) -> OutRecord:
     return OutRecord(topic, progress_key(task_uuid), None)
 
 
+# What a replay's new cycle keeps of the one before it; the rest (the error, the stems, the
+# delivery) is the earlier cycle's and would mislead.
+KEPT_ACROSS_REPLAYS = ("submitted_at", "storage")
+
+
 def merge(current: dict | None, update: dict) -> dict:
     if current is None:
         return dict(update)
+    new, old = messages.replay_of(update), messages.replay_of(current)
+    if new > old:
+        # A replay (uvrd/kafka/replays.py) starts the task's next cycle: "queued" again after "failed".
+        return {**{k: current[k] for k in KEPT_ACROSS_REPLAYS if k in current}, **update}
+    if new < old:
+        return {**update, **current}  # a late record of an earlier cycle only fills gaps
     if RANK.get(update.get("state"), -1) < RANK.get(current.get("state"), -1):
         return {**update, **current}  # a late, older state only fills gaps
     return {**current, **update}

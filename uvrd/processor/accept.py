@@ -78,4 +78,5 @@ def rejected(e: messages.BadMessage, task: messages.Task | None, cause: str | No
     # The error quotes the offending value, which may be a field of most of a megabyte.
     error = str(e) if len(str(e)) <= MAX_ERROR_CHARS else str(e)[:MAX_ERROR_CHARS] + "... (cut)"
     log.warning("task rejected", error=error)
-    return Rejected(error, e.task_uuid, e.hook_url, task and task.submitted_at, cause or e.cause)
+    return Rejected(error, e.task_uuid, e.hook_url, task and task.submitted_at, cause or e.cause,
+                    task.replay if task else 0)

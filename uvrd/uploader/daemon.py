@@ -174,8 +174,9 @@ class Uploader:
             uploader_metrics.unreadable_result()
             return 0
         task_uuid = result["task_uuid"]
-        if task_uuid in self.settled_tasks or \
-                any(t.label == task_uuid and t.key.ledger is ledger for t in self.pool.in_flight()):
+        delivering = messages.delivery_id(task_uuid, messages.replay_of(result))
+        if delivering in self.settled_tasks or \
+                any(t.label == delivering and t.key.ledger is ledger for t in self.pool.in_flight()):
             # Behind the first (same key and partition, this hold of it; a lost hold's outcomes are dropped).
             ledger.finish(record.offset, Settled((), "another result for a task whose webhook went out: not delivered",
                                                  "info", {"task_uuid": task_uuid}))
@@ -184,21 +185,21 @@ class Uploader:
             ledger.finish(record.offset, Settled((), "no hook_url: nothing to deliver", "info",
                                                  {"task_uuid": task_uuid}))
             return 0
-        self.pool.submit(Ticket(Work(ledger, record, result), label=task_uuid), self._deliver)
+        self.pool.submit(Ticket(Work(ledger, record, result), label=delivering), self._deliver)
         return 1
 
     def _deliver(self, ticket: Ticket) -> DeliveryOutcome:
         """In a pool thread: no Kafka here."""
         work: Work = ticket.key
         r = work.record
-        with structlog.contextvars.bound_contextvars(task_uuid=ticket.label, topic=r.topic, partition=r.partition,
+        with structlog.contextvars.bound_contextvars(task_uuid=work.result["task_uuid"], topic=r.topic, partition=r.partition,
                                                      offset=r.offset):
             return self.sender.deliver(work.result, ticket.abandon)
 
     def _collect(self) -> None:
         for done in self.pool.collect():
             work: Work = done.ticket.key
-            task_uuid = done.ticket.label
+            task_uuid = work.result["task_uuid"]
             if self.ledgers.get(work.ledger.tp) is not work.ledger:
                 log.info("delivery outcome dropped: the partition moved to another uploader", task_uuid=task_uuid)
                 continue
@@ -210,7 +211,8 @@ class Uploader:
                 log.info("delivery left uncommitted for redelivery", task_uuid=task_uuid, reason=outcome.reason)
                 continue
             work.ledger.finish(work.record.offset,
-                               delivery_settlement(self.config.topics, work.record, work.result["task_uuid"], outcome))
+                               delivery_settlement(self.config.topics, work.record, work.result["task_uuid"], outcome,
+                                                   messages.replay_of(work.result)))
 
     def _commit_ready(self) -> None:
         """Commit, in one transaction, every partition's finished run up to its lowest unfinished result."""
@@ -244,7 +246,7 @@ class Uploader:
             ledger.committed(ready.next_offset)
             for settled in ready.outcomes:
                 if task_uuid := settled.fields.get("task_uuid"):
-                    self.settled_tasks.add(task_uuid)
+                    self.settled_tasks.add(messages.delivery_id(task_uuid, settled.fields.get("replay", 0)))
                 getattr(log, settled.level)(settled.event, **settled.fields)
 
     def _abandon_all(self) -> None:

@@ -21,7 +21,7 @@ from typing import Callable
 import structlog
 import urllib3
 
-from uvrd import peer_numbers, safehttp
+from uvrd import messages, peer_numbers, safehttp
 from uvrd.config import UploaderConfig
 from uvrd.metrics import uploader as uploader_metrics
 from uvrd.outcomes import Abandoned, Delivered, DeliveryOutcome, GaveUp
@@ -82,7 +82,8 @@ class WebhookSender:
         """One POST: Delivered, GaveUp (final) or Failed (may be retried)."""
         try:
             headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
-                       "Idempotency-Key": result["task_uuid"], "X-Uvrd-Delivery-Attempt": str(attempt),
+                       "Idempotency-Key": messages.delivery_id(result["task_uuid"], messages.replay_of(result)),
+                       "X-Uvrd-Delivery-Attempt": str(attempt),
                        "X-Uvrd-Event": "final"}  # beside the events a task may opt into (events.py)
             if self.cfg.webhook_secret:
                 headers[webhook.SIGNATURE_HEADER] = webhook.sign(self.cfg.webhook_secret, payload)

@@ -23,7 +23,8 @@ REPLAY_WINDOW_S = 300
 
 
 def body(result: dict, link) -> bytes:
-    """*link(task_uuid, stem, ref)* makes each stem's URL: the storage backend's (Storage.link)."""
+    """*link(task_uuid, stem, ref)* makes each stem's URL: the storage backend's (Storage.link).
+    ``replay`` is there only for a replayed task or result."""
     task_uuid = result["task_uuid"]
     stems = {name: link(task_uuid, name, ref) for name, ref in (result.get("stems") or {}).items()}
     payload = {
@@ -35,6 +36,8 @@ def body(result: dict, link) -> bytes:
         "stems": stems,
         "error_message": result.get("error_message"),
     }
+    if replay := messages.replay_of(result):
+        payload["replay"] = replay  # an operator's replay of a dead letter (uvrd/kafka/replays.py)
     return json.dumps(payload, separators=(",", ":")).encode()
 
 

@@ -12,7 +12,8 @@
   const OPERATOR_MS = 3000;
   const WAVE_BUCKETS = 2048; // min/max pairs kept per stem, drawn to the canvas' width
   const WAVE_MAX_BYTES = 256 * 1024 * 1024; // beyond this a stem is not decoded for its waveform
-  const REPLAY_TITLE = "Replay arrives with `uvrd dead-letters replay`";
+  // What the page asked to replay, by letter ("partition/offset"): the list is redrawn every few seconds.
+  const replayed = new Map();
 
   const $ = (selector, root = document) => root.querySelector(selector);
   const tasks = []; // {uuid, name, el, final, stemsShown}, newest first
@@ -582,15 +583,43 @@
       cell(row, d.task_uuid || "?", "wrap");
       cell(row, d.stage || "?");
       cell(row, d.error || "no error recorded", "wrap");
-      // Replay is not here yet: the place it will take.
+      const letter = `${d.partition}/${d.offset}`;
       const replay = document.createElement("button");
       replay.type = "button";
       replay.className = "quiet replay";
-      replay.textContent = "Replay";
-      replay.disabled = true;
-      replay.title = REPLAY_TITLE;
+      replay.title = "Send it again, once: a failed task back to its queue, an undelivered result to its webhook";
+      const done = replayed.get(letter);
+      replay.textContent = done || "Replay";
+      replay.disabled = Boolean(done);
+      replay.addEventListener("click", () => replayLetter(letter, replay));
       row.insertCell().append(replay);
     }), "No dead letters.");
+  }
+
+  async function replayLetter(letter, button) {
+    button.disabled = true;
+    button.textContent = "Replaying…";
+    try {
+      const response = await api(`/v1/dead-letters/${letter}/replay`, { method: "POST" });
+      if (response.status === 202) {
+        const body = await response.json();
+        replayed.set(letter, `Replayed (${body.replay})`);
+      } else if (response.status === 409) {
+        replayed.set(letter, "Replayed already");
+      } else {
+        show($("#operator-error"), `Replay of ${letter}: ${await errorOf(response)}`);
+        button.disabled = false;
+        button.textContent = "Replay";
+        return;
+      }
+      button.textContent = replayed.get(letter);
+    } catch (e) {
+      if (!(e instanceof Unauthorized)) {
+        show($("#operator-error"), `Replay of ${letter}: ${e.message}`);
+        button.disabled = false;
+        button.textContent = "Replay";
+      }
+    }
   }
 
   // ---- wiring ------------------------------------------------------------------------------------
