@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from support import fuzz_examples
+from uvrd import messages
 from uvrd.messages import TASK_UUID_RE, BadMessage, encode, failure_result, parse_task, success_result
 
 
@@ -117,3 +118,13 @@ def test_a_bad_s3_reference_is_named(value, words):
     with pytest.raises(BadMessage) as e:
         parse_task(value)
     assert words in str(e.value) and e.value.task_uuid == "a"
+
+
+def test_a_replay_number_travels_with_the_task_and_names_its_delivery():
+    task = messages.parse_task(json.dumps({"task_uuid": "t-1", "audio_path": "/a.wav", "replay": 2}).encode())
+    assert task.replay == 2
+    assert messages.delivery_id("t-1", task.replay) == "t-1/replay-2" and messages.delivery_id("t-1") == "t-1"
+    assert messages.parse_task(json.dumps({"task_uuid": "t-1", "audio_path": "/a.wav"}).encode()).replay == 0
+    for bad in (-1, True, 1.5, "1", messages.MAX_REPLAYS + 1):
+        with pytest.raises(messages.BadMessage, match="'replay' must be a whole number"):
+            messages.parse_task(json.dumps({"task_uuid": "t-1", "audio_path": "/a.wav", "replay": bad}).encode())

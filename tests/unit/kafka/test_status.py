@@ -16,3 +16,14 @@ def test_a_late_older_state_only_fills_gaps():
 
 def test_the_first_record_is_taken_as_it_is():
     assert status.merge(None, {"state": "queued"}) == {"state": "queued"}
+
+
+def test_a_replay_starts_the_next_cycle_keeping_only_when_the_task_was_submitted():
+    failed = {"state": "failed", "submitted_at": "s", "error_message": "no input", "finished_at": "f"}
+    merged = status.merge(failed, {"state": "queued", "replay": 1, "replayed_at": "r"})
+    assert merged == {"state": "queued", "replay": 1, "replayed_at": "r", "submitted_at": "s"}
+    # Within the cycle the usual order holds; a late record of the earlier cycle only fills gaps.
+    delivered = status.merge(merged, {"state": "delivered", "replay": 1})
+    delivered = status.merge(delivered, {"state": "succeeded", "replay": 1})
+    assert delivered["state"] == "delivered"
+    assert status.merge(delivered, {"state": "delivery_failed", "delivery_error": "old"})["state"] == "delivered"
