@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -286,6 +288,23 @@ def test_a_batch_spreads_over_two_worker_hosts_and_a_killed_worker_loses_and_rep
             assert stem.status_code == 200 and stem.content[:4] == b"RIFF"
             assert hook["stems"]["vocals"].startswith(f"http://{addr['infra']}:")
             assert store.keys("multihost/inputs/") == [], "every input removed once its task was final"
+
+            # `uvrd status` from the client host, through the front host's api: both worker hosts idle,
+            # nothing in flight or waiting, no dead letter.
+            def workers() -> list[dict]:
+                return requests.get(f"{api_url}/v1/workers", headers=AUTH, timeout=10).json()["workers"]
+            wait_until(lambda: sorted((w["worker"], w["alive"], w["state"]) for w in workers())
+                       == [(f"mh-processor-{w}", True, "idle") for w in WORKERS], 60, "both workers idle",
+                       interval=0.2)
+            shown = subprocess.run([sys.executable, "-m", "uvrd", "status", "--api", api_url, "--token", TOKEN],
+                                   capture_output=True, text=True, timeout=60)
+            assert shown.returncode == 0, shown.stdout + shown.stderr
+            out = shown.stdout
+            assert "workers: 2 alive\n" in out and all(f"mh-processor-{w}" in out for w in WORKERS), out
+            assert f"priority 3  {topics.tasks}" in out and "tasks in flight: 0" in out and "dead letters: 0" in out
+            assert all(line.endswith(" 0 waiting") or "0 waiting for their webhook" in line
+                       for line in out.splitlines() if "waiting" in line), out
+            print("\n" + out)
 
             split = " ".join(f"{w}={len(by_worker[w])}" for w in WORKERS)
             line = (f"multihost: tasks={len(accepted)} {split} killed={killed} mid-job (its task finished once, "
