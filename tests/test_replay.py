@@ -13,6 +13,7 @@ import sys
 
 import pytest
 import requests
+from scrape import scrape
 from separation_service import AUTH, TOKEN, SeparationService, submit
 from support import wait_until
 
@@ -56,6 +57,7 @@ def settled(svc) -> None:
 
 def test_a_failed_task_replayed_once_its_input_is_there_runs_again_and_is_delivered_once(service, kafka, tmp_path):
     svc, stack = service, service.stack
+    before = {name: scrape(listen) for name, listen in svc.metrics.items()}
     late = stack.spool / "late-input.wav"  # not there yet: the task fails
     task = stack.task(late, hook_url=svc.receiver.url)
     kafka.send(stack.tasks, task)
@@ -93,6 +95,17 @@ def test_a_failed_task_replayed_once_its_input_is_there_runs_again_and_is_delive
     settled(svc)
     assert [json.loads(w["body"])["status"] for w in webhooks_of(svc, uuid)] == ["failed", "success"]
     assert len(get(svc, f"/v1/dead-letters?task_uuid={uuid}")["dead_letters"]) == 1
+    # What Prometheus is told: one refusal and its dead letter, one success, one replay; the rest refused.
+    after = {name: scrape(listen) for name, listen in svc.metrics.items()}
+
+    def grew(daemon: str, name: str, **labels) -> float:
+        return after[daemon].value(name, **labels) - before[daemon].value(name, **labels)
+    assert grew("processor", "uvrd_tasks_total", outcome="refused", reason="bad_input_ref") == 1
+    assert grew("processor", "uvrd_tasks_total", outcome="succeeded") == 1
+    assert grew("processor", "uvrd_dead_letters_total", stage="processor") == 1
+    assert grew("api", "uvrd_dead_letter_replays_total", answer="replayed", stage="processor") == 1
+    assert grew("api", "uvrd_dead_letter_replays_total", answer="already") == 2 + codes.count(409)
+    assert grew("api", "uvrd_dead_letter_replays_total", answer="unconfirmed") == codes.count(503)
 
 
 def test_an_undelivered_result_replayed_once_the_receiver_is_back_is_delivered_once(service, tmp_path):

@@ -1,4 +1,5 @@
-"""What ``uvrd api`` counts: the tasks each submission queued or was refused.
+"""What ``uvrd api`` counts: the tasks each submission queued or was refused, and the dead letters
+replayed.
 
 Written by every gunicorn worker; in the api's multiprocess mode (multiprocess.py) each worker's
 values go to files that the master adds up when scraped.
@@ -16,6 +17,8 @@ from uvrd.outcomes import NotQueued, Produced, Queued, Unconfirmed
 
 TASKS = Counter("uvrd_api_tasks", "Tasks submitted to the api, by outcome (queued, unconfirmed, not_queued, refused) "
                 "and, for refused, the HTTP status", ["outcome", "reason"])
+REPLAYS = Counter("uvrd_dead_letter_replays", "Dead-letter replays asked of the api, by answer (replayed, "
+                  "already, not_replayable, unconfirmed) and the letter's stage", ["answer", "stage"])
 # The requests that submit tasks: a refusal of one of these is a refused submission.
 SUBMITTING = frozenset({"submit.create_task", "submit.generate"})
 
@@ -28,6 +31,10 @@ def counted(produce: Callable[..., Produced]) -> Callable[..., Produced]:
         TASKS.labels({Queued: "queued", Unconfirmed: "unconfirmed", NotQueued: "not_queued"}[type(outcome)], "").inc()
         return outcome
     return produce_counted
+
+
+def replayed(answer: str, stage: str = "") -> None:
+    REPLAYS.labels(answer, stage).inc()
 
 
 def count_refusals(app: Flask) -> None:
