@@ -55,7 +55,7 @@ def test_a_webhook_whose_body_cannot_be_built_is_given_up_at_once_with_the_reaso
     outcome = sender.deliver(result(peer.url(), success=True, stems={"vocals": "uvrd/stems/u/vocals.wav"}),
                              threading.Event())
     assert outcome == GaveUp(0, "the webhook body could not be built: NoCredentialsError: "
-                                "Unable to locate credentials")
+                                "Unable to locate credentials", cause="unbuildable")
     assert peer.paths() == []
 
 
