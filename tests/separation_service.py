@@ -106,5 +106,11 @@ class SeparationService:
         stems = {name: stem_download.download(url, directory, audio, name) for name, url in body["stems"].items()}
         return Separated(task_uuid, body, status, stems)
 
+    def get(self, path: str) -> dict:
+        """A GET of the api with the token: its JSON, once it answered 200."""
+        response = requests.get(f"{self.url}{path}", headers=AUTH, timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()
+
     def close(self) -> None:
         self.receiver.close()

@@ -29,10 +29,7 @@ def service(module_stack, model_dir):
     svc.close()
 
 
-def get(svc, path: str) -> dict:
-    response = requests.get(f"{svc.url}{path}", headers=AUTH, timeout=10)
-    assert response.status_code == 200, response.text
-    return response.json()
+get = SeparationService.get  # get(service, path)
 
 
 def replay(svc, letter: dict) -> requests.Response:

@@ -109,3 +109,40 @@ class NotQueued:
 
 
 Produced = Queued | Unconfirmed | NotQueued
+
+
+# -- a dead letter's replay (uvrd/kafka/replays.py) ----------------------------------------------
+@dataclass(frozen=True)
+class Replayed:
+    """A dead letter sent again (uvrd/kafka/replays.py): its record is queued once more."""
+
+    task_uuid: str
+    replay: int
+    topic: str  # where the record went back to: a task topic, or the results topic
+    stage: str  # the letter's stage: "processor" (the task runs again) or "uploader" (delivered again)
+
+
+@dataclass(frozen=True)
+class AlreadyReplayed:
+    """The letter was replayed before: a second replay is refused."""
+
+    replayed_at: str
+    replay: int
+
+
+@dataclass(frozen=True)
+class NotReplayable:
+    """The letter's record would be refused again, or names nothing uvrd sends again."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReplayUnconfirmed:
+    """The broker did not confirm the transaction (or another replay of the letter fenced it):
+    asking again is safe, and answers AlreadyReplayed if this one landed."""
+
+    reason: str
+
+
+ReplayOutcome = Replayed | AlreadyReplayed | NotReplayable | ReplayUnconfirmed

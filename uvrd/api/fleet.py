@@ -20,6 +20,7 @@ from uvrd.api.context import current
 from uvrd.api.errors import ApiError
 from uvrd.kafka import dead_letters, replays
 from uvrd.metrics import api as api_metrics
+from uvrd.outcomes import AlreadyReplayed, NotReplayable, Replayed, ReplayUnconfirmed
 
 blueprint = Blueprint("fleet", __name__)
 
@@ -114,17 +115,17 @@ def replay_dead_letter(partition: int, offset: int):
     match outcome:
         case None:
             raise ApiError(404, f"no dead letter at {partition}/{offset} of {api.config.topics.dead_letter}")
-        case replays.Replayed(task_uuid=task_uuid, replay=n, topic=topic, stage=stage):
+        case Replayed(task_uuid=task_uuid, replay=n, topic=topic, stage=stage):
             api_metrics.replayed("replayed", stage)
             return jsonify(task_uuid=task_uuid, replay=n, requeued_to=topic, stage=stage,
                            status_url=f"/v1/tasks/{task_uuid}"), 202
-        case replays.AlreadyReplayed(replayed_at=at, replay=n):
+        case AlreadyReplayed(replayed_at=at, replay=n):
             api_metrics.replayed("already")
             raise ApiError(409, f"dead letter {partition}/{offset} was replayed already, at {at} (replay {n})")
-        case replays.NotReplayable(reason=reason):
+        case NotReplayable(reason=reason):
             api_metrics.replayed("not_replayable")
             raise ApiError(422, f"dead letter {partition}/{offset} cannot be replayed: {reason}")
-        case replays.Unconfirmed(reason=reason):
+        case ReplayUnconfirmed(reason=reason):
             api_metrics.replayed("unconfirmed")
             raise ApiError(503, f"{reason}; asking again is safe", {"Retry-After": "5"})
     raise TypeError(f"no answer for {outcome!r}")

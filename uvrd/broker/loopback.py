@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -58,8 +59,13 @@ class ChildServer:
         raise NotImplementedError
 
     def pause(self) -> None:
-        """An outage: connections stay open, but nothing is answered until :meth:`resume`."""
+        """An outage: connections stay open, but nothing is answered until :meth:`resume`.  Returns
+        once every thread of the server has stopped: SIGSTOP is delivered to each thread on its own,
+        and a loaded machine can let one thread answer a request after kill() has returned."""
         self.proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + PAUSE_WAIT_S
+        while not _all_threads_stopped(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     def resume(self) -> None:
         self.proc.send_signal(signal.SIGCONT)
@@ -74,3 +80,16 @@ class ChildServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+PAUSE_WAIT_S = 5.0
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether each thread of *pid* is in the stopped state ("T" in /proc/PID/task/TID/stat)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        # The state follows the command name, which is in parentheses and may hold spaces.
+        return all((t / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t") for t in tasks)
+    except (OSError, IndexError):
+        return True  # gone, or not Linux: nothing more to wait for

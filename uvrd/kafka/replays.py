@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
-
 import kafka.errors as Errors
 import structlog
 from kafka import TopicPartition
@@ -30,39 +28,13 @@ from uvrd import messages
 from uvrd.config import KafkaConfig, TopicsConfig
 from uvrd.kafka import clients, dead_letters, status
 from uvrd.kafka.commit_mode import PRODUCER_BOUNDS, ExactlyOnce, Fenced, OutRecord
+from uvrd.outcomes import AlreadyReplayed, NotReplayable, Replayed, ReplayOutcome, ReplayUnconfirmed
 
 log = structlog.get_logger("uvrd.replays")
 
 READ_TIMEOUT_S = 10.0
 
 
-@dataclass(frozen=True)
-class Replayed:
-    task_uuid: str
-    replay: int
-    topic: str  # where the record went back to: a task topic, or the results topic
-    stage: str  # the letter's stage: "processor" (the task runs again) or "uploader" (delivered again)
-
-
-@dataclass(frozen=True)
-class AlreadyReplayed:
-    replayed_at: str
-    replay: int
-
-
-@dataclass(frozen=True)
-class NotReplayable:
-    reason: str
-
-
-@dataclass(frozen=True)
-class Unconfirmed:
-    """The broker did not confirm the transaction (or another replay of the letter fenced it):
-    asking again is safe, and answers AlreadyReplayed if this one landed."""
-    reason: str
-
-
-ReplayOutcome = Replayed | AlreadyReplayed | NotReplayable | Unconfirmed
 
 
 def letter_key(topic: str, partition: int, offset: int) -> str:
@@ -87,9 +59,9 @@ def replay(kafka_config: KafkaConfig, topics: TopicsConfig, partition: int, offs
         records, outcome = planned
         mode.commit(records, {})
     except Fenced as e:
-        return Unconfirmed(f"another replay of this letter is under way ({e})")
+        return ReplayUnconfirmed(f"another replay of this letter is under way ({e})")
     except Errors.KafkaError as e:
-        return Unconfirmed(f"the broker did not confirm the replay: {e or type(e).__name__}")
+        return ReplayUnconfirmed(f"the broker did not confirm the replay: {e or type(e).__name__}")
     finally:
         mode.close(timeout=1.0)
     log.info("dead letter replayed", letter=key, task_uuid=outcome.task_uuid, replay=outcome.replay,
@@ -112,7 +84,7 @@ def _plan(topics: TopicsConfig, rec, key: str) -> tuple[list[OutRecord], Replaye
     if stage == "processor":
         topic = source.rsplit("/", 2)[0]
         if topic not in topics.task_topics():
-            return NotReplayable(f"the letter came from {topic!r}, which is not one of this deployment's task topics")
+            return NotReplayable(f"the letter came from {topic!r}, not one of this deployment's task topics")
         try:
             task = messages.parse_task(rec.value, rec.key)
         except messages.BadMessage as e:
