@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from separation_service import SeparationService
 from support import FAST_GROUP, Daemon, InstalledIn, KafkaView, NotifySocket, real_assets, toml_value
 from uvrd.broker.tansu import TansuBroker
 from uvrd.config import TopicsConfig
@@ -209,6 +210,15 @@ def module_stacks(broker, model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def module_stack(module_stacks, request):
     return module_stacks(request.module.__name__.rsplit(".", 1)[-1])
+
+
+@pytest.fixture(scope="module")
+def service(module_stack, model_dir):
+    """The whole service (api, processor, uploader) serving the tiny model, for a module's tests;
+    a module that needs other settings defines its own ``service``."""
+    svc = SeparationService(module_stack, [tinymodel.install(model_dir)], model_dir)
+    yield svc
+    svc.close()
 
 
 @pytest.fixture(scope="session")

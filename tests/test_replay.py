@@ -22,13 +22,6 @@ from uvrd.devtools import tinymodel
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def service(module_stack, model_dir):
-    svc = SeparationService(module_stack, [tinymodel.install(model_dir)], model_dir)
-    yield svc
-    svc.close()
-
-
 get = SeparationService.get  # get(service, path)
 
 

@@ -9,19 +9,12 @@ import numpy as np
 import pytest
 import requests
 import soundfile
-from separation_service import AUTH, SeparationService
+from separation_service import AUTH
 from support import wait_until
 
 from uvrd.devtools import tinymodel
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def service(module_stack, model_dir):
-    svc = SeparationService(module_stack, [tinymodel.install(model_dir)], model_dir)
-    yield svc
-    svc.close()
 
 
 @pytest.fixture(scope="module")

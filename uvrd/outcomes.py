@@ -14,6 +14,7 @@ class Abandoned:
     """Work given up by the daemon's own choice (a stop, a lost partition): left uncommitted for redelivery."""
 
     reason: str
+    cause: str = "stop"  # one word for the metrics (uvrd/metrics): stop, or rebalance (the partition went)
 
 
 @dataclass(frozen=True)

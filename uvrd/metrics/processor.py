@@ -53,9 +53,8 @@ def labels(outcome: Succeeded | Failed | Cancelled | Rejected | Abandoned) -> tu
             return "refused", cause
         case Cancelled(started_at=started_at):
             return "cancelled", "before_start" if started_at is None else "while_running"
-        case Abandoned(reason=reason):
-            # Abandoned's reason is a sentence for the log: only its cause is a label.
-            return "abandoned", "rebalance" if "partition" in reason else "stop"
+        case Abandoned(cause=cause):
+            return "abandoned", cause
     raise TypeError(f"no labels for {outcome!r}")
 
 

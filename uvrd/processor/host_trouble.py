@@ -46,7 +46,7 @@ class HostTrouble:
         finally:
             self.status = None
         if claim.lost:
-            return Abandoned("the partition was reassigned to another worker")
+            return Abandoned("the partition was reassigned to another worker", "rebalance")
         return None
 
     def with_store(self, task_uuid: str, claim: Claim, step: Callable[[], T]) -> T | Abandoned:

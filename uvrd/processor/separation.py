@@ -178,7 +178,7 @@ class Separation:
         """How the run ended (and the run), or None while it goes on."""
         run = self.run
         if claim.lost:
-            return Abandoned("the partition was reassigned to another worker"), run
+            return Abandoned("the partition was reassigned to another worker", "rebalance"), run
         if too_long := run.over_time(self.cfg.job_timeout):
             return Retry(too_long), run
         if run.cancel_asked is None and watchers.cancelled():

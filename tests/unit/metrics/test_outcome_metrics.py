@@ -29,7 +29,7 @@ def value(name: str, **labels) -> float:
     (Rejected("unknown model 'x'", cause="unknown_model"), ("refused", "unknown_model")),
     (Cancelled("t0"), ("cancelled", "before_start")),
     (Cancelled("t0", started_at="t1"), ("cancelled", "while_running")),
-    (Abandoned("the partition was reassigned to another worker"), ("abandoned", "rebalance")),
+    (Abandoned("the partition was reassigned to another worker", "rebalance"), ("abandoned", "rebalance")),
     (Abandoned("the drain window ended before the separation did"), ("abandoned", "stop")),
 ])
 def test_a_settled_task_counts_once_under_its_outcome_and_reason(outcome, labels):
