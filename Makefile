@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh Debian machine, as root:
 #   make run    the demo: an embedded broker, a processor, a generated sample
-#   make test   the whole test suite
+#   make test   the whole test suite: the three tiers below, in order, stopping at the first that fails
+# While editing: make check (ruff, mypy and tests/unit/: no broker, no model, no subprocess daemon).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -14,7 +15,7 @@ PYTEST_WORKERS ?= 2
 # built once, kept in the build tree.
 export UVRD_ASSET_CACHE ?= $(CURDIR)/build/assets
 
-.PHONY: run test faults bench system-deps venv deb lint-deb clean
+.PHONY: run test check lint unit service system faults bench system-deps venv deb lint-deb clean
 
 system-deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -35,10 +36,31 @@ $(STAMP): pyproject.toml
 venv: system-deps $(STAMP)
 
 run: venv
-	$(PY) -m uvrd.devtools.demo
+	$(PY) -m devtools.demo
 
-test: venv
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -p no:cacheprovider
+PYTEST := $(PY) -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup
+
+test: check service system
+
+# The tier to run while editing (under 90 s on 2 cores).
+check: lint unit
+
+lint: venv
+	$(PY) -m ruff check uvrd devtools bench tests
+	$(PY) -m mypy
+
+# tests/unit/: no broker, no model, no subprocess daemon.
+unit: venv
+	$(PYTEST) tests/unit
+
+# tests/service/: one broker per test process, the tiny model, the daemons in the test process.
+service: venv
+	$(PYTEST) tests/service
+
+# tests/system/: real processes, real time, real parts (signals, SIGKILL, outages, hosts, the page in
+# Chromium, real weights, long audio, the package in a container).
+system: venv
+	$(PYTEST) tests/system
 
 # The fault suite at full size: FAULT_TASKS tasks through the whole pipeline under random faults
 # (the seed is printed in the summary line; FAULT_SEED=N repeats a run), and longer fuzzing.
@@ -48,8 +70,9 @@ faults: venv
 	mkdir -p build
 	UVRD_FAULT_TASKS=$(FAULT_TASKS) UVRD_FAULT_SEED=$(FAULT_SEED) UVRD_FUZZ_EXAMPLES=2000 \
 	UVRD_FAULT_SUMMARY=build/faults-summary.txt \
-	$(PY) -m pytest -p no:cacheprovider -s -n $(PYTEST_WORKERS) tests/faults tests/test_messages.py \
-		tests/test_uploader_parsing.py tests/test_safehttp.py tests/test_webhook_delivery.py tests/api/test_api_openapi.py
+	$(PY) -m pytest -p no:cacheprovider -s -n $(PYTEST_WORKERS) tests/system/faults tests/unit/test_messages.py \
+		tests/unit/test_uploader_parsing.py tests/unit/test_safehttp.py tests/unit/test_webhook_delivery.py \
+		tests/service/api/test_api_openapi.py
 	@cat build/faults-summary.txt
 
 # The benchmarks (bench/): everything on loopback, started and stopped by the benchmark; writes

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from uvrd.devtools import tinymodel
+from devtools import tinymodel
 
 from .harness import Bench, Finished, iso_epoch, median, say, take_turns
 from .realistic import run_inprocess

@@ -18,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-from uvrd.devtools import crafted_audio, tinymodel
+from devtools import crafted_audio, tinymodel
 
 from .harness import Bench, say, wait_event
 

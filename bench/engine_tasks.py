@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from uvrd.devtools import tinymodel
+from devtools import tinymodel
 from uvrd.processor.engine import Engine, EngineSettings, Job
 from uvrd.processor.engine_protocol import Separated
 

@@ -26,10 +26,10 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from uvrd.broker.loopback import free_port
 from uvrd.broker.tansu import TansuBroker
 from uvrd.config import TopicsConfig
-from uvrd.devtools import tinymodel
-from uvrd.devtools.broker import GROUP_SETTINGS
-from uvrd.devtools.children import LoggedProcess
-from uvrd.devtools.notifylistener import NotifyListener, toml_value
+from devtools import tinymodel
+from uvrd.broker.group_settings import GROUP_SETTINGS
+from devtools.children import LoggedProcess
+from devtools.notifylistener import NotifyListener, toml_value
 
 # Short group timeouts: Tansu's joins are slow with kafka-python's defaults (as in the tests).
 FAST_GROUP = GROUP_SETTINGS

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from uvrd.devtools import tinymodel
+from devtools import tinymodel
 
 from . import realistic
 from .harness import Bench, median, say

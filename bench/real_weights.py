@@ -11,7 +11,7 @@ import time
 import numpy as np
 import soundfile
 
-from uvrd.devtools import musdb_excerpt, sdr, spleeter_model
+from devtools import musdb_excerpt, sdr, spleeter_model
 
 from .harness import Bench, Finished, median, say, take_turns
 from .realistic import run_inprocess

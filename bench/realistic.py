@@ -17,7 +17,7 @@ SONG_S = 240.0
 
 def run_inprocess(bench: Bench, model: str, hop: int, segment: int, groups: list[list[Path]], out: Path,
                   timeout: float = 900, warmup: Path | None = None, model_dir: Path | None = None) -> dict:
-    cmd = [sys.executable, "-m", "uvrd.devtools.inprocess_loop", str(model_dir or bench.model_dir), model, str(hop),
+    cmd = [sys.executable, "-m", "devtools.inprocess_loop", str(model_dir or bench.model_dir), model, str(hop),
            str(segment), str(out), json.dumps([[str(p) for p in g] for g in groups])] + ([str(warmup)] if warmup else [])
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=bench._env())
     if run.returncode != 0:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uvrd.devtools import model_catalogue
+from devtools import model_catalogue
 
 NAME = "UVRD-Bench-MDX-UVRsize.onnx"
 DIM_F, DIM_T_POW, N_FFT, HOP_LENGTH = 3072, 8, 6144, 1024

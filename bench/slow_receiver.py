@@ -18,7 +18,7 @@ import uuid
 
 from kafka import KafkaProducer
 
-from uvrd.devtools.receiver import WebhookReceiver
+from devtools.receiver import WebhookReceiver
 
 from .harness import ROOT, Bench, say
 

@@ -12,15 +12,18 @@ from separation_service import SeparationService
 from support import FAST_GROUP, Daemon, InstalledIn, KafkaView, NotifySocket, real_assets, toml_value
 from uvrd.broker.tansu import TansuBroker
 from uvrd.config import TopicsConfig
-from uvrd.devtools import denoise_model, musdb_excerpt, spleeter_model, tinymodel
+from devtools import denoise_model, musdb_excerpt, spleeter_model, tinymodel
+
+# The api's stacks (`uvrd api` on the session broker, an audio origin) serve the service and system tiers.
+pytest_plugins = ["api_stacks"]
 
 # Test modules that hold something of the host's that cannot be shared (fixed ports, an installed
 # 7 GB venv on the disk) run on one test process, one after the other: the modules of one group form
 # one unit of work of `make test`'s scheduler.  pytest-xdist's own xdist_group mark cannot do this
 # under pytest 9 (it renames node ids, which pytest 9 no longer allows), and silently does nothing.
 ONE_PROCESS = {
-    "tests/packaging/test_package.py": "installed-package",
-    "tests/packaging/test_single_host.py": "installed-package",
+    "tests/system/packaging/test_package.py": "installed-package",
+    "tests/system/packaging/test_single_host.py": "installed-package",
 }
 
 
@@ -52,7 +55,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def musdb():
-    """A MUSDB18 excerpt with its true stems (uvrd.devtools.musdb_excerpt); a skip if the registry is out of reach."""
+    """A MUSDB18 excerpt with its true stems (devtools.musdb_excerpt); a skip if the registry is out of reach."""
     return real_assets(musdb_excerpt.excerpt)
 
 

@@ -15,7 +15,7 @@ from support import WebhookReceiver, wait_until
 
 from uvrd import stem_download
 from uvrd.broker.loopback import free_port
-from uvrd.devtools.model_catalogue import InstalledModel
+from devtools.model_catalogue import InstalledModel
 from uvrd.uploader import webhook
 
 TOKEN = "pipeline-token"

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from uvrd.devtools.broker import GROUP_SETTINGS
-from uvrd.devtools.children import LoggedProcess
-from uvrd.devtools.model_catalogue import InstalledModel
-from uvrd.devtools.notifylistener import NotifyListener, toml_value  # noqa: F401  (tests import it from here)
-from uvrd.devtools.receiver import WebhookReceiver  # noqa: F401  (tests import it from here)
+from uvrd.broker.group_settings import GROUP_SETTINGS
+from devtools.children import LoggedProcess
+from devtools.model_catalogue import InstalledModel
+from devtools.notifylistener import NotifyListener, toml_value  # noqa: F401  (tests import it from here)
+from devtools.receiver import WebhookReceiver  # noqa: F401  (tests import it from here)
 
 # Short group timeouts: Tansu's joins are slow with kafka-python's defaults.
 FAST_GROUP = GROUP_SETTINGS
@@ -256,7 +256,7 @@ def real_assets(make):
     registry cannot give them, a skip that names what is missing, never a silent pass."""
     import pytest
 
-    from uvrd.devtools.pinned_wheels import Unavailable
+    from devtools.pinned_wheels import Unavailable
 
     try:
         return make()

@@ -149,7 +149,7 @@ def _embedded_broker(args, workdir: Path):
 def embedded_group_env(config) -> dict[str, str]:
     """UVRD_KAFKA_* overrides giving the embedded broker's short group timeouts, except for the
     settings the configuration names itself."""
-    from uvrd.devtools.broker import GROUP_SETTINGS
+    from uvrd.broker.group_settings import GROUP_SETTINGS
 
     chosen = {key: value for key, value in GROUP_SETTINGS.items() if f"kafka.{key}" not in config.explicit}
     if "session_timeout_ms" in chosen and "heartbeat_interval_ms" not in chosen:

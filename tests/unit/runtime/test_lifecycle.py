@@ -6,7 +6,7 @@ import os
 import signal
 
 from support import wait_until
-from uvrd.devtools.notifylistener import NotifyListener
+from devtools.notifylistener import NotifyListener
 from uvrd.runtime.lifecycle import Lifecycle, Phase
 from uvrd.runtime.notify import Notifier
 

@@ -1,0 +1,190 @@
+"""The whole pipeline on object storage: ``uvrd api``, ``processor`` and ``uploader`` as
+subprocesses with ``storage.backend = "s3"`` on a real S3-compatible server (SeaweedFS),
+a real broker and a real webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import requests
+from separation_service import AUTH, api_settings, start_api, submit
+from support import WebhookReceiver, wait_until
+
+from devtools import tinymodel
+
+pytestmark = pytest.mark.slow
+
+MiB = 1024 * 1024
+
+
+def one(records: list[dict], task_uuid: str) -> dict:
+    [record] = [r for r in records if r.get("task_uuid") == task_uuid]
+    return record
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"e2e/{uuid.uuid4().hex[:12]}"
+
+
+def test_stems_reach_the_webhook_as_presigned_links_that_expire_and_retention_deletes_them(
+        stack, kafka, objectstore, prefix, tmp_path):
+    sample = tinymodel.write_sample(tmp_path / "sample.wav", seconds=2)
+    storage = objectstore.storage_settings(prefix=prefix, presign_ttl=8)
+    config = stack.write_config(storage=storage, api=api_settings(),
+                                uploader={"retention": 20, "spool_retention": 3600, "retention_interval": 1})
+    processor, uploader = stack.start("processor", config=config), stack.start("uploader", config=config)
+    api = start_api(stack, config)
+    receiver = WebhookReceiver()
+    try:
+        processor.wait_ready()
+        uploader.wait_ready()
+        task_uuid = submit(api, sample, receiver.url)
+
+        [task] = [json.loads(r.value) for r in kafka.read_all(stack.tasks) if r.key == task_uuid.encode()]
+        assert task["storage"] == "s3" and "audio_path" not in task
+        assert task["audio_key"] == f"{prefix}/inputs/{task_uuid}.wav"
+        assert not list(stack.spool.iterdir()), "the api's spool only staged the upload"
+
+        [delivery] = wait_until(receiver.successes, 120, "the webhook")
+        body = json.loads(delivery["body"])
+        assert body["status"] == "success" and set(body["stems"]) == {"vocals", "instrumental"}
+        assert body["vocals"] == body["stems"]["vocals"]
+
+        result = one(kafka.results(stack.results), task_uuid)
+        stem_keys = result["stems"]
+        assert result["storage"] == "s3" and result["vocals_key"] == stem_keys["vocals"]
+        assert "vocals_path" not in result
+        assert objectstore.keys(prefix) == sorted(stem_keys.values()), "the input object goes once the task is final"
+        assert not list(stack.output.glob(".input-*")) and not list(stack.output.glob(".work-*"))
+
+        client = objectstore.client()
+        for name, url in body["stems"].items():
+            assert url.startswith(objectstore.endpoint_url + "/") and "X-Amz-Signature=" in url
+            response = requests.get(url, timeout=10)
+            assert response.status_code == 200, response.text
+            stored = client.get_object(Bucket=objectstore.bucket, Key=stem_keys[name])["Body"].read()
+            assert response.content == stored and stored[:4] == b"RIFF"
+
+        # The API's status and stem links lead to the bucket as well.  Its board reads the status topic
+        # on its own, so it may learn of the success a moment after the webhook went out.
+        status = wait_until(lambda: "stems" in (s := requests.get(f"{api}/v1/tasks/{task_uuid}", headers=AUTH,
+                                                                   timeout=10).json()) and s,
+                            30, "the api's status to show the stems", interval=0.2)
+        assert status["stems"]["vocals"].startswith(objectstore.endpoint_url + "/")
+        redirect = requests.get(f"{api}/v1/tasks/{task_uuid}/stems/vocals", headers=AUTH, timeout=10,
+                                allow_redirects=False)
+        assert redirect.status_code == 302 and redirect.headers["Location"].startswith(objectstore.endpoint_url)
+
+        expired = wait_until(lambda: (r := requests.get(body["stems"]["vocals"], timeout=10)).status_code == 403
+                             and [r], 60, "the webhook's link to expire", interval=0.5)
+        assert b"expired" in expired[0].content
+        assert objectstore.keys(prefix) == sorted(stem_keys.values()), "expired links, objects still there"
+
+        wait_until(lambda: objectstore.keys(prefix) == [], 60, "retention to delete the stems", interval=0.5)
+    finally:
+        receiver.close()
+
+
+def test_a_large_input_goes_up_in_parts_and_is_separated(stack, kafka, objectstore, prefix, tmp_path):
+    big = tinymodel.write_sample(tmp_path / "big.wav", seconds=200)
+    assert big.stat().st_size > 30 * MiB
+    storage = objectstore.storage_settings(prefix=prefix, multipart_threshold=8 * MiB, part_size=8 * MiB)
+    config = stack.write_config(storage=storage, api=api_settings(), job_timeout=240)
+    api = start_api(stack, config)
+    task_uuid = submit(api, big, None)
+    key = f"{prefix}/inputs/{task_uuid}.wav"
+    head = objectstore.client().head_object(Bucket=objectstore.bucket, Key=key)
+    parts = -(-big.stat().st_size // (8 * MiB))
+    assert head["ContentLength"] == big.stat().st_size and head["ETag"].strip('"').endswith(f"-{parts}")
+
+    processor = stack.start("processor", config=config)
+    processor.wait_ready()
+    result = wait_until(lambda: [r for r in kafka.results(stack.results) if r["task_uuid"] == task_uuid], 240,
+                        "the result")[0]
+    assert result["success"] is True and result["storage"] == "s3", result
+    [downloaded] = [e for e in processor.log_events() if e.get("event") == "input downloaded"]
+    assert downloaded["audio_bytes"] == big.stat().st_size
+    assert objectstore.keys(f"{prefix}/inputs/") == []
+
+
+def test_a_refused_stem_upload_fails_the_task_and_never_reports_a_success(stack, kafka, objectstore, prefix, tmp_path):
+    """The processor's credentials may read but not write: SeaweedFS refuses every stem upload."""
+    sample = tinymodel.write_sample(tmp_path / "sample.wav", seconds=2)
+    api_config = stack.write_config("api.toml", storage=objectstore.storage_settings(prefix=prefix),
+                                    api=api_settings())
+    # The refusals are waited out for job_timeout, as an outage would be, before the task fails.
+    processor_config = stack.write_config("processor.toml", job_timeout=6, storage=objectstore.storage_settings(
+        readonly=True, prefix=prefix, max_attempts=2))
+    processor = stack.start("processor", config=processor_config)
+    api = start_api(stack, api_config)
+    processor.wait_ready()
+    task_uuid = submit(api, sample, None)
+    # An old-style task naming a local path reaches a processor configured for the bucket.
+    local_task = stack.task(stack.spool_copy(sample))
+    kafka.send(stack.tasks, local_task)
+
+    results = wait_until(lambda: [r for r in kafka.results(stack.results)
+                                  if r["task_uuid"] in (task_uuid, local_task["task_uuid"])] if
+                         len(kafka.results(stack.results)) >= 2 else None, 120, "both results")
+    refused, mismatched = one(results, task_uuid), one(results, local_task["task_uuid"])
+    assert refused["success"] is False and "could not store the stem" in refused["error_message"]
+    assert "kept failing for over 6 s" in refused["error_message"]
+    assert processor.events("storage failed; the task waits and tries again")
+    assert "AccessDenied" in refused["error_message"] or "Access Denied" in refused["error_message"]
+    assert mismatched["success"] is False
+    assert "configured for s3 storage" in mismatched["error_message"]
+    assert objectstore.keys(f"{prefix}/stems/") == [], "no stem of a failed task is left in the bucket"
+    dead = [json.loads(r.value) for r in kafka.read_all(stack.dead_letter)]
+    assert {d["task_uuid"] for d in dead} == {task_uuid, local_task["task_uuid"]}
+    assert not list(stack.output.glob(".input-*")) and not list(stack.output.glob(".work-*"))
+
+
+def test_a_store_outage_holds_the_task_until_the_store_answers_again(stack, kafka, objectstore, prefix, tmp_path):
+    """Neither the input's download nor the stems' upload fails a task while the store is down."""
+    waiting = "storage failed; the task waits and tries again"
+    sample = tinymodel.write_sample(tmp_path / "sample.wav", seconds=2)
+    long = tinymodel.write_sample(tmp_path / "long.wav", seconds=60)
+    config = stack.write_config(job_timeout=300, storage=objectstore.storage_settings(
+        prefix=prefix, timeout=1, max_attempts=1))
+    processor = stack.start("processor", config=config)
+    processor.wait_ready()
+    client = objectstore.client()
+
+    def task_for(audio) -> dict:
+        task_uuid = str(uuid.uuid4())
+        key = f"{prefix}/inputs/{task_uuid}.wav"
+        client.upload_file(str(audio), objectstore.bucket, key)
+        return {"task_uuid": task_uuid, "storage": "s3", "audio_key": key, "hook_url": None}
+
+    def outage(done: int, send: dict | None = None) -> None:
+        """The store stops answering until the processor waits for it, with *done* tasks committed."""
+        before = len(processor.events(waiting))
+        objectstore.pause()
+        try:
+            if send:
+                kafka.send(stack.tasks, send)
+            wait_until(lambda: len(processor.events(waiting)) > before, 60, "the processor to wait for the store")
+            processor.notify.wait_for(lambda line: line.startswith("STATUS=storage failed: task "), 10, "its status")
+            assert len(kafka.results(stack.results)) == done
+            assert sum(kafka.committed(stack.group, stack.tasks).values()) == done
+        finally:
+            objectstore.resume()
+
+    fetched, stored = task_for(sample), task_for(long)
+    outage(0, send=fetched)  # the input cannot be downloaded
+    wait_until(lambda: len(kafka.results(stack.results)) == 1, 120, "the first result")
+    kafka.send(stack.tasks, stored)
+    wait_until(lambda: len(processor.events("task started")) == 2, 60, "the second task to start")
+    outage(1)  # the separation runs, but its stems cannot be stored
+    results = wait_until(lambda: len(kafka.results(stack.results)) == 2 and kafka.results(stack.results), 120,
+                         "the second result")
+    assert [(r["task_uuid"], r["success"]) for r in results] == [(fetched["task_uuid"], True),
+                                                                  (stored["task_uuid"], True)]
+    folder = f"{prefix}/stems/{stored['task_uuid']}"
+    assert objectstore.keys(folder + "/") == [f"{folder}/instrumental.wav", f"{folder}/vocals.wav"]
+    assert len(processor.events("task started")) == 2, "no separation ran twice"
+    assert list(kafka.read_all(stack.dead_letter)) == []
+    assert not list(stack.output.glob(".input-*")) and not list(stack.output.glob(".work-*"))

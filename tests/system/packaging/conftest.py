@@ -1,0 +1,98 @@
+"""Fixtures booting a real systemd: a cached Debian root, and containers on fresh copies of it."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from container import Container
+from rootfs import RootfsUnavailable, cached_root, fresh_copy, missing_host_debs
+
+BOOT_TIMEOUT = 90.0
+
+REPO = Path(__file__).resolve().parents[3]
+DEB_DIR = REPO / "build" / "deb"
+# What goes into the package: a change elsewhere (tests) does not rebuild it.
+PACKAGED = ["uvrd", "packaging", "debian", "pyproject.toml", "README.md"]
+
+
+def source_hash() -> str:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z", "--", *PACKAGED], cwd=REPO,
+                           capture_output=True, check=True).stdout.split(b"\0")
+    digest = hashlib.sha256()
+    for name in sorted(f for f in files if f):
+        path = REPO / name.decode()
+        digest.update(name + b"\0" + (path.read_bytes() if path.is_file() else b""))
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def uvrd_deb(debian_root) -> Path:
+    """The package of this tree: built once per change of the tree, by one test process at a time."""
+    DEB_DIR.parent.mkdir(exist_ok=True)
+    with open(DEB_DIR.parent / "deb.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp = DEB_DIR / ".source-hash"
+        wanted = source_hash()
+        debs = sorted(DEB_DIR.glob("uvrd_*_amd64.deb"))
+        if not debs or not stamp.exists() or stamp.read_text() != wanted:
+            build = subprocess.run(["make", "deb"], cwd=REPO, capture_output=True, text=True, timeout=3000)
+            assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
+            stamp.write_text(wanted)
+            debs = sorted(DEB_DIR.glob("uvrd_*_amd64.deb"))
+        return debs[-1]
+
+
+def pytest_collection_modifyitems(items):
+    # The first test to need the Debian root builds it (debootstrap, about 3 minutes), and the
+    # package tests build the package: longer than the suite's default per-test limit.
+    for item in items:
+        if "debian_root" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(3600))
+
+
+@pytest.fixture(scope="session")
+def debian_root() -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("booting a container needs root")
+    if missing := missing_host_debs():
+        pytest.skip(f"missing host packages {missing}: run `python tests/system/packaging/rootfs.py host-deps`")
+    try:
+        root = cached_root()
+    except RootfsUnavailable as e:
+        pytest.skip(f"no Debian root: {e}")
+    _check_nspawn(root)
+    return root
+
+
+def _check_nspawn(root: Path) -> None:
+    """A one-command container, no boot: says cheaply whether nspawn can run on this host at all."""
+    probe = subprocess.run(["systemd-nspawn", "--quiet", "--directory", str(root), "--register=no", "--keep-unit",
+                            "--volatile=overlay", "--console=pipe", "/bin/true"],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"systemd-nspawn cannot run here: {(probe.stderr or probe.stdout).strip()[-500:]}")
+
+
+def _booted(root: Path, workdir: Path) -> Iterator[Container]:
+    # The console log sits beside the copy, not in it, so it outlives the container for a failure to be read.
+    with fresh_copy(root, workdir / "fs") as fs:
+        box = Container(fs, console_log=workdir / "console.log")
+        try:
+            box.boot(BOOT_TIMEOUT)
+            yield box
+        finally:
+            box.shutdown()
+
+
+@pytest.fixture
+def container(debian_root, tmp_path) -> Iterator[Container]:
+    """A freshly booted container all the test's own, powered off afterwards: a boot takes under a second."""
+    yield from _booted(debian_root, tmp_path)
+

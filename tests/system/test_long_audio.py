@@ -1,0 +1,160 @@
+"""Long inputs are separated in chunks, not refused: with real weights the chunked stems score as
+the whole file's and their seams neither click nor jump; two hours go through the whole service in
+the memory one chunk takes."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from separation_service import SeparationService
+from support import separate_in_engine
+
+from devtools import sdr, tinymodel
+from uvrd.processor.engine_protocol import Separated
+
+pytestmark = pytest.mark.slow
+
+RATE = 44100
+# The MUSDB excerpt is 6 s: six of it make 36 s, in four chunks of 10 s (three seams).
+REPEATS, CHUNK_S, OVERLAP_S = 6, 10.0, 2.0
+# How much louder than inside the chunks the difference from the whole file may be at a seam
+# (measured: 3.2 dB crossfaded, 8.6 dB end to end, for both stems).
+SEAM_ALLOWANCE_DB = 5.0
+
+
+@pytest.fixture(scope="module")
+def looped(musdb, tmp_path_factory):
+    """The excerpt six times over, 16-bit as a user sends it, with the true stems alike."""
+    mixture, _ = soundfile.read(musdb.mixture, dtype="int16")
+    path = tmp_path_factory.mktemp("looped") / "looped.wav"
+    soundfile.write(path, np.tile(mixture, (REPEATS, 1)), RATE, subtype="PCM_16")
+    return path, {stem: np.tile(musdb.reference(stem), (REPEATS, 1)) for stem in ("vocals", "instrumental")}
+
+
+@pytest.fixture(scope="module")
+def separations(spleeter_models, looped, tmp_path_factory):
+    """The looped excerpt separated whole, in crossfaded chunks, and in chunks put end to end (what
+    audio-separator's own chunk_duration does), each through uvrd's engine with Spleeter's weights."""
+    audio, _ = looped
+    out = {}
+    for name, chunking in (("whole", {}), ("chunked", {"chunk_seconds": CHUNK_S, "chunk_overlap_seconds": OVERLAP_S}),
+                           ("end to end", {"chunk_seconds": CHUNK_S, "chunk_overlap_seconds": 0.0})):
+        run = separate_in_engine(spleeter_models.model_dir, spleeter_models.model, audio,
+                                 tmp_path_factory.mktemp(name.replace(" ", "-")), **chunking)
+        assert isinstance(run.result, Separated), run.result
+        out[name] = {stem: soundfile.read(path, dtype="float32")[0] for stem, path in run.result.stems.items()}
+    return out
+
+
+def seams(frames: int, overlap_s: float = OVERLAP_S) -> list[slice]:
+    """Around each seam: from half a second before the overlap to half a second after it."""
+    hop, half = int(CHUNK_S * RATE), RATE // 2
+    return [slice(k * hop - half, k * hop + int(overlap_s * RATE) + half) for k in range(1, frames // hop + 1)
+            if k * hop < frames]
+
+
+def worst_error_db(whole: np.ndarray, other: np.ndarray, span: slice, block: int = RATE // 10) -> float:
+    """The loudest 100 ms of difference from the whole file's stem within *span*, in dB against
+    that stem's mean power: a seam's damage is local, and a stem may be near silent there."""
+    level = np.mean(whole ** 2)
+    error = (whole[span] - other[span]) ** 2
+    return float(10 * np.log10(max(np.mean(error[i:i + block]) for i in range(0, len(error) - block + 1, block // 2))
+                               / level))
+
+
+@pytest.mark.parametrize("stem", ["vocals", "instrumental"])
+def test_chunked_stems_score_as_the_whole_files_do(separations, looped, stem):
+    _, truth = looped
+    scores = {name: sdr.sdr(truth[stem], sdr.fit(stems[stem], len(truth[stem]))) for name, stems in separations.items()}
+    print(f"\nlong audio, {stem}: SDR whole {scores['whole']:.2f} dB, in crossfaded chunks {scores['chunked']:.2f} dB,"
+          f" chunks end to end {scores['end to end']:.2f} dB")
+    assert {len(s[stem]) for s in separations.values()} == {len(truth[stem])}
+    assert scores["chunked"] > scores["whole"] - 0.5
+
+
+@pytest.mark.parametrize("stem", ["vocals", "instrumental"])
+def test_the_seams_add_little_to_what_chunking_changes_and_do_not_click(separations, stem):
+    """Chunks differ from the whole file everywhere a little (each chunk starts the model's own
+    segments afresh); a seam must not add much to that, where chunks put end to end do."""
+    whole, chunked, end_to_end = (separations[n][stem] for n in ("whole", "chunked", "end to end"))
+    hop = int(CHUNK_S * RATE)
+    inside = max(worst_error_db(whole, chunked, slice(k * hop + int((OVERLAP_S + 1) * RATE), (k + 1) * hop - RATE))
+                 for k in (1, 2))
+    faded = [worst_error_db(whole, chunked, seam) for seam in seams(len(whole))]
+    cut = [worst_error_db(whole, end_to_end, seam) for seam in seams(len(whole))]
+    print(f"\nlong audio, {stem}, the loudest 100 ms of difference from the whole file: inside the chunks "
+          f"{inside:.1f} dB; at the seams crossfaded {', '.join(f'{x:.1f}' for x in faded)} dB, end to end "
+          f"{', '.join(f'{x:.1f}' for x in cut)} dB")
+    assert max(faded) < inside + SEAM_ALLOWANCE_DB < max(cut)
+    steps = {name: np.abs(np.diff(audio, axis=0)).max(axis=1) for name, audio in (("whole", whole),
+                                                                                  ("chunked", chunked))}
+    for seam in seams(len(whole)):
+        # A click is a step between two samples far beyond what the music itself has there.
+        assert steps["chunked"][seam].max() < 1.5 * steps["whole"][seam].max()
+
+
+# Two hours, in chunks of 120 s: 61 of them.
+TWO_HOURS_S, TEST_CHUNK_S, TEST_OVERLAP_S = 7200, 120.0, 5.0
+
+
+@pytest.fixture(scope="module")
+def chunked_service(module_stack, model_dir):
+    svc = SeparationService(module_stack, [tinymodel.install(model_dir)], model_dir, chunk_seconds=TEST_CHUNK_S,
+                            chunk_overlap_seconds=TEST_OVERLAP_S, progress_interval=1.0)
+    yield svc
+    svc.close()
+
+
+def two_tones(path: Path, seconds: float) -> Path:
+    """A long stereo FLAC made by ffmpeg as it goes: the test never holds it (172 MB for two hours)."""
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", f"sine=f=220:d={seconds}:r={RATE}",
+                    "-f", "lavfi", "-i", f"sine=f=331:d={seconds}:r={RATE}", "-filter_complex", "[0][1]amerge=inputs=2",
+                    "-c:a", "flac", str(path)], check=True, timeout=600)
+    return path
+
+
+def engine_pid(processor) -> int:
+    """The processor's engine child (a multiprocessing spawn of it), by its parent's PID."""
+    children = Path(f"/proc/{processor.proc.pid}/task/{processor.proc.pid}/children").read_text().split()
+    engines = [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    assert len(engines) == 1, children
+    return engines[0]
+
+
+def peak_rss_mb(pid: int) -> float:
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def reset_peak_rss(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # Linux: VmHWM starts again from the RSS now
+
+
+@pytest.mark.timeout(1800)  # two hours of audio on two CPU cores: about 6 minutes
+def test_two_hours_are_separated_whole_in_the_memory_one_chunk_takes(chunked_service, tmp_path):
+    engine = engine_pid(chunked_service.processor)
+    # What one chunk's separation costs the engine: an input just one chunk long, separated whole.
+    one_chunk = tinymodel.write_sample(tmp_path / "one-chunk.wav", seconds=TEST_CHUNK_S + TEST_OVERLAP_S)
+    reset_peak_rss(engine)
+    chunked_service.separate(one_chunk)
+    one_chunk_mb = peak_rss_mb(engine)
+
+    long_input = two_tones(tmp_path / "two-hours.flac", TWO_HOURS_S)
+    reset_peak_rss(engine)
+    started = time.monotonic()
+    done = chunked_service.separate(long_input, timeout=3000)
+    took = time.monotonic() - started
+    two_hours_mb = peak_rss_mb(engine)
+    assert engine_pid(chunked_service.processor) == engine, "the same engine did both"
+    print(f"\nlong audio: 2 h separated in {took:.0f} s; the engine's peak RSS {two_hours_mb:.0f} MB, "
+          f"{one_chunk_mb:.0f} MB for one chunk's length ({TEST_CHUNK_S + TEST_OVERLAP_S:g} s) separated whole")
+    for stem, path in done.stems.items():
+        info = soundfile.info(path)
+        assert (info.frames, info.samplerate, info.channels) == (TWO_HOURS_S * RATE, RATE, 2), (stem, info)
+    assert two_hours_mb < one_chunk_mb * 1.25, "the engine's memory grew with the input, not with the chunk"
+    assert done.status["progress"] == 1.0
