@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from inprocess import InProcessDaemon
 from separation_service import SeparationService
 from support import FAST_GROUP, Daemon, InstalledIn, KafkaView, NotifySocket, real_assets, toml_value
 from uvrd.broker.tansu import TansuBroker
@@ -164,6 +165,20 @@ class Stack:
         self.daemons.append(daemon)
         return daemon
 
+    def in_process(self, handler_class, config: Path | None = None, name: str | None = None,
+                   env: dict | None = None, **handler_kwargs) -> InProcessDaemon:
+        """A daemon in the test process (inprocess.py), configured as :meth:`start` configures a
+        subprocess one, with its own transactional id; started and stopped at the end of the test."""
+        from uvrd.config_files import load
+
+        name = name or f"{handler_class.name}{len(self.daemons)}"
+        environ = {"UVRD_PROCESSOR_TRANSACTIONAL_ID": f"{self.group}-{name}-processor",
+                   "UVRD_UPLOADER_TRANSACTIONAL_ID": f"{self.group}-{name}-uploader", **(env or {})}
+        cfg = load(config or self.write_config(), environ=environ)
+        daemon = InProcessDaemon(cfg, handler_class(cfg, environ, **handler_kwargs), environ).start()
+        self.daemons.append(daemon)
+        return daemon
+
     def task(self, audio: Path | str, **fields) -> dict:
         task_uuid = fields.pop("task_uuid", str(uuid.uuid4()))
         return {"task_uuid": task_uuid, "audio_path": str(audio), "hook_url": "http://hooks.example/cb", **fields}
@@ -189,6 +204,10 @@ def _stack(broker, model_dir, root: Path, name: str, partitions: int = 1):
         yield s
     finally:
         for d in s.daemons:
+            if isinstance(d, InProcessDaemon):
+                if d.running:
+                    d.stop()
+                continue
             d.stop()
             if d.notify:
                 d.notify.close()

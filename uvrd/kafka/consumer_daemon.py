@@ -128,6 +128,10 @@ class ConsumerDaemon:
         # A handler may say more of its idle state (the processor: its model and where it runs).
         return getattr(self.handler, "idle", lambda: "idle")()
 
+    def stop(self) -> None:
+        """Ask :meth:`run` to drain and return, as a SIGTERM does (safe from any thread)."""
+        self.lifecycle.request_stop()
+
     def healthy(self) -> bool:
         return (self.ready and self.member.silence() < self.membership.broker_timeout
                 and self.handler.healthy())

@@ -23,6 +23,7 @@ import functools
 import os
 import shutil
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -63,12 +64,14 @@ CATCH_UP_S = 30.0
 class Processor:
     name = "processor"
 
-    def __init__(self, config: Config, environ=None):
+    def __init__(self, config: Config, environ=None, engine: Callable[[EngineSettings], Engine] = Engine):
+        """*engine* makes the engine from its settings: the service tests give one whose child is
+        scripted, where the model is not what they test."""
         cfg = self.cfg = config.processor
         self.config = config
         self.membership = Membership.of("processor", cfg, list(config.topics.task_topics()),
                                         cfg.commit == "exactly-once", environ)
-        self.engine = Engine(_engine_settings(cfg, os.environ if environ is None else environ))
+        self.engine = engine(_engine_settings(cfg, os.environ if environ is None else environ))
         self.attempts = AttemptLedger(cfg.output_dir / ".attempts")
         self.priorities = PriorityChooser(config.topics.task_topics())
         self.storage = open_storage(config)

@@ -16,6 +16,7 @@ import contextlib
 import enum
 import queue
 import signal
+import threading
 import time
 from collections.abc import Callable
 
@@ -47,6 +48,12 @@ class Lifecycle:
     # -- signals --------------------------------------------------------
     @contextlib.contextmanager
     def signals_installed(self):
+        """The handlers, while the daemon runs.  Only the main thread may install them: a daemon run
+        on another thread (the service tests run it in their own process) is stopped by
+        :meth:`request_stop` alone."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
         previous = {sig: signal.signal(sig, self._record) for sig in SIGNAL_NAMES}
         try:
             yield self
@@ -56,6 +63,11 @@ class Lifecycle:
 
     def _record(self, signum, frame) -> None:
         self._signals.put(signum)
+
+    def request_stop(self) -> None:
+        """A stop from within the process, from any thread: recorded as a SIGTERM would be, and acted
+        on by the daemon's loop in the same way (a second call is the quick path)."""
+        self._signals.put(signal.SIGTERM)
 
     def process_signals(self) -> None:
         while True:
