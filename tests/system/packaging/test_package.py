@@ -10,6 +10,7 @@ systemd's unit state, and the journal.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -145,6 +146,18 @@ def test_install_leaves_nothing_running_and_everything_in_place(box):
     for unit in ("uvrd-processor.service", "uvrd-uploader.service", "uvrd-api.service"):
         state = box.show(unit, "ActiveState", "UnitFileState", "NRestarts")
         assert state["ActiveState"] == "inactive" and state["UnitFileState"] == "disabled", (unit, state)
+
+
+def test_the_package_ships_no_test_tooling(uvrd_deb):
+    """The demo, the model builders and the test kit live beside the package (devtools/, tests/,
+    bench/), never in what an operator installs."""
+    listing = subprocess.run(["dpkg-deb", "--contents", str(uvrd_deb)], capture_output=True, text=True,
+                             check=True).stdout
+    own = [line.split()[-1] for line in listing.splitlines() if "/site-packages/uvrd" in line]
+    assert any(path.endswith("/uvrd/processor/daemon.py") for path in own), "the listing names uvrd's own files"
+    shipped_kit = [path for path in own if any(f"/{part}/" in path for part in ("devtools", "tests", "bench"))]
+    assert shipped_kit == []
+    assert not [line for line in listing.splitlines() if "/site-packages/devtools" in line]
 
 
 def test_units_verify_and_stay_under_exposure_2_where_installed(box):
