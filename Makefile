@@ -38,7 +38,7 @@ venv: system-deps $(STAMP)
 run: venv
 	$(PY) -m devtools.demo
 
-PYTEST := $(PY) -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup
+PYTEST := $(PY) -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile
 
 test: check service system
 

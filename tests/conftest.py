@@ -18,10 +18,12 @@ from devtools import denoise_model, musdb_excerpt, spleeter_model, tinymodel
 # The api's stacks (`uvrd api` on the session broker, an audio origin) serve the service and system tiers.
 pytest_plugins = ["api_stacks"]
 
-# Test modules that hold something of the host's that cannot be shared (fixed ports, an installed
-# 7 GB venv on the disk) run on one test process, one after the other: the modules of one group form
-# one unit of work of `make test`'s scheduler.  pytest-xdist's own xdist_group mark cannot do this
-# under pytest 9 (it renames node ids, which pytest 9 no longer allows), and silently does nothing.
+# `make test`'s scheduler hands out whole modules: a module's tests share its module-scoped daemons
+# (a processor's model, a whole service), which a test-by-test split would start once per test
+# process.  Modules that hold something of the host's that cannot be shared (fixed ports, an
+# installed 7 GB venv on the disk) run on one test process, one after the other: the modules of one
+# group form one unit of work.  pytest-xdist's own xdist_group mark cannot do this under pytest 9 (it
+# renames node ids, which pytest 9 no longer allows), and silently does nothing.
 ONE_PROCESS = {
     "tests/system/packaging/test_package.py": "installed-package",
     "tests/system/packaging/test_single_host.py": "installed-package",
@@ -30,13 +32,15 @@ ONE_PROCESS = {
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_xdist_make_scheduler(config, log):
-    from xdist.scheduler import LoadGroupScheduling
+    from xdist.scheduler import LoadFileScheduling
 
-    class OneProcessGroups(LoadGroupScheduling):
+    class ModulesAndGroups(LoadFileScheduling):
+        # The larger units go first (xdist's loadscope reorder): the package's group is the longest.
         def _split_scope(self, nodeid: str) -> str:
-            return ONE_PROCESS.get(nodeid.split("::", 1)[0]) or super()._split_scope(nodeid)
+            module = nodeid.split("::", 1)[0]
+            return ONE_PROCESS.get(module, module)
 
-    return OneProcessGroups(config, log)
+    return ModulesAndGroups(config, log)
 
 
 @pytest.fixture(scope="session")
