@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     sizes = QUICK if args.quick else FULL
     only = {int(x) for x in args.only.split(",") if x.strip()} or {1, 2, 3, 4, 5, 6, 7, 8, 9}
     report.configure(args.out)
-    started_wall = datetime.datetime.now(datetime.timezone.utc)
+    started_wall = datetime.datetime.now(datetime.UTC)
     started = time.monotonic()
     machine = report.machine()
     command = "make bench" if not (args.quick or args.only or args.out != Path("docs")) else \

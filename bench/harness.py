@@ -235,7 +235,7 @@ class Bench:
     def flush(self) -> None:
         self.producer.flush(10)
 
-    def results_reader(self, topic: str) -> "ResultsReader":
+    def results_reader(self, topic: str) -> ResultsReader:
         return ResultsReader(self.bootstrap, topic)
 
     def close(self) -> None:

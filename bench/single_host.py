@@ -55,7 +55,7 @@ def _transactions(bootstrap: str, topic: str) -> float:
     try:
         producer.init_transactions()
         started = time.monotonic()
-        for i in range(TRANSACTIONS):
+        for _ in range(TRANSACTIONS):
             producer.begin_transaction()
             producer.send(topic, b"{}", partition=0)
             producer.commit_transaction()

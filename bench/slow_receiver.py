@@ -23,7 +23,7 @@ from devtools.receiver import WebhookReceiver
 from .harness import ROOT, Bench, say
 
 sys.path.insert(0, str(ROOT / "tests"))
-from peers import Hanger, Trickler  # noqa: E402  (the tests' raw peers)
+from peers import Hanger, Trickler
 
 RESULTS = 12
 SPACING_S = 0.25

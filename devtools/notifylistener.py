@@ -28,7 +28,7 @@ class NotifyListener:
         while not self._stop.is_set():
             try:
                 data = self.sock.recv(65536)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -12,7 +12,7 @@ what ``processor.model`` names) and takes well under a second or two.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from devtools.model_catalogue import InstalledModel
 from devtools.tiny_demucs import install_htdemucs, install_htdemucs_6s

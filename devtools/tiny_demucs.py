@@ -31,7 +31,7 @@ HTDEMUCS_6S = "uvrd_tiny_htdemucs_6s.yaml"
 
 # The order of htdemucs and htdemucs_6s: audio-separator maps a source to its stem by position.
 SOURCES_4 = ("drums", "bass", "other", "vocals")
-SOURCES_6 = SOURCES_4 + ("guitar", "piano")
+SOURCES_6 = (*SOURCES_4, "guitar", "piano")
 
 # htdemucs's structure (hybrid time and frequency branches, 4 layers, a 4096-point STFT, a transformer
 # between the branches), with 4 channels instead of 48 and 1 transformer layer instead of 5.  Its

@@ -41,7 +41,7 @@ _names = itertools.count()
 class ApiServer:
     daemon: Daemon
     url: str
-    stack: "ApiStack"
+    stack: ApiStack
 
     # What the tests' configurations hold, for the tests to use without importing this module.
     TOKEN = TOKEN

@@ -211,7 +211,7 @@ class ApiConfig:
     # listen: it has no token, so loopback by default).  Empty: none.
     metrics_listen: str = "127.0.0.1:9461"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.public_url:
             object.__setattr__(self, "public_url", self.listen_url)
 

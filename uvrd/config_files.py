@@ -10,7 +10,8 @@ import os
 import tomllib
 import typing
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from uvrd.config import SECTIONS, Config, ConfigError
 

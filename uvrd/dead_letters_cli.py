@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import requests
 
@@ -95,7 +95,7 @@ def _show(api: str, token: str, args) -> int:
 
 
 def _when(entry: dict) -> str:
-    return datetime.fromtimestamp(entry.get("timestamp_ms", 0) / 1000, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(entry.get("timestamp_ms", 0) / 1000, UTC).isoformat(timespec="seconds")
 
 
 def _query(args) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import re
-from datetime import timezone
+from datetime import UTC
 
 _DIGITS = re.compile(r"[0-9]+")
 # Enough for any time stamp or byte count uvrd meets; more is a hostile peer, not a number.
@@ -43,7 +43,7 @@ def retry_after(value: object, now: float, cap: float) -> float | None:
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:  # "-0000": RFC 5322's unknown zone; HTTP dates are GMT
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     try:
         delay = when.timestamp() - now
     except (OverflowError, OSError, ValueError):

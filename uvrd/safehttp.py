@@ -23,7 +23,8 @@ import math
 import socket
 import threading
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
+from typing import BinaryIO
+from collections.abc import Callable
 from urllib.parse import urljoin, urlsplit
 
 import certifi
@@ -156,7 +157,7 @@ class _Cutoff:
         self._done = False
         self._timer: threading.Timer | None = None
 
-    def __enter__(self) -> "_Cutoff":
+    def __enter__(self) -> _Cutoff:
         if not math.isinf(self.budget):
             self._timer = threading.Timer(self.budget, self._fire)
             self._timer.daemon = True

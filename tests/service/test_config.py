@@ -153,9 +153,9 @@ def test_storage_settings_are_checked_and_its_secrets_never_shown(tmp_path):
     from uvrd.config_files import load
 
     assert load(None, environ={}).storage.backend == "local"
-    with pytest.raises(ConfigError, match="storage.bucket must be set"):
+    with pytest.raises(ConfigError, match=r"storage.bucket must be set"):
         load(None, environ={"UVRD_STORAGE_BACKEND": "s3"})
-    with pytest.raises(ConfigError, match="storage.presign_ttl"):
+    with pytest.raises(ConfigError, match=r"storage.presign_ttl"):
         load(None, environ={"UVRD_STORAGE_PRESIGN_TTL": "999999"})
     path = tmp_path / "c.toml"
     path.write_text('[storage]\nsecret_access_key = 12345\n')
@@ -213,7 +213,7 @@ def test_a_bad_drop_in_is_named(tmp_path):
     main.write_text("")
     (tmp_path / "uvrd.toml.d").mkdir()
     (tmp_path / "uvrd.toml.d" / "50-secrets.toml").write_text("[api\n")
-    with pytest.raises(ConfigError, match="50-secrets.toml is not valid TOML"):
+    with pytest.raises(ConfigError, match=r"50-secrets.toml is not valid TOML"):
         load(main, environ={})
 
 
@@ -221,7 +221,7 @@ def test_a_bad_drop_in_is_named(tmp_path):
 def test_the_brokers_listen_address_must_be_host_and_port(tmp_path, listen):
     main = tmp_path / "uvrd.toml"
     main.write_text(f'[broker]\nlisten = "{listen}"\n')
-    with pytest.raises(ConfigError, match="broker.listen must be HOST:PORT"):
+    with pytest.raises(ConfigError, match=r"broker.listen must be HOST:PORT"):
         load(main, environ={})
 
 

@@ -180,7 +180,7 @@ def test_a_refused_upload_stores_no_stem_at_all(config, objectstore):
     workdir.mkdir()
     for name in ("vocals", "instrumental"):
         (workdir / f"{name}.wav").write_bytes(b"x" * 1000)
-    with pytest.raises(StorageError, match="AccessDenied|Access Denied"):
+    with pytest.raises(StorageError, match=r"AccessDenied|Access Denied"):
         store.put_stems("t1", {name: str(workdir / f"{name}.wav") for name in ("vocals", "instrumental")})
     assert objectstore.keys(config.storage.root) == []
     assert len(list(workdir.iterdir())) == 2, "kept, for the caller to try again"

@@ -258,7 +258,7 @@ def test_bad_input_fails_clearly_and_the_worker_carries_on(stack, kafka, tmp_pat
 
     results = kafka.results(stack.results)
     assert len(results) == n
-    for (value, task_uuid, words), result in zip(cases, results):
+    for (_value, task_uuid, words), result in zip(cases, results):
         assert result["success"] is False and words in result["error_message"], (words, result)
         assert result["task_uuid"] == task_uuid
     assert results[-1]["success"] is True and results[-1]["task_uuid"] == good_task["task_uuid"]

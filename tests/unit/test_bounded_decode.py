@@ -105,9 +105,9 @@ def test_mdx_mdxc_and_demucs_prepare_mix_is_bounded(files):
 
     mdx = types.SimpleNamespace(logger=logging.getLogger("test"), sample_rate=44100, input_bit_depth=None)
     lie = files["m4a claiming 1 s, holding 30 s"]
-    with bounded_decode.limited(LIMIT, str(lie), audio_probe.probe(str(lie))):
-        with pytest.raises(audio_probe.Unusable, match="longer than this processor's limit"):
-            CommonSeparator.prepare_mix(mdx, str(lie))
+    with bounded_decode.limited(LIMIT, str(lie), audio_probe.probe(str(lie))), \
+            pytest.raises(audio_probe.Unusable, match="longer than this processor's limit"):
+        CommonSeparator.prepare_mix(mdx, str(lie))
     short = files["m4a claiming 1 s, holding 7 s"]
     with bounded_decode.limited(LIMIT, str(short), audio_probe.probe(str(short))):
         assert CommonSeparator.prepare_mix(mdx, str(short)).shape[1] == pytest.approx(7 * 44100, abs=4410)
@@ -125,9 +125,9 @@ def test_vr_loading_mix_is_bounded(files):
     vr = types.SimpleNamespace(logger=logging.getLogger("test"), model_params=ModelParameters(str(params)),
                                audio_file_path=str(stream), wav_subtype="PCM_16", torch_device_mps=None,
                                is_vr_51_model=False, high_end_process=False)
-    with bounded_decode.limited(LIMIT, str(stream), audio_probe.probe(str(stream))):
-        with pytest.raises(audio_probe.Unusable, match="its container declares no length"):
-            VRSeparator.loading_mix(vr)
+    with bounded_decode.limited(LIMIT, str(stream), audio_probe.probe(str(stream))), \
+            pytest.raises(audio_probe.Unusable, match="its container declares no length"):
+        VRSeparator.loading_mix(vr)
 
 
 def test_no_module_of_audio_separator_holds_librosa_load_itself():

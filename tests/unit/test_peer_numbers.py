@@ -23,7 +23,7 @@ def test_plain_ascii_digits_are_numbers():
 
 
 def test_everything_else_is_none():
-    for value in HOSTILE + [None, 12, b"12", ["1"]]:
+    for value in [*HOSTILE, None, 12, b"12", ["1"]]:
         assert peer_numbers.decimal(value) is None, value
 
 

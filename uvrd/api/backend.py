@@ -63,7 +63,7 @@ class Backend:
         self._delivery_timeout_ms = config.kafka.request_timeout_ms
         self._ack_wait_s = self._delivery_timeout_ms / 1000 + 5
 
-    def start(self) -> "Backend":
+    def start(self) -> Backend:
         self.board.start()
         self.cancellations.start()
         self.workers.start()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from uvrd import known_models, messages, safehttp, separation_options, separation_plan
 from uvrd.api.errors import ApiError

@@ -10,7 +10,7 @@ its architecture and stems from them too, else from audio-separator's own catalo
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from flask import Blueprint, jsonify, request
 from kafka.errors import KafkaError
@@ -140,7 +140,7 @@ def _time(value: str | None, name: str) -> float:
     except ValueError:
         raise ApiError(400, f"{name} must be an ISO 8601 time such as 2026-11-28T08:00:00Z") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp() * 1000
 
 

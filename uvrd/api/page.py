@@ -8,7 +8,7 @@ and audio from this origin (the stems' signed links) or, with stems in a bucket,
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from urllib.parse import urlsplit
 
@@ -51,7 +51,7 @@ def _serve(name: str) -> Response:
     return response.make_conditional(request)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read(name: str) -> bytes:
     return (resources.files("uvrd.api") / "web" / name).read_bytes()
 

@@ -59,7 +59,7 @@ def refusal(status: str, message: str) -> bytes:
 class PendingHead:
     """A connection whose request head is still arriving."""
 
-    __slots__ = ("conn", "buf", "deadline")
+    __slots__ = ("buf", "conn", "deadline")
 
     def __init__(self, conn, held: bytes, deadline: Deadline):
         self.conn = conn
@@ -92,7 +92,7 @@ class SlowClientWorker(ThreadWorker):
     body_timeout = 30.0
 
     @classmethod
-    def configured(cls, header_timeout: float, body_timeout: float) -> type["SlowClientWorker"]:
+    def configured(cls, header_timeout: float, body_timeout: float) -> type[SlowClientWorker]:
         return type(cls.__name__, (cls,), {"header_timeout": header_timeout, "body_timeout": body_timeout})
 
     def __init__(self, *args, **kwargs):

@@ -47,7 +47,7 @@ class LocalBroker:
     def bootstrap(self) -> str:
         return self.broker.bootstrap
 
-    def start(self, deadline: Deadline | None = None) -> "LocalBroker":
+    def start(self, deadline: Deadline | None = None) -> LocalBroker:
         deadline = deadline or Deadline.after(90.0)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
@@ -107,7 +107,7 @@ class LocalBroker:
             self._lock.close()
             self._lock = None
 
-    def __enter__(self) -> "LocalBroker":
+    def __enter__(self) -> LocalBroker:
         return self.start()
 
     def __exit__(self, *exc) -> None:

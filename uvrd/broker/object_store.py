@@ -84,7 +84,7 @@ class ObjectStore(ChildServer):
         return {"backend": "s3", "endpoint_url": self.endpoint_url, "bucket": self.bucket, "region": "us-east-1",
                 "access_key_id": key, "secret_access_key": secret, "addressing_style": "path", **overrides}
 
-    def start(self, timeout: float = 60.0) -> "ObjectStore":
+    def start(self, timeout: float = 60.0) -> ObjectStore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         identities = {"identities": [
             {"name": "uvrd", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],

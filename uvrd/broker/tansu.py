@@ -50,7 +50,7 @@ class TansuBroker(ChildServer):
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, timeout: float = 15.0) -> "TansuBroker":
+    def start(self, timeout: float = 15.0) -> TansuBroker:
         url = f"tcp://{self.host}:{self.port}"
         out = None if self.inherit_output else open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         env = {k: v for k, v in os.environ.items() if k not in TANSU_ENV and not k.startswith("AWS_")}

@@ -54,7 +54,7 @@ class Membership:
     broker_timeout: float
 
     @classmethod
-    def of(cls, role: str, cfg, topics: list[str], exactly_once: bool, environ=None) -> "Membership":
+    def of(cls, role: str, cfg, topics: list[str], exactly_once: bool, environ=None) -> Membership:
         """From a daemon's config section (group_id, transactional_id, drain_timeout, broker_timeout);
         the transactional id defaults to one stable per unit."""
         environ = os.environ if environ is None else environ

@@ -33,7 +33,7 @@ class TopicView:
         self._caught_up = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"view-{topic}", daemon=True)
 
-    def start(self) -> "TopicView":
+    def start(self) -> TopicView:
         if not self._thread.is_alive() and not self._stop.is_set():
             self._thread.start()
         return self

@@ -183,7 +183,7 @@ def _describe(e: Exception, job) -> str:
     return f"separation failed: {type(e).__name__}: {text}" if text else f"separation failed: {type(e).__name__}"
 
 
-def _separate(models: "_Models", job) -> dict[str, str]:
+def _separate(models: _Models, job) -> dict[str, str]:
     """The task's stems, as its plan says: one model's, several models' (named <model>.<stem>), or
     an ensemble's."""
     limit = models.settings.max_audio_seconds
@@ -226,7 +226,7 @@ def _finished(stems: dict[str, str], job) -> dict[str, str]:
     return job_options.finish(stems, job.options, job.output_format)
 
 
-def _separate_with(models: "_Models", job, info: audio_probe.AudioInfo, several: bool = False) -> dict[str, str]:
+def _separate_with(models: _Models, job, info: audio_probe.AudioInfo, several: bool = False) -> dict[str, str]:
     """*job.model*'s stems of the input, whole or in chunks; *several*: one of the task's models, so
     an option for another architecture is left to the models it fits."""
     limit = models.settings.max_audio_seconds
@@ -253,7 +253,7 @@ def _separate_whole(separator, job, info: audio_probe.AudioInfo, limit: float) -
             os.unlink(audio_path)
 
 
-def _separate_in_chunks(models: "_Models", separator, job, surveyed: long_audio.Survey) -> dict[str, str]:
+def _separate_in_chunks(models: _Models, separator, job, surveyed: long_audio.Survey) -> dict[str, str]:
     """A long input through long_audio: each chunk separated as a file of its own by the loaded
     model, with the whole-file normalisations turned off for the chunks and applied once instead."""
     instance = separator.model_instance

@@ -17,11 +17,11 @@ class Deadline:
     at: float  # on the time.monotonic() clock; inf: no limit
 
     @classmethod
-    def after(cls, seconds: float) -> "Deadline":
+    def after(cls, seconds: float) -> Deadline:
         return cls(time.monotonic() + seconds)
 
     @classmethod
-    def never(cls) -> "Deadline":
+    def never(cls) -> Deadline:
         return cls(math.inf)
 
     def remaining(self) -> float:
@@ -35,5 +35,5 @@ class Deadline:
         """*seconds*, or what is left of the budget if that is less."""
         return min(seconds, self.remaining())
 
-    def earlier(self, other: "Deadline") -> "Deadline":
+    def earlier(self, other: Deadline) -> Deadline:
         return self if self.at <= other.at else other

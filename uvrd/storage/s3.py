@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path, PurePosixPath
 
 import boto3
@@ -176,7 +176,7 @@ class S3Storage(Storage):
         return removed
 
     def _sweep_objects(self, prefix: str, cutoff: float) -> int:
-        cutoff_dt = datetime.fromtimestamp(cutoff, timezone.utc)
+        cutoff_dt = datetime.fromtimestamp(cutoff, UTC)
         expired = []
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             expired += [o["Key"] for o in page.get("Contents", []) if o["LastModified"] < cutoff_dt]

@@ -167,7 +167,7 @@ def test_every_route_but_health_and_the_document_refuses_a_request_without_crede
         rules = [rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"]
     finally:
         app.extensions[EXTENSION].close()
-    assert PUBLIC_ROUTES <= {rule.rule for rule in rules}
+    assert {rule.rule for rule in rules} >= PUBLIC_ROUTES
     checked = []
     for rule in rules:
         if rule.rule in PUBLIC_ROUTES:

@@ -76,7 +76,7 @@ def _is_url(value) -> bool:
         return False
     try:
         parts = urlsplit(value)
-        parts.port
+        _ = parts.port  # raises ValueError on a bad port
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)

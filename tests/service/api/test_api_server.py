@@ -148,7 +148,7 @@ def public_url_warnings(server) -> list[dict]:
 
 
 def without_public_url(config):
-    config.write_text("\n".join(l for l in config.read_text().splitlines() if not l.startswith("public_url")) + "\n")
+    config.write_text("\n".join(line for line in config.read_text().splitlines() if not line.startswith("public_url")) + "\n")
     return config
 
 

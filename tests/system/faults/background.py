@@ -28,7 +28,7 @@ class Background:
     def _guarded(self) -> None:
         try:
             self.loop()
-        except BaseException as e:  # noqa: BLE001 - re-raised by stop()
+        except BaseException as e:
             self.error = e
 
     def loop(self) -> None:

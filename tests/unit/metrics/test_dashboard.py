@@ -9,11 +9,12 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
-import uvrd.metrics.api  # noqa: F401  (each module registers its metrics when imported)
-import uvrd.metrics.dead_letters  # noqa: F401
-import uvrd.metrics.drain  # noqa: F401
-import uvrd.metrics.processor  # noqa: F401
-import uvrd.metrics.uploader  # noqa: F401
+# Each module registers its metrics when imported.
+import uvrd.metrics.api
+import uvrd.metrics.dead_letters
+import uvrd.metrics.drain
+import uvrd.metrics.processor
+import uvrd.metrics.uploader  # noqa: F401  (registers its metrics; nothing else of it is used here)
 from uvrd.metrics.queues import QueueCollector
 
 DASHBOARD = Path(__file__).parents[3] / "docs" / "grafana" / "uvrd-dashboard.json"

@@ -69,7 +69,7 @@ def test_a_loop_that_reads_the_input_moves_nothing_and_a_second_pass_never_goes_
 
 def test_a_cancellation_stops_the_loop_at_its_next_turn():
     asked = []
-    m, sent, clock = meter(cancel=lambda: bool(asked))
+    m, _sent, _clock = meter(cancel=lambda: bool(asked))
     m.begin(1)
     m.model(0, "s")
     turns = 0

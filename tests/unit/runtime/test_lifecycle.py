@@ -42,7 +42,7 @@ def test_sigterm_drains_until_the_window_ends_then_abandons():
 
 
 def test_a_second_signal_abandons_at_once_and_a_third_changes_nothing():
-    lc, clock = lifecycle(30.0)
+    lc, _clock = lifecycle(30.0)
     deliver(lc, signal.SIGINT)
     deliver(lc, signal.SIGTERM)
     assert lc.phase is Phase.ABANDONING and lc.quick
