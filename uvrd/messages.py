@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 from urllib.parse import urlsplit
 
 from uvrd import separation_options, separation_plan
+from uvrd.outcomes import RejectCause
 from uvrd.separation_options import NO_OPTIONS, SeparationOptions
 
 MAX_MESSAGE_BYTES = 1 << 20
@@ -41,7 +42,7 @@ TASK_UUID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 class BadMessage(Exception):
     def __init__(self, message: str, task_uuid: str | None = None, hook_url: str | None = None,
-                 cause: str = "unreadable"):
+                 cause: RejectCause = "unreadable"):
         super().__init__(message)
         self.task_uuid = task_uuid
         self.hook_url = hook_url
@@ -64,8 +65,8 @@ class Task:
     replay: int = 0  # how many times an operator replayed it from the dead letters (uvrd/kafka/replays.py)
 
     @property
-    def audio_ref(self) -> str:
-        """The input's reference in this task's storage: a path or an object key."""
+    def audio_ref(self) -> str | None:
+        """The input's reference in this task's storage: a path or an object key (parse_task sets it)."""
         return self.audio_key if self.storage == "s3" else self.audio_path
 
 
@@ -112,7 +113,7 @@ def parse_task(value: bytes | None, key: bytes | None = None) -> Task:
         # result message can carry it, so it is refused here rather than crashing on use.
         if isinstance(data.get(name), str) and not _is_unicode(data[name]):
             raise bad(f"task field {name!r} is not valid Unicode (it holds a lone surrogate escape)")
-    if not TASK_UUID_RE.fullmatch(task_uuid):
+    if not isinstance(task_uuid, str) or not TASK_UUID_RE.fullmatch(task_uuid):
         raise bad("task field 'task_uuid' must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
     ref = data[ref_field]
     if storage == "s3":
@@ -123,7 +124,7 @@ def parse_task(value: bytes | None, key: bytes | None = None) -> Task:
         raise bad(f"task field 'audio_path' must be a path of 1-{MAX_PATH_CHARS} characters without NUL")
     if hook_url is not None and (len(hook_url) > MAX_URL_CHARS or not _is_http_url(hook_url)):
         raise bad("task field 'hook_url' must be an http:// or https:// URL with a host")
-    optional = {}
+    optional: dict[str, Any] = {}
     for name in ("model", "output_format"):
         value_ = data.get(name)
         if value_ is None:
@@ -170,7 +171,7 @@ def delivery_id(task_uuid: str, replay: int = 0) -> str:
     return f"{task_uuid}/replay-{replay}" if replay else task_uuid
 
 
-def replay_of(message: dict) -> int:
+def replay_of(message: dict[str, Any]) -> int:
     """The replay number a task or result message carries (0: never replayed)."""
     replay = message.get("replay", 0)
     return replay if type(replay) is int and replay > 0 else 0
@@ -213,7 +214,7 @@ def key_problem(key: Any, prefix: str | None = None) -> str | None:
         return "must not hold empty, '.' or '..' segments"
     under = prefix.split("/") if prefix is not None else []
     if len(parts) <= len(under) or parts[:len(under)] != under:
-        return f"must lie under the configured prefix {prefix + '/'!r}"
+        return f"must lie under the configured prefix {(prefix or '') + '/'!r}"
     return None
 
 
@@ -259,7 +260,7 @@ def encode(value: dict[str, Any]) -> bytes:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _key_uuid(key: bytes | None) -> str | None:
@@ -283,7 +284,7 @@ def _is_unicode(text: str) -> bool:
 def _is_http_url(url: str) -> bool:
     try:
         parts = urlsplit(url)
-        parts.port  # raises ValueError on a bad port
+        _ = parts.port  # raises ValueError on a bad port
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0

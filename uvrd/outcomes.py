@@ -7,6 +7,16 @@ dicts, no flags.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+# Each outcome's cause is one word for the metrics (uvrd/metrics: the ``reason`` label, and the
+# dashboards that select on it): declared here, so that a new cause is a change to this file.
+AbandonCause = Literal["stop", "rebalance"]
+GaveUpCause = Literal["attempts_exhausted", "refused", "unsafe_url", "unbuildable", "internal"]
+RejectCause = Literal["unreadable", "plan", "unknown_model", "unknown_output_format", "options", "other_storage",
+                      "bad_input_ref"]
+FailureCause = Literal["separation", "input_fetch", "worker_killed", "stems_store", "workdir", "disk_full",
+                       "runs_exhausted", "unusable_audio", "options"]
 
 
 @dataclass(frozen=True)
@@ -14,7 +24,7 @@ class Abandoned:
     """Work given up by the daemon's own choice (a stop, a lost partition): left uncommitted for redelivery."""
 
     reason: str
-    cause: str = "stop"  # one word for the metrics (uvrd/metrics): stop, or rebalance (the partition went)
+    cause: AbandonCause = "stop"  # rebalance: the partition went
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,7 @@ class GaveUp:
 
     attempts: int
     reason: str
-    cause: str = "attempts_exhausted"  # one word for the metrics (uvrd/metrics): refused, unsafe_url...
+    cause: GaveUpCause = "attempts_exhausted"
 
 
 DeliveryOutcome = Delivered | GaveUp | Abandoned
@@ -53,7 +63,7 @@ class Rejected:
     task_uuid: str | None = None
     hook_url: str | None = None
     submitted_at: str | None = None
-    cause: str = "unreadable"  # one word for the metrics (uvrd/metrics): unknown_model, other_storage...
+    cause: RejectCause = "unreadable"
     replay: int = 0  # the message's replay number, when it parsed that far
 
 
@@ -61,7 +71,7 @@ class Rejected:
 class Succeeded:
     """Separated, and every stem stored."""
 
-    stems: dict  # stem name -> its reference in the storage
+    stems: dict[str, str]  # stem name -> its reference in the storage
     model: str
     started_at: str
     seconds: float | None = None  # the separation's own time in the engine
@@ -73,7 +83,7 @@ class Failed:
 
     error: str
     started_at: str | None = None
-    cause: str = "separation"  # one word for the metrics (uvrd/metrics): input_fetch, stems_store...
+    cause: FailureCause = "separation"
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,42 @@ class Cancelled:
 
 
 TaskOutcome = Succeeded | Failed | Cancelled | Abandoned
+
+
+# -- a finished separation's stems in the storage (uvrd/processor/daemon.py) -------------------
+@dataclass(frozen=True)
+class Stored:
+    """Every stem is in the storage: the success can be committed."""
+
+    refs: dict[str, str]  # stem name -> its reference in the storage
+
+
+@dataclass(frozen=True)
+class StoreFailed:
+    """The store kept failing for longer than a job may take: the task fails (stems_store)."""
+
+    error: str
+
+
+StoreOutcome = Stored | StoreFailed | Abandoned
+
+
+# -- a commit under a claim (uvrd/kafka/group_member.py) ---------------------------------------
+@dataclass(frozen=True)
+class Committed:
+    """The records and the offset went in together: the work is settled."""
+
+
+@dataclass(frozen=True)
+class NotCommitted:
+    """Nothing went in; the record is left for redelivery.  *why*: partition_lost (another member
+    owns the partition, and may be redoing the record), or stop_deadline (the stop's deadline
+    came first, while the broker kept failing the commit or a rebalance was not over)."""
+
+    why: Literal["partition_lost", "stop_deadline"]
+
+
+CommitOutcome = Committed | NotCommitted
 
 
 # -- a task at the api: whether Kafka took it (api/queueing.py) --------------------------------

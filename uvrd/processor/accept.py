@@ -13,7 +13,7 @@ import structlog
 
 from uvrd import known_models, messages, separation_plan
 from uvrd.config import OUTPUT_FORMATS, ProcessorConfig
-from uvrd.outcomes import Rejected
+from uvrd.outcomes import Rejected, RejectCause
 from uvrd.separation_plan import Plan
 
 log = structlog.get_logger("uvrd.processor")
@@ -70,7 +70,7 @@ def accept(record, cfg: ProcessorConfig, storage: str) -> Accepted | Rejected:
     return Accepted(task, plan, fmt)
 
 
-def rejected(e: messages.BadMessage, task: messages.Task | None, cause: str | None = None) -> Rejected:
+def rejected(e: messages.BadMessage, task: messages.Task | None, cause: RejectCause | None = None) -> Rejected:
     """*e* as a Rejected outcome (logged); *task* is what parsed of the message, if anything;
     *cause*: the metrics' word for it, if not *e*'s."""
     if e.task_uuid:
@@ -78,5 +78,5 @@ def rejected(e: messages.BadMessage, task: messages.Task | None, cause: str | No
     # The error quotes the offending value, which may be a field of most of a megabyte.
     error = str(e) if len(str(e)) <= MAX_ERROR_CHARS else str(e)[:MAX_ERROR_CHARS] + "... (cut)"
     log.warning("task rejected", error=error)
-    return Rejected(error, e.task_uuid, e.hook_url, task and task.submitted_at, cause or e.cause,
+    return Rejected(error, e.task_uuid, e.hook_url, task.submitted_at if task else None, cause or e.cause,
                     task.replay if task else 0)

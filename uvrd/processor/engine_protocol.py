@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from uvrd.outcomes import FailureCause
 from uvrd.separation_options import NO_OPTIONS, SeparationOptions
 from uvrd.separation_plan import Plan
 
@@ -108,7 +109,7 @@ class JobFailed:
     """The input's trouble (not audio, too long, a model error): the task fails."""
 
     error: str
-    cause: str = "separation"  # the Failed outcome's (outcomes.py)
+    cause: FailureCause = "separation"  # the Failed outcome's (outcomes.py)
 
 
 @dataclass(frozen=True)
