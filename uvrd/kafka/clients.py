@@ -30,7 +30,7 @@ def client_settings(kc: KafkaConfig) -> dict:
     return settings
 
 
-def consumer(kc: KafkaConfig, group_id: str, **overrides) -> KafkaConsumer:
+def consumer(kc: KafkaConfig, group_id: str | None, **overrides) -> KafkaConsumer:
     settings = {
         **client_settings(kc),
         "group_id": group_id,

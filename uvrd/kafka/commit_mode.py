@@ -22,7 +22,7 @@ redoes the work.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import kafka.errors as Errors
 import structlog
@@ -88,6 +88,10 @@ class CommitMode:
 
     def open(self) -> None:
         self.producer = self._make_producer()
+
+    def commit(self, records: list[OutRecord], offsets) -> None:
+        """Commit *records* with *offsets* (each mode below), or raise CommitLost or a KafkaError."""
+        raise NotImplementedError
 
     def close(self, timeout: float) -> None:
         producer, self.producer = self.producer, None

@@ -33,6 +33,7 @@ from kafka.coordinator.base import MemberState
 
 from uvrd.kafka import group_leave
 from uvrd.kafka.commit_mode import CommitLost, CommitMode, OutRecord
+from uvrd.outcomes import CommitOutcome, Committed, NotCommitted
 from uvrd.runtime.backoff import Backoff
 from uvrd.runtime.deadline import Deadline
 
@@ -168,26 +169,29 @@ class GroupMember:
         """One try: CommitLost if the partition is gone, KafkaError if the broker failed it."""
         self.commit_mode.commit(records, offsets)
 
-    def commit(self, records: list[OutRecord], offsets, claim: Claim) -> bool:
-        """Commit *records* with *offsets* under *claim*, retrying while the broker fails it; False if it
-        could not be done (the partition was lost, or the drain ended first): left for redelivery."""
+    def commit(self, records: list[OutRecord], offsets, claim: Claim) -> CommitOutcome:
+        """Commit *records* with *offsets* under *claim*, retrying while the broker fails it; NotCommitted
+        if it could not be done (the partition was lost, or the drain ended first): left for redelivery."""
         backoff = Backoff(*COMMIT_BACKOFF_S)
         while True:
             if not self.still_ours(claim):
+                if not claim.lost:  # held, or a rebalance not over: the wait for it ended first
+                    log.warning("stop deadline reached before the commit; left for redelivery")
+                    return NotCommitted("stop_deadline")
                 log.warning("partition lost before the commit; another member redoes the record")
-                return False
+                return NotCommitted("partition_lost")
             try:
                 self.commit_mode.commit(records, offsets)
-                return True
+                return Committed()
             except CommitLost as e:
                 log.warning("partition lost before the commit; another member redoes the record", error=str(e))
-                return False
+                return NotCommitted("partition_lost")
             except Errors.KafkaError as e:
                 wait = backoff.next()
                 log.warning("commit failed, retrying", error=str(e) or type(e).__name__, retry_in_s=wait)
                 if not self.runtime.pause(wait, through_drain=True):
                     log.warning("stop deadline reached before the commit succeeded; left for redelivery")
-                    return False
+                    return NotCommitted("stop_deadline")
 
     # -- what the coordinator said ------------------------------------------------------------
     def silence(self) -> float:

@@ -38,7 +38,8 @@ from uvrd.kafka.bulletin import Bulletin
 from uvrd.kafka.consumer_daemon import POLL_MS, Membership
 from uvrd.kafka.group_member import Claim, GroupMember
 from uvrd.metrics import processor as processor_metrics
-from uvrd.outcomes import Abandoned, Cancelled, Failed, Rejected, Succeeded, TaskOutcome
+from uvrd.outcomes import (Abandoned, Cancelled, Failed, NotCommitted, Rejected, Stored, StoreFailed, StoreOutcome,
+                           Succeeded, TaskOutcome)
 from uvrd.processor.accept import MAX_ERROR_CHARS, Accepted, accept, rejected
 from uvrd.processor.attempts import AttemptLedger
 from uvrd.processor.engine import Engine, EngineSettings
@@ -52,7 +53,7 @@ from uvrd.results import settlement
 from uvrd.runtime import drain, logs
 from uvrd.runtime.deadline import Deadline
 from uvrd.runtime.wait import Runtime
-from uvrd.storage import StorageError, open_storage
+from uvrd.storage import Storage, StorageError, open_storage
 
 log = structlog.get_logger("uvrd.processor")
 
@@ -253,14 +254,15 @@ class Processor:
             case JobCancelled():
                 log.info("separation stopped: its cancellation was requested")
                 return Cancelled(self.cancellations.requested_at(task.task_uuid) or messages.now_iso(), started_at)
-        stored = _store_stems(self.host, self.storage, task.task_uuid, ran, claim)
-        if isinstance(stored, dict):
-            processor_metrics.separated(plan.label, self._device(), ran.seconds, ran.audio_seconds)
-            return Succeeded(stored, plan.label, started_at, ran.seconds)
-        if isinstance(stored, Abandoned):
-            events.requeued(stored.reason)
-            return stored
-        return Failed(stored, started_at, "stems_store")
+        match _store_stems(self.host, self.storage, task.task_uuid, ran, claim):
+            case Stored(refs=refs):
+                processor_metrics.separated(plan.label, self._device(), ran.seconds, ran.audio_seconds)
+                return Succeeded(refs, plan.label, started_at, ran.seconds)
+            case StoreFailed(error=error):
+                return Failed(error, started_at, "stems_store")
+            case Abandoned(reason=reason) as abandoned:
+                events.requeued(reason)
+                return abandoned
 
     def settle(self, record, task: messages.Task | None, outcome: Succeeded | Failed | Cancelled | Rejected,
                claim: Claim) -> None:
@@ -268,8 +270,8 @@ class Processor:
         remove its input, if the input is the task's own."""
         cancel_requested_at = self.cancellations.requested_at(task.task_uuid) if task is not None else None
         settled = settlement(self.config.topics, record, outcome, task, self.storage.name, cancel_requested_at)
-        if not self.member.commit(list(settled.records), next_offset(record), claim):
-            return
+        if isinstance(self.member.commit(list(settled.records), next_offset(record), claim), NotCommitted):
+            return  # left for redelivery (group_member.py logged why)
         processor_metrics.settled(outcome)
         if settled.task_uuid:
             self.attempts.clear(settled.task_uuid)
@@ -295,18 +297,20 @@ def _engine_settings(cfg, environ) -> EngineSettings:
         device=device_check.expected(cfg.device, unit))
 
 
-def _store_stems(host: HostTrouble, storage, task_uuid: str, ran: Separated, claim: Claim) -> dict[str, str] | str | Abandoned:
-    """The stored stems' refs; the error if the store kept failing; Abandoned if a stop or a rebalance
-    ended the wait for it.  The work directory is gone afterwards in every case."""
+def _store_stems(host: HostTrouble, storage: Storage, task_uuid: str, ran: Separated, claim: Claim) -> StoreOutcome:
+    """Stored with the stems' refs; StoreFailed if the store kept failing; Abandoned if a stop or a
+    rebalance ended the wait for it.  The work directory is gone afterwards in every case."""
     workdir = Path(next(iter(ran.stems.values()))).parent
     try:
         # Every stem is stored before the success is committed: never a result naming stems
         # that are not there.
-        return host.with_store(task_uuid, claim, lambda: storage.put_stems(task_uuid, ran.stems))
+        refs = host.with_store(task_uuid, claim, lambda: storage.put_stems(task_uuid, ran.stems))
     except StorageError as e:
         error = f"separation finished but {e}"[:MAX_ERROR_CHARS]
         log.error("stems not stored", error=error)
-        return error
+        return StoreFailed(error)
+    else:
+        return refs if isinstance(refs, Abandoned) else Stored(refs)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # whatever the store did not take
 
