@@ -63,11 +63,12 @@ class Separated:
 
 class SeparationService:
     """One processor serving *models* (the first is the default; a task may name any), the
-    uploader and the api, on *stack*'s topics; *storage* puts inputs and stems in a bucket.
+    uploader and the api, on *stack*'s topics; *storage* puts inputs and stems in a bucket;
+    *processor_env* is added to the processor's environment.
     :attr:`metrics` names each daemon's metrics_listen, for scrape.scrape."""
 
     def __init__(self, stack, models: list[InstalledModel], model_dir: Path, storage: dict | None = None,
-                 **processor):
+                 processor_env: dict | None = None, **processor):
         first = models[0]
         settings = {"model": first.filename, "model_dir": str(model_dir),
                     "extra_models": [m.filename for m in models[1:]], **dict(first.processor_settings),
@@ -82,7 +83,8 @@ class SeparationService:
                                                    "metrics_listen": self.metrics["uploader"]},
                                          **{**settings, "metrics_listen": self.metrics["processor"]})
         self.receiver = WebhookReceiver()
-        self.processor = stack.start("processor", config=self.config)
+        self.processor_env = processor_env  # the processor's environment, for a test that starts it again
+        self.processor = stack.start("processor", config=self.config, env=processor_env)
         self.uploader = stack.start("uploader", config=self.config)
         self.url = start_api(stack, self.config)
         self.processor.wait_ready(300)

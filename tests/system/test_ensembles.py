@@ -15,7 +15,7 @@ import pytest
 import requests
 import soundfile
 from separation_service import AUTH, SeparationService
-from support import wait_until
+from support import ONE_ENGINE_THREAD, wait_until
 
 from devtools import tinymodel
 
@@ -118,27 +118,31 @@ def test_a_task_message_naming_a_preset_this_processor_cannot_run_fails_clearly(
     assert "ensemble preset 'vocal_balanced' needs" in hook["error_message"], hook
 
 
+# Four separations of a 2-minute input by two processors (each model's takes about 5 s on an idle
+# core); the waits below end the test, they do not time it.
+@pytest.mark.timeout(900)
 def test_a_sigterm_in_the_middle_of_a_multi_model_task_ends_in_one_result(stack, kafka, pair_dir, tmp_path):
     d, _ = pair_dir
     config = stack.write_config("pair.toml", model=A, extra_models=[B], model_dir=str(d), drain_timeout=1,
                                 progress_interval=0.2)
-    first = stack.start(config=config)
-    first.wait_ready(120)
-    task = stack.task(stack.spool_copy(tinymodel.write_sample(tmp_path / "long.wav", seconds=240)),
+    first = stack.start(config=config, env=ONE_ENGINE_THREAD)
+    first.wait_ready(300)
+    # Long enough that model B is still at work when the drain window (1 s) ends after its status is seen.
+    task = stack.task(stack.spool_copy(tinymodel.write_sample(tmp_path / "long.wav", seconds=120)),
                       models=[A, B])
     kafka.send(stack.tasks, task)
 
     def second_model_running():
         return any(json.loads(r.value).get("step", "").startswith(f"separating with {B}")
                    for r in kafka.read_all(stack.status) if r.value is not None)
-    wait_until(second_model_running, 180, "the task's second model to run", interval=0.2)
+    wait_until(second_model_running, 400, "the task's second model to run", interval=0.2)
     first.signal(signal.SIGTERM)
-    assert first.wait_exit(30) == 0
+    assert first.wait_exit(60) == 0
     assert kafka.results(stack.results) == [], "abandoned at the end of the drain window, not finished"
 
-    second = stack.start(config=config)
-    second.wait_ready(120)
-    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 300, "the redelivered task's commit")
+    second = stack.start(config=config, env=ONE_ENGINE_THREAD)
+    second.wait_ready(300)
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 600, "the redelivered task's commit")
     [result] = [r for r in kafka.results(stack.results) if r["task_uuid"] == task["task_uuid"]]
     assert result["success"], result
     assert sorted(result["stems"]) == ["UVRD-Tiny-A.instrumental", "UVRD-Tiny-A.vocals",
