@@ -129,11 +129,11 @@ def test_ready_comes_after_the_warm_up_which_leaves_nothing_behind(stack, kafka,
     assert len(warmups(p)) == 1, "the warm-up runs once per load, not per task"
     # The figure, not a goal (that is `make bench`'s): the first task's engine time against the others'.
     seconds = [e["separation_s"] for e in wait_until(lambda: len(p.events("task succeeded")) == 3
-                                                      and p.events("task succeeded"), 10, "the log")]
+                                                      and p.events("task succeeded"), 60, "the log")]
     record_property("summary", f"warm-up {warmup['warmup_s']:.2f} s; after READY, task 1 separated in "
                                f"{seconds[0]:.2f} s, tasks 2-3 in {statistics.median(seconds[1:]):.2f} s")
     p.signal(signal.SIGTERM)
-    assert p.wait_exit(10) == 0
+    assert p.wait_exit(60) == 0  # a bound that ends the test, not a stop-time goal
 
 
 def test_a_model_that_loads_but_cannot_separate_stops_the_unit_with_ex_config(stack, models, scratch_root):
@@ -170,4 +170,4 @@ def test_an_extra_model_is_warmed_up_when_a_task_first_names_it(stack, kafka, mo
     assert p.proc.poll() is None and len(p.events("engine starting")) == 1, "a broken extra fails its task only"
     assert not list(scratch_root.glob("uvrd-warmup-*"))
     p.signal(signal.SIGTERM)
-    assert p.wait_exit(10) == 0
+    assert p.wait_exit(60) == 0  # a bound that ends the test, not a stop-time goal

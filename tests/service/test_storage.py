@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import stat
+import threading
 import time
 import tracemalloc
 import uuid
@@ -186,18 +188,48 @@ def test_a_refused_upload_stores_no_stem_at_all(config, objectstore):
     assert len(list(workdir.iterdir())) == 2, "kept, for the caller to try again"
 
 
-def test_an_unreachable_store_is_a_storage_error_not_a_hang(config, tmp_path):
-    from uvrd.broker.loopback import free_port
+class Hangup:
+    """A server that closes every connection as soon as it accepts it, and counts them."""
 
-    gone = dataclasses.replace(config.storage, endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=2,
-                               timeout=2)
-    store = open_storage(dataclasses.replace(config, storage=gone))
-    started = time.monotonic()
-    with pytest.raises(StorageError, match="could not store the audio"):
-        store.put_input(spooled(config, b"abc"), "x.wav")
-    with pytest.raises(StorageError, match="could not read the audio object"):
-        store.fetch_input(s3_task(f"{gone.root}/inputs/x.wav"))
-    assert time.monotonic() - started < 20
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.getsockname()[1]}"
+
+    def _serve(self):
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            connection.close()
+
+    def close(self):
+        self.server.close()
+
+
+def test_an_unreachable_store_is_a_storage_error_after_its_attempts_not_a_hang(config, tmp_path):
+    hangup = Hangup()
+    try:
+        gone = dataclasses.replace(config.storage, endpoint_url=hangup.url, max_attempts=2, timeout=2)
+        store = open_storage(dataclasses.replace(config, storage=gone))
+        # A bounded number of tries, then the error.  (botocore reads retries.max_attempts as retries after
+        # the first try, so today it makes one more than storage.max_attempts says: either count is bounded.)
+        tries = range(gone.max_attempts, gone.max_attempts + 2)
+        with pytest.raises(StorageError, match="could not store the audio"):
+            store.put_input(spooled(config, b"abc"), "x.wav")
+        put = hangup.connections
+        assert put in tries, put
+        with pytest.raises(StorageError, match="could not read the audio object"):
+            store.fetch_input(s3_task(f"{gone.root}/inputs/x.wav"))
+        assert hangup.connections - put in tries, hangup.connections - put
+    finally:
+        hangup.close()
 
 
 def test_retention_deletes_expired_objects_and_keeps_fresh_ones(config, objectstore):

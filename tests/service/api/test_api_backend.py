@@ -34,7 +34,7 @@ def test_a_producer_whose_sender_hangs_is_not_ready_until_it_moves_again(backend
     run_once = sender.run_once
     sender.run_once = stuck.wait  # the thread blocks at its next turn, for real
     try:
-        reason = wait_until(backend.not_ready_reason, 10, "the stuck producer to be noticed")
+        reason = wait_until(backend.not_ready_reason, 60, "the stuck producer to be noticed")
         assert reason == "the Kafka producer did not answer within 2 s"
     finally:
         sender.run_once = run_once

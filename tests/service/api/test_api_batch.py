@@ -76,12 +76,12 @@ def test_three_files_are_three_tasks_in_order_sharing_the_fields(public_api, kaf
     def queued_statuses():
         states = [[s["state"] for s in stack.records(kafka, stack.topics.status, u)] for u in uuids]
         return states if all(states) else None
-    assert wait_until(queued_statuses, 10, "a queued status for every task") == [["queued"]] * 3
+    assert wait_until(queued_statuses, 60, "a queued status for every task") == [["queued"]] * 3
     wait_until(lambda: not stack.incoming(), 10, "the uploads' temporary files to go")
 
     def access_line():
         return next((e for e in public_api.daemon.events("request") if e.get("task_uuids") == uuids), None)
-    assert wait_until(access_line, 10, "one access line naming every task")["status"] == 202
+    assert wait_until(access_line, 60, "one access line naming every task")["status"] == 202
 
 
 @pytest.mark.parametrize("bad_index", [0, 1, 2])

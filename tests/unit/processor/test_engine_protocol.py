@@ -12,6 +12,10 @@ from uvrd.processor.engine import Engine, EngineDied, EngineSettings
 from uvrd.processor.engine_protocol import (Fatal, Job, JobCancelled, JobFailed, Loaded, NoSpace, Progress, Separated,
                                             Warming)
 
+# The "slow" job's steps, 0.05 s each: long enough (2 s) that a cancellation sent at its first progress
+# lands before its end, on a busy machine too.
+SLOW_STEPS = 40
+
 
 def scripted_child(conn, heartbeat, settings: EngineSettings, cancel=None) -> None:
     """Plays the engine child: settings.models[0] names the script."""
@@ -31,13 +35,13 @@ def scripted_child(conn, heartbeat, settings: EngineSettings, cancel=None) -> No
             job = conn.recv()
         except EOFError:
             return
-        if job.task_uuid == "slow":  # ten steps, each a progress and a cancellation point
-            for step in range(1, 11):
-                time.sleep(0.05)
+        if job.task_uuid == "slow":  # SLOW_STEPS steps, each a progress and a cancellation point
+            for step in range(1, SLOW_STEPS + 1):
+                time.sleep(0.05)  # the job's work: a cancellation lands while it runs
                 if cancel.value == job.number:
                     conn.send(JobCancelled())
                     break
-                conn.send(Progress(step / 10, f"step {step}"))
+                conn.send(Progress(step / SLOW_STEPS, f"step {step}"))
             else:
                 conn.send(Separated({}, 0.5))
             continue
@@ -134,7 +138,7 @@ def test_progress_is_kept_while_the_job_runs_and_the_outcome_still_comes(tmp_pat
             if e.progress is not None and (not seen or seen[-1] != e.progress):
                 seen.append(e.progress)
         assert got == Separated({}, 0.5)
-        assert seen and seen[-1] == Progress(1.0, "step 10")
+        assert seen and seen[-1] == Progress(1.0, f"step {SLOW_STEPS}")
         assert [p.fraction for p in seen] == sorted(p.fraction for p in seen)
     finally:
         e.close()
@@ -149,7 +153,7 @@ def test_a_cancelled_job_stops_at_its_next_step_and_the_same_child_serves_the_ne
         while e.progress is None:
             assert e.poll_result(0.5) is None
         e.cancel()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a bound that ends the test on an engine that never answers
         while (got := e.poll_result(0.5)) is None:
             assert time.monotonic() < deadline, "no answer to the cancellation"
         assert got == JobCancelled() and e.progress.fraction < 1.0
