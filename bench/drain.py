@@ -1,5 +1,7 @@
 """2. Drain accuracy: SIGTERM at a random point of a job; exit time minus the job's remaining time
-(the overshoot), and how many stops would have needed systemd's SIGKILL (TimeoutStopSec)."""
+(the overshoot), and how many stops would have needed systemd's SIGKILL (TimeoutStopSec).  Beside it,
+the other way a running job is stopped: a cancellation at a random point of it, from its request's
+record to the task's cancelled result."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import re
 import time
 from pathlib import Path
 
+from uvrd.kafka import cancellations
 from uvrd.runtime.drain import margin_for, parse_timespan
 
 from .harness import ROOT, Bench, max_or_nan, median, pct, say, start_many
@@ -35,6 +38,25 @@ def _job(bench: Bench, proc, topics, audio: Path, spool: Path, reader) -> tuple[
         if time.monotonic() > deadline or not proc.alive():
             raise RuntimeError(f"the job did not start: {proc.log_text()[-2000:]}")
         time.sleep(0.01)
+
+
+def _cancel_latencies(bench: Bench, proc, topics, audio: Path, spool: Path, reader, job_s: float, rng,
+                      n: int) -> list[dict]:
+    """Cancel *n* jobs, each at a random point of it: seconds from the request's record to the result's."""
+    records = []
+    for _ in range(n):
+        task_uuid, started = _job(bench, proc, topics, audio, spool, reader)
+        fraction = rng.uniform(0.1, 0.9)
+        time.sleep(max(0.0, started + fraction * job_s - time.monotonic()))
+        record, _ = cancellations.request(topics.cancellations, task_uuid)
+        asked = time.monotonic()
+        bench.producer.send(record.topic, key=record.key, value=record.value)
+        bench.flush()
+        arrived, result = reader.wait(1, 120, proc.alive)[0]
+        reader.take()
+        records.append({"fraction": fraction, "cancel_s": arrived - asked, "remaining_s": job_s * (1 - fraction),
+                        "cancelled": result.get("task_uuid") == task_uuid and bool(result.get("cancelled"))})
+    return records
 
 
 def run(bench: Bench, runs: int, quick: bool) -> dict:
@@ -69,9 +91,13 @@ def run(bench: Bench, runs: int, quick: bool) -> dict:
     _, started = _job(bench, proc, topics, audio, where / "spool", reader)
     arrived, _ = reader.wait(1, 120)[0]
     job_s = arrived - started
+    reader.take()
+    say(f"drain: a job on {seconds} s of audio takes {job_s:.2f} s")
+    n_cancels = max(2, runs // 2)
+    say(f"drain: {n_cancels} running jobs cancelled")
+    cancels = _cancel_latencies(bench, proc, topics, audio, where / "spool", reader, job_s, rng, n_cancels)
     reader.close()
     bench.forget(proc)
-    say(f"drain: a job on {seconds} s of audio takes {job_s:.2f} s")
 
     records = []
     for (proc, topics, where), reader in zip(procs[1:], readers[1:]):
@@ -98,6 +124,8 @@ def run(bench: Bench, runs: int, quick: bool) -> dict:
         bench.forget(proc)
 
     over = [r["overshoot_s"] for r in records]
+    cancel_s = [c["cancel_s"] for c in cancels]
+    cancelled = sum(c["cancelled"] for c in cancels)
     kills = sum(r["needs_sigkill"] for r in records)
     ok = sum(1 for r in records if r["code"] == 0 and r["committed"] == 1 and r["success"])
     rows = [
@@ -108,6 +136,8 @@ def run(bench: Bench, runs: int, quick: bool) -> dict:
          f"{max_or_nan([r['remaining_s'] for r in records]):.2f} s"],
         ["overshoot (exit − job end)", f"{median(over) * 1000:.0f} ms", f"{pct(over, 0.9) * 1000:.0f} ms",
          f"{max_or_nan(over) * 1000:.0f} ms"],
+        ["cancellation to its result (running job)", f"{median(cancel_s) * 1000:.0f} ms",
+         f"{pct(cancel_s, 0.9) * 1000:.0f} ms", f"{max_or_nan(cancel_s) * 1000:.0f} ms"],
     ]
     figure = _plot(records, job_s)
     return {
@@ -117,17 +147,23 @@ def run(bench: Bench, runs: int, quick: bool) -> dict:
                   f"{job_s:.1f} s job ({seconds} s of audio, tiny model); the job's end is its stems' write time. "
                   f"Overshoot = time to exit − the job's remaining time: the commit, closing the Kafka clients "
                   f"and the engine. The unit's TimeoutStopSec is {timeout_stop:g} s (drain window "
-                  f"{window:g} s); a stop past it would have been SIGKILLed."),
+                  f"{window:g} s); a stop past it would have been SIGKILLed. Beside it, {len(cancels)} jobs "
+                  f"of the same length cancelled at a random point (10-90 %) on one processor: from the "
+                  f"cancellation's record to the task's result."),
         "header": ["", "median", "p90", "max"],
         "rows": rows,
         "notes": [f"Stops that would have needed SIGKILL: **{kills}/{len(records)}**. Stops that exited 0 with "
-                  f"exactly one committed, successful result for the job: {ok}/{len(records)}."],
+                  f"exactly one committed, successful result for the job: {ok}/{len(records)}. Cancelled "
+                  f"running jobs whose result said so: {cancelled}/{len(cancels)}."],
         "figures": [figure] if figure else [],
         "summary": [(f"overshoot after the job's end, median / max ({len(records)} stops)",
                      f"{median(over) * 1000:.0f} ms / {max_or_nan(over) * 1000:.0f} ms"),
                     ("stops that would have needed SIGKILL", f"{kills}/{len(records)} ({kills / max(1, len(records)):.0%})"),
-                    ("stops with exactly one committed result", f"{ok}/{len(records)}")],
-        "data": {"job_s": job_s, "records": records, "timeout_stop_s": timeout_stop, "window_s": window},
+                    ("stops with exactly one committed result", f"{ok}/{len(records)}"),
+                    (f"running job cancelled: request to result, median / max ({len(cancels)} jobs)",
+                     f"{median(cancel_s) * 1000:.0f} ms / {max_or_nan(cancel_s) * 1000:.0f} ms")],
+        "data": {"job_s": job_s, "records": records, "timeout_stop_s": timeout_stop, "window_s": window,
+                 "cancels": cancels},
     }
 
 
