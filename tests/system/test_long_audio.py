@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 from separation_service import SeparationService
-from support import separate_in_engine
+from support import ONE_ENGINE_THREAD, separate_in_engine
 
 from devtools import sdr, tinymodel
 from uvrd.processor.engine_protocol import Separated
@@ -105,7 +105,8 @@ TWO_HOURS_S, TEST_CHUNK_S, TEST_OVERLAP_S = 7200, 120.0, 5.0
 @pytest.fixture(scope="module")
 def chunked_service(module_stack, model_dir):
     svc = SeparationService(module_stack, [tinymodel.install(model_dir)], model_dir, chunk_seconds=TEST_CHUNK_S,
-                            chunk_overlap_seconds=TEST_OVERLAP_S, progress_interval=1.0)
+                            chunk_overlap_seconds=TEST_OVERLAP_S, progress_interval=1.0,
+                            processor_env=ONE_ENGINE_THREAD)
     yield svc
     svc.close()
 
@@ -135,7 +136,9 @@ def reset_peak_rss(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # Linux: VmHWM starts again from the RSS now
 
 
-@pytest.mark.timeout(1800)  # two hours of audio on two CPU cores: about 6 minutes
+# Two hours of audio through the tiny model: about 6 minutes on an idle 2-core machine with one engine
+# thread, three times that beside two CPU-bound processes.  The bound ends the test; it does not time it.
+@pytest.mark.timeout(3600)
 def test_two_hours_are_separated_whole_in_the_memory_one_chunk_takes(chunked_service, tmp_path):
     engine = engine_pid(chunked_service.processor)
     # What one chunk's separation costs the engine: an input just one chunk long, separated whole.
@@ -147,7 +150,7 @@ def test_two_hours_are_separated_whole_in_the_memory_one_chunk_takes(chunked_ser
     long_input = two_tones(tmp_path / "two-hours.flac", TWO_HOURS_S)
     reset_peak_rss(engine)
     started = time.monotonic()
-    done = chunked_service.separate(long_input, timeout=3000)
+    done = chunked_service.separate(long_input, timeout=3300)
     took = time.monotonic() - started
     two_hours_mb = peak_rss_mb(engine)
     assert engine_pid(chunked_service.processor) == engine, "the same engine did both"
