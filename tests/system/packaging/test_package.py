@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -211,9 +210,8 @@ def test_processor_under_systemd_works_drains_and_logs_fields(box, broker, topic
         long_task = spool_task(box, tinymodel.write_sample(tmp_path / "minute.wav", seconds=60))
         kafka.send(topics.tasks, long_task)
         wait_until(lambda: box.show(UNIT, "StatusText")["StatusText"].startswith("separating"), 60, "the long job")
-        started = time.monotonic()
         box.systemctl("stop", UNIT, timeout=120)  # returns when the drained daemon exited
-        assert time.monotonic() - started < 60
+        # Exited by itself inside TimeoutStopSec: a SIGKILL at its end would read Result=timeout.
         state = box.show(UNIT, "ActiveState", "Result", "ExecMainStatus")
         assert state == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, state
         steps = [json.loads(e["MESSAGE"]).get("event") for e in box.journal(UNIT) if e["MESSAGE"].startswith("{")]
@@ -265,9 +263,8 @@ def test_job_longer_than_the_drain_window_stops_in_time_then_completes_once(box,
     kafka = KafkaView(broker.bootstrap)
     try:
         task = start_long_job(box, kafka, topics, long_audio)
-        started = time.monotonic()
         box.systemctl("stop", UNIT, timeout=60)
-        assert time.monotonic() - started < 8, "stopped before TimeoutStopSec"
+        # Stopped before TimeoutStopSec, by itself: a SIGKILL at its end would read Result=timeout.
         state = box.show(UNIT, "Result", "ExecMainStatus")
         assert state == {"Result": "success", "ExecMainStatus": "0"}, state
         assert kafka.results(topics.results) == [] and kafka.committed(group, topics.tasks).get(0, 0) == 0
@@ -311,8 +308,8 @@ def test_a_hung_engine_stops_the_watchdog_and_systemd_restarts_the_unit(box, bro
                                      "grep -q spawn_main /proc/$p/cmdline && echo $p; done").stdout.split()[0]
         box.run("sh", "-c", f"kill -STOP {engine}")
         wait_until(lambda: box.show(UNIT, "NRestarts")["NRestarts"] == "1", 60, "the watchdog restart")
-        box.wait_for_journal("Watchdog timeout", unit=UNIT, timeout=10)
-        box.wait_for_journal("Failed with result 'watchdog'", unit=UNIT, timeout=10)
+        box.wait_for_journal("Watchdog timeout", unit=UNIT, timeout=60)
+        box.wait_for_journal("Failed with result 'watchdog'", unit=UNIT, timeout=60)
     finally:
         box.systemctl("stop", UNIT, timeout=120)
         box.run("rm", "-rf", f"/etc/systemd/system/{UNIT}.d")
