@@ -10,7 +10,7 @@ import re
 import time
 from pathlib import Path
 
-from uvrd.kafka import cancellations
+from uvrd.boards import cancellations
 from uvrd.runtime.drain import margin_for, parse_timespan
 
 from .harness import ROOT, Bench, max_or_nan, median, pct, say, start_many

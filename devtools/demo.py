@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from uvrd import stem_download, submit
+from uvrd.client import stem_download
+from uvrd.client.api_client import ApiClient
 from uvrd.broker.loopback import free_port
 from devtools import musdb_excerpt, pinned_wheels, spleeter_model, tinymodel
 from devtools.receiver import WebhookReceiver
@@ -104,7 +105,7 @@ def main() -> int:
     model_lines, song = choose_model(root), choose_song(root)
     port, token, hook_secret = free_port(), secrets.token_hex(16), secrets.token_hex(16)
     config = write_config(root, model_lines, port, token, hook_secret)
-    api = f"http://127.0.0.1:{port}"
+    api = ApiClient(f"http://127.0.0.1:{port}", token)
     receiver = WebhookReceiver()
     started = time.monotonic()
     # Like systemd, hold a notify socket: `uvrd dev` sends READY=1 once every daemon did.
@@ -118,7 +119,7 @@ def main() -> int:
         wait_ready(notify, stack)
         ready_at = time.monotonic()
         say(f"stack ready in {ready_at - started:.1f} s (broker, api, processor with its model, uploader)")
-        accepted = submit.submit(api, token, song.audio, hook_url=receiver.url)
+        accepted = api.submit(song.audio, {"hook_url": receiver.url})
         say(f"submitted task {accepted['task_uuid']} over HTTP")
         delivery = wait_for_webhook(receiver, stack)
         took = time.monotonic() - ready_at
@@ -126,7 +127,7 @@ def main() -> int:
             say("the webhook's signature did not verify")
             return 1
         payload = json.loads(delivery["body"])
-        final = wait_delivered(api, token, accepted["task_uuid"])
+        final = wait_delivered(api, accepted["task_uuid"])
         if payload["status"] != "success":
             say(f"task failed: {payload.get('error_message')}")
             return 1
@@ -168,11 +169,11 @@ def wait_ready(notify: socket.socket, stack: subprocess.Popen) -> None:
     raise SystemExit(f"the stack was not ready within {READY_TIMEOUT_S} s")
 
 
-def wait_delivered(api: str, token: str, task_uuid: str) -> dict:
+def wait_delivered(api: ApiClient, task_uuid: str) -> dict:
     """The uploader records the delivery just after the webhook answered."""
     deadline = time.monotonic() + 30
     while True:
-        current = submit.status(api, token, task_uuid)
+        current = api.task(task_uuid) or {}
         if current.get("state") == "delivered" or time.monotonic() > deadline:
             return current
         time.sleep(0.2)

@@ -46,7 +46,7 @@ def main() -> int:
 
 def _by_stem(separator, audio_path: str, files: list[str], out_dir: str) -> dict[str, str]:
     """audio-separator's own file names (``<input>_(<Stem>)_<model>``) read as uvrd names stems."""
-    from uvrd.processor.engine_child import output_affixes, stem_name
+    from uvrd.processor.engine_job import output_affixes, stem_name
 
     named = output_affixes(separator.model_instance, audio_path)
     return {stem_name(f, *named): os.path.join(out_dir, f) for f in files}

@@ -173,7 +173,7 @@ class Stack:
                    env: dict | None = None, **handler_kwargs) -> InProcessDaemon:
         """A daemon in the test process (inprocess.py), configured as :meth:`start` configures a
         subprocess one, with its own transactional id; started and stopped at the end of the test."""
-        from uvrd.config_files import load
+        from uvrd.config.files import load
 
         name = name or f"{handler_class.name}{len(self.daemons)}"
         environ = {"UVRD_PROCESSOR_TRANSACTIONAL_ID": f"{self.group}-{name}-processor",

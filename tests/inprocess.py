@@ -12,7 +12,7 @@ import threading
 
 from support import wait_until
 from uvrd.config import Config
-from uvrd.kafka.consumer_daemon import ConsumerDaemon
+from uvrd.daemon.consumer_daemon import ConsumerDaemon
 
 
 class InProcessDaemon:

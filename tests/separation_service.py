@@ -13,7 +13,7 @@ import requests
 import scrape
 from support import WebhookReceiver, wait_until
 
-from uvrd import stem_download
+from uvrd.client import stem_download
 from uvrd.broker.loopback import free_port
 from devtools.model_catalogue import InstalledModel
 from uvrd.uploader import webhook

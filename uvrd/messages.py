@@ -62,7 +62,7 @@ class Task:
     options: SeparationOptions = NO_OPTIONS
     plan: separation_plan.Plan | None = None  # "models" or "ensemble"; None: "model" alone
     events: tuple[str, ...] = ()  # the webhook events besides the final one it opted into (EVENTS)
-    replay: int = 0  # how many times an operator replayed it from the dead letters (uvrd/kafka/replays.py)
+    replay: int = 0  # how many times an operator replayed it from the dead letters (uvrd/boards/replays.py)
 
     @property
     def audio_ref(self) -> str | None:

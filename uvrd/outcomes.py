@@ -158,10 +158,10 @@ class NotQueued:
 Produced = Queued | Unconfirmed | NotQueued
 
 
-# -- a dead letter's replay (uvrd/kafka/replays.py) ----------------------------------------------
+# -- a dead letter's replay (uvrd/boards/replays.py) ----------------------------------------------
 @dataclass(frozen=True)
 class Replayed:
-    """A dead letter sent again (uvrd/kafka/replays.py): its record is queued once more."""
+    """A dead letter sent again (uvrd/boards/replays.py): its record is queued once more."""
 
     task_uuid: str
     replay: int

@@ -118,7 +118,7 @@ def test_a_model_a_task_names_is_loaded_for_it_and_the_least_recently_used_makes
                                                                                       kafka):
     import json
 
-    from uvrd.kafka.status import progress_key
+    from uvrd.boards.status import progress_key
 
     stack = module_stacks("lru")
     models_dir = tmp_path / "models"

@@ -1,44 +1,37 @@
-"""The [kafka] security settings reach every Kafka client uvrd builds."""
+"""The [kafka] settings on real clients of the session broker: what they carry, and what their DEBUG
+logging shows (the pure checks of client_settings are in tests/unit/kafka/test_client_settings.py)."""
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+import io
+import logging
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+import structlog
+from kafka import KafkaAdminClient
 
-from uvrd.config import KafkaConfig
+from uvrd.boards import topics
+from uvrd.config import KafkaConfig, TopicsConfig
 from uvrd.kafka import clients
+from uvrd.runtime import logs
 
-SASL_SSL = KafkaConfig(bootstrap_servers="kafka-1.example:9093, kafka-2.example:9093", client_id="uvrd-test",
-                       security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
-                       sasl_plain_username="uvrd", sasl_plain_password="sasl-pw", ssl_cafile="/etc/uvrd/ca.pem",
-                       ssl_certfile="/etc/uvrd/client.pem", ssl_keyfile="/etc/uvrd/client.key",
-                       ssl_password="key-pw")
 SECURITY_KEYS = {"security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password",
                  "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password", "ssl_check_hostname"}
-UVRD = Path(clients.__file__).parents[1]
 
 
-def test_sasl_ssl_settings_pass_through_unchanged():
-    assert clients.client_settings(SASL_SSL) == {
-        "bootstrap_servers": ["kafka-1.example:9093", "kafka-2.example:9093"], "client_id": "uvrd-test",
-        "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "uvrd",
-        "sasl_plain_password": "sasl-pw", "ssl_cafile": "/etc/uvrd/ca.pem", "ssl_certfile": "/etc/uvrd/client.pem",
-        "ssl_keyfile": "/etc/uvrd/client.key", "ssl_password": "key-pw", "ssl_check_hostname": True}
-
-
-def test_hostname_checking_can_only_be_turned_off_explicitly():
-    relaxed = KafkaConfig(security_protocol="SSL", ssl_check_hostname=False)
-    assert clients.client_settings(relaxed)["ssl_check_hostname"] is False
-    assert clients.client_settings(KafkaConfig(security_protocol="SSL"))["ssl_check_hostname"] is True
-
-
-@pytest.mark.parametrize("client", [KafkaProducer, KafkaConsumer, KafkaAdminClient])
-def test_every_setting_is_one_each_kafka_python_client_takes(client):
-    """kafka-python refuses unknown keys: a key one client lacked would break that daemon only under TLS/SASL."""
-    assert set(clients.client_settings(SASL_SSL)) <= set(client.DEFAULT_CONFIG)
+@pytest.fixture
+def restore_logging():
+    """configure() rewires the root logger; later tests in this worker must not log into a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    kafka_levels = {name: logging.getLogger(name).level for name in ("kafka", "kafka.admin.client")}
+    saved = structlog.get_config()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, kafka_level in kafka_levels.items():
+        logging.getLogger(name).setLevel(kafka_level)
+    structlog.configure(**saved)
 
 
 def test_real_clients_carry_the_settings(broker):
@@ -60,12 +53,15 @@ def test_real_clients_carry_the_settings(broker):
         admin.close()
 
 
-def test_no_kafka_client_is_built_outside_the_settings_function():
-    """Every producer, consumer and admin client (daemons, api, status board, dev stack) starts from
-    client_settings: one built elsewhere would silently talk PLAINTEXT to a SASL_SSL cluster."""
-    builders = {}
-    for path in UVRD.rglob("*.py"):
-        for match in re.finditer(r"\bKafka(Producer|Consumer|AdminClient)\(", path.read_text()):
-            builders.setdefault(path.relative_to(UVRD).as_posix(), set()).add(match.group(1))
-    assert builders == {"kafka/clients.py": {"Producer", "Consumer"}, "kafka/topics.py": {"AdminClient"}}
-    assert "client_settings(config.kafka)" in (UVRD / "devstack.py").read_text()
+def test_debug_logging_never_shows_the_kafka_passwords(broker, restore_logging):
+    """kafka-python's admin client logs its configuration at DEBUG; uvrd dev builds one with the SASL settings."""
+    out = io.StringIO()
+    logs.configure("uvrd-test", level="DEBUG", stream=out)
+    kc = KafkaConfig(bootstrap_servers=broker.bootstrap, sasl_mechanism="PLAIN", sasl_plain_username="uvrd",
+                     sasl_plain_password="sasl-Pw-0", ssl_password="key-Pw-0")
+    topics.ensure(clients.client_settings(kc), TopicsConfig(*[f"logs-debug.{n}" for n in ("t", "r", "d", "s")]))
+    consumer = clients.consumer(kc, group_id=None)
+    consumer.close(autocommit=False)
+    text = out.getvalue()
+    assert '"level": "debug"' in text and '"logger": "kafka.' in text, "kafka-python's DEBUG lines are shown"
+    assert "sasl-Pw-0" not in text and "key-Pw-0" not in text

@@ -24,7 +24,7 @@ import scripted_engine
 from inprocess import InProcessDaemon
 from support import NotifySocket, fill, small_filesystem, wait_until
 from devtools import tinymodel
-from uvrd.kafka.status import progress_key
+from uvrd.boards.status import progress_key
 from uvrd.processor.daemon import Processor
 from uvrd.processor.engine import Engine, EngineDied
 
@@ -313,7 +313,7 @@ def test_a_model_that_does_not_exist_stops_the_unit_with_ex_config(stack, monkey
     """The real engine child and audio-separator's own refusal: the daemon ends before READY with the
     error `uvrd processor` turns into status 78 (EX_CONFIG), so that systemd does not restart it."""
     from uvrd.config import EX_CONFIG
-    from uvrd.processor import cli
+    from uvrd.cli import processor as cli
 
     p = stack.in_process(Processor, config=stack.write_config("nomodel.toml", model="No-Such-Model.onnx"),
                          engine=Engine)

@@ -1,6 +1,6 @@
 """A dead letter replayed: a failed task runs again, an undelivered result is delivered again, each
 exactly once, through ``POST /v1/dead-letters/<partition>/<offset>/replay`` and ``uvrd dead-letters
-replay`` (uvrd/kafka/replays.py), with a real broker, the tiny model and the daemons as subprocesses.
+replay`` (uvrd/boards/replays.py), with a real broker, the tiny model and the daemons as subprocesses.
 """
 
 from __future__ import annotations

@@ -215,8 +215,8 @@ def test_killing_the_supervisor_takes_every_child_and_the_broker_with_it(stack, 
 
 
 def test_the_embedded_broker_gives_short_group_timeouts_but_keeps_the_users_own():
-    from uvrd.config_files import load
-    from uvrd.devstack import embedded_group_env
+    from uvrd.config.files import load
+    from uvrd.cli.dev import embedded_group_env
 
     plain = embedded_group_env(load(environ={}))
     assert plain == {"UVRD_KAFKA_SESSION_TIMEOUT_MS": "6000", "UVRD_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
@@ -295,7 +295,7 @@ def test_ephemeral_keeps_nothing_and_a_second_dev_on_one_state_dir_is_refused(st
 
 
 def test_the_state_directory_follows_xdg_state_home(monkeypatch, tmp_path):
-    from uvrd.devstack import default_state_dir
+    from uvrd.cli.dev import default_state_dir
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     assert default_state_dir() == tmp_path / "state" / "uvrd"

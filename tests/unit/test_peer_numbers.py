@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from support import fuzz_examples
-from uvrd import peer_numbers
+from uvrd.peers import numbers as peer_numbers
 
 # What isdigit() accepts but int() refuses, digits int() reads from other scripts, and what int() and
 # float() take that no protocol allows.

@@ -1,7 +1,7 @@
 import os
 import time
 
-from uvrd.retention import sweep
+from uvrd.storage.retention import sweep
 
 
 def test_only_entries_past_retention_go(tmp_path):

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from peers import OK, Hanger, RawPeer, Trickler, hostile_answers, self_signed, server_context
 from support import RebindingDNS, fuzz_examples, rebinding_pair
 from uvrd.runtime.deadline import Deadline
-from uvrd.safehttp import DeadlineExceeded, TooLarge, UnsafeURL, check_url, request
+from uvrd.peers.safehttp import DeadlineExceeded, TooLarge, UnsafeURL, check_url, request
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from uvrd.stem_download import DownloadError, download, file_name
+from uvrd.client.stem_download import DownloadError, download, file_name
 
 PAYLOAD = bytes(range(256)) * 4000  # ~1 MB
 

@@ -14,7 +14,7 @@ import binascii
 import hashlib
 import hmac
 
-from uvrd import links
+from uvrd.storage import links
 from uvrd.api.errors import ApiError
 
 BEARER_CHALLENGE = 'Bearer realm="uvrd"'

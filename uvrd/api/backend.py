@@ -18,13 +18,14 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from uvrd.config import Config
-from uvrd.kafka import clients, status
-from uvrd.kafka.cancellations import Cancellations
+from uvrd.kafka import clients
+from uvrd.boards import status
+from uvrd.boards.cancellations import Cancellations
 from uvrd.kafka.commit_mode import OutRecord
-from uvrd.kafka.status import StatusBoard
-from uvrd.kafka.dead_letters import DeadLetterBoard
-from uvrd.kafka.queues import QueueGauge
-from uvrd.kafka.workers import WorkerBoard
+from uvrd.boards.status import StatusBoard
+from uvrd.boards.dead_letters import DeadLetterBoard
+from uvrd.boards.queues import QueueGauge
+from uvrd.boards.workers import WorkerBoard
 
 log = structlog.get_logger("uvrd.api")
 

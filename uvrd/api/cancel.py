@@ -1,6 +1,6 @@
 """DELETE /v1/tasks/<uuid>: ask for a task to be cancelled.
 
-The request is a record in the cancellations topic (kafka/cancellations.py), so it holds whichever
+The request is a record in the cancellations topic (boards/cancellations.py), so it holds whichever
 api instance took it and whichever processor has the task, across restarts.  A queued task is
 settled as cancelled when a processor reaches it; a running one is stopped within seconds.  Either
 way the task ends once, in ``cancelled`` (with one webhook if it has a hook), unless it ended
@@ -17,7 +17,7 @@ from uvrd.api.backend import Unavailable
 from uvrd.api.context import current
 from uvrd.api.errors import ApiError
 from uvrd.api.query import lookup
-from uvrd.kafka import cancellations, status
+from uvrd.boards import cancellations, status
 
 log = structlog.get_logger("uvrd.api")
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Mapping
 
-from uvrd import known_models, messages, safehttp, separation_options, separation_plan
+from uvrd import known_models, messages, separation_options, separation_plan
+from uvrd.peers import safehttp
 from uvrd.api.errors import ApiError
 from uvrd.config import DEFAULT_PRIORITY, OUTPUT_FORMATS, PRIORITIES
 from uvrd.messages import MAX_URL_CHARS

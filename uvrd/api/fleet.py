@@ -1,7 +1,7 @@
 """GET /v1/workers, /v1/models, /v1/queues and /v1/dead-letters: the deployment as its processors'
 heartbeats, the broker's offsets and the dead-letter topic tell it.
 
-Every api instance reads the workers topic whole (kafka/workers.py), so each answers the same.
+Every api instance reads the workers topic whole (boards/workers.py), so each answers the same.
 A model is *served* when the configuration lists it (``processor.model`` and ``extra_models``): a
 task may name it.  Whether it is loaded and warm, and on which workers, comes from the heartbeats;
 its architecture and stems from them too, else from audio-separator's own catalogue.
@@ -18,7 +18,7 @@ from kafka.errors import KafkaError
 from uvrd import known_models
 from uvrd.api.context import current
 from uvrd.api.errors import ApiError
-from uvrd.kafka import dead_letters, replays
+from uvrd.boards import dead_letters, replays
 from uvrd.metrics import api as api_metrics
 from uvrd.outcomes import AlreadyReplayed, NotReplayable, Replayed, ReplayUnconfirmed
 
@@ -105,7 +105,7 @@ def show_dead_letter(partition: int, offset: int):
 @blueprint.post("/v1/dead-letters/<int:partition>/<int:offset>/replay")
 def replay_dead_letter(partition: int, offset: int):
     """Send a dead letter again, once: a failed task back to its queue, an undelivered result back to
-    the uploader (uvrd/kafka/replays.py).  202 with the replay; 409 if it was replayed already."""
+    the uploader (uvrd/boards/replays.py).  202 with the replay; 409 if it was replayed already."""
     api = current()
     api.auth.require_bearer(request.headers)
     try:

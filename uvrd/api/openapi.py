@@ -13,7 +13,7 @@ from uvrd.api.batch import MAX_FILENAME_CHARS
 from uvrd.api.forms import MAX_FORM_FIELDS
 from uvrd.config import DEFAULT_PRIORITY, OUTPUT_FORMATS, PRIORITIES, Config
 from uvrd import separation_options, separation_plan
-from uvrd.kafka.status import STATES
+from uvrd.boards.status import STATES
 from uvrd.messages import EVENTS, MAX_URL_CHARS, TASK_UUID_RE
 
 JSON = "application/json"

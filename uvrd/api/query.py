@@ -14,7 +14,7 @@ from pathlib import Path
 import structlog
 from flask import Blueprint, jsonify, redirect, request, send_file
 
-from uvrd import links
+from uvrd.storage import links
 from uvrd.api.context import ApiContext, current
 from uvrd.api.errors import ApiError
 from uvrd.messages import TASK_UUID_RE

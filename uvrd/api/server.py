@@ -26,10 +26,9 @@ from uvrd.api.context import EXTENSION
 from uvrd.api.spooler import Spool
 from uvrd.api.watchdog import ApiArbiter, ApiWatchdog
 from uvrd.api.worker import SlowClientWorker
-from uvrd.cli import add_config_argument, load_config
 from uvrd.config import EX_CONFIG, Config
 from uvrd.metrics import multiprocess
-from uvrd.runtime import drain, logs
+from uvrd.runtime import drain
 from uvrd.runtime.notify import Notifier
 
 log = structlog.get_logger("uvrd.api")
@@ -44,13 +43,8 @@ FD_MARGIN = 256
 SYSTEMD_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
-def add_arguments(parser) -> None:
-    add_config_argument(parser)
-
-
-def run(args) -> int:
-    config = load_config(args)
-    logs.configure("uvrd-api")
+def serve(config: Config) -> int:
+    """Serve until a stop; the exit status (78 for a spool that cannot be used)."""
     try:
         # Here rather than only in each worker: a spool it cannot use is a configuration error (78),
         # not a worker that fails to boot over and over.
@@ -81,7 +75,7 @@ def _serve_metrics(config: Config) -> None:
         return
     multiprocess.prepare()
     # Only now: prometheus_client reads PROMETHEUS_MULTIPROC_DIR when it is first imported.
-    from uvrd.kafka.queues import QueueGauge
+    from uvrd.boards.queues import QueueGauge
     from uvrd.metrics import exposition
     from uvrd.metrics.queues import QueueCollector
 

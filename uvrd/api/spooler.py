@@ -17,7 +17,7 @@ from typing import IO
 
 import urllib3
 
-from uvrd import safehttp
+from uvrd.peers import safehttp
 from uvrd.api.audio_types import DESCRIPTION, HEAD_BYTES, sniff
 from uvrd.api.errors import ApiError
 from uvrd.runtime.deadline import Deadline

@@ -16,9 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from uvrd.cli import add_config_argument, load_config
-from uvrd.config import EX_CONFIG, ConfigError
-from uvrd.runtime import logs
+from uvrd.config import EX_CONFIG, Config, ConfigError
 from uvrd.runtime.deadline import Deadline
 from uvrd.runtime.lifecycle import Lifecycle
 from uvrd.runtime.notify import Notifier
@@ -28,21 +26,12 @@ log = structlog.get_logger("uvrd.broker")
 TURN_S = 0.5
 
 
-def add_arguments(parser) -> None:
-    add_config_argument(parser)
-    parser.add_argument("--data-dir", type=Path, default=None, help="where the broker keeps its data "
-                        "(default: broker.data_dir, /var/lib/uvrd/broker)")
-    parser.add_argument("--listen", default=None, help="HOST:PORT (default: broker.listen, 127.0.0.1:9092)")
-
-
-def run(args) -> int:
+def serve(config: Config, data_dir: Path | None = None, listen: str | None = None) -> int:
+    """Run the broker until a stop; *data_dir* and *listen* override the configuration's."""
     from uvrd.broker.local import BrokerInUse, LocalBroker
 
-    config = load_config(args)
-    settings = config.broker
-    logs.configure("uvrd-broker")
     try:
-        settings = _with_arguments(settings, args)
+        settings = _with_overrides(config.broker, data_dir, listen)
     except ConfigError as e:
         log.error("configuration error", error=str(e))
         return EX_CONFIG
@@ -67,14 +56,14 @@ def run(args) -> int:
         return _supervise(broker, lifecycle)
 
 
-def _with_arguments(settings, args):
+def _with_overrides(settings, data_dir: Path | None, listen: str | None):
     import dataclasses
 
-    changed = {}
-    if args.data_dir is not None:
-        changed["data_dir"] = args.data_dir
-    if args.listen is not None:
-        changed["listen"] = args.listen
+    changed: dict[str, object] = {}
+    if data_dir is not None:
+        changed["data_dir"] = data_dir
+    if listen is not None:
+        changed["listen"] = listen
     settings = dataclasses.replace(settings, **changed)
     settings.validate()
     return settings

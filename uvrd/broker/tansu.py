@@ -69,7 +69,7 @@ class TansuBroker(ChildServer):
         return self
 
     def create_uvrd_topics(self, topics, task_partitions: int = 1) -> list[str]:
-        from uvrd.kafka.topics import ensure
+        from uvrd.boards.topics import ensure
 
         return ensure({"bootstrap_servers": self.bootstrap}, topics, task_partitions)
 

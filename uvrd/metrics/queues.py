@@ -1,15 +1,22 @@
-"""How much work waits, per priority, as ``GET /v1/queues`` tells it (kafka/queues.py), read when
+"""How much work waits, per priority, as ``GET /v1/queues`` tells it (boards/queues.py), read when
 Prometheus scrapes: the api master serves it beside its workers' counts."""
 
 from __future__ import annotations
+
+from typing import Any, Protocol
 
 import structlog
 from kafka.errors import KafkaError
 from prometheus_client.core import GaugeMetricFamily
 
-from uvrd.kafka.queues import QueueGauge
-
 log = structlog.get_logger("uvrd.metrics")
+
+
+class QueueGauge(Protocol):
+    """What reads the backlogs (uvrd.boards.queues.QueueGauge): the metrics only ask it, so that they
+    depend on no board."""
+
+    def read(self) -> dict[str, Any]: ...
 
 
 class QueueCollector:

@@ -7,7 +7,7 @@ One task at a time, in three steps:
 - :meth:`Processor.process` fetches its input, runs the separation with its retries
   (separation.py, which reports its progress and stops it on a cancellation) and stores the
   stems: Succeeded, Failed, Cancelled or Abandoned;
-- :meth:`Processor.settle` commits the result (results.py builds it, with the status record and,
+- :meth:`Processor.settle` commits the result (settlement.py builds it, with the status record and,
   for a failure, a dead-letter copy) together with the task's offset, then removes the input.
 
 A task whose cancellation was requested before it is reached is settled as Cancelled without
@@ -31,11 +31,11 @@ from kafka import TopicPartition
 
 from uvrd import messages
 from uvrd.config import Config
-from uvrd.kafka import status
-from uvrd.kafka.cancellations import Cancellations
+from uvrd.boards import status
+from uvrd.boards.cancellations import Cancellations
 from uvrd.kafka.commit_mode import next_offset
 from uvrd.kafka.bulletin import Bulletin
-from uvrd.kafka.consumer_daemon import POLL_MS, Membership
+from uvrd.daemon.consumer_daemon import POLL_MS, Membership
 from uvrd.kafka.group_member import Claim, GroupMember
 from uvrd.metrics import processor as processor_metrics
 from uvrd.outcomes import (Abandoned, Cancelled, Failed, NotCommitted, Rejected, Stored, StoreFailed, StoreOutcome,
@@ -49,7 +49,7 @@ from uvrd.processor.host_trouble import HostTrouble
 from uvrd.processor.priority import PriorityChooser
 from uvrd.processor.separation import Separation, Watchers
 from uvrd.processor.task_events import TaskEvents
-from uvrd.results import settlement
+from uvrd.processor.settlement import settlement
 from uvrd.runtime import drain, logs
 from uvrd.runtime.deadline import Deadline
 from uvrd.runtime.wait import Runtime
@@ -109,8 +109,18 @@ class Processor:
                           through_drain=False)
 
     def serve(self) -> None:
-        while (woke := self.runtime.wait(until=self._next_record, through_drain=False, turn_ms=0)).done:
-            self.handle(woke.value)
+        """One task at a time: each turn makes sure the engine can take one and the cancellations
+        already asked for are known, then polls for the next task and handles it."""
+        while self.runtime.turn(through_drain=False) is None:
+            self._replace_a_dead_engine()
+            if not (self.engine.ready or self.separation.await_engine()):
+                continue
+            if not self.cancellations.caught_up:
+                # No task before the cancellations already asked for are known: one may be for it.
+                self.runtime.wait(until=lambda: self.cancellations.caught_up, through_drain=False)
+                continue
+            if (record := self._poll()) is not None:
+                self.handle(record)
 
     def activity(self) -> str | None:
         if self.host is not None and self.host.status:
@@ -158,17 +168,13 @@ class Processor:
     def on_lost(self, claim: Claim) -> None:
         pass  # the separation sees it on its claim and ends the run
 
-    def _next_record(self):
-        """The next task record, or None (after a poll of up to POLL_MS, or while the engine restarts)."""
+    def _replace_a_dead_engine(self) -> None:
         if not self.engine.alive():
             log.warning("separation engine died while idle; restarting it")
             self.engine.restart("died_while_idle")
-        if not (self.engine.ready or self.separation.await_engine()):
-            return None
-        if not self.cancellations.caught_up:
-            # No task before the cancellations already asked for are known: one may be for it.
-            self.runtime.wait(until=lambda: self.cancellations.caught_up, through_drain=False)
-            return None
+
+    def _poll(self):
+        """The next task record, after a poll of up to POLL_MS on the topic the priorities choose; or None."""
         self.priorities.apply(self.member.consumer)
         records = self.member.poll(POLL_MS, max_records=1)
         return records[0] if records else None

@@ -31,7 +31,7 @@ class EngineSettings:
     # Longer inputs are separated in pieces this long plus the overlap, crossfaded (long_audio.py).
     chunk_seconds: float = 300.0
     chunk_overlap_seconds: float = 10.0
-    max_loaded_models: int = 3  # the least recently used beyond it is unloaded (engine_child._Models)
+    max_loaded_models: int = 3  # the least recently used beyond it is unloaded (model_cache.py)
     device: str = "auto"  # processor.device: where the models are expected to run (device_check.py)
     # Each model separates a short clip once loaded, before it serves a task (engine_warmup.py).
     # Off only in the benchmark of what the first task paid without it.

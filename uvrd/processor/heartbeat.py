@@ -1,4 +1,4 @@
-"""The processor's heartbeat on the workers topic (kafka/workers.py): what it is and what it does.
+"""The processor's heartbeat on the workers topic (boards/workers.py): what it is and what it does.
 
 Sent at most once a turn: when what the worker does changes (its state, its task, its models) and
 otherwise every ``processor.heartbeat_interval``, through the bulletin (best effort, never
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from uvrd import __version__, messages
-from uvrd.kafka import workers
+from uvrd.boards import workers
 from uvrd.kafka.bulletin import Bulletin
 
 

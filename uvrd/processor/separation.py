@@ -29,7 +29,7 @@ from uvrd.processor.engine import Engine, EngineDied
 from uvrd.processor.engine_protocol import Job, JobCancelled, JobFailed, JobOutcome, NoSpace, Progress, Separated
 from uvrd.processor.host_trouble import HostTrouble
 from uvrd.runtime.deadline import Deadline
-from uvrd.runtime.wait import Runtime, Why
+from uvrd.runtime.wait import KEEPALIVE_POLL_MS, Runtime
 
 log = structlog.get_logger("uvrd.processor")
 
@@ -56,6 +56,10 @@ class Run:
 
     def age(self) -> float:
         return time.monotonic() - self.started
+
+    def cancel_overdue(self) -> bool:
+        """Whether the child was asked to stop the job over CANCEL_GRACE_S ago."""
+        return self.cancel_asked is not None and time.monotonic() - self.cancel_asked > CANCEL_GRACE_S
 
     def over_time(self, job_timeout: float) -> str | None:
         """Why the run has taken too long, or None: *job_timeout* is per piece of a long input."""
@@ -91,22 +95,21 @@ class Separation:
         membership.
         """
         deaths = 0
-
-        def loaded() -> bool:
-            nonlocal deaths
+        budget = Deadline.after(self.cfg.engine_start_timeout)
+        while self.runtime.turn(through_drain=False) is None:
             try:
-                return self.engine.poll_ready(ENGINE_WAIT_S)
+                if self.engine.poll_ready(ENGINE_WAIT_S):
+                    return True
             except EngineDied as e:
                 deaths += 1
                 if e.fatal_config or deaths >= ENGINE_LOAD_TRIES:
                     raise
                 log.warning("separation engine died while loading the model; restarting it", reason=str(e))
                 self.engine.restart("died_while_loading")
-                return False
-        woke = self.runtime.wait(until=loaded, budget=Deadline.after(self.cfg.engine_start_timeout), through_drain=False)
-        if woke.why is Why.BUDGET:
-            raise EngineDied(f"model did not load within engine_start_timeout ({self.cfg.engine_start_timeout:g} s)")
-        return woke.done
+            if budget.expired():
+                raise EngineDied(f"model did not load within engine_start_timeout ({self.cfg.engine_start_timeout:g} s)")
+            self.runtime.keep_membership(KEEPALIVE_POLL_MS)
+        return False
 
     def separate(self, claim: Claim, task_uuid: str, job: Callable[[str], Job],
                  watchers: Watchers) -> Separated | JobFailed | JobCancelled | Abandoned:
@@ -155,46 +158,52 @@ class Separation:
         except OSError:
             self.engine.restart("gone_at_submit")
             return Retry("separation engine was gone when the job was submitted")
-        self.run = Run(job.task_uuid)
+        run = self.run = Run(job.task_uuid)
         try:
             if watchers.announce is not None:
                 watchers.announce()  # once the child has the job: "processing" goes out as it starts
-            woke = self.runtime.wait(until=lambda: self._run_ended(claim, watchers), through_drain=True,
-                                     turn_ms=JOB_KEEPALIVE_POLL_MS)
+            outcome = self._follow(claim, run, watchers)
         finally:
             self.run = None
-        if woke.why is Why.ABANDON:
+        if outcome is None:
             self.engine.kill()
             return Abandoned("second stop signal" if self.runtime.lifecycle.quick else
                              "the drain window ended before the separation did")
-        outcome, run = woke.value
         if isinstance(outcome, Abandoned | Retry) or run.child_stuck:
             # The run was given up, or the engine is gone: a fresh child.
             self.engine.restart("cancel_ignored" if run.child_stuck else
                                 "run_abandoned" if isinstance(outcome, Abandoned) else "run_unfinished")
         return outcome
 
-    def _run_ended(self, claim: Claim, watchers: Watchers) -> tuple[JobOutcome | Abandoned | Retry, Run] | None:
-        """How the run ended (and the run), or None while it goes on."""
-        run = self.run
-        if claim.lost:
-            return Abandoned("the partition was reassigned to another worker", "rebalance"), run
-        if too_long := run.over_time(self.cfg.job_timeout):
-            return Retry(too_long), run
-        if run.cancel_asked is None and watchers.cancelled():
-            log.info("cancellation requested; asking the engine to stop the job")
-            run.cancel_asked = time.monotonic()
-            self.engine.cancel()
-        elif run.cancel_asked is not None and time.monotonic() - run.cancel_asked > CANCEL_GRACE_S:
-            log.warning("the engine did not stop the cancelled job in time; killing it", grace_s=CANCEL_GRACE_S)
-            run.child_stuck = True
-            return JobCancelled(), run
-        try:
-            outcome = self.engine.poll_result(ENGINE_WAIT_S)
-        except EngineDied as e:
-            return Retry(str(e)), run
-        self._report(run, watchers)
-        return None if outcome is None else (outcome, run)
+    def _follow(self, claim: Claim, run: Run, watchers: Watchers) -> JobOutcome | Abandoned | Retry | None:
+        """Follow the run to how it ended, one turn at a time (through the drain); None once the drain
+        window is over, or a second signal came, first."""
+        while self.runtime.turn(through_drain=True) is None:
+            if claim.lost:
+                return Abandoned("the partition was reassigned to another worker", "rebalance")
+            if too_long := run.over_time(self.cfg.job_timeout):
+                return Retry(too_long)
+            if run.cancel_asked is None:
+                if watchers.cancelled():
+                    self._ask_to_stop(run)
+            elif run.cancel_overdue():
+                log.warning("the engine did not stop the cancelled job in time; killing it", grace_s=CANCEL_GRACE_S)
+                run.child_stuck = True
+                return JobCancelled()
+            try:
+                outcome = self.engine.poll_result(ENGINE_WAIT_S)
+            except EngineDied as e:
+                return Retry(str(e))
+            self._report(run, watchers)
+            if outcome is not None:
+                return outcome
+            self.runtime.keep_membership(JOB_KEEPALIVE_POLL_MS)
+        return None
+
+    def _ask_to_stop(self, run: Run) -> None:
+        log.info("cancellation requested; asking the engine to stop the job")
+        run.cancel_asked = time.monotonic()
+        self.engine.cancel()
 
     def _report(self, run: Run, watchers: Watchers) -> None:
         run.progress = self.engine.progress

@@ -71,19 +71,30 @@ class Runtime:
         up to *turn_ms* (0: not at all; *until* polls itself).
         """
         budget = budget or Deadline.never()
-        while True:
-            self.tick()
-            phase = self.lifecycle.phase
-            if phase is Phase.ABANDONING:
-                return Woke(Why.ABANDON)
-            if phase is Phase.DRAINING and not through_drain:
-                return Woke(Why.STOPPED)
+        while (ended := self.turn(through_drain=through_drain)) is None:
             if until is not None and (value := until()):
                 return Woke(Why.DONE, value)
             if budget.expired():
                 return Woke(Why.BUDGET)
             if turn_ms:
                 self._turn(budget.cap(turn_ms / 1000))
+        return Woke(ended)
+
+    def turn(self, *, through_drain: bool) -> Why | None:
+        """The start of one turn of a daemon's own loop (and of every wait): tick; None to go on, or
+        why the loop must end now: ABANDON, or STOPPED for a loop that does not go on through a drain."""
+        self.tick()
+        phase = self.lifecycle.phase
+        if phase is Phase.ABANDONING:
+            return Why.ABANDON
+        if phase is Phase.DRAINING and not through_drain:
+            return Why.STOPPED
+        return None
+
+    def keep_membership(self, ms: int) -> None:
+        """The end of one turn of a loop that does not poll for records itself: up to *ms* of a paused
+        poll, so heartbeats and rebalances go on (a sleep before the daemon is connected)."""
+        self._turn(ms / 1000)
 
     def pause(self, seconds: float, *, through_drain: bool) -> bool:
         """Wait *seconds*; False if a stop ended the wait first."""

@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-from uvrd import links, retention
+from uvrd.storage import links, retention
 from uvrd.messages import BadMessage, Task
 from uvrd.storage import Storage
 

@@ -38,16 +38,16 @@ from kafka.structs import OffsetAndMetadata
 from uvrd import messages
 from uvrd.config import Config
 from uvrd.kafka.commit_mode import CommitLost
-from uvrd.kafka.consumer_daemon import POLL_MS, Membership
+from uvrd.daemon.consumer_daemon import POLL_MS, Membership
 from uvrd.kafka.group_member import Claim, GroupMember
 from uvrd.kafka.offset_ledger import OffsetLedger
 from uvrd.metrics import uploader as uploader_metrics
 from uvrd.outcomes import Abandoned, DeliveryOutcome, GaveUp
-from uvrd.results import Settled, delivery_settlement, rejected_result
+from uvrd.uploader.settlement import Settled, delivery_settlement, rejected_result
 from uvrd.runtime import logs
 from uvrd.runtime.backoff import Backoff
 from uvrd.runtime.deadline import Deadline
-from uvrd.runtime.wait import Runtime, Why
+from uvrd.runtime.wait import Runtime
 from uvrd.storage import Storage, open_storage
 from uvrd.uploader.delivery import WebhookSender, describe
 from uvrd.uploader.delivery_pool import DeliveryPool, Ticket
@@ -95,6 +95,7 @@ class Uploader:
             log.warning("uploader.webhook_secret is empty: webhooks go out unsigned")
         self.runtime = runtime
         self.pool = DeliveryPool(self.cfg.concurrency)
+        stack.callback(self.pool.close)  # closed last: after the Kafka clients, no delivery is collected
         relay = EventRelay(self.config)  # the events tasks opted into, apart from the results (events.py)
         relay.start()
         stack.callback(relay.stop)
@@ -114,26 +115,28 @@ class Uploader:
 
     # -- the main loop: one step each turn, Kafka only here -------------------------------------
     def serve(self) -> None:
-        woke = self.runtime.wait(until=self._turn, through_drain=True, turn_ms=0)
-        if woke.why is Why.ABANDON:
-            # What finished by the deadline is still committed; the rest is left for the next uploader.
+        """Each turn, Kafka only here: collect the deliveries that finished, commit what is ready, then
+        take more results; once stopping, take none and keep the membership until everything taken
+        is committed, or the drain window ends."""
+        while self.runtime.turn(through_drain=True) is None:
             self._collect()
             self._commit_ready()
-            if any(len(ledger) for ledger in self.ledgers.values()):
-                self._abandon_all()
-
-    def _turn(self) -> bool:
-        """One turn: collect finished deliveries, commit, take more; True once a stop has drained it all."""
+            if not self.runtime.lifecycle.stopping:
+                self._sweep_if_due()
+                self._poll(room=self.pool.free())
+            elif self._uncommitted():
+                self._poll(room=0)
+            else:
+                return
+        # The drain window is over: what finished by now is still committed; the rest is left for the
+        # next uploader.
         self._collect()
         self._commit_ready()
-        if self.runtime.lifecycle.stopping:
-            if not any(len(ledger) for ledger in self.ledgers.values()):
-                return True
-            self._poll(room=0)
-            return False
-        self._sweep_if_due()
-        self._poll(room=self.pool.free())
-        return False
+        if self._uncommitted():
+            self._abandon_all()
+
+    def _uncommitted(self) -> bool:
+        return any(len(ledger) for ledger in self.ledgers.values())
 
     def _poll(self, room: int) -> None:
         """Poll for at most *room* results; with no room, for membership only (every partition paused)."""

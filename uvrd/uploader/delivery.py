@@ -21,7 +21,8 @@ from collections.abc import Callable
 import structlog
 import urllib3
 
-from uvrd import messages, peer_numbers, safehttp
+from uvrd import messages
+from uvrd.peers import numbers as peer_numbers, safehttp
 from uvrd.config import UploaderConfig
 from uvrd.metrics import uploader as uploader_metrics
 from uvrd.outcomes import Abandoned, Delivered, DeliveryOutcome, GaveUp

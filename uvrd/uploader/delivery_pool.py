@@ -82,9 +82,15 @@ class DeliveryPool:
             self._in_flight.remove(f.ticket)
         return finished
 
+    def close(self) -> None:
+        """End each thread once it is idle (a delivery in flight finishes or is abandoned first): a
+        daemon run in a process that goes on (the service tests run it on a thread) leaves none behind."""
+        for _ in range(self.size):
+            self._work.put(None)
+
     def _run(self) -> None:
-        while True:
-            ticket, work = self._work.get()
+        while (item := self._work.get()) is not None:
+            ticket, work = item
             try:
                 done = Finished(ticket, outcome=work(ticket))
             except BaseException as e:  # the main loop decides what a crash of the work means

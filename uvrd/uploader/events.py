@@ -17,7 +17,8 @@ from datetime import datetime, UTC
 
 import structlog
 
-from uvrd import messages, safehttp
+from uvrd import messages
+from uvrd.peers import safehttp
 from uvrd.config import Config
 from uvrd.kafka import clients
 from uvrd.runtime.deadline import Deadline

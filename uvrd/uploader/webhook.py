@@ -16,7 +16,8 @@ import hmac
 import json
 import time
 
-from uvrd import messages, peer_numbers
+from uvrd import messages
+from uvrd.peers import numbers as peer_numbers
 
 SIGNATURE_HEADER = "X-Uvrd-Signature"
 REPLAY_WINDOW_S = 300
@@ -37,7 +38,7 @@ def body(result: dict, link) -> bytes:
         "error_message": result.get("error_message"),
     }
     if replay := messages.replay_of(result):
-        payload["replay"] = replay  # an operator's replay of a dead letter (uvrd/kafka/replays.py)
+        payload["replay"] = replay  # an operator's replay of a dead letter (uvrd/boards/replays.py)
     return json.dumps(payload, separators=(",", ":")).encode()
 
 

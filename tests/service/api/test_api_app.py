@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from support import wait_until
-from uvrd import links
+from uvrd.storage import links
 from uvrd.config import DEFAULT_PRIORITY
 from devtools import tinymodel
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from support import wait_until
-from uvrd import links
+from uvrd.storage import links
 from uvrd.api.auth import Authenticator, SecretSet
 from uvrd.api.errors import ApiError
 
@@ -160,7 +160,7 @@ def test_every_route_but_health_and_the_document_refuses_a_request_without_crede
     """Read from the application's own URL map, so a route added later without a check fails here."""
     from uvrd.api.app import create_app
     from uvrd.api.context import EXTENSION
-    from uvrd.config_files import load
+    from uvrd.config.files import load
 
     app = create_app(load(public_api.stack.root / "uvrd.toml"))
     try:

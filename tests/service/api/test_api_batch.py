@@ -18,7 +18,7 @@ from uvrd.api.app import create_app
 from uvrd.api.context import EXTENSION
 from uvrd.broker.loopback import free_port
 from uvrd.config import PRIORITIES, ApiConfig
-from uvrd.config_files import load
+from uvrd.config.files import load
 from devtools import tinymodel
 
 

@@ -1,6 +1,6 @@
 """Where a task stands: records from several writers merge, and a state never goes back."""
 
-from uvrd.kafka import status
+from uvrd.boards import status
 
 
 def test_a_later_state_overrides_and_keeps_what_earlier_writers_knew():

@@ -1,6 +1,6 @@
 """``uvrd dead-letters list|show|replay``: what went to the dead-letter topic, newest first, with why
 (the error), whence (the record it copies) and the stage that gave up on it, from any api; ``show``
-prints one letter's record; ``replay`` sends letters again, each exactly once (uvrd/kafka/replays.py).
+prints one letter's record; ``replay`` sends letters again, each exactly once (uvrd/boards/replays.py).
 
 The API address and token come as for ``uvrd submit``.  Exit status 0; 2 when the API could not
 be reached or refused (for ``replay``: any letter it could not replay; one replayed already is not
@@ -13,9 +13,8 @@ import json
 import sys
 from datetime import datetime, UTC
 
-import requests
-
-from uvrd.submit import add_endpoint_arguments, auth, endpoint, error_of
+from uvrd.cli.endpoint import add_endpoint_arguments, client
+from uvrd.client.api_client import ApiClient, Conflict, Refused, Unreachable
 
 
 def _add_filters(parser, limit: int) -> None:
@@ -46,44 +45,34 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    api, token = endpoint(args)
+    api = client(args)
     actions = {"show": _show, "list": _list, "replay": _replay}
     try:
-        return actions[args.action](api, token, args)
-    except requests.RequestException as e:
-        print(f"uvrd dead-letters: the API did not answer: {e}", file=sys.stderr)
-        return 2
-    except _Refused as e:
+        return actions[args.action](api, args)
+    except (Refused, Unreachable, _NoLetter) as e:
         print(f"uvrd dead-letters: {e}", file=sys.stderr)
         return 2
 
 
-class _Refused(Exception):
-    pass
+class _NoLetter(Exception):
+    """What names no letter: neither coordinates nor a task with one."""
 
 
-def _get(api: str, token: str, path: str, **params) -> dict:
-    response = requests.get(f"{api.rstrip('/')}{path}", headers=auth(token), params=params, timeout=30)
-    if response.status_code != 200:
-        raise _Refused(f"HTTP {response.status_code}: {error_of(response)}")
-    return response.json()
-
-
-def _coordinates(api: str, token: str, where: str) -> str:
-    """PARTITION/OFFSET of *where*: coordinates already, or a task (its latest letter)."""
+def _coordinates(api: ApiClient, where: str) -> tuple[int, int]:
+    """(partition, offset) of *where*: coordinates already, or a task (its latest letter)."""
     if "/" not in where:
-        found = _get(api, token, "/v1/dead-letters", task_uuid=where, limit=1)["dead_letters"]
+        found = api.dead_letters(task_uuid=where, limit=1)["dead_letters"]
         if not found:
-            raise _Refused(f"no dead letter of task {where} among the latest")
-        return f"{found[0]['partition']}/{found[0]['offset']}"
+            raise _NoLetter(f"no dead letter of task {where} among the latest")
+        return int(found[0]["partition"]), int(found[0]["offset"])
     partition, _, offset = where.partition("/")
     if not (partition.isdigit() and offset.isdigit()):
-        raise _Refused(f"{where!r} is neither PARTITION/OFFSET nor a task")
-    return f"{int(partition)}/{int(offset)}"
+        raise _NoLetter(f"{where!r} is neither PARTITION/OFFSET nor a task")
+    return int(partition), int(offset)
 
 
-def _show(api: str, token: str, args) -> int:
-    letter = _get(api, token, f"/v1/dead-letters/{_coordinates(api, token, args.letter)}")
+def _show(api: ApiClient, args) -> int:
+    letter = api.dead_letter(*_coordinates(api, args.letter))
     if args.json:
         print(json.dumps(letter))
         return 0
@@ -103,32 +92,33 @@ def _query(args) -> dict:
                               "until": args.until, "limit": args.limit}.items() if v}
 
 
-def _replay(api: str, token: str, args) -> int:
+def _replay(api: ApiClient, args) -> int:
     if args.letter:
-        letters = [_coordinates(api, token, args.letter)]
+        letters = [_coordinates(api, args.letter)]
     elif any((args.task, args.error, args.since, args.until)):
         # Oldest first: the order they failed in.
-        letters = [f"{e['partition']}/{e['offset']}" for e in
-                   reversed(_get(api, token, "/v1/dead-letters", **_query(args))["dead_letters"])]
+        letters = [(int(e["partition"]), int(e["offset"])) for e in
+                   reversed(api.dead_letters(**_query(args))["dead_letters"])]
     else:
-        raise _Refused("name a letter or a task, or choose letters with --task, --error, --since or --until")
+        raise _NoLetter("name a letter or a task, or choose letters with --task, --error, --since or --until")
     failed = 0
-    for where in letters:
-        response = requests.post(f"{api.rstrip('/')}/v1/dead-letters/{where}/replay", headers=auth(token), timeout=60)
-        if response.status_code == 202:
-            body = response.json()
-            print(f"{where}: replayed task {body['task_uuid']} (replay {body['replay']}) to {body['requeued_to']}")
-        elif response.status_code == 409:
-            print(f"{where}: {error_of(response)}")
-        else:
+    for partition, offset in letters:
+        where = f"{partition}/{offset}"
+        try:
+            body = api.replay(partition, offset)
+        except Conflict as e:
+            print(f"{where}: {e.error}")
+        except Refused as e:
             failed += 1
-            print(f"{where}: not replayed: HTTP {response.status_code}: {error_of(response)}", file=sys.stderr)
+            print(f"{where}: not replayed: {e}", file=sys.stderr)
+        else:
+            print(f"{where}: replayed task {body['task_uuid']} (replay {body['replay']}) to {body['requeued_to']}")
     print(f"{len(letters) - failed} of {len(letters)} dead letters replayed or replayed already")
     return 2 if failed else 0
 
 
-def _list(api: str, token: str, args) -> int:
-    body = _get(api, token, "/v1/dead-letters", **_query(args))
+def _list(api: ApiClient, args) -> int:
+    body = api.dead_letters(**_query(args))
     if args.json:
         print(json.dumps(body))
         return 0

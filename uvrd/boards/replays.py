@@ -26,7 +26,8 @@ from kafka import TopicPartition
 
 from uvrd import messages
 from uvrd.config import KafkaConfig, TopicsConfig
-from uvrd.kafka import clients, dead_letters, status
+from uvrd.kafka import clients
+from uvrd.boards import dead_letters, status
 from uvrd.kafka.commit_mode import PRODUCER_BOUNDS, ExactlyOnce, Fenced, OutRecord
 from uvrd.outcomes import AlreadyReplayed, NotReplayable, Replayed, ReplayOutcome, ReplayUnconfirmed
 

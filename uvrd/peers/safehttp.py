@@ -31,7 +31,7 @@ import certifi
 import urllib3
 import urllib3.connection
 
-from uvrd import peer_numbers
+from uvrd.peers import numbers as peer_numbers
 from uvrd.runtime.deadline import Deadline
 
 MAX_REDIRECTS = 3

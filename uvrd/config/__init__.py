@@ -6,7 +6,7 @@ unknown section or key, value of the wrong type or out of range) raises
 :class:`ConfigError` with one line naming the culprit; the CLI turns that into
 exit status 78 (EX_CONFIG) so that ``RestartPreventExitStatus=78`` stops a
 unit from restarting on it.  Reading the file, its drop-ins and the environment is
-config_files.py's.
+config/files.py's.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class TopicsConfig:
     workers: str = "uvrd.workers"
     # Keyed by task_uuid, kept a day: the webhook events tasks opt into (started, progress, requeued).
     events: str = "uvrd.events"
-    # Compacted, keyed by dead letter (partition/offset): each replay done (uvrd/kafka/replays.py).
+    # Compacted, keyed by dead letter (partition/offset): each replay done (uvrd/boards/replays.py).
     replays: str = "uvrd.replays"
 
     def task_topic(self, priority: int) -> str:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import sys
 
-import requests
-
-from uvrd.submit import add_endpoint_arguments, auth, endpoint, error_of
+from uvrd.cli.endpoint import add_endpoint_arguments, client
+from uvrd.client.api_client import Refused, Unreachable
 
 
 def add_arguments(parser) -> None:
@@ -21,11 +20,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    api, token = endpoint(args)
+    api = client(args)
     try:
-        workers = _get(api, token, "/v1/workers")["workers"]
-        queues = _get(api, token, "/v1/queues")
-    except (requests.RequestException, ValueError, RuntimeError) as e:
+        workers, queues = api.workers(), api.queues()
+    except (Refused, Unreachable) as e:
         print(f"uvrd status: {e}", file=sys.stderr)
         return 2
     alive = [w for w in workers if w.get("alive")]
@@ -58,10 +56,3 @@ def render(workers: list[dict], queues: dict) -> str:
     lines.append(f"tasks in flight: {in_flight}")
     lines.append(f"dead letters: {queues.get('dead_letters', 0)}")
     return "\n".join(lines)
-
-
-def _get(api: str, token: str, path: str) -> dict:
-    response = requests.get(f"{api.rstrip('/')}{path}", headers=auth(token), timeout=30)
-    if response.status_code != 200:
-        raise RuntimeError(f"{path}: HTTP {response.status_code}: {error_of(response)}")
-    return response.json()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from uvrd.cli import add_config_argument, run_consumer_daemon
+from uvrd.cli.startup import add_config_argument, run_consumer_daemon
 from uvrd.config import EX_CONFIG
 
 

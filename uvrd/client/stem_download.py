@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
-from uvrd import peer_numbers
+from uvrd.peers import numbers as peer_numbers
 
 CHUNK_BYTES = 256 * 1024
 TIMEOUT_S = 60

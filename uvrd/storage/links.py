@@ -12,7 +12,7 @@ import hmac
 import time
 from urllib.parse import quote, urlencode
 
-from uvrd import peer_numbers
+from uvrd.peers import numbers as peer_numbers
 
 
 def _signature(secret: str, task_uuid: str, stem: str, expires: int) -> str:

@@ -59,7 +59,7 @@ def merge(current: dict | None, update: dict) -> dict:
         return dict(update)
     new, old = messages.replay_of(update), messages.replay_of(current)
     if new > old:
-        # A replay (uvrd/kafka/replays.py) starts the task's next cycle: "queued" again after "failed".
+        # A replay (uvrd/boards/replays.py) starts the task's next cycle: "queued" again after "failed".
         return {**{k: current[k] for k in KEPT_ACROSS_REPLAYS if k in current}, **update}
     if new < old:
         return {**update, **current}  # a late record of an earlier cycle only fills gaps

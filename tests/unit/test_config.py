@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from uvrd.config import EX_CONFIG, SECTIONS, ConfigError
-from uvrd.config_files import load
+from uvrd.config.files import load
 
 
 def write(tmp_path, text):
@@ -56,7 +56,7 @@ def test_environment_overrides_single_keys(tmp_path):
 
 
 def test_missing_default_file_means_defaults(tmp_path, monkeypatch):
-    monkeypatch.setattr("uvrd.config_files.DEFAULT_PATH", tmp_path / "absent.toml")
+    monkeypatch.setattr("uvrd.config.files.DEFAULT_PATH", tmp_path / "absent.toml")
     c = load(None, environ={})
     assert c.source == "built-in defaults" and c.processor.commit == "exactly-once"
 
@@ -111,7 +111,7 @@ def test_the_old_name_processor_delivery_still_works_with_a_warning(tmp_path):
     assert from_env.deprecated == ("UVRD_PROCESSOR_DELIVERY is deprecated: call it processor.commit",)
     assert load(write(tmp_path, "[processor]\ncommit = 'at-least-once'\n"), environ={}).deprecated == ()
     # The daemon says so in one line on stderr, which the journal keeps, and still starts.
-    proc = subprocess.run([sys.executable, "-c", "import sys, argparse; from uvrd.cli import load_config; "
+    proc = subprocess.run([sys.executable, "-c", "import sys, argparse; from uvrd.cli.startup import load_config; "
                            "load_config(argparse.Namespace(config=sys.argv[1], command='processor'))",
                            str(write(tmp_path, "[processor]\ndelivery = 'at-least-once'\n"))],
                           capture_output=True, text=True, timeout=60)
@@ -150,7 +150,7 @@ def test_cli_config_error_keeps_the_secret_out_of_stderr(tmp_path):
 
 def test_storage_settings_are_checked_and_its_secrets_never_shown(tmp_path):
     from uvrd.config import ConfigError
-    from uvrd.config_files import load
+    from uvrd.config.files import load
 
     assert load(None, environ={}).storage.backend == "local"
     with pytest.raises(ConfigError, match=r"storage.bucket must be set"):
@@ -185,7 +185,7 @@ def test_a_wildcard_listen_names_this_host_in_links(tmp_path, listen):
 
 
 def test_the_defaults_link_to_the_default_listen_address(tmp_path, monkeypatch):
-    monkeypatch.setattr("uvrd.config_files.DEFAULT_PATH", tmp_path / "absent.toml")
+    monkeypatch.setattr("uvrd.config.files.DEFAULT_PATH", tmp_path / "absent.toml")
     api = load(None, environ={}).api
     assert (api.listen, api.public_url) == ("127.0.0.1:8080", "http://127.0.0.1:8080")
 

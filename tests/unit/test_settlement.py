@@ -8,7 +8,8 @@ from types import SimpleNamespace
 from uvrd.config import TopicsConfig
 from uvrd.messages import Task
 from uvrd.outcomes import Cancelled, Delivered, Failed, GaveUp, Rejected, Succeeded
-from uvrd.results import delivery_settlement, settlement
+from uvrd.processor.settlement import settlement
+from uvrd.uploader.settlement import delivery_settlement
 
 TOPICS = TopicsConfig()
 RECORD = SimpleNamespace(topic=TOPICS.tasks, partition=0, offset=41, key=b"k", value=b'{"task_uuid": "t-1"}')

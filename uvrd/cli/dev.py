@@ -30,7 +30,7 @@ from pathlib import Path
 
 import structlog
 
-from uvrd.cli import add_config_argument, load_config
+from uvrd.cli.startup import add_config_argument, load_config
 from uvrd.runtime import drain, logs, parent_death
 from uvrd.runtime.lifecycle import Lifecycle
 from uvrd.runtime.notify import Notifier
@@ -209,6 +209,6 @@ def _stop(children: list[Child], lifecycle: Lifecycle, failed: Child | None) -> 
 
 def _ensure_topics(config) -> None:
     from uvrd.kafka.clients import client_settings
-    from uvrd.kafka.topics import ensure
+    from uvrd.boards.topics import ensure
 
     ensure(client_settings(config.kafka), config.topics)

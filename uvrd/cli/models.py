@@ -15,7 +15,7 @@ import logging
 import sys
 
 from uvrd import known_models
-from uvrd.cli import add_config_argument, load_config
+from uvrd.cli.startup import add_config_argument, load_config
 
 
 def add_arguments(parser) -> None:

@@ -21,12 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from urllib.parse import urlsplit
-
-import requests
-
-from uvrd.cli import add_config_argument, load_config
-from uvrd.stem_download import DownloadError, download
+from uvrd.cli.endpoint import add_endpoint_arguments, client
+from uvrd.client.api_client import ApiClient, Refused, Unreachable
+from uvrd.client.stem_download import DownloadError, download
 
 FINAL_OK = ("succeeded", "delivered")
 FINAL_BAD = ("failed", "cancelled", "delivery_failed")
@@ -57,14 +54,9 @@ def add_arguments(parser) -> None:
     add_endpoint_arguments(parser)
 
 
-def submit(api: str, token: str, path: Path, hook_url: str | None = None, **fields) -> dict:
-    form = {k: str(v) for k, v in {"hook_url": hook_url, **fields}.items() if v is not None}
-    with path.open("rb") as f:
-        response = requests.post(f"{api.rstrip('/')}/v1/tasks", headers=auth(token), data=form,
-                                 files={"audio": (path.name, f)}, timeout=600)
-    if response.status_code != 202:
-        raise SubmitError(f"the API refused the file: HTTP {response.status_code}: {error_of(response)}")
-    return response.json()
+def task_form(hook_url: str | None = None, **fields) -> dict[str, str]:
+    """The upload's form fields, those given."""
+    return {k: str(v) for k, v in {"hook_url": hook_url, **fields}.items() if v is not None}
 
 
 def _models(args) -> dict[str, str | None]:
@@ -75,23 +67,19 @@ def _models(args) -> dict[str, str | None]:
     return {"model": models[0] if models else None, "ensemble": args.ensemble}
 
 
-def status(api: str, token: str, task_uuid: str) -> dict:
-    response = requests.get(f"{api.rstrip('/')}/v1/tasks/{task_uuid}", headers=auth(token), timeout=30)
-    if response.status_code == 404:
-        return {"task_uuid": task_uuid, "state": "queued"}  # the status topic has not caught up yet
-    if response.status_code != 200:
-        raise SubmitError(f"status request failed: HTTP {response.status_code}: {error_of(response)}")
-    return response.json()
+def status(api: ApiClient, task_uuid: str) -> dict:
+    """The task's status; a task the api does not know yet is queued (its status topic lags)."""
+    return api.task(task_uuid) or {"task_uuid": task_uuid, "state": "queued"}
 
 
-def follow(api: str, token: str, task_uuid: str, timeout: float, out=sys.stdout) -> dict:
+def follow(api: ApiClient, task_uuid: str, timeout: float, out=sys.stdout) -> dict:
     """Print each state change with the elapsed time, and the progress while it runs, until the task
     ends; return its last status."""
     started = time.monotonic()
     last = None
     bar = ProgressBar(out)
     while True:
-        current = status(api, token, task_uuid)
+        current = status(api, task_uuid)
         if current.get("state") != last:
             bar.close()
             last = current.get("state")
@@ -133,25 +121,8 @@ class ProgressBar:
             self.drawn = False
 
 
-def endpoint(args) -> tuple[str, str]:
-    """The API's base URL and token: the options, then UVRD_API_URL / UVRD_API_TOKEN, then the config."""
-    api = args.api or os.environ.get("UVRD_API_URL")
-    token = args.token or os.environ.get("UVRD_API_TOKEN")
-    if not api or not token:
-        config = load_config(args)
-        api = api or config.api.public_url
-        token = token or (config.api.tokens[0] if config.api.tokens else "")
-    return api, token
-
-
-def add_endpoint_arguments(parser) -> None:
-    parser.add_argument("--api", help="API base URL (default: api.public_url)")
-    parser.add_argument("--token", help="bearer token (default: UVRD_API_TOKEN or the first api.tokens)")
-    add_config_argument(parser)
-
-
 def run(args) -> int:
-    api, token = endpoint(args)
+    api = client(args)
     try:
         options = _options(args.option)
         if args.output is not None:
@@ -164,9 +135,9 @@ def run(args) -> int:
     accepted: list[tuple[Path, str]] = []
     for path in args.file:  # each file is its own task
         try:
-            task = submit(api, token, path, args.hook_url, priority=args.priority, **_models(args),
-                          output_format=args.output_format, options=options)
-        except (SubmitError, requests.RequestException, OSError) as e:
+            task = api.submit(path, task_form(args.hook_url, priority=args.priority, **_models(args),
+                                              output_format=args.output_format, options=options))
+        except (Refused, Unreachable, OSError) as e:
             print(f"uvrd submit: {path}: {e}", file=sys.stderr)
             codes.append(2)
             ends.append(("not accepted", f"  {path.name:<24} not accepted: {e}"))
@@ -180,7 +151,7 @@ def run(args) -> int:
             continue
         if len(args.file) > 1:
             print(f"{path.name}:", flush=True)
-        code, outcome, detail = _wait_for(api, token, path, task_uuid, max(deadline - time.monotonic(), 0),
+        code, outcome, detail = _wait_for(api, path, task_uuid, max(deadline - time.monotonic(), 0),
                                           args.output)
         codes.append(code)
         ends.append((outcome, f"  {path.name:<24} {task_uuid}  {detail}"))
@@ -191,13 +162,13 @@ def run(args) -> int:
     return max(codes, default=0)
 
 
-def _wait_for(api: str, token: str, path: Path, task_uuid: str, timeout: float,
+def _wait_for(api: ApiClient, path: Path, task_uuid: str, timeout: float,
               output: Path | None) -> tuple[int, str, str]:
     """Follow one task to its end (and download its stems into *output*): its exit status, its
     outcome and a summary."""
     try:
-        final = follow(api, token, task_uuid, timeout)
-    except (SubmitError, requests.RequestException) as e:
+        final = follow(api, task_uuid, timeout)
+    except (SubmitError, Refused, Unreachable) as e:
         print(f"uvrd submit: {e}", file=sys.stderr)
         return 2, "not followed", f"not followed: {e}"
     # "delivered" says only that the webhook went out; "outcome" says how the work ended.
@@ -214,7 +185,7 @@ def _wait_for(api: str, token: str, path: Path, task_uuid: str, timeout: float,
         for stem, url in stems:
             print(f"  {stem:<13} {url}")
         return 0, "succeeded", "succeeded"
-    code = _download_all(api, token, path, stems, output)
+    code = _download_all(api, path, stems, output)
     return code, "succeeded", "succeeded" if code == 0 else "succeeded; stems not all downloaded"
 
 
@@ -235,16 +206,14 @@ def _options(given: list[str] | None) -> str | None:
     return json.dumps(options)
 
 
-def _download_all(api: str, token: str, source: Path, stems: list[tuple[str, str]], directory: Path) -> int:
+def _download_all(api: ApiClient, source: Path, stems: list[tuple[str, str]], directory: Path) -> int:
     if not stems:
         print("uvrd submit: the task succeeded but names no stems to download", file=sys.stderr)
         return 3
     failed = 0
     for stem, url in stems:
-        # The token goes only to the API itself, never to a bucket's presigned link.
-        headers = auth(token) if _same_origin(url, api) else {}
         try:
-            path = download(url, directory, source, stem, headers)
+            path = download(url, directory, source, stem, api.headers_for(url))
         except (DownloadError, OSError) as e:
             print(f"uvrd submit: stem not downloaded: {e}", file=sys.stderr)
             failed += 1
@@ -257,19 +226,3 @@ def _writable(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     if not os.access(directory, os.W_OK | os.X_OK):
         raise OSError(f"cannot write into {directory}")
-
-
-def _same_origin(url: str, api: str) -> bool:
-    a, b = urlsplit(url), urlsplit(api)
-    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
-
-
-def auth(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def error_of(response) -> str:
-    try:
-        return response.json().get("error") or response.text[:200]
-    except ValueError:
-        return response.text[:200]

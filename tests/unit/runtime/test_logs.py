@@ -8,8 +8,6 @@ import struct
 import pytest
 import structlog
 
-from uvrd.config import KafkaConfig, TopicsConfig
-from uvrd.kafka import clients, topics
 from uvrd.runtime import journal, logs
 
 
@@ -90,17 +88,3 @@ def test_field_names_follow_journald_rules():
     assert journal.field_name("task_uuid") == "TASK_UUID"
     assert journal.field_name("_private") == "PRIVATE"
     assert journal.field_name("9lives-x") == "LIVES_X"
-
-
-def test_debug_logging_never_shows_the_kafka_passwords(broker):
-    """kafka-python's admin client logs its configuration at DEBUG; uvrd dev builds one with the SASL settings."""
-    out = io.StringIO()
-    logs.configure("uvrd-test", level="DEBUG", stream=out)
-    kc = KafkaConfig(bootstrap_servers=broker.bootstrap, sasl_mechanism="PLAIN", sasl_plain_username="uvrd",
-                     sasl_plain_password="sasl-Pw-0", ssl_password="key-Pw-0")
-    topics.ensure(clients.client_settings(kc), TopicsConfig(*[f"logs-debug.{n}" for n in ("t", "r", "d", "s")]))
-    consumer = clients.consumer(kc, group_id=None)
-    consumer.close(autocommit=False)
-    text = out.getvalue()
-    assert '"level": "debug"' in text and '"logger": "kafka.' in text, "kafka-python's DEBUG lines are shown"
-    assert "sasl-Pw-0" not in text and "key-Pw-0" not in text

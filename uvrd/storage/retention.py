@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-log = structlog.get_logger("uvrd.retention")
+log = structlog.get_logger("uvrd.storage.retention")
 
 
 def sweep(directories: list[Path], max_age: float, now: float | None = None, keep: frozenset[str] = frozenset()) -> int:

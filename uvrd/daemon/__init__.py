@@ -1,0 +1,1 @@
+"""The shell every consuming daemon runs in: connect, READY, serve, drain, close."""
