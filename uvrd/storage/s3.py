@@ -70,7 +70,7 @@ class S3Storage(Storage):
                     aws_access_key_id=s.access_key_id or None, aws_secret_access_key=s.secret_access_key or None,
                     config=BotoConfig(signature_version="s3v4", s3={"addressing_style": s.addressing_style},
                                       connect_timeout=s.timeout, read_timeout=s.timeout,
-                                      retries={"max_attempts": s.max_attempts, "mode": "standard"}))
+                                      retries={"total_max_attempts": s.max_attempts, "mode": "standard"}))
             return self._client
 
     def input_key(self, name: str) -> str:
