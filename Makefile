@@ -38,7 +38,9 @@ venv: system-deps $(STAMP)
 run: venv
 	$(PY) -m devtools.demo
 
-PYTEST := $(PY) -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile
+# PYTEST_ARGS adds pytest options to every tier (--durations=20, -x, -k ...).
+PYTEST_ARGS ?=
+PYTEST := $(PY) -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test: check service system
 
