@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import threading
 import time
 import uuid
 import wave
@@ -33,12 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from uvrd.processor import audio_probe, engine_child, progress_meter
+from uvrd.processor import audio_probe, engine_child, engine_job, progress_meter
 from uvrd.processor.engine import Engine
-from uvrd.processor.engine_protocol import (EngineSettings, Job, JobCancelled, JobFailed, Loaded, NoSpace, Separated,
-                                            Warming)
-from uvrd.runtime import parent_death
-from uvrd.separation_options import OptionError
+from uvrd.processor.engine_protocol import EngineSettings, Job, Loaded, Warming
 
 _BEHAVIOUR = re.compile(r"^(?:(?P<slow>slow-(?P<seconds>\d+(?:\.\d+)?)s)|(?P<name>hang|crash-once))-")
 STEP_S = 0.1  # a slow job's steps: each a progress report (at most every 0.5 s) and a cancellation point
@@ -59,11 +55,9 @@ def input_name(behaviour: str, suffix: str = ".wav") -> str:
 
 
 def main(conn, heartbeat, settings: EngineSettings, cancel=None) -> None:
-    # As the real child: the worker alone decides when a job ends, and the child dies with it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    parent_death.die_with_parent()
-    threading.Thread(target=engine_child._beat, args=(heartbeat,), daemon=True, name="heartbeat").start()
+    # Set up and answered as by the real child (engine_child.py): only the load and the separation
+    # itself are scripted.
+    engine_child.set_up(heartbeat, settings)
     model = settings.models[0]
     if model.startswith("dies-loading-once") and _first_time(settings, "dies-loading"):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -72,32 +66,9 @@ def main(conn, heartbeat, settings: EngineSettings, cancel=None) -> None:
         conn.send(Warming(dict(info)))
     described = {"model": model, "stems": sorted(STEMS), "warm": settings.warm_up, **INFO}
     conn.send(Loaded({**info, "warmup_s": 0.0, "stems": sorted(STEMS), "gpu_memory": None, "described": described}))
-    job_now = 0  # the job being separated, for the cancellation (as the real child keeps it)
-    meter = progress_meter.Meter(conn.send, lambda: job_now != 0 and cancel is not None and cancel.value == job_now)
-    while True:
-        try:
-            job = conn.recv()
-        except (EOFError, OSError):
-            return
-        job_now = job.number
-        meter.begin(1)
-        started = time.monotonic()
-        try:
-            meter.model(0, f"separating with {job.model}")
-            stems = _separate(job, settings, meter)
-        except progress_meter.Cancelled:
-            conn.send(JobCancelled())
-        except audio_probe.Unusable as e:
-            conn.send(JobFailed(str(e), "unusable_audio"))
-        except OptionError as e:
-            conn.send(JobFailed(f"the task's options are refused: {e}", "options"))
-        except Exception as e:  # a full disk is the host's trouble, anything else the job's (as the real child)
-            conn.send((NoSpace if engine_child._no_space(e) else JobFailed)(engine_child._describe(e, job)))
-        else:
-            conn.send(Separated(stems, time.monotonic() - started, engine_child._audio_seconds(job.audio_path)))
-        finally:
-            job_now = 0
-            meter.end()
+    current = engine_child.CurrentJob(cancel)
+    meter = progress_meter.Meter(conn.send, current.cancel_requested)
+    engine_child.serve_jobs(conn, meter, current, lambda job: _separate(job, settings, meter))
 
 
 def _separate(job: Job, settings: EngineSettings, meter: progress_meter.Meter) -> dict[str, str]:
@@ -114,7 +85,7 @@ def _separate(job: Job, settings: EngineSettings, meter: progress_meter.Meter) -
         for _ in meter.tqdm(range(2)):
             pass  # a progress report first: the crash is mid-job
         os.kill(os.getpid(), signal.SIGKILL)
-    return engine_child._finished(_write_stems(job), job)
+    return engine_job.finished(_write_stems(job), job)
 
 
 def _write_stems(job: Job) -> dict[str, str]:

@@ -10,18 +10,21 @@ models themselves are kept in model_cache.py.
 from __future__ import annotations
 
 import errno
+import functools
 import os
+import sys
 import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import structlog
 
 from uvrd.processor import audio_probe, device_check, engine_warmup, progress_meter
 from uvrd.processor.engine_job import separate
-from uvrd.processor.engine_protocol import (Fatal, Job, JobCancelled, JobFailed, Loaded, ModelLoaded, NoSpace,
-                                            Separated, Warming)
+from uvrd.processor.engine_protocol import (Fatal, Job, JobCancelled, JobFailed, JobOutcome, Loaded, ModelLoaded,
+                                            NoSpace, Separated, Warming)
 from uvrd.processor.model_cache import ModelCache
 from uvrd.runtime import logs, parent_death
 from uvrd.separation_options import OptionError
@@ -34,8 +37,8 @@ log = structlog.get_logger("uvrd.engine.child")
 
 def main(conn, heartbeat, settings, cancel=None) -> None:
     """*cancel*: a shared number, the parent's :attr:`Job.number` of the job it wants stopped."""
-    _set_up(heartbeat, settings)
-    current = _CurrentJob(cancel)
+    set_up(heartbeat, settings)
+    current = CurrentJob(cancel)
     meter = progress_meter.Meter(conn.send, current.cancel_requested)
     models = ModelCache(settings, meter,
                         lambda model: conn.send(ModelLoaded(models.described[model], tuple(models.described))))
@@ -43,15 +46,22 @@ def main(conn, heartbeat, settings, cancel=None) -> None:
     conn.send(ready)
     if isinstance(ready, Fatal):
         return
+    serve_jobs(conn, meter, current, functools.partial(separate, models))
+
+
+def serve_jobs(conn, meter: progress_meter.Meter, current: CurrentJob,
+               separate_job: Callable[[Job], dict[str, str]]) -> None:
+    """Answer each job the parent sends, one at a time, until the parent is gone.  (The service
+    tests' scripted child serves its jobs through this loop too, with its own *separate_job*.)"""
     while (job := _next_job(conn)) is not None:
         current.number = job.number
         try:
-            conn.send(_answer(models, meter, job))
+            conn.send(answer(meter, job, separate_job))
         finally:
             current.number = 0
 
 
-class _CurrentJob:
+class CurrentJob:
     """The job being separated (0 between jobs and in the warm-up), and whether the parent asked to
     stop it: the shared *cancel* holds the number of the job it wants stopped."""
 
@@ -63,7 +73,7 @@ class _CurrentJob:
         return self.number != 0 and self._cancel is not None and self._cancel.value == self.number
 
 
-def _set_up(heartbeat, settings) -> None:
+def set_up(heartbeat, settings) -> None:
     """What the child does before it loads anything."""
     # The worker alone decides when a separation ends: terminal Ctrl+C reaches
     # the whole process group, and systemd's KillMode=mixed signals only the
@@ -121,13 +131,13 @@ def _next_job(conn) -> Job | None:
         log.error("the engine was sent something that is not a job; ignored", got=type(job).__name__)
 
 
-def _answer(models: ModelCache, meter: progress_meter.Meter, job: Job):
+def answer(meter: progress_meter.Meter, job: Job, separate_job: Callable[[Job], dict[str, str]]) -> JobOutcome:
     """Separate *job*: the one message that says how it ended."""
     started = time.monotonic()
     meter.begin(len(job.plan.models) if job.plan else 1)
     try:
         meter.model(0, f"separating with {job.model}")
-        stems = separate(models, job)
+        stems = separate_job(job)
     except progress_meter.Cancelled:
         log.info("separation cancelled", after_s=round(time.monotonic() - started, 2))
         return JobCancelled()
@@ -156,10 +166,12 @@ def _audio_seconds(path: str) -> float | None:
 def _gpu_memory() -> tuple[int, int] | None:
     """The device's (used, total) bytes, every process's, for the metrics: ONNX Runtime's arena is
     invisible to torch's own counters, the device's free memory is not.  None when torch has not
-    set up CUDA in this child (a CPU engine): asking would create a CUDA context just to measure it."""
+    set up CUDA in this child (a CPU engine): asking would create a CUDA context just to measure it,
+    and a child that never imported torch has none."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
     try:
-        import torch
-
         if not torch.cuda.is_initialized():
             return None
         free, total = torch.cuda.mem_get_info()

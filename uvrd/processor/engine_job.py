@@ -47,7 +47,7 @@ def separate(models: ModelCache, job) -> dict[str, str]:
     audio_probe.check(info, limit)
     plan = job.plan or Plan((job.model,))
     if len(plan.models) == 1:
-        return _finished(_separate_with(models, job, info), job)
+        return finished(_separate_with(models, job, info), job)
     per_model, architectures = [], set()
     for index, model in enumerate(plan.models):
         models.meter.model(index, f"separating with {model} ({index + 1} of {len(plan.models)} models)")
@@ -66,17 +66,19 @@ def separate(models: ModelCache, job) -> dict[str, str]:
         stems = stitcher.finish(job.workdir, job.output_format, long_audio.output_bit_depth(job.audio_path),
                                 job.options.get("normalization_threshold", instance.normalization_threshold),
                                 job.options.get("amplification_threshold", instance.amplification_threshold))
-        return _finished(stems, job)
+        return finished(stems, job)
     stems = {}
     for model, own in zip(plan.models, per_model):
-        for stem, path in _finished(own, dataclasses.replace(job, model=model)).items():
+        for stem, path in finished(own, dataclasses.replace(job, model=model)).items():
             key = plan.stem_key(model, stem)
             stems[key] = os.path.join(job.workdir, key + Path(path).suffix)
             os.replace(path, stems[key])
     return stems
 
 
-def _finished(stems: dict[str, str], job) -> dict[str, str]:
+def finished(stems: dict[str, str], job) -> dict[str, str]:
+    """The stems as the task's options want them (renamed, one kept, converted); no stem at all is a
+    failure unless the task asked for one stem only."""
     if not stems and job.options.get("single_stem") is None:
         raise RuntimeError("audio-separator produced no stems")
     return job_options.finish(stems, job.options, job.output_format)
