@@ -32,6 +32,28 @@ FAST_GROUP = GROUP_SETTINGS
 ONE_ENGINE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
+@contextlib.contextmanager
+def logging_restored():
+    """The test process's logging as it was, afterwards: logs.configure() rewires the root logger,
+    the kafka loggers' levels and structlog, and later tests must not log into a closed stream."""
+    import logging
+
+    import structlog
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    kafka_levels = {name: logging.getLogger(name).level for name in ("kafka", "kafka.admin.client")}
+    saved = structlog.get_config()
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, kafka_level in kafka_levels.items():
+            logging.getLogger(name).setLevel(kafka_level)
+        structlog.configure(**saved)
+
+
 def fuzz_examples(default: int = 200) -> int:
     """Generated examples per fuzz test: *default* in `make test`, UVRD_FUZZ_EXAMPLES where set
     (`make faults` sets it high for a long run)."""

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import uuid
 
 import pytest
-import structlog
 from prometheus_client import REGISTRY, generate_latest
 
 from scrape import Scraped
-from support import WebhookReceiver
+from support import WebhookReceiver, logging_restored
 from uvrd.runtime import logs
 
 
@@ -136,10 +134,6 @@ class Journal:
 def journal(tmp_path):
     """Logging set up by logs.configure at *level* (``journal.at("DEBUG")``), as the daemon's command
     does, into a file; the test process's logging as it was afterwards, so later tests are untouched."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    kafka_levels = {name: logging.getLogger(name).level for name in ("kafka", "kafka.admin.client")}
-    saved = structlog.get_config()
     opened: list[io.TextIOBase] = []
 
     def at(log_level: str = "INFO") -> Journal:
@@ -149,11 +143,7 @@ def journal(tmp_path):
         logs.configure("uvrd-uploader", level=log_level, stream=stream)
         return Journal(path)
 
-    yield at
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, kafka_level in kafka_levels.items():
-        logging.getLogger(name).setLevel(kafka_level)
-    structlog.configure(**saved)
+    with logging_restored():
+        yield at
     for stream in opened:
         stream.close()

@@ -4,15 +4,14 @@ logging shows (the pure checks of client_settings are in tests/unit/kafka/test_c
 from __future__ import annotations
 
 import io
-import logging
 
 import pytest
-import structlog
 from kafka import KafkaAdminClient
 
 from uvrd.boards import topics
 from uvrd.config import KafkaConfig, TopicsConfig
 from uvrd.kafka import clients
+from support import logging_restored
 from uvrd.runtime import logs
 
 SECURITY_KEYS = {"security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password",
@@ -22,16 +21,8 @@ SECURITY_KEYS = {"security_protocol", "sasl_mechanism", "sasl_plain_username", "
 @pytest.fixture
 def restore_logging():
     """configure() rewires the root logger; later tests in this worker must not log into a closed stream."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    kafka_levels = {name: logging.getLogger(name).level for name in ("kafka", "kafka.admin.client")}
-    saved = structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, kafka_level in kafka_levels.items():
-        logging.getLogger(name).setLevel(kafka_level)
-    structlog.configure(**saved)
+    with logging_restored():
+        yield
 
 
 def test_real_clients_carry_the_settings(broker):

@@ -8,22 +8,15 @@ import struct
 import pytest
 import structlog
 
+from support import logging_restored
 from uvrd.runtime import journal, logs
 
 
 @pytest.fixture(autouse=True)
 def restore_logging():
     """configure() rewires the root logger; later tests in this worker must not log into a closed journal."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    kafka_levels = {name: logging.getLogger(name).level for name in ("kafka", "kafka.admin.client")}
-    saved = structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, kafka_level in kafka_levels.items():
-        logging.getLogger(name).setLevel(kafka_level)
-    structlog.configure(**saved)
+    with logging_restored():
+        yield
 
 
 def parse_native(datagram: bytes) -> dict:
