@@ -36,7 +36,8 @@ class Backoff:
 
     def ceiling(self, attempt: int) -> float:
         """The *attempt*-th wait (1-based) of a fresh backoff."""
-        return min(self.most, self.first * 2 ** (attempt - 1))
+        # 2.0: int ** int is Any to mypy (a negative power makes a float).
+        return min(self.most, self.first * 2.0 ** (attempt - 1))
 
     def jittered(self, attempt: int, rng: random.Random | None = None) -> float:
         """The *attempt*-th wait, drawn from its upper half: clients that failed together spread out,

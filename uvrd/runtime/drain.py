@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import structlog
@@ -73,7 +74,7 @@ def unit_stop_timeout(unit: str) -> float | None:
     return parse_timespan(out)
 
 
-def drain_window(configured: float, environ=None) -> float:
+def drain_window(configured: float, environ: Mapping[str, str] | None = None) -> float:
     environ = os.environ if environ is None else environ
     if not environ.get("INVOCATION_ID"):
         return configured

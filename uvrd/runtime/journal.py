@@ -13,6 +13,8 @@ import os
 import re
 import socket
 import struct
+from collections.abc import Mapping
+from typing import TextIO
 
 SOCKET_PATH = "/run/systemd/journal/socket"
 _BAD_FIELD_CHARS = re.compile(r"[^A-Z0-9_]")
@@ -34,7 +36,7 @@ def encode(fields: dict[str, str]) -> bytes:
     return bytes(out)
 
 
-def stream_is_journal(stream, environ=None) -> bool:
+def stream_is_journal(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
     """True when *stream* is the journal stream systemd connected (JOURNAL_STREAM=dev:ino)."""
     environ = os.environ if environ is None else environ
     value = environ.get("JOURNAL_STREAM", "")

@@ -18,7 +18,8 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from types import FrameType
 
 import structlog
 
@@ -47,7 +48,7 @@ class Lifecycle:
 
     # -- signals --------------------------------------------------------
     @contextlib.contextmanager
-    def signals_installed(self):
+    def signals_installed(self) -> Iterator[Lifecycle]:
         """The handlers, while the daemon runs.  Only the main thread may install them: a daemon run
         on another thread (the service tests run it in their own process) is stopped by
         :meth:`request_stop` alone."""
@@ -61,7 +62,7 @@ class Lifecycle:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _record(self, signum, frame) -> None:
+    def _record(self, signum: int, frame: FrameType | None) -> None:
         self._signals.put(signum)
 
     def request_stop(self) -> None:
@@ -75,9 +76,9 @@ class Lifecycle:
                 signum = self._signals.get_nowait()
             except queue.Empty:
                 return
-            handler = {signal.SIGTERM: self.handle_term, signal.SIGINT: self.handle_int,
-                       signal.SIGHUP: self.handle_hup}[signum]
-            handler()
+            handlers: dict[int, Callable[[], None]] = {signal.SIGTERM: self.handle_term, signal.SIGINT: self.handle_int,
+                                                       signal.SIGHUP: self.handle_hup}
+            handlers[signum]()
 
     def handle_term(self) -> None:
         self._request_stop("SIGTERM")
@@ -120,7 +121,7 @@ class Lifecycle:
         """True once a job in flight may no longer be waited for."""
         return self.phase is Phase.ABANDONING
 
-    def tick(self, status: str, healthy) -> None:
+    def tick(self, status: str, healthy: Callable[[], bool]) -> None:
         """Once per loop turn: act on signals, report STATUS, ping the watchdog if ``healthy()``.
 
         *healthy* is a callable, asked only when a ping is due (the broker's costs a Kafka request).

@@ -15,12 +15,14 @@ import json
 import logging
 import os
 import sys
+from typing import Any, TextIO
 
 import structlog
+from structlog.typing import Processor
 
 from uvrd.runtime import journal
 
-SHARED_PROCESSORS = [
+SHARED_PROCESSORS: list[Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
@@ -59,7 +61,7 @@ class JournalHandler(logging.Handler):
             self.handleError(record)
 
 
-def configure(identifier: str, level: str | None = None, stream=None) -> None:
+def configure(identifier: str, level: str | None = None, stream: TextIO | None = None) -> None:
     stream = sys.stdout if stream is None else stream
     level = (level or os.environ.get("UVRD_LOG_LEVEL") or "INFO").upper()
     fmt = os.environ.get("UVRD_LOG_FORMAT", "")
@@ -97,14 +99,14 @@ def configure(identifier: str, level: str | None = None, stream=None) -> None:
     )
 
 
-def _isatty(stream) -> bool:
+def _isatty(stream: TextIO) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
 
 
-def bind_task(**fields) -> None:
+def bind_task(**fields: Any) -> None:
     """Start a message's context: nothing from the previous message leaks into it."""
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(**fields)

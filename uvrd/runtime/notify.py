@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 
 import sdnotify
 
 
 class Notifier:
-    def __init__(self):
+    def __init__(self) -> None:
         # sdnotify reads NOTIFY_SOCKET from the process environment itself.
         self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
         self._notifier = sdnotify.SystemdNotifier() if self.enabled else None
         self.watchdog_interval = _watchdog_interval(os.environ)
-        self._last_status = None
+        self._last_status: str | None = None
         self._last_ping = float("-inf")
 
     def send(self, *lines: str) -> None:
@@ -55,7 +56,7 @@ class Notifier:
             self.send("WATCHDOG=1")
 
 
-def _watchdog_interval(environ) -> float | None:
+def _watchdog_interval(environ: Mapping[str, str]) -> float | None:
     """Half of WatchdogSec, as sd_watchdog_enabled(3) recommends; None if off."""
     usec = environ.get("WATCHDOG_USEC")
     pid = environ.get("WATCHDOG_PID")

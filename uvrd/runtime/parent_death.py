@@ -13,6 +13,7 @@ import ctypes
 import functools
 import os
 import signal
+from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1
 
@@ -29,7 +30,7 @@ def die_with_parent(sig: int = signal.SIGKILL, parent: int | None = None) -> Non
         os.kill(os.getpid(), sig)
 
 
-def preexec(sig: int = signal.SIGKILL):
+def preexec(sig: int = signal.SIGKILL) -> Callable[[], None]:
     """For ``subprocess.Popen(preexec_fn=...)``: the child dies with the process calling Popen.
 
     The kernel ties the signal to the thread that forked, so call Popen from a thread that lives as

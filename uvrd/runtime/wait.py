@@ -13,7 +13,7 @@ import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from uvrd.runtime.deadline import Deadline
 from uvrd.runtime.lifecycle import Lifecycle, Phase
@@ -40,6 +40,12 @@ class Woke(Generic[T]):
         return self.why is Why.DONE
 
 
+class Member(Protocol):
+    """What a wait needs of the group member (kafka/group_member.GroupMember): a paused poll."""
+
+    def keep(self, timeout_ms: int) -> None: ...
+
+
 class Runtime:
     """Signals, systemd and the group membership, kept while the daemon waits.
 
@@ -55,7 +61,7 @@ class Runtime:
         self._healthy = healthy
         self._sleep = sleep
         self._on_turn = on_turn
-        self.member = None  # a GroupMember, once connected
+        self.member: Member | None = None  # a GroupMember, once connected
 
     def tick(self) -> None:
         self.lifecycle.tick(self._status(), self._healthy)
