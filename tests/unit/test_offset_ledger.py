@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from kafka import TopicPartition
 
 from support import fuzz_examples
+from uvrd.kafka.group_member import Claim
 from uvrd.kafka.offset_ledger import OffsetLedger
 
 TP = TopicPartition("results", 0)
@@ -28,7 +29,7 @@ def histories(draw):
 @given(histories())
 def test_commits_stop_below_the_lowest_unfinished_record_and_carry_each_outcome_once(history):
     offsets, finish_order, commit_after = history
-    ledger = OffsetLedger(TP)
+    ledger = OffsetLedger(Claim(TP, generation=1))
     for offset in offsets:
         ledger.take(offset)
     committed_point, carried = 0, []
@@ -53,7 +54,7 @@ def test_commits_stop_below_the_lowest_unfinished_record_and_carry_each_outcome_
 
 
 def test_nothing_is_ready_while_the_lowest_record_runs():
-    ledger = OffsetLedger(TP)
+    ledger = OffsetLedger(Claim(TP, generation=1))
     for offset in (5, 6, 8):
         ledger.take(offset)
     ledger.finish(6, "b")
@@ -65,7 +66,7 @@ def test_nothing_is_ready_while_the_lowest_record_runs():
 
 
 def test_an_offset_is_taken_once_and_finished_once():
-    ledger = OffsetLedger(TP)
+    ledger = OffsetLedger(Claim(TP, generation=1))
     ledger.take(3)
     assert ledger.taken(3) and ledger.taken(2) and not ledger.taken(4)
     with pytest.raises(ValueError):

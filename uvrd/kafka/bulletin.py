@@ -27,7 +27,7 @@ CLOSE_TIMEOUT_S = 1.0
 
 
 class Bulletin:
-    def __init__(self, kafka_config: KafkaConfig):
+    def __init__(self, kafka_config: KafkaConfig) -> None:
         self.kafka_config = kafka_config
         self._producer: KafkaProducer | None = None
         self._complained = False
@@ -49,7 +49,7 @@ class Bulletin:
             self._producer.close(timeout=CLOSE_TIMEOUT_S)
             self._producer = None
 
-    def _complain(self, e) -> None:
+    def _complain(self, e: Exception) -> None:
         if not self._complained:  # once per outage, not once per report
             log.warning("could not publish a report", error=str(e) or type(e).__name__)
             self._complained = True

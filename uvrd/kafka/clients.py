@@ -5,6 +5,8 @@ Auto-commit is never on: offsets move only with a committed result.
 
 from __future__ import annotations
 
+from typing import Any
+
 from kafka import KafkaConsumer, KafkaProducer
 
 from uvrd.config import KafkaConfig
@@ -13,8 +15,8 @@ from uvrd.kafka import group_join
 group_join.install()
 
 
-def client_settings(kc: KafkaConfig) -> dict:
-    settings = {
+def client_settings(kc: KafkaConfig) -> dict[str, Any]:
+    settings: dict[str, Any] = {
         "bootstrap_servers": [s.strip() for s in kc.bootstrap_servers.split(",") if s.strip()],
         "client_id": kc.client_id,
         "security_protocol": kc.security_protocol,
@@ -30,7 +32,7 @@ def client_settings(kc: KafkaConfig) -> dict:
     return settings
 
 
-def consumer(kc: KafkaConfig, group_id: str | None, **overrides) -> KafkaConsumer:
+def consumer(kc: KafkaConfig, group_id: str | None, **overrides: Any) -> KafkaConsumer:
     settings = {
         **client_settings(kc),
         "group_id": group_id,
@@ -47,7 +49,7 @@ def consumer(kc: KafkaConfig, group_id: str | None, **overrides) -> KafkaConsume
     return KafkaConsumer(**settings)
 
 
-def producer(kc: KafkaConfig, transactional_id: str | None = None, **overrides) -> KafkaProducer:
+def producer(kc: KafkaConfig, transactional_id: str | None = None, **overrides: Any) -> KafkaProducer:
     settings = {
         **client_settings(kc),
         "acks": "all",

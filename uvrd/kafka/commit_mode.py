@@ -23,10 +23,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from collections.abc import Callable
+from typing import TypeAlias
 
 import kafka.errors as Errors
 import structlog
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.producer.transaction_manager import TransactionalRequestResult
 from kafka.structs import OffsetAndMetadata
 
 log = structlog.get_logger("uvrd.commit")
@@ -41,6 +44,8 @@ PRODUCER_BOUNDS = {"max_block_ms": int(TXN_WAIT_S * 1000), "bootstrap_timeout_ms
 # The group moved on without us: another member owns the partition now.
 _LOST_PARTITION = (Errors.CommitFailedError, Errors.IllegalGenerationError, Errors.UnknownMemberIdError,
                    Errors.RebalanceInProgressError, Errors.FencedInstanceIdError)
+# What a commit moves each partition's committed offset to (one past its last record done).
+Offsets: TypeAlias = dict[TopicPartition, OffsetAndMetadata]
 
 
 @dataclass(frozen=True)
@@ -59,13 +64,15 @@ class Fenced(Exception):
     """Another producer took over our transactional.id: this worker must exit."""
 
 
-class Unanswered(Errors.KafkaError):
+# kafka-python ships no stubs, so its KafkaError is Any to mypy; it must be the base all the same:
+# callers retry a KafkaError.
+class Unanswered(Errors.KafkaError):  # type: ignore[misc]
     """The broker did not answer a transactional step in time; retriable (a KafkaError), and the
     commit it belonged to stays unsure until the next try finds out whether it landed."""
     retriable = True
 
 
-def dead_letter(topic: str, record, error: str, stage: str) -> OutRecord:
+def dead_letter(topic: str, record: ConsumerRecord, error: str, stage: str) -> OutRecord:
     """A verbatim copy of *record* for the dead-letter topic; why and whence ride in headers."""
     return OutRecord(topic, record.key, record.value or b"", (
         ("uvrd-error", error.encode()),
@@ -74,14 +81,14 @@ def dead_letter(topic: str, record, error: str, stage: str) -> OutRecord:
     ))
 
 
-def next_offset(record) -> dict[TopicPartition, OffsetAndMetadata]:
+def next_offset(record: ConsumerRecord) -> Offsets:
     return {TopicPartition(record.topic, record.partition): OffsetAndMetadata(record.offset + 1, "", -1)}
 
 
 class CommitMode:
     mode = ""
 
-    def __init__(self, make_producer: Callable[[], KafkaProducer], consumer: KafkaConsumer):
+    def __init__(self, make_producer: Callable[[], KafkaProducer], consumer: KafkaConsumer) -> None:
         self._make_producer = make_producer
         self._consumer = consumer
         self.producer: KafkaProducer | None = None
@@ -89,7 +96,7 @@ class CommitMode:
     def open(self) -> None:
         self.producer = self._make_producer()
 
-    def commit(self, records: list[OutRecord], offsets) -> None:
+    def commit(self, records: list[OutRecord], offsets: Offsets) -> None:
         """Commit *records* with *offsets* (each mode below), or raise CommitLost or a KafkaError."""
         raise NotImplementedError
 
@@ -105,7 +112,13 @@ class CommitMode:
             producer._sender.force_close()
             producer._sender.join(CLOSE_JOIN_S)
 
-    def _commit_offsets(self, offsets) -> None:
+    def _opened(self) -> KafkaProducer:
+        """The producer open() made: a commit before open(), or after close(), is the caller's bug."""
+        if self.producer is None:
+            raise RuntimeError(f"the {self.mode} commit mode is not open")
+        return self.producer
+
+    def _commit_offsets(self, offsets: Offsets) -> None:
         """The group's own offset commit: atomic, and fenced by the group generation."""
         try:
             self._consumer.commit(offsets)
@@ -116,16 +129,16 @@ class CommitMode:
 class ExactlyOnce(CommitMode):
     mode = "exactly-once"
 
-    def __init__(self, make_producer: Callable[[], KafkaProducer], consumer: KafkaConsumer):
+    def __init__(self, make_producer: Callable[[], KafkaProducer], consumer: KafkaConsumer) -> None:
         super().__init__(make_producer, consumer)
         self._ready = False  # init_transactions has answered for the current producer
-        self.unsure = None   # the offsets of a commit whose end went unanswered
+        self.unsure: Offsets | None = None  # the offsets of a commit whose end went unanswered
 
     def open(self) -> None:
         if self.producer is None:
             super().open()
         try:
-            self.producer.init_transactions()  # bounded by the producer's max_block_ms
+            self._opened().init_transactions()  # bounded by the producer's max_block_ms
         except Errors.ProducerFencedError as e:
             raise Fenced(str(e)) from e
         self._ready = True
@@ -134,7 +147,7 @@ class ExactlyOnce(CommitMode):
         super().close(timeout)
         self._ready = False
 
-    def commit(self, records: list[OutRecord], offsets) -> None:
+    def commit(self, records: list[OutRecord], offsets: Offsets) -> None:
         """Commit, or raise.  After a KafkaError, call again with the same records and offsets: if
         the failed try landed after all, the retry finds that out and commits nothing twice."""
         if not self._ready:
@@ -154,7 +167,7 @@ class ExactlyOnce(CommitMode):
             # AddOffsetsToTxn, TxnOffsetCommit and EndTxn, each answered without error).
             self._commit_offsets(offsets)
             return
-        p = self.producer
+        p = self._opened()
         txn = p._transaction_manager  # see the module's docstring: the public calls wait without a bound
         try:
             p.begin_transaction()
@@ -176,12 +189,12 @@ class ExactlyOnce(CommitMode):
             self._end_badly(offsets, abort=True)
             raise
 
-    def _await(self, result, what: str) -> None:
-        self.producer._sender.wakeup()
+    def _await(self, result: TransactionalRequestResult, what: str) -> None:
+        self._opened()._sender.wakeup()
         if not result.wait(timeout_ms=TXN_WAIT_S * 1000):  # raises the step's error, if it failed
             raise Unanswered(f"the broker did not answer {what} within {TXN_WAIT_S:.0f} s")
 
-    def _landed(self, offsets) -> bool:
+    def _landed(self, offsets: Offsets) -> bool:
         """Whether the group's committed offsets include *offsets*: the unsure commit's fate, read
         once the successor producer's init_transactions has finished or aborted it."""
         for tp, wanted in offsets.items():
@@ -190,12 +203,12 @@ class ExactlyOnce(CommitMode):
                 return False
         return True
 
-    def _end_badly(self, offsets, abort: bool) -> None:
+    def _end_badly(self, offsets: Offsets, abort: bool) -> None:
         """After a failed step: an answered abort settles the transaction; anything less leaves it
         to a successor producer, and *offsets* unsure until the next commit reads their fate."""
         if abort:
             try:
-                self._await(self.producer._transaction_manager.begin_abort(), "the abort")
+                self._await(self._opened()._transaction_manager.begin_abort(), "the abort")
                 return
             except Exception as e:
                 # A producer in a fatal state cannot abort, and an unanswered abort is unsure.
@@ -207,9 +220,10 @@ class ExactlyOnce(CommitMode):
 class AtLeastOnce(CommitMode):
     mode = "at-least-once"
 
-    def commit(self, records: list[OutRecord], offsets) -> None:
-        futures = [self.producer.send(r.topic, key=r.key, value=r.value, headers=list(r.headers)) for r in records]
-        self.producer.flush(timeout=FLUSH_TIMEOUT_S)
+    def commit(self, records: list[OutRecord], offsets: Offsets) -> None:
+        producer = self._opened()
+        futures = [producer.send(r.topic, key=r.key, value=r.value, headers=list(r.headers)) for r in records]
+        producer.flush(timeout=FLUSH_TIMEOUT_S)
         for f in futures:
             f.get(timeout=0)  # raises the send's error, if any
         if offsets:

@@ -21,10 +21,20 @@ line in question.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Generator
+from typing import Any, Protocol
 
 from kafka.coordinator.base import BaseCoordinator
 
 DEFECT = "if self._join_task is None or self._join_task.is_done:"
+
+
+class _Task(Protocol):
+    """What the join loop uses of kafka-python's join task (a kafka.future.Future run as a task)."""
+
+    def failed(self) -> bool: ...
+
+    def __await__(self) -> Generator[Any, None, Any]: ...
 
 
 class _JoinTask:
@@ -32,25 +42,26 @@ class _JoinTask:
 
     __slots__ = ("task",)
 
-    def __init__(self, task):
+    def __init__(self, task: _Task) -> None:
         self.task = task
 
     @property
     def is_done(self) -> bool:
         return self.task.failed()
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, Any]:
         return self.task.__await__()
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.task, name)
 
 
-def _get(coordinator):
-    return coordinator.__dict__.get("_join_task")
+def _get(coordinator: BaseCoordinator) -> _JoinTask | None:
+    task: _JoinTask | None = coordinator.__dict__.get("_join_task")
+    return task
 
 
-def _set(coordinator, task) -> None:
+def _set(coordinator: BaseCoordinator, task: _Task | None) -> None:
     coordinator.__dict__["_join_task"] = None if task is None else _JoinTask(task)
 
 

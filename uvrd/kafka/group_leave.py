@@ -25,8 +25,12 @@ kafka-python's own LeaveGroup is answered at once, as it always was.
 
 from __future__ import annotations
 
+from typing import Any
+
 import kafka.errors as Errors
 import structlog
+from kafka import KafkaConsumer
+from kafka.coordinator.consumer import ConsumerCoordinator
 from kafka.protocol.consumer import LeaveGroupRequest
 from kafka.structs import MemberState
 
@@ -37,7 +41,7 @@ log = structlog.get_logger("uvrd.group")
 REASON = "the consumer is closing"
 
 
-def close(consumer, deadline: Deadline) -> None:
+def close(consumer: KafkaConsumer, deadline: Deadline) -> None:
     """Close *consumer* (no auto-commit), leaving its group, within *deadline*."""
     coordinator = getattr(consumer, "_coordinator", None)
     try:
@@ -50,19 +54,19 @@ def close(consumer, deadline: Deadline) -> None:
     consumer.close(autocommit=False, timeout_ms=int(deadline.remaining() * 1000))
 
 
-def join_held(coordinator) -> bool:
+def join_held(coordinator: ConsumerCoordinator) -> bool:
     """Whether the member has an id the broker knows and a JoinGroup the broker may be holding."""
     return (coordinator.state is MemberState.REBALANCING and coordinator.is_dynamic_member()
             and coordinator._generation.has_member_id() and not coordinator.coordinator_unknown())
 
 
-def _leave_beside_the_join(coordinator, deadline: Deadline) -> None:
+def _leave_beside_the_join(coordinator: ConsumerCoordinator, deadline: Deadline) -> None:
     broker = _broker_of(coordinator)
     if broker is None:
         log.warning("no connection beside the held join; leaving the group behind it", group_id=coordinator.group_id)
         return
 
-    async def leave():
+    async def leave() -> Any:
         coordinator._manager.send(_leave_request(coordinator), node_id=coordinator.coordinator_id)
         beside = coordinator._manager.send(_leave_request(coordinator), node_id=broker)
         return await coordinator._manager.wait_for(beside, int(deadline.remaining() * 1000))
@@ -79,7 +83,7 @@ def _leave_beside_the_join(coordinator, deadline: Deadline) -> None:
     log.info("left the group while its join was held", group_id=coordinator.group_id)
 
 
-def _leave_request(coordinator) -> LeaveGroupRequest:
+def _leave_request(coordinator: ConsumerCoordinator) -> LeaveGroupRequest:
     member = coordinator._generation.member_id
     return LeaveGroupRequest(
         group_id=coordinator.group_id, member_id=member,
@@ -87,7 +91,7 @@ def _leave_request(coordinator) -> LeaveGroupRequest:
                                                   reason=REASON)])
 
 
-def _broker_of(coordinator):
+def _broker_of(coordinator: ConsumerCoordinator) -> int | None:
     """The node id of the coordinator's broker in the cluster metadata (kafka-python gives the
     coordinator a node id of its own, for a connection of its own)."""
     cluster = coordinator._cluster

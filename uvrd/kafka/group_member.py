@@ -23,19 +23,21 @@ from __future__ import annotations
 import contextlib
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 
 import kafka.errors as Errors
 import structlog
-from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.coordinator.base import MemberState
 
 from uvrd.kafka import group_leave
-from uvrd.kafka.commit_mode import CommitLost, CommitMode, OutRecord
+from uvrd.kafka.commit_mode import CommitLost, CommitMode, Offsets, OutRecord
 from uvrd.outcomes import CommitOutcome, Committed, NotCommitted
 from uvrd.runtime.backoff import Backoff
 from uvrd.runtime.deadline import Deadline
+from uvrd.runtime.wait import Runtime
 
 log = structlog.get_logger("uvrd.daemon")
 
@@ -70,7 +72,7 @@ class Claim:
         if self.state is ClaimState.HELD:
             self.state = ClaimState.REVOKED
 
-    def settle(self, assigned, generation: int | None) -> ClaimState:
+    def settle(self, assigned: Collection[TopicPartition], generation: int | None) -> ClaimState:
         """The rebalance is over: HELD again only if the partition came back in the next generation."""
         if self.state is not ClaimState.LOST:
             back = (self.tp in assigned and generation is not None and self.generation is not None
@@ -88,9 +90,10 @@ class GroupMember:
     runs inside the consumer's poll); the member has settled its claims before it calls them.
     """
 
-    def __init__(self, consumer, commit_mode: CommitMode, runtime, *,
-                 on_assigned: Callable = lambda assigned: None, on_revoked: Callable = lambda revoked: None,
-                 on_lost: Callable[[Claim], None] = lambda claim: None):
+    def __init__(self, consumer: KafkaConsumer, commit_mode: CommitMode, runtime: Runtime, *,
+                 on_assigned: Callable[[Collection[TopicPartition]], None] = lambda assigned: None,
+                 on_revoked: Callable[[Collection[TopicPartition]], None] = lambda revoked: None,
+                 on_lost: Callable[[Claim], None] = lambda claim: None) -> None:
         self.consumer = consumer
         self.commit_mode = commit_mode
         self.runtime = runtime
@@ -121,7 +124,8 @@ class GroupMember:
             self.claims.remove(claim)
 
     def generation(self) -> int | None:
-        return self.consumer.group_metadata().generation_id
+        generation: int | None = self.consumer.group_metadata().generation_id
+        return generation
 
     def still_ours(self, claim: Claim) -> bool:
         """Whether *claim*'s partition is still ours, once any rebalance in progress is over;
@@ -130,7 +134,7 @@ class GroupMember:
         return woke.done and claim.held
 
     # -- polling ------------------------------------------------------------------------------
-    def poll(self, timeout_ms: int, max_records: int) -> list:
+    def poll(self, timeout_ms: int, max_records: int) -> list[ConsumerRecord]:
         """Records from the partitions not paused, in the order fetched."""
         batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         return [record for batch in batches.values() for record in batch]
@@ -154,7 +158,7 @@ class GroupMember:
         self.consumer.resume(*self.consumer.paused())
 
     @contextlib.contextmanager
-    def working(self):
+    def working(self) -> Iterator[None]:
         """Every partition paused while the work runs: the consumer keeps polling for membership."""
         self.busy = True
         self.pause_all()
@@ -165,11 +169,11 @@ class GroupMember:
             self.resume_all()
 
     # -- committing ---------------------------------------------------------------------------
-    def commit_now(self, records: list[OutRecord], offsets) -> None:
+    def commit_now(self, records: list[OutRecord], offsets: Offsets) -> None:
         """One try: CommitLost if the partition is gone, KafkaError if the broker failed it."""
         self.commit_mode.commit(records, offsets)
 
-    def commit(self, records: list[OutRecord], offsets, claim: Claim) -> CommitOutcome:
+    def commit(self, records: list[OutRecord], offsets: Offsets, claim: Claim) -> CommitOutcome:
         """Commit *records* with *offsets* under *claim*, retrying while the broker fails it; NotCommitted
         if it could not be done (the partition was lost, or the drain ended first): left for redelivery."""
         backoff = Backoff(*COMMIT_BACKOFF_S)
@@ -216,23 +220,23 @@ class GroupMember:
         """
         coordinator = getattr(self.consumer, "_coordinator", None)
         heartbeat = getattr(coordinator, "heartbeat", None)
-        if heartbeat is None:
+        if coordinator is None or heartbeat is None:
             return True
         if coordinator.state is not MemberState.STABLE or coordinator.need_rejoin() or coordinator.coordinator_unknown():
             return False
         # Not heartbeat.last_reset: finding the coordinator again resets it, and says nothing of the group.
-        heard = max(heartbeat.last_receive, self.joined_at)
+        heard: float = max(heartbeat.last_receive, self.joined_at)
         return time.monotonic() - heard < (session_timeout_ms - heartbeat_interval_ms) / 1000
 
     # -- rebalances (inside poll) -------------------------------------------------------------
-    def _revoked(self, revoked) -> None:
+    def _revoked(self, revoked: Collection[TopicPartition]) -> None:
         log.info("partitions revoked", partitions=_names(revoked))
         for claim in self.claims:
             if claim.tp in revoked:
                 claim.revoke()
         self._on_revoked(revoked)
 
-    def _assigned(self, assigned) -> None:
+    def _assigned(self, assigned: Collection[TopicPartition]) -> None:
         log.info("partitions assigned", partitions=_names(assigned))
         self.joined_at = time.monotonic()
         generation = self.generation()
@@ -249,16 +253,18 @@ class GroupMember:
         self._on_assigned(assigned)
 
 
-def _names(partitions) -> list[str]:
+def _names(partitions: Iterable[TopicPartition]) -> list[str]:
     return sorted(f"{tp.topic}/{tp.partition}" for tp in partitions)
 
 
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, member: GroupMember):
+# kafka-python ships no stubs (its listener class is Any to mypy), and subscribe() takes only an
+# instance of it.
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, member: GroupMember) -> None:
         self.member = member
 
-    def on_partitions_revoked(self, revoked):
+    def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
         self.member._revoked(revoked)
 
-    def on_partitions_assigned(self, assigned):
+    def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
         self.member._assigned(assigned)

@@ -14,29 +14,37 @@ finished record of the run.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
-from kafka import TopicPartition
+from uvrd.kafka.group_member import Claim
 
 T = TypeVar("T")
-_UNFINISHED = object()
+
+
+class _Unfinished(enum.Enum):
+    """A record taken, not yet finished: an enum member, so that the type checker tells it from an outcome."""
+
+    UNFINISHED = enum.auto()
+
+
+_UNFINISHED: Final = _Unfinished.UNFINISHED
 
 
 @dataclass(frozen=True)
 class Ready(Generic[T]):
-    outcomes: tuple  # of T, in offset order
+    outcomes: tuple[T, ...]  # in offset order
     next_offset: int  # what to commit: one past the last finished record of the run
 
 
 class OffsetLedger(Generic[T]):
-    def __init__(self, tp: TopicPartition):
-        self.tp = tp
-        self._entries: dict[int, object] = {}  # offset -> outcome or _UNFINISHED, in the order taken
+    def __init__(self, claim: Claim) -> None:
+        # The group member's claim on the partition: nothing of it is committed unless the claim is held.
+        self.claim = claim
+        self.tp = claim.tp
+        self._entries: dict[int, T | _Unfinished] = {}  # offset -> outcome, in the order taken
         self._last_taken: int | None = None
-        # The group member's claim on the partition (group_member.Claim): nothing of it is committed
-        # unless the claim is held.
-        self.claim = None
 
     def take(self, offset: int) -> None:
         if self._last_taken is not None and offset <= self._last_taken:
@@ -55,7 +63,7 @@ class OffsetLedger(Generic[T]):
 
     def ready(self) -> Ready[T] | None:
         """The finished run at the front, or None if the lowest record is unfinished (or none is left)."""
-        outcomes = []
+        outcomes: list[T] = []
         last = None
         for offset, outcome in self._entries.items():
             if outcome is _UNFINISHED:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Self
 
 import structlog
 from kafka import TopicPartition
@@ -22,7 +23,7 @@ MISSING_TOPIC_RECHECK_S = 1.0
 
 class TopicView:
     def __init__(self, kafka_config: KafkaConfig, topic: str, fold: Callable[[ConsumerRecord], None],
-                 missing_is_empty: bool = False):
+                 missing_is_empty: bool = False) -> None:
         """*missing_is_empty*: a topic that does not exist counts as caught up with nothing in it
         (and is looked for again until it appears), rather than as still loading."""
         self.kafka_config = kafka_config
@@ -94,12 +95,12 @@ class TopicBoard:
     missing_is_empty = True  # a topic a deployment may not have created yet holds nothing
     stop_timeout = 1.0
 
-    def __init__(self, kafka_config: KafkaConfig, topic: str):
+    def __init__(self, kafka_config: KafkaConfig, topic: str) -> None:
         self.topic = topic
         self._lock = threading.Lock()
         self._view = TopicView(kafka_config, topic, self.fold, missing_is_empty=self.missing_is_empty)
 
-    def start(self):
+    def start(self) -> Self:
         self._view.start()
         return self
 

@@ -160,8 +160,7 @@ class Uploader:
         tp = TopicPartition(record.topic, record.partition)
         ledger = self.ledgers.get(tp)
         if ledger is None:
-            ledger = self.ledgers[tp] = OffsetLedger(tp)
-            ledger.claim = self.member.claim(tp)
+            ledger = self.ledgers[tp] = OffsetLedger(self.member.claim(tp))
         logs.bind_task(topic=record.topic, partition=record.partition, offset=record.offset)
         if ledger.taken(record.offset):
             log.warning("a record in flight was fetched again; skipped")
