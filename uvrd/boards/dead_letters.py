@@ -91,7 +91,9 @@ def read_record(kafka_config: KafkaConfig, topic: str, partition: int, offset: i
 
 
 def _content(value: bytes | None):
+    if not value:
+        return None
     try:
-        return json.loads(value) if value else None
+        return json.loads(value)
     except ValueError:
         return value.decode("utf-8", "replace")

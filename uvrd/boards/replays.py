@@ -92,12 +92,14 @@ def _plan(topics: TopicsConfig, rec, key: str) -> tuple[list[OutRecord], Replaye
             return NotReplayable(f"the letter's task would be refused again: {e}")
         if n > messages.MAX_REPLAYS:
             return NotReplayable(f"the task was replayed {n - 1} times already")
+        task_uuid = task.task_uuid  # the message's own, validated
         requeued = OutRecord(topic, rec.key, messages.encode({**message, "replay": n}))
-        state = status.record(topics.status, task.task_uuid, "queued", replay=n, replayed_at=now)
+        state = status.record(topics.status, task_uuid, "queued", replay=n, replayed_at=now)
     elif stage == "uploader":
-        task_uuid = message.get("task_uuid")
-        if not isinstance(task_uuid, str) or not messages.TASK_UUID_RE.fullmatch(task_uuid):
+        given = message.get("task_uuid")
+        if not isinstance(given, str) or not messages.TASK_UUID_RE.fullmatch(given):
             return NotReplayable("the letter's result has no valid task_uuid")
+        task_uuid = given
         if not message.get("hook_url"):
             return NotReplayable("the letter's result has no hook_url: there is nobody to deliver it to")
         topic = topics.results
@@ -108,8 +110,8 @@ def _plan(topics: TopicsConfig, rec, key: str) -> tuple[list[OutRecord], Replaye
     else:
         return NotReplayable(f"the letter names no stage uvrd replays ({stage!r})")
     marker = OutRecord(topics.replays, key.encode(), messages.encode(
-        {"replayed_at": now, "replay": n, "task_uuid": message.get("task_uuid"), "to": topic}))
-    return [requeued, state, marker], Replayed(message.get("task_uuid"), n, topic, stage)
+        {"replayed_at": now, "replay": n, "task_uuid": task_uuid, "to": topic}))
+    return [requeued, state, marker], Replayed(task_uuid, n, topic, stage)
 
 
 def _result_state(result: dict) -> str:

@@ -63,7 +63,7 @@ def merge(current: dict | None, update: dict) -> dict:
         return {**{k: current[k] for k in KEPT_ACROSS_REPLAYS if k in current}, **update}
     if new < old:
         return {**update, **current}  # a late record of an earlier cycle only fills gaps
-    if RANK.get(update.get("state"), -1) < RANK.get(current.get("state"), -1):
+    if RANK.get(update.get("state", ""), -1) < RANK.get(current.get("state", ""), -1):
         return {**update, **current}  # a late, older state only fills gaps
     return {**current, **update}
 

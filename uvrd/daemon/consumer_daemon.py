@@ -133,7 +133,8 @@ class ConsumerDaemon:
         self.lifecycle.request_stop()
 
     def healthy(self) -> bool:
-        return (self.ready and self.member.silence() < self.membership.broker_timeout
+        # Ready means connected, so the member is there: the None check only tells mypy so.
+        return (self.ready and self.member is not None and self.member.silence() < self.membership.broker_timeout
                 and self.handler.healthy())
 
     def run(self) -> int:
@@ -142,20 +143,20 @@ class ConsumerDaemon:
         exposition.serve(getattr(self.config, name).metrics_listen, self.environ)
         with contextlib.ExitStack() as stack:
             stack.enter_context(self.lifecycle.signals_installed())
-            if not self.handler.start(stack, self.runtime) or not self._connect(stack):
+            if not self.handler.start(stack, self.runtime) or (member := self._connect(stack)) is None:
                 return 0
             self.ready = True
             self.notifier.ready(self.status())
             log.info(f"{name} ready", topics=m.topics, group_id=m.group_id,
-                     commit=self.member.commit_mode.mode, drain_window_s=round(self.lifecycle.drain_window, 1),
+                     commit=member.commit_mode.mode, drain_window_s=round(self.lifecycle.drain_window, 1),
                      session_timeout_ms=self.config.kafka.session_timeout_ms, **self.handler.ready_fields())
             self.handler.serve()
             log.info(f"{name} stopping: closing its clients")
         log.info(f"{name} stopped")
         return 0
 
-    def _connect(self, stack: contextlib.ExitStack) -> bool:
-        """Connect to Kafka, retrying until it answers or a stop is requested."""
+    def _connect(self, stack: contextlib.ExitStack) -> GroupMember | None:
+        """Connect to Kafka, retrying until it answers (the member) or a stop is requested (None)."""
         backoff = Backoff(*CONNECT_BACKOFF_S)
         attempts = 0
         while True:
@@ -165,7 +166,7 @@ class ConsumerDaemon:
             attempt = _Attempt(self._open_member)
             if not self.runtime.wait(until=lambda: attempt.wait(POLL_MS / 1000), through_drain=False,
                                      turn_ms=0).done:
-                return False  # the attempt's thread ends with the process
+                return None  # the attempt's thread ends with the process
             try:
                 member = attempt.result()
             except Errors.KafkaError as e:
@@ -173,12 +174,12 @@ class ConsumerDaemon:
                 log.warning("broker not reachable, retrying", bootstrap_servers=self.config.kafka.bootstrap_servers,
                             error=str(e) or type(e).__name__, retry_in_s=wait)
                 if not self.runtime.pause(wait, through_drain=False):
-                    return False
+                    return None
                 continue
             stack.callback(member.close)
             self.member = self.runtime.member = member
             self.handler.join(member)
-            return True
+            return member
 
     def _open_member(self) -> GroupMember:
         """A member, subscribed, its commit mode open; KafkaError if the broker does not answer."""

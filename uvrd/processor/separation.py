@@ -114,7 +114,7 @@ class Separation:
     def separate(self, claim: Claim, task_uuid: str, job: Callable[[str], Job],
                  watchers: Watchers) -> Separated | JobFailed | JobCancelled | Abandoned:
         """Run *task_uuid*'s separation until it has an outcome; *job(workdir)* is the run to submit."""
-        reasons = []
+        reasons: list[str] = []
         patience = self.host.patience()
         while len(reasons) <= self.cfg.job_retries:
             if watchers.cancelled():
@@ -125,8 +125,10 @@ class Separation:
                 workdir = Path(tempfile.mkdtemp(prefix=f".work-{task_uuid}-", dir=self.cfg.output_dir))
             except OSError as e:
                 error = f"could not make a work directory: {e.strerror}"
-                outcome = NoSpace(error) if e.errno == errno.ENOSPC else JobFailed(error, "workdir")
+                outcome: JobOutcome | Abandoned | Retry = (NoSpace(error) if e.errno == errno.ENOSPC
+                                                           else JobFailed(error, "workdir"))
             else:
+                assert self.member is not None, "the daemon joins its group (join() sets the member) before a task"
                 with self.member.working():
                     outcome = self._run_job(claim, job(str(workdir)), watchers)
                 watchers = dataclasses.replace(watchers, announce=None)
