@@ -60,8 +60,7 @@ class WorkerHealth:
             self._record(answer, now, interval)
 
     def _record(self, answer: ProbeAnswer, now: float, interval: float) -> None:
-        self.probe.close()
-        self.probe = None
+        self.drop_probe()
         self.next_probe = now + interval
         if answer.ready:
             self.last_ready = now

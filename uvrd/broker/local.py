@@ -17,6 +17,7 @@ import socket
 import struct
 import time
 from pathlib import Path
+from typing import TextIO
 
 from uvrd.broker.loopback import listens
 from uvrd.broker.object_store import ObjectStore
@@ -38,7 +39,7 @@ class LocalBroker:
         self.store = ObjectStore(self.data_dir / "objects", bucket=BUCKET, host="127.0.0.1",
                                  log_path=log_dir / "objects.log" if log_dir else None,
                                  die_with_parent=die_with_parent, inherit_output=log_dir is None)
-        self._lock = None
+        self._lock: TextIO | None = None
         self.broker = TansuBroker(port=port, host=host, log_path=log_dir / "broker.log" if log_dir else None,
                                   die_with_parent=die_with_parent, storage=f"s3://{BUCKET}/",
                                   inherit_output=log_dir is None)
@@ -94,11 +95,11 @@ class LocalBroker:
 
     def _take_lock(self) -> None:
         # Held while this process lives; the kernel drops it when the process dies, SIGKILL included.
-        self._lock = open(self.data_dir / "lock", "a")
+        lock = self._lock = open(self.data_dir / "lock", "a")
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._lock.close()
+            lock.close()
             self._lock = None
             raise BrokerInUse(f"another broker uses {self.data_dir}") from None
 

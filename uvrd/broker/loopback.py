@@ -62,13 +62,20 @@ class ChildServer:
         """An outage: connections stay open, but nothing is answered until :meth:`resume`.  Returns
         once every thread of the server has stopped: SIGSTOP is delivered to each thread on its own,
         and a loaded machine can let one thread answer a request after kill() has returned."""
-        self.proc.send_signal(signal.SIGSTOP)
+        proc = self._started()
+        proc.send_signal(signal.SIGSTOP)
         deadline = time.monotonic() + PAUSE_WAIT_S
-        while not _all_threads_stopped(self.proc.pid) and time.monotonic() < deadline:
+        while not _all_threads_stopped(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.001)
 
     def resume(self) -> None:
-        self.proc.send_signal(signal.SIGCONT)
+        self._started().send_signal(signal.SIGCONT)
+
+    def _started(self) -> subprocess.Popen:
+        """The server's process: pausing or resuming one never started is the caller's bug."""
+        if self.proc is None:
+            raise RuntimeError(f"{type(self).__name__} was not started")
+        return self.proc
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -24,7 +24,10 @@ def prepare(environ=os.environ) -> str:
     environ[VARIABLE] = directory
     pid = os.getpid()
     # The master's exit removes it; a worker's (a fork of the master) must not.
-    atexit.register(lambda: os.getpid() == pid and shutil.rmtree(directory, ignore_errors=True))
+    def remove() -> None:
+        if os.getpid() == pid:
+            shutil.rmtree(directory, ignore_errors=True)
+    atexit.register(remove)
     return directory
 
 
