@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -68,7 +69,7 @@ def produce(api: ApiContext, stored: Stored, submission: fields.Submission) -> P
 
 
 def task_record(api: ApiContext, stored: Stored, submission: fields.Submission, submitted_at: str) -> dict:
-    task = {"task_uuid": stored.task_uuid, "storage": api.storage.name, _ref_field(api): stored.ref,
+    task: dict[str, Any] = {"task_uuid": stored.task_uuid, "storage": api.storage.name, _ref_field(api): stored.ref,
             "hook_url": submission.hook_url, "priority": submission.priority, "submitted_at": submitted_at}
     if submission.model:
         task["model"] = submission.model

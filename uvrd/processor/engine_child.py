@@ -40,6 +40,7 @@ def main(conn, heartbeat, settings, cancel=None) -> None:
     set_up(heartbeat, settings)
     current = CurrentJob(cancel)
     meter = progress_meter.Meter(conn.send, current.cancel_requested)
+    models: ModelCache  # declared first: the lambda below reads it, so mypy cannot infer it
     models = ModelCache(settings, meter,
                         lambda model: conn.send(ModelLoaded(models.described[model], tuple(models.described))))
     ready = _load(models, settings, conn.send)
