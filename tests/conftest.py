@@ -20,27 +20,29 @@ pytest_plugins = ["api_stacks"]
 
 # `make test`'s scheduler hands out whole modules: a module's tests share its module-scoped daemons
 # (a processor's model, a whole service), which a test-by-test split would start once per test
-# process.  Modules that hold something of the host's that cannot be shared (fixed ports, an
-# installed 7 GB venv on the disk) run on one test process, one after the other: the modules of one
-# group form one unit of work.  pytest-xdist's own xdist_group mark cannot do this under pytest 9 (it
-# renames node ids, which pytest 9 no longer allows), and silently does nothing.
-ONE_PROCESS = {
-    "tests/system/packaging/test_package.py": "installed-package",
-    "tests/system/packaging/test_single_host.py": "installed-package",
-}
+# process.  The longest modules go first, so that no test process starts one of them when the others
+# are nearly done: each package module boots its own container and installs the 7 GB package into it
+# (two at once peak at about 30 GB of disk with the .deb and its relabelled copy).
+FIRST = (
+    "tests/system/packaging/test_package.py",
+    "tests/system/packaging/test_single_host.py",
+    "tests/system/test_long_audio.py",
+)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadFileScheduling
 
-    class ModulesAndGroups(LoadFileScheduling):
-        # The larger units go first (xdist's loadscope reorder): the package's group is the longest.
-        def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return ONE_PROCESS.get(module, module)
+    class LongestFirst(LoadFileScheduling):
+        def _assign_work_unit(self, node) -> None:
+            # The rest keep xdist's order (the modules with the most tests first).
+            for module in reversed(FIRST):
+                if module in self.workqueue:
+                    self.workqueue.move_to_end(module, last=False)
+            super()._assign_work_unit(node)
 
-    return ModulesAndGroups(config, log)
+    return LongestFirst(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -60,7 +60,11 @@ def test_a_busy_worker_shows_its_task_and_progress(service, tmp_path):
     busy = wait_until(lambda: (w := one_worker(service)) and (w.get("task") or {}).get("progress", 0) > 0 and w,
                       120, "the worker busy with the task")
     assert busy["state"] == "busy" and busy["task"]["task_uuid"] == task_uuid
-    wait_until(lambda: (w := one_worker(service)) and w["state"] == "idle", 120, "the worker idle again")
+    # Cancelled rather than waited out: the worker frees itself as soon as its task ends, however it ends.
+    cancelled = requests.delete(f"{service.url}/v1/tasks/{task_uuid}", headers=AUTH, timeout=30)
+    assert cancelled.status_code == 202, cancelled.text
+    idle = wait_until(lambda: (w := one_worker(service)) and w["state"] == "idle" and w, 120, "the worker idle again")
+    assert idle["task"] is None
 
 
 def test_the_metrics_count_what_the_service_did(service, tmp_path):

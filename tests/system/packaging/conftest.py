@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -12,41 +10,19 @@ from pathlib import Path
 import pytest
 
 from container import Container
+from deb_build import DebBuildFailed, built_deb
 from rootfs import RootfsUnavailable, cached_root, fresh_copy, missing_host_debs
 
 BOOT_TIMEOUT = 90.0
 
-REPO = Path(__file__).resolve().parents[3]
-DEB_DIR = REPO / "build" / "deb"
-# What goes into the package: a change elsewhere (tests) does not rebuild it.
-PACKAGED = ["uvrd", "packaging", "debian", "pyproject.toml", "README.md"]
-
-
-def source_hash() -> str:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z", "--", *PACKAGED], cwd=REPO,
-                           capture_output=True, check=True).stdout.split(b"\0")
-    digest = hashlib.sha256()
-    for name in sorted(f for f in files if f):
-        path = REPO / name.decode()
-        digest.update(name + b"\0" + (path.read_bytes() if path.is_file() else b""))
-    return digest.hexdigest()
-
 
 @pytest.fixture(scope="session")
 def uvrd_deb(debian_root) -> Path:
-    """The package of this tree: built once per change of the tree, by one test process at a time."""
-    DEB_DIR.parent.mkdir(exist_ok=True)
-    with open(DEB_DIR.parent / "deb.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        stamp = DEB_DIR / ".source-hash"
-        wanted = source_hash()
-        debs = sorted(DEB_DIR.glob("uvrd_*_amd64.deb"))
-        if not debs or not stamp.exists() or stamp.read_text() != wanted:
-            build = subprocess.run(["make", "deb"], cwd=REPO, capture_output=True, text=True, timeout=3000)
-            assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
-            stamp.write_text(wanted)
-            debs = sorted(DEB_DIR.glob("uvrd_*_amd64.deb"))
-        return debs[-1]
+    """The package of this tree (deb_build.py): built once per change of the tree."""
+    try:
+        return built_deb()
+    except DebBuildFailed as e:
+        pytest.fail(f"make deb failed:\n{e}")
 
 
 def pytest_collection_modifyitems(items):

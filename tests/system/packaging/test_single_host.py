@@ -26,8 +26,8 @@ from support import WebhookReceiver, wait_until
 from devtools import tinymodel
 from uvrd.uploader import webhook
 
-# With test_package.py, on one test process (tests/conftest.py's ONE_PROCESS): one installed venv
-# (7 GB) on the disk at a time, and this module's fixed ports.
+# This module's tests take the shipped configuration's fixed ports: nothing else in the suite listens on
+# 9092 or 8080.
 
 API = "http://127.0.0.1:8080"
 SECRETS = "/etc/uvrd/uvrd.toml.d/50-secrets.toml"

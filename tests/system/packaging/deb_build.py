@@ -1,0 +1,70 @@
+"""This tree's .deb, built by `make deb` into build/deb and rebuilt only when what it packages changed.
+
+Run as a script (`make test` does, beside the unit and service tiers) to build the Debian root and the
+package before the system tier asks for them; the fixtures then find both done, or wait on the same
+locks for the build under way.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+DEB_DIR = REPO / "build" / "deb"
+# What goes into the package: a change elsewhere (tests) does not rebuild it.
+PACKAGED = ["uvrd", "packaging", "debian", "pyproject.toml", "README.md"]
+
+
+class DebBuildFailed(RuntimeError):
+    """`make deb` failed: its output's tail says why."""
+
+
+def source_hash() -> str:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z", "--", *PACKAGED], cwd=REPO,
+                           capture_output=True, check=True).stdout.split(b"\0")
+    digest = hashlib.sha256()
+    for name in sorted(f for f in files if f):
+        path = REPO / name.decode()
+        digest.update(name + b"\0" + (path.read_bytes() if path.is_file() else b""))
+    return digest.hexdigest()
+
+
+def built_deb() -> Path:
+    """The package of this tree: built once per change of the tree, by one process at a time."""
+    DEB_DIR.parent.mkdir(exist_ok=True)
+    with open(DEB_DIR.parent / "deb.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp = DEB_DIR / ".source-hash"
+        wanted = source_hash()
+        debs = sorted(DEB_DIR.glob("uvrd_*_amd64.deb"))
+        if not debs or not stamp.exists() or stamp.read_text() != wanted:
+            build = subprocess.run(["make", "deb"], cwd=REPO, capture_output=True, text=True, timeout=3000)
+            if build.returncode != 0:
+                raise DebBuildFailed(build.stdout[-4000:] + build.stderr[-4000:])
+            stamp.write_text(wanted)
+            debs = sorted(DEB_DIR.glob("uvrd_*_amd64.deb"))
+        return debs[-1]
+
+
+def prebuild() -> int:
+    """The root, then the package; a host that cannot have the root (no root user, no network)
+    builds neither here, and the fixtures say why when the tests ask."""
+    from rootfs import RootfsUnavailable, cached_root, missing_host_debs
+
+    if missing_host_debs():
+        return 0
+    try:
+        print(cached_root(), flush=True)
+    except RootfsUnavailable as e:
+        print(f"no Debian root: {e}", flush=True)
+        return 0
+    print(built_deb(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(prebuild())
