@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from uvrd import json_numbers
+
 # The output formats that can hold each bit depth (lossy codecs have none to choose).
 LOSSLESS_FORMATS = ("wav", "flac", "aiff")
 STEM_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -161,17 +163,7 @@ def _value(name: str, bound: Bound, value: Any) -> Any:
             raise OptionError(f"option {name} must be true or false")
         return value
     if bound.kind in (int, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if bound.kind is int and ok and float(value) != int(value):
-            ok = False
-        if not ok or value != value:  # NaN
-            raise OptionError(f"option {name} must be {'an integer' if bound.kind is int else 'a number'}")
-        value = bound.kind(value)
-        if bound.choices and value not in bound.choices:
-            raise OptionError(f"option {name} must be one of {', '.join(map(str, bound.choices))}, not {value}")
-        if bound.low is not None and not bound.low <= value <= bound.high:
-            raise OptionError(f"option {name} must be from {bound.low:g} to {bound.high:g}, not {value:g}")
-        return value
+        return _number(name, bound, value)
     if bound.kind is str:  # single_stem
         if not isinstance(value, str) or not STEM_RE.fullmatch(value.lower().replace(" ", "_")):
             raise OptionError(f"option {name} must be a stem name such as vocals or instrumental")
@@ -190,6 +182,21 @@ def _value(name: str, bound: Bound, value: Any) -> Any:
     if len(set(out.values())) != len(out):
         raise OptionError(f"option {name} gives two stems the same name")
     return tuple(sorted(out.items()))
+
+
+def _number(name: str, bound: Bound, value: Any) -> int | float:
+    """*value* of a numeric option, within its choices or bounds (json_numbers says why it is
+    compared before it is converted)."""
+    found = json_numbers.whole(value) if bound.kind is int else json_numbers.number(value)
+    if found is None:
+        raise OptionError(f"option {name} must be {'an integer' if bound.kind is int else 'a number'}")
+    if bound.choices and found not in bound.choices:
+        raise OptionError(f"option {name} must be one of {', '.join(map(str, bound.choices))}, "
+                          f"not {json_numbers.shown(found)}")
+    if bound.low is not None and bound.high is not None and not json_numbers.within(found, bound.low, bound.high):
+        raise OptionError(f"option {name} must be from {bound.low:g} to {bound.high:g}, "
+                          f"not {json_numbers.shown(found)}")
+    return bound.kind(found)  # within its bounds: float() cannot overflow
 
 
 def openapi_schema() -> dict:

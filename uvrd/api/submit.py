@@ -53,6 +53,9 @@ def _json_object() -> dict:
     if len(raw) > MAX_JSON_BYTES:
         raise ApiError(413, f"the JSON body is over {MAX_JSON_BYTES} bytes (upload the audio as a form instead)")
     try:
+        # NaN, Infinity and 1e309 are read too, though JSON has no such numbers: each field's check
+        # refuses them with a 400 that names the field (uvrd/json_numbers.py), which a refusal here
+        # of the whole body could not.
         body = json.loads(raw)
     except RecursionError:  # json's C scanner recurses once per level of nesting
         raise ApiError(400, "the body is not valid JSON: it is nested too deeply") from None
