@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +120,21 @@ class SeparationOptions:
             if wanted is not None and wanted not in architectures:
                 raise OptionError(f"option {name} is for {wanted} models; this task's models are "
                                   f"{', '.join(sorted(architectures))} models")
+
+    def final_names(self, stems: Iterable[str]) -> dict[str, str]:
+        """Each of a model's *stems* under the name it ends with: its custom name, else its own.
+        OptionError where two would end with one name (a stem renamed to a name another keeps);
+        names may be swapped or passed round, since every stem still ends with one of its own."""
+        names = dict(self.get("stem_names") or ())
+        final = {stem: names.get(stem, stem) for stem in stems}
+        holder: dict[str, str] = {}
+        for stem, name in sorted(final.items(), key=lambda item: item[0] in names):
+            if name in holder:
+                kept, renamed = holder[name], stem
+                raise OptionError(f"option stem_names would give the {renamed} and {kept} stems one name, "
+                                  f"{name!r}: rename {kept} too (names may be swapped)")
+            holder[name] = stem
+        return final
 
     def check_format(self, output_format: str) -> None:
         depth = self.get("bit_depth")

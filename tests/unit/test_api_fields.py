@@ -53,3 +53,35 @@ def test_options_in_bounds_pass_from_either():
     for values, form in ((body, False), ({"options": json.dumps(options)}, True)):
         parsed = fields.parse(values, MODELS, allow_private=False, form=form, default_format="flac")
         assert parsed.options.as_dict() == options
+
+
+def stems_reported(**by_model: tuple[str, ...]):
+    """The stems each model's workers report in their heartbeats (None: no worker has said yet)."""
+    return lambda model: by_model.get(model)
+
+
+def submitted(**values) -> fields.Submission:
+    return fields.parse(values, MODELS, allow_private=False, form=True, default_format="flac")
+
+
+def test_a_custom_name_another_stem_keeps_is_a_400_where_the_models_stems_are_known():
+    renamed = submitted(options=json.dumps({"stem_names": {"vocals": "instrumental"}}))
+    known = stems_reported(**{MODELS[0]: ("instrumental", "vocals")})
+    with pytest.raises(ApiError) as e:
+        fields.check_stem_names(renamed, MODELS[0], known)
+    assert e.value.status == 400
+    assert e.value.message == ("the field 'options' is refused: option stem_names would give the vocals and "
+                               "instrumental stems one name, 'instrumental': rename instrumental too "
+                               "(names may be swapped)")
+    # Several models: each model's stems are named apart, so each is checked.
+    several = submitted(models=json.dumps(list(MODELS)), options=json.dumps({"stem_names": {"vocals": "instrumental"}}))
+    with pytest.raises(ApiError):
+        fields.check_stem_names(several, MODELS[0], known)
+
+
+def test_a_swap_or_stems_not_known_yet_pass_to_the_processor():
+    known = stems_reported(**{MODELS[0]: ("instrumental", "vocals")})
+    swap = submitted(options=json.dumps({"stem_names": {"vocals": "instrumental", "instrumental": "vocals"}}))
+    fields.check_stem_names(swap, MODELS[0], known)
+    clash = submitted(model=MODELS[1], options=json.dumps({"stem_names": {"vocals": "instrumental"}}))
+    fields.check_stem_names(clash, MODELS[0], known)  # Other.onnx's stems: the processor checks them

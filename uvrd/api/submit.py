@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from functools import partial
 from pathlib import Path
 
 import structlog
 from flask import Blueprint, jsonify, request
 
-from uvrd.api import batch, fields, queueing
+from uvrd.api import batch, fields, fleet, queueing
 from uvrd.api.context import ApiContext, current
 from uvrd.api.errors import ApiError
 from uvrd.api.forms import AUDIO_FIELD
@@ -78,8 +79,11 @@ def _read_at_most(stream, limit: int) -> bytes:
 
 
 def _submission(api: ApiContext, values, form: bool) -> fields.Submission:
-    return fields.parse(values, api.config.processor.models, api.config.api.allow_private_urls, form,
-                        api.config.processor.output_format)
+    submission = fields.parse(values, api.config.processor.models, api.config.api.allow_private_urls, form,
+                              api.config.processor.output_format)
+    workers = api.backend.workers.workers() if submission.options.get("stem_names") else []
+    fields.check_stem_names(submission, api.config.processor.model, partial(fleet.reported_stems, workers))
+    return submission
 
 
 def _accept_upload(api: ApiContext):
