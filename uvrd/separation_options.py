@@ -75,7 +75,8 @@ SCHEMA: dict[str, Bound] = {
     "amplification_threshold": Bound(float, 0.0, 1.0, attribute="amplification_threshold",
                                      description="a stem whose peak is below this is raised to it"),
     "single_stem": Bound(str, description="write only this stem (vocals, instrumental, drums, ...)"),
-    "stem_names": Bound(dict, description="custom file and result names: {stem: name}"),
+    "stem_names": Bound(dict, description="custom file and result names: {stem: name}; names may be swapped, "
+                                          "but a name another stem keeps is refused"),
     "sample_rate": Bound(int, 8000, 192000, description="the stems' sample rate in Hz"),
     "bit_depth": Bound(int, choices=(16, 24, 32), description="the stems' bit depth (wav, flac, aiff)"),
 }

@@ -1,8 +1,19 @@
-"""Where a task stands: records from several writers merge, and a state never goes back."""
+"""Where a task stands: records from several writers merge, a state never goes back, and a stem a
+record names that could not be served is left out."""
 
+import dataclasses
 import json
+from types import SimpleNamespace
 
+import pytest
+import structlog
+from flask import Flask
+
+from uvrd.api import errors, query
+from uvrd.api.auth import Authenticator
+from uvrd.api.context import EXTENSION, ApiContext
 from uvrd.boards import status
+from uvrd.config import Config, KafkaConfig
 
 
 def test_a_later_state_overrides_and_keeps_what_earlier_writers_knew():
@@ -35,18 +46,6 @@ def test_a_replay_starts_the_next_cycle_keeping_only_when_the_task_was_submitted
 # The status topic is written by uvrd, but whoever can write to the broker can write a record: a stem
 # reference no file system or bucket can use must not reach the code that opens it.
 
-import dataclasses  # noqa: E402
-from types import SimpleNamespace  # noqa: E402
-
-import pytest  # noqa: E402
-import structlog  # noqa: E402
-from flask import Flask  # noqa: E402
-
-from uvrd.api import errors, query  # noqa: E402
-from uvrd.api.auth import Authenticator  # noqa: E402
-from uvrd.api.context import EXTENSION, ApiContext  # noqa: E402
-from uvrd.config import Config, KafkaConfig  # noqa: E402
-
 TASK = "0b7d7a8e-7c3e-4c1a-9d0e-1f2a3b4c5d6e"
 UNUSABLE = ["/out/vocals\u0000.flac", "", "/out/\ud800.flac", "/" + "x" * 5000, 7, None]
 
@@ -73,7 +72,7 @@ def test_a_stem_name_no_link_can_carry_is_left_out_too(name):
 
 
 def test_a_record_whose_stems_are_no_object_keeps_none():
-    board = board_with(["/out/vocals.flac"])  # type: ignore[arg-type]
+    board = board_with(["/out/vocals.flac"])
     assert "stems" not in board.get(TASK)
 
 
@@ -85,8 +84,8 @@ def test_downloading_a_stem_whose_recorded_path_holds_nul_is_a_404_not_a_crash(t
     errors.register(app, 1 << 20)
     app.register_blueprint(query.blueprint)
     board = board_with({"vocals": f"{tmp_path}/vocals\u0000.flac", "instrumental": f"{tmp_path}/instrumental.flac"})
-    app.extensions[EXTENSION] = ApiContext(config, Authenticator(("token",), (), "secret"), None,  # type: ignore[arg-type]
-                                           SimpleNamespace(board=board), SimpleNamespace(name="local"))  # type: ignore[arg-type]
+    app.extensions[EXTENSION] = ApiContext(config, Authenticator(("token",), (), "secret"), None,
+                                           SimpleNamespace(board=board), SimpleNamespace(name="local"))
     client = app.test_client()
     auth = {"Authorization": "Bearer token"}
     refused = client.get(f"/v1/tasks/{TASK}/stems/vocals", headers=auth)
