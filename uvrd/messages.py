@@ -120,8 +120,8 @@ def parse_task(value: bytes | None, key: bytes | None = None) -> Task:
         problem = key_problem(ref)
         if problem:
             raise bad(f"task field 'audio_key' {problem}")
-    elif not ref or len(ref) > MAX_PATH_CHARS or "\0" in ref:
-        raise bad(f"task field 'audio_path' must be a path of 1-{MAX_PATH_CHARS} characters without NUL")
+    elif path_problem(ref):
+        raise bad(f"task field 'audio_path' {path_problem(ref)}")
     if hook_url is not None and (len(hook_url) > MAX_URL_CHARS or not _is_http_url(hook_url)):
         raise bad("task field 'hook_url' must be an http:// or https:// URL with a host")
     optional: dict[str, Any] = {}
@@ -195,6 +195,16 @@ def parse_events(value: Any) -> tuple[str, ...]:
 def event_message(task: Task, event: str, **fields: Any) -> dict[str, Any]:
     """One webhook event of *task* (topics.events): what the uploader posts, with the hook to post it to."""
     return {"task_uuid": task.task_uuid, "hook_url": task.hook_url, "event": event, "timestamp": now_iso(), **fields}
+
+
+def path_problem(path: Any) -> str | None:
+    """Why *path* is no path a file can be opened by, or None: ``open()`` and ``os.path.realpath()``
+    raise on a NUL byte or a lone surrogate escape, where a message's reader wants a sentence."""
+    if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS or "\0" in path:
+        return f"must be a path of 1-{MAX_PATH_CHARS} characters without NUL"
+    if not _is_unicode(path):
+        return "is not valid Unicode (it holds a lone surrogate escape)"
+    return None
 
 
 def key_problem(key: Any, prefix: str | None = None) -> str | None:

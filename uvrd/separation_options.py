@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from uvrd import json_numbers
 
 # The output formats that can hold each bit depth (lossy codecs have none to choose).
 LOSSLESS_FORMATS = ("wav", "flac", "aiff")
@@ -72,7 +75,8 @@ SCHEMA: dict[str, Bound] = {
     "amplification_threshold": Bound(float, 0.0, 1.0, attribute="amplification_threshold",
                                      description="a stem whose peak is below this is raised to it"),
     "single_stem": Bound(str, description="write only this stem (vocals, instrumental, drums, ...)"),
-    "stem_names": Bound(dict, description="custom file and result names: {stem: name}"),
+    "stem_names": Bound(dict, description="custom file and result names: {stem: name}; names may be swapped, "
+                                          "but a name another stem keeps is refused"),
     "sample_rate": Bound(int, 8000, 192000, description="the stems' sample rate in Hz"),
     "bit_depth": Bound(int, choices=(16, 24, 32), description="the stems' bit depth (wav, flac, aiff)"),
 }
@@ -118,6 +122,21 @@ class SeparationOptions:
                 raise OptionError(f"option {name} is for {wanted} models; this task's models are "
                                   f"{', '.join(sorted(architectures))} models")
 
+    def final_names(self, stems: Iterable[str]) -> dict[str, str]:
+        """Each of a model's *stems* under the name it ends with: its custom name, else its own.
+        OptionError where two would end with one name (a stem renamed to a name another keeps);
+        names may be swapped or passed round, since every stem still ends with one of its own."""
+        names = dict(self.get("stem_names") or ())
+        final = {stem: names.get(stem, stem) for stem in stems}
+        holder: dict[str, str] = {}
+        for stem, name in sorted(final.items(), key=lambda item: item[0] in names):
+            if name in holder:
+                kept, renamed = holder[name], stem
+                raise OptionError(f"option stem_names would give the {renamed} and {kept} stems one name, "
+                                  f"{name!r}: rename {kept} too (names may be swapped)")
+            holder[name] = stem
+        return final
+
     def check_format(self, output_format: str) -> None:
         depth = self.get("bit_depth")
         if depth is not None and output_format not in LOSSLESS_FORMATS:
@@ -161,17 +180,7 @@ def _value(name: str, bound: Bound, value: Any) -> Any:
             raise OptionError(f"option {name} must be true or false")
         return value
     if bound.kind in (int, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if bound.kind is int and ok and float(value) != int(value):
-            ok = False
-        if not ok or value != value:  # NaN
-            raise OptionError(f"option {name} must be {'an integer' if bound.kind is int else 'a number'}")
-        value = bound.kind(value)
-        if bound.choices and value not in bound.choices:
-            raise OptionError(f"option {name} must be one of {', '.join(map(str, bound.choices))}, not {value}")
-        if bound.low is not None and not bound.low <= value <= bound.high:
-            raise OptionError(f"option {name} must be from {bound.low:g} to {bound.high:g}, not {value:g}")
-        return value
+        return _number(name, bound, value)
     if bound.kind is str:  # single_stem
         if not isinstance(value, str) or not STEM_RE.fullmatch(value.lower().replace(" ", "_")):
             raise OptionError(f"option {name} must be a stem name such as vocals or instrumental")
@@ -190,6 +199,21 @@ def _value(name: str, bound: Bound, value: Any) -> Any:
     if len(set(out.values())) != len(out):
         raise OptionError(f"option {name} gives two stems the same name")
     return tuple(sorted(out.items()))
+
+
+def _number(name: str, bound: Bound, value: Any) -> int | float:
+    """*value* of a numeric option, within its choices or bounds (json_numbers says why it is
+    compared before it is converted)."""
+    found = json_numbers.whole(value) if bound.kind is int else json_numbers.number(value)
+    if found is None:
+        raise OptionError(f"option {name} must be {'an integer' if bound.kind is int else 'a number'}")
+    if bound.choices and found not in bound.choices:
+        raise OptionError(f"option {name} must be one of {', '.join(map(str, bound.choices))}, "
+                          f"not {json_numbers.shown(found)}")
+    if bound.low is not None and bound.high is not None and not json_numbers.within(found, bound.low, bound.high):
+        raise OptionError(f"option {name} must be from {bound.low:g} to {bound.high:g}, "
+                          f"not {json_numbers.shown(found)}")
+    return bound.kind(found)  # within its bounds: float() cannot overflow
 
 
 def openapi_schema() -> dict:

@@ -9,10 +9,11 @@ deployment does not serve is refused by the processor, which alone knows what it
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from uvrd import json_numbers
 
 # audio-separator's Ensembler algorithms (audio_separator/separator/ensembler.py).
 ALGORITHMS = ("avg_wave", "median_wave", "min_wave", "max_wave", "avg_fft", "median_fft", "min_fft", "max_fft",
@@ -147,17 +148,24 @@ def _ensemble(value: Any) -> Ensemble:
     algorithm = value.get("algorithm", DEFAULT_ALGORITHM)
     if algorithm not in ALGORITHMS:
         raise PlanError(f"'ensemble.algorithm' must be one of {', '.join(ALGORITHMS)}")
-    weights = value.get("weights")
-    if weights is not None:
-        if (not isinstance(weights, list) or len(weights) != len(models)
-                or not all(isinstance(w, int | float) and not isinstance(w, bool) for w in weights)):
-            raise PlanError(f"'ensemble.weights' must be a list of {len(models)} numbers, one per model")
-        if not all(math.isfinite(w) and 0 <= w <= MAX_WEIGHT for w in weights) or sum(weights) <= 0:
-            raise PlanError(f"'ensemble.weights' must be from 0 to {MAX_WEIGHT:g}, not all 0")
-        if not algorithm.startswith("avg_"):
-            raise PlanError(f"'ensemble.weights' apply to avg_wave and avg_fft only, not {algorithm}")
-        weights = tuple(float(w) for w in weights)
+    weights = _weights(value.get("weights"), len(models), algorithm)
     return Ensemble(models, algorithm, weights)
+
+
+def _weights(value: Any, count: int, algorithm: str) -> tuple[float, ...] | None:
+    """An ensemble's weights, one per model, each within bounds (json_numbers says why they are
+    compared before they are converted)."""
+    if value is None:
+        return None
+    weights = [json_numbers.number(w) for w in value] if isinstance(value, list) else []
+    if len(weights) != count or any(w is None for w in weights):
+        raise PlanError(f"'ensemble.weights' must be a list of {count} numbers, one per model")
+    checked = [w for w in weights if w is not None]
+    if not all(json_numbers.within(w, 0, MAX_WEIGHT) for w in checked) or sum(checked) <= 0:
+        raise PlanError(f"'ensemble.weights' must be from 0 to {MAX_WEIGHT:g}, not all 0")
+    if not algorithm.startswith("avg_"):
+        raise PlanError(f"'ensemble.weights' apply to avg_wave and avg_fft only, not {algorithm}")
+    return tuple(float(w) for w in checked)
 
 
 def openapi_schemas() -> dict[str, dict]:

@@ -113,3 +113,26 @@ def test_submit_sends_each_file_as_its_own_task_with_the_options_and_sums_them_u
     assert "notes.wav" in run.stderr
     assert sorted(p.name for p in out.iterdir()) == ["other_vocals.flac", "sample_vocals.flac"]
     assert all(soundfile.info(p).subtype == "PCM_16" for p in out.iterdir())
+
+
+def test_custom_names_never_lose_a_stem_a_swap_keeps_each_and_a_clash_is_refused(service, kafka, sample):
+    plain = service.separate(sample, output_format="wav")
+    assert set(plain.stems) == {"vocals", "instrumental"}
+    swapped = service.separate(sample, output_format="wav",
+                               options=json.dumps({"stem_names": {"vocals": "instrumental",
+                                                                  "instrumental": "vocals"}}))
+    assert set(swapped.stems) == {"vocals", "instrumental"}
+    for name, other in (("vocals", "instrumental"), ("instrumental", "vocals")):
+        assert np.array_equal(soundfile.read(swapped.stems[name])[0], soundfile.read(plain.stems[other])[0])
+    clash = {"stem_names": {"vocals": "instrumental"}}
+    sentence = ("option stem_names would give the vocals and instrumental stems one name, 'instrumental': "
+                "rename instrumental too (names may be swapped)")
+    # The api knows the model's stems once its worker reported them: a 400 at submit.
+    wait_until(lambda: service.get("/v1/models")["models"][0]["stems"], 60, "the model's worker to report its stems")
+    response = post(service, sample, options=json.dumps(clash))
+    assert response.status_code == 400 and sentence in response.json()["error"], response.text
+    # A task message no api checked: the processor fails it with the same sentence.
+    task = service.stack.task(service.stack.spool_copy(sample), hook_url=service.receiver.url, options=clash)
+    kafka.send(service.stack.tasks, task)
+    hook = failure_of(service, task["task_uuid"])
+    assert hook["status"] == "failed" and sentence in hook["error_message"]

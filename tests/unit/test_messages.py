@@ -128,3 +128,20 @@ def test_a_replay_number_travels_with_the_task_and_names_its_delivery():
     for bad in (-1, True, 1.5, "1", messages.MAX_REPLAYS + 1):
         with pytest.raises(messages.BadMessage, match="'replay' must be a whole number"):
             messages.parse_task(json.dumps({"task_uuid": "t-1", "audio_path": "/a.wav", "replay": bad}).encode())
+
+
+# The processor checks a task's options and ensemble again, whoever wrote the message: a number no
+# bound can hold fails the task with a sentence, like any other bad field.
+@pytest.mark.parametrize("field, words", [
+    ('"options": {"mdx_batch_size": NaN}', "option mdx_batch_size must be an integer"),
+    ('"options": {"vr_aggression": -Infinity}', "option vr_aggression must be an integer"),
+    ('"options": {"mdx_overlap": 1e309}', "option mdx_overlap must be from 0.001 to 0.999"),
+    ('"options": {"sample_rate": ' + "9" * 401 + "}", "option sample_rate must be from 8000 to 192000"),
+    ('"ensemble": {"models": ["a.onnx", "b.ckpt"], "weights": [1, ' + "9" * 401 + "]}",
+     "'ensemble.weights' must be"),
+])
+def test_a_task_with_a_number_no_bound_can_hold_is_a_bad_message_naming_it(field, words):
+    value = f'{{"task_uuid": "a", "audio_path": "/x", "hook_url": "http://h.example/", {field}}}'.encode()
+    with pytest.raises(BadMessage) as e:
+        parse_task(value)
+    assert words in str(e.value) and (e.value.task_uuid, e.value.hook_url) == ("a", "http://h.example/")

@@ -57,3 +57,9 @@ def test_retry_after_takes_delay_seconds_and_http_dates_capped():
 def test_any_retry_after_is_a_wait_within_the_cap_or_none(text):
     wait = peer_numbers.retry_after(text, time.time(), cap=300)
     assert wait is None or 0.0 <= wait <= 300
+
+
+def test_a_fraction_is_ascii_digits_with_at_most_one_point():
+    assert (peer_numbers.fraction("600"), peer_numbers.fraction("2.5")) == (600.0, 2.5)
+    for value in [*(h for h in HOSTILE if h != "1.5"), "1.", ".5", "1.2.3", None, 2.5]:
+        assert peer_numbers.fraction(value) is None, value

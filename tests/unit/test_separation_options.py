@@ -27,6 +27,10 @@ def test_options_in_bounds_are_kept_typed_from_json_text_or_an_object():
 @pytest.mark.parametrize("given, words", [
     ({"mdx_overlap": 1.5}, "mdx_overlap must be from 0.001 to 0.999, not 1.5"),
     ({"mdx_overlap": float("nan")}, "mdx_overlap must be a number"),
+    ({"mdx_batch_size": float("nan")}, "mdx_batch_size must be an integer"),
+    ({"mdx_batch_size": float("inf")}, "mdx_batch_size must be an integer"),
+    ({"mdx_overlap": float("inf")}, "mdx_overlap must be from 0.001 to 0.999, not inf"),
+    ({"sample_rate": 10 ** 400}, "sample_rate must be from 8000 to 192000, not a number of 401 digits"),
     ({"mdx_batch_size": 2.5}, "mdx_batch_size must be an integer"),
     ({"mdx_batch_size": True}, "mdx_batch_size must be an integer"),
     ({"vr_aggression": -101}, "vr_aggression must be from -100 to 100"),
@@ -68,3 +72,20 @@ def test_the_openapi_schema_states_every_bound_the_checks_enforce():
     assert schema["properties"]["mdx_overlap"] | {} == {"type": "number", "minimum": 0.001, "maximum": 0.999,
                                                        "description": schema["properties"]["mdx_overlap"]["description"]}
     assert schema["properties"]["vr_window_size"]["enum"] == [320, 512, 1024]
+
+
+# Python's json reads NaN, Infinity and 1e309 (as inf) and integers of any length: each is a value a
+# client can send, in a JSON body or the options field's text, and each is a 400 naming the option.
+HOSTILE_NUMBERS = ["NaN", "Infinity", "-Infinity", "1e309", "-1e309", "9" * 401, "-" + "9" * 401]
+NUMERIC_OPTIONS = [name for name, bound in SCHEMA.items() if bound.kind in (int, float)]
+
+
+@pytest.mark.parametrize("literal", HOSTILE_NUMBERS)
+@pytest.mark.parametrize("name", NUMERIC_OPTIONS)
+def test_a_number_no_bound_can_hold_is_refused_by_name_from_text_or_an_object(name, literal):
+    text = f'{{"{name}": {literal}}}'
+    for given in (text, json.loads(text)):
+        with pytest.raises(OptionError) as e:
+            parse(given)
+        assert f"option {name} must be" in str(e.value)
+        assert len(str(e.value)) < 200  # a sentence, not the 401 digits back

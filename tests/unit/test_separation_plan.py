@@ -76,3 +76,12 @@ def test_stems_are_grouped_by_name_as_audio_separator_groups_them():
                           {"no_vocals": "d/n", "lead_vocals": "d/l"}])
     assert groups == {"vocals": ["a/v", "b/v", "c/v"], "instrumental": ["a/i", "b/o", "d/n"],
                       "drums": ["c/d"], "bass": ["c/b"], "other": ["c/o"], "lead_vocals": ["d/l"]}
+
+
+@pytest.mark.parametrize("weight", ["NaN", "Infinity", "-Infinity", "1e309", "-1e309", "9" * 401, "-" + "9" * 401])
+def test_an_ensemble_weight_no_bound_can_hold_is_refused_by_name_from_text_or_an_object(weight):
+    text = f'{{"models": ["a.onnx", "b.ckpt"], "weights": [1, {weight}]}}'
+    for given in (text, json.loads(text)):
+        with pytest.raises(PlanError, match=r"'ensemble\.weights' must be") as e:
+            parse(None, given)
+        assert len(str(e.value)) < 200

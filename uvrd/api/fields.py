@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from uvrd import known_models, messages, separation_options, separation_plan
 from uvrd.peers import safehttp
@@ -55,6 +55,23 @@ def options(value: Any, output_format: str) -> separation_options.SeparationOpti
     except separation_options.OptionError as e:
         raise bad(f"the field 'options' is refused: {e}") from None
     return parsed
+
+
+def check_stem_names(submission: Submission, default_model: str,
+                     stems_of: Callable[[str], tuple[str, ...] | None]) -> None:
+    """400 for custom stem names that would give two of a model's stems one name, where *stems_of*
+    knows the model's stems (its workers report them); where it does not yet, the processor fails
+    the task with the same sentence.  An ensemble's stems are combined from all its models': the
+    processor checks those."""
+    plan = submission.plan
+    if not submission.options.get("stem_names") or (plan is not None and plan.ensemble is not None):
+        return
+    for model in plan.models if plan is not None else (submission.model or default_model,):
+        stems = stems_of(model)
+        try:
+            submission.options.final_names(stems or ())
+        except separation_options.OptionError as e:
+            raise bad(f"the field 'options' is refused: {e}") from None
 
 
 def events(value: Any, hook: Any) -> tuple[str, ...]:

@@ -43,7 +43,7 @@ def list_models():
     catalogue = known_models.known()
     models = []
     for name in cfg.models:
-        held = [(w["worker"], m) for w in alive for m in (w.get("models") or []) if m.get("model") == name]
+        held = _held(alive, name)
         reported = next((m for _, m in held), {})
         about = catalogue.get(name, {})
         models.append({
@@ -56,6 +56,20 @@ def list_models():
     presets = [{"preset": key, **preset, "served": all(m in cfg.models for m in preset.get("models") or [])}
                for key, preset in known_models.ensemble_presets().items()]
     return jsonify(models=models, ensemble_presets=presets)
+
+
+def _held(workers: list[dict], model: str) -> list[tuple[str, dict]]:
+    """(worker, what it reports of *model*) for each of *workers* that holds it."""
+    return [(w["worker"], m) for w in workers for m in (w.get("models") or []) if m.get("model") == model]
+
+
+def reported_stems(workers: list[dict], model: str) -> tuple[str, ...] | None:
+    """The stems a live worker's heartbeat says *model* writes, as the task's result names them;
+    None until one has said (audio-separator's catalogue is not used: its names are not always
+    those the model writes)."""
+    alive = [w for w in workers if w.get("alive")]
+    stems = next((m.get("stems") for _, m in _held(alive, model) if m.get("stems")), None)
+    return tuple(stems) if isinstance(stems, list) and all(isinstance(s, str) for s in stems) else None
 
 
 @blueprint.get("/v1/queues")

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from functools import partial
 from pathlib import Path
 
 import structlog
 from flask import Blueprint, jsonify, request
 
-from uvrd.api import batch, fields, queueing
+from uvrd.api import batch, fields, fleet, queueing
 from uvrd.api.context import ApiContext, current
 from uvrd.api.errors import ApiError
 from uvrd.api.forms import AUDIO_FIELD
@@ -53,6 +54,9 @@ def _json_object() -> dict:
     if len(raw) > MAX_JSON_BYTES:
         raise ApiError(413, f"the JSON body is over {MAX_JSON_BYTES} bytes (upload the audio as a form instead)")
     try:
+        # NaN, Infinity and 1e309 are read too, though JSON has no such numbers: each field's check
+        # refuses them with a 400 that names the field (uvrd/json_numbers.py), which a refusal here
+        # of the whole body could not.
         body = json.loads(raw)
     except RecursionError:  # json's C scanner recurses once per level of nesting
         raise ApiError(400, "the body is not valid JSON: it is nested too deeply") from None
@@ -75,8 +79,11 @@ def _read_at_most(stream, limit: int) -> bytes:
 
 
 def _submission(api: ApiContext, values, form: bool) -> fields.Submission:
-    return fields.parse(values, api.config.processor.models, api.config.api.allow_private_urls, form,
-                        api.config.processor.output_format)
+    submission = fields.parse(values, api.config.processor.models, api.config.api.allow_private_urls, form,
+                              api.config.processor.output_format)
+    workers = api.backend.workers.workers() if submission.options.get("stem_names") else []
+    fields.check_stem_names(submission, api.config.processor.model, partial(fleet.reported_stems, workers))
+    return submission
 
 
 def _accept_upload(api: ApiContext):

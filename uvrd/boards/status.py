@@ -12,6 +12,9 @@ on every host agree without talking to each other.
 from __future__ import annotations
 
 import json
+from typing import Any
+
+import structlog
 
 from uvrd import messages
 from uvrd.config import KafkaConfig
@@ -24,6 +27,11 @@ RANK = {"queued": 0, "processing": 1, "succeeded": 2, "failed": 2, "cancelled": 
 # The task's work is over: a cancellation comes too late.
 ENDED = tuple(state for state, rank in RANK.items() if rank >= 2)
 STATES = tuple(RANK)
+# A stem's name in a result (a custom name, <model>.<stem>, or a stem audio-separator named) is
+# longer than this only when forged.
+MAX_STEM_NAME_CHARS = 128
+
+log = structlog.get_logger("uvrd.boards.status")
 
 
 def record(topic: str, task_uuid: str, state: str, **fields) -> OutRecord:
@@ -68,6 +76,40 @@ def merge(current: dict | None, update: dict) -> dict:
     return {**current, **update}
 
 
+def usable(value: dict[str, Any]) -> dict[str, Any]:
+    """*value*, a status record, with only the stems that can be served: a name a link can carry
+    and a path or object key that can be opened (an object key is checked again against the
+    bucket's rules where it is used).  Whoever can write to the broker can write a
+    record, and a NUL byte in a path would raise where the api opens it; such a stem is left out
+    (its download answers 404) with a warning."""
+    stems = value.get("stems")
+    if stems is None:
+        return value
+    kept = {}
+    for name, ref in stems.items() if isinstance(stems, dict) else ():
+        if _servable_name(name) and messages.path_problem(ref) is None:
+            kept[name] = ref
+        else:
+            log.warning("status record names a stem that cannot be served; it is left out",
+                        task_uuid=_shown(value.get("task_uuid")), stem=_shown(name))
+    if not isinstance(stems, dict):
+        log.warning("status record's stems are no object; they are left out", task_uuid=_shown(value.get("task_uuid")))
+    return {**value, "stems": kept} if kept else {k: v for k, v in value.items() if k != "stems"}
+
+
+def _shown(value: object) -> str:
+    """*value* for a log line: a forged one may hold what no log can write (a lone surrogate)."""
+    if isinstance(value, str) and messages.TASK_UUID_RE.fullmatch(value):
+        return value
+    return ascii(value)[:140]
+
+
+def _servable_name(name: object) -> bool:
+    """A name a link can carry: quote() and the link's signature encode it, and a download names
+    its file after it, so no lone surrogate escape and no control character (neither is printable)."""
+    return isinstance(name, str) and 0 < len(name) <= MAX_STEM_NAME_CHARS and name.isprintable()
+
+
 class StatusBoard(TopicBoard):
     """An in-memory view of the status topic, kept current by a background reader."""
 
@@ -85,6 +127,7 @@ class StatusBoard(TopicBoard):
 
     def apply(self, value: dict) -> None:
         """Fold in a state this process wrote itself, before the reader sees it come back."""
+        value = usable(value)
         with self._lock:
             self._states[value["task_uuid"]] = merge(self._states.get(value["task_uuid"]), value)
 
@@ -95,5 +138,6 @@ class StatusBoard(TopicBoard):
             task_uuid = value["task_uuid"]
         except (TypeError, ValueError, KeyError):
             return  # not ours to judge; the status topic is written only by uvrd
+        value = usable(value)
         with self._lock:
             self._states[task_uuid] = merge(self._states.get(task_uuid), value)

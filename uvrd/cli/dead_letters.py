@@ -13,8 +13,10 @@ import json
 import sys
 from datetime import datetime, UTC
 
+from uvrd.cli import arguments
 from uvrd.cli.endpoint import add_endpoint_arguments, client
 from uvrd.client.api_client import ApiClient, Conflict, Refused, Unreachable
+from uvrd.peers import numbers
 
 
 def _add_filters(parser, limit: int) -> None:
@@ -22,7 +24,8 @@ def _add_filters(parser, limit: int) -> None:
     parser.add_argument("--error", help="only those whose error holds this text")
     parser.add_argument("--since", metavar="TIME", help="only those from this time on (ISO 8601, UTC by default)")
     parser.add_argument("--until", metavar="TIME", help="only those before this time")
-    parser.add_argument("--limit", type=int, default=limit, help=f"at most this many (1-1000; default {limit})")
+    parser.add_argument("--limit", type=arguments.whole(1, 1000), default=limit,
+                        help=f"at most this many (1-1000; default {limit})")
 
 
 def add_arguments(parser) -> None:
@@ -65,10 +68,11 @@ def _coordinates(api: ApiClient, where: str) -> tuple[int, int]:
         if not found:
             raise _NoLetter(f"no dead letter of task {where} among the latest")
         return int(found[0]["partition"]), int(found[0]["offset"])
-    partition, _, offset = where.partition("/")
-    if not (partition.isdigit() and offset.isdigit()):
+    before, _, after = where.partition("/")
+    partition, offset = numbers.decimal(before), numbers.decimal(after)
+    if partition is None or offset is None:
         raise _NoLetter(f"{where!r} is neither PARTITION/OFFSET nor a task")
-    return int(partition), int(offset)
+    return partition, offset
 
 
 def _show(api: ApiClient, args) -> int:

@@ -21,9 +21,11 @@ import sys
 import time
 from pathlib import Path
 
+from uvrd.cli import arguments
 from uvrd.cli.endpoint import add_endpoint_arguments, client
 from uvrd.client.api_client import ApiClient, Refused, Unreachable
 from uvrd.client.stem_download import DownloadError, download
+from uvrd.config import PRIORITIES
 
 FINAL_OK = ("succeeded", "delivered")
 FINAL_BAD = ("failed", "cancelled", "delivery_failed")
@@ -40,7 +42,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--wait", action="store_true", help="follow the task until it ends")
     parser.add_argument("--output", type=Path, metavar="DIR",
                         help="wait, then download each stem into DIR as <file>_<stem>.<ext>")
-    parser.add_argument("--priority", type=int, help="1 (lowest) to 5 (highest); default 3")
+    parser.add_argument("--priority", type=arguments.whole(min(PRIORITIES), max(PRIORITIES)),
+                        help="1 (lowest) to 5 (highest); default 3")
     parser.add_argument("--model", action="append", metavar="MODEL",
                         help="a model this deployment serves; given more than once, each model's stems come back, "
                              "named <model>.<stem>")
@@ -50,7 +53,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--output-format", help="flac, wav, mp3, ...")
     parser.add_argument("--option", action="append", metavar="NAME=VALUE",
                         help="a separation option, such as single_stem=vocals or mdx_overlap=0.5 (repeatable)")
-    parser.add_argument("--timeout", type=float, default=3600, help="seconds --wait waits at most")
+    parser.add_argument("--timeout", type=arguments.seconds, default=3600, help="seconds --wait waits at most")
     add_endpoint_arguments(parser)
 
 

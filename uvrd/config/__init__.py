@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from uvrd.messages import STORAGE_KINDS
+from uvrd.peers import numbers
 
 EX_CONFIG = 78
 
@@ -231,8 +232,7 @@ class ApiConfig:
         return f"http://{host}:{self.listen.rpartition(':')[2]}"
 
     def validate(self) -> None:
-        host, _, port = self.listen.rpartition(":")
-        _require(bool(host) and port.isascii() and port.isdigit(), "api.listen", "must be HOST:PORT")
+        _require(_listen_port(self.listen) is not None, "api.listen", "must be HOST:PORT")
         _require(self.public_url.startswith(("http://", "https://")), "api.public_url", "must be an http(s) URL")
         _require(self.workers >= 1, "api.workers", "must be at least 1")
         _require(self.max_upload_bytes > 0, "api.max_upload_bytes", "must be positive")
@@ -337,6 +337,14 @@ class StorageConfig:
             _require(self.bucket.strip() != "", "storage.bucket", "must be set when storage.backend is s3")
 
 
+def _listen_port(listen: str) -> int | None:
+    """The port of a ``HOST:PORT``, or None: plain ASCII digits from 1 to 65535 (uvrd/peers/numbers.py
+    says why ``isdigit()`` and ``int()`` are not enough)."""
+    host, _, port = listen.rpartition(":")
+    number = numbers.decimal(port, max_digits=5)
+    return number if host and number is not None and 0 < number < 65536 else None
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
     """``uvrd broker``: the single-host broker (Tansu on a SeaweedFS store) that the package runs
@@ -358,9 +366,7 @@ class BrokerConfig:
         return int(self.listen.rpartition(":")[2])
 
     def validate(self) -> None:
-        host, _, port = self.listen.rpartition(":")
-        _require(bool(host) and port.isascii() and port.isdigit() and 0 < int(port) < 65536, "broker.listen",
-                 "must be HOST:PORT")
+        _require(_listen_port(self.listen) is not None, "broker.listen", "must be HOST:PORT")
         _require(self.task_partitions >= 1, "broker.task_partitions", "must be at least 1")
         _require(self.start_timeout > 0, "broker.start_timeout", "must be positive")
 

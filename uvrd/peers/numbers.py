@@ -14,6 +14,7 @@ import re
 from datetime import UTC
 
 _DIGITS = re.compile(r"[0-9]+")
+_DIGITS_AND_FRACTION = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 # Enough for any time stamp or byte count uvrd meets; more is a hostile peer, not a number.
 MAX_DIGITS = 18
 # "Sun, 06 Nov 1994 08:49:37 GMT" and its obsolete forms fit well inside this.
@@ -25,6 +26,14 @@ def decimal(value: object, max_digits: int = MAX_DIGITS) -> int | None:
     if not isinstance(value, str) or not 0 < len(value) <= max_digits or not _DIGITS.fullmatch(value):
         return None
     return int(value)
+
+
+def fraction(value: object, max_chars: int = MAX_DIGITS) -> float | None:
+    """The non-negative number *value* spells in ASCII digits with an optional fraction ("2.5"),
+    or None: never nan, inf or an exponent, which ``float()`` would read."""
+    if not isinstance(value, str) or not 0 < len(value) <= max_chars or not _DIGITS_AND_FRACTION.fullmatch(value):
+        return None
+    return float(value)
 
 
 def retry_after(value: object, now: float, cap: float) -> float | None:

@@ -71,17 +71,26 @@ def finish(stems: dict[str, str], options: SeparationOptions, output_format: str
     if unknown:
         raise OptionError(f"option stem_names: the model has no stem {unknown[0]!r} (it has "
                           f"{', '.join(sorted(stems))})")
-    out = {}
-    for stem, path in stems.items():
-        name = names.get(stem, stem)
-        target = str(Path(path).with_name(name + Path(path).suffix))
-        if target != path:
-            os.replace(path, target)
-        out[name] = target
+    out = _renamed(stems, options.final_names(stems))
     if options.get("sample_rate") is not None or options.get("bit_depth") is not None:
         for path in out.values():
             _convert(path, output_format, options.get("sample_rate"), options.get("bit_depth"))
     return out
+
+
+def _renamed(stems: dict[str, str], names: dict[str, str]) -> dict[str, str]:
+    """The stems' files moved to their final *names* (distinct, final_names saw to it), by name.
+    Each moving file goes to a temporary name first: moved one after another, a swap's first
+    stem would overwrite the second before the second had moved."""
+    targets = {stem: str(Path(path).with_name(names[stem] + Path(path).suffix)) for stem, path in stems.items()}
+    moving = [stem for stem, path in stems.items() if targets[stem] != path]
+    # A leading '.' is in no stem name (STEM_NAME_RE): no target can be one of these.
+    staged = {stem: str(Path(stems[stem]).with_name(f".renaming-{index}")) for index, stem in enumerate(moving)}
+    for stem in moving:
+        os.replace(stems[stem], staged[stem])
+    for stem in moving:
+        os.replace(staged[stem], targets[stem])
+    return {names[stem]: targets[stem] for stem in stems}
 
 
 def depth_args(output_format: str, bit_depth: int) -> list[str]:

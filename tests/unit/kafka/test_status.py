@@ -1,6 +1,19 @@
-"""Where a task stands: records from several writers merge, and a state never goes back."""
+"""Where a task stands: records from several writers merge, a state never goes back, and a stem a
+record names that could not be served is left out."""
 
+import dataclasses
+import json
+from types import SimpleNamespace
+
+import pytest
+import structlog
+from flask import Flask
+
+from uvrd.api import errors, query
+from uvrd.api.auth import Authenticator
+from uvrd.api.context import EXTENSION, ApiContext
 from uvrd.boards import status
+from uvrd.config import Config, KafkaConfig
 
 
 def test_a_later_state_overrides_and_keeps_what_earlier_writers_knew():
@@ -27,3 +40,55 @@ def test_a_replay_starts_the_next_cycle_keeping_only_when_the_task_was_submitted
     delivered = status.merge(delivered, {"state": "succeeded", "replay": 1})
     assert delivered["state"] == "delivered"
     assert status.merge(delivered, {"state": "delivery_failed", "delivery_error": "old"})["state"] == "delivered"
+
+
+# -- a status record is input like any other ---------------------------------------------------
+# The status topic is written by uvrd, but whoever can write to the broker can write a record: a stem
+# reference no file system or bucket can use must not reach the code that opens it.
+
+TASK = "0b7d7a8e-7c3e-4c1a-9d0e-1f2a3b4c5d6e"
+UNUSABLE = ["/out/vocals\u0000.flac", "", "/out/\ud800.flac", "/" + "x" * 5000, 7, None]
+
+
+def board_with(stems: dict) -> status.StatusBoard:
+    board = status.StatusBoard(KafkaConfig(), "uvrd.status")  # never started: records are folded by hand
+    value = json.dumps({"task_uuid": TASK, "state": "succeeded", "stems": stems}).encode()
+    board.fold(SimpleNamespace(value=value))
+    return board
+
+
+@pytest.mark.parametrize("reference", UNUSABLE)
+def test_a_stem_no_file_system_can_use_is_left_out_of_the_task_with_a_warning(reference):
+    with structlog.testing.capture_logs() as logs:
+        board = board_with({"vocals": reference, "instrumental": "/out/instrumental.flac"})
+    assert board.get(TASK)["stems"] == {"instrumental": "/out/instrumental.flac"}
+    assert [(e["log_level"], e["task_uuid"], e["stem"]) for e in logs] == [("warning", TASK, "vocals")]
+
+
+@pytest.mark.parametrize("name", ["", "vocals\u0000", "vocals\n", "a" * 200, "\ud800"])
+def test_a_stem_name_no_link_can_carry_is_left_out_too(name):
+    board = board_with({name: "/out/a.flac", "vocals": "/out/vocals.flac"})
+    assert board.get(TASK)["stems"] == {"vocals": "/out/vocals.flac"}
+
+
+def test_a_record_whose_stems_are_no_object_keeps_none():
+    board = board_with(["/out/vocals.flac"])
+    assert "stems" not in board.get(TASK)
+
+
+def test_downloading_a_stem_whose_recorded_path_holds_nul_is_a_404_not_a_crash(tmp_path):
+    config = Config()
+    config = dataclasses.replace(config, processor=dataclasses.replace(config.processor, output_dir=tmp_path))
+    (tmp_path / "instrumental.flac").write_bytes(b"fLaC")
+    app = Flask("uvrd.api")
+    errors.register(app, 1 << 20)
+    app.register_blueprint(query.blueprint)
+    board = board_with({"vocals": f"{tmp_path}/vocals\u0000.flac", "instrumental": f"{tmp_path}/instrumental.flac"})
+    app.extensions[EXTENSION] = ApiContext(config, Authenticator(("token",), (), "secret"), None,
+                                           SimpleNamespace(board=board), SimpleNamespace(name="local"))
+    client = app.test_client()
+    auth = {"Authorization": "Bearer token"}
+    refused = client.get(f"/v1/tasks/{TASK}/stems/vocals", headers=auth)
+    assert refused.status_code == 404 and refused.json == {"error": f"task {TASK} has no stem 'vocals'"}
+    served = client.get(f"/v1/tasks/{TASK}/stems/instrumental", headers=auth)
+    assert served.status_code == 200 and served.data == b"fLaC"
