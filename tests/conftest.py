@@ -22,9 +22,10 @@ pytest_plugins = ["api_stacks"]
 # (a processor's model, a whole service), which a test-by-test split would start once per test
 # process.  The longest modules go first, so that no test process starts one of them when the others
 # are nearly done: each package module boots its own container and installs the 7 GB package into it
-# (two at once peak at about 30 GB of disk with the .deb and its relabelled copy).
+# (three at once peak at about 35 GB of disk with the .deb and its relabelled copy).
 FIRST = (
     "tests/system/packaging/test_package.py",
+    "tests/system/packaging/test_package_restarts.py",
     "tests/system/packaging/test_single_host.py",
     "tests/system/test_long_audio.py",
 )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +14,10 @@ import pytest
 
 from container import Container
 from deb_build import DebBuildFailed, built_deb
+from installed import GPU_UNITS, configure, make_topics
 from rootfs import RootfsUnavailable, cached_root, fresh_copy, missing_host_debs
+from support import KafkaView, wait_until
+from uvrd.config import TopicsConfig
 
 BOOT_TIMEOUT = 90.0
 
@@ -56,6 +62,7 @@ def _check_nspawn(root: Path) -> None:
         pytest.skip(f"systemd-nspawn cannot run here: {(probe.stderr or probe.stdout).strip()[-500:]}")
 
 
+@contextlib.contextmanager
 def _booted(root: Path, workdir: Path) -> Iterator[Container]:
     # The console log sits beside the copy, not in it, so it outlives the container for a failure to be read.
     with fresh_copy(root, workdir / "fs") as fs:
@@ -70,5 +77,44 @@ def _booted(root: Path, workdir: Path) -> Iterator[Container]:
 @pytest.fixture
 def container(debian_root, tmp_path) -> Iterator[Container]:
     """A freshly booted container all the test's own, powered off afterwards: a boot takes under a second."""
-    yield from _booted(debian_root, tmp_path)
+    with _booted(debian_root, tmp_path) as box:
+        yield box
 
+
+@pytest.fixture(scope="module")
+def box(debian_root, uvrd_deb, tmp_path_factory):
+    """One container with the package installed, for the module (installing a multi-GB venv is the slow part)."""
+    with _booted(debian_root, tmp_path_factory.mktemp("pkg")) as container:
+        container.install_local_debs([uvrd_deb], timeout=1200)
+        yield container
+
+
+@pytest.fixture
+def topics(broker, request) -> TopicsConfig:
+    return make_topics(broker, request)
+
+
+@pytest.fixture
+def two_gpus(box, broker, request):
+    """Both instances running in one group on a two-partition task topic, one partition each."""
+    topics = make_topics(broker, request, task_partitions=2)
+    group = f"pkg-{uuid.uuid4().hex[:8]}"
+    configure(box, broker, topics, group)
+    box.systemctl("start", *GPU_UNITS, timeout=300)
+    kafka = KafkaView(broker.bootstrap)
+
+    def split() -> bool:
+        owned = []
+        for unit in GPU_UNITS:
+            assigned = [json.loads(e["MESSAGE"]) for e in box.journal(unit)
+                        if '"partitions assigned"' in e["MESSAGE"]]
+            owned.append({p for p in assigned[-1]["partitions"] if p.startswith(topics.tasks + "/")}
+                         if assigned else set())
+        return all(len(o) == 1 for o in owned) and owned[0] != owned[1]
+
+    try:
+        wait_until(split, 60, "one task partition for each instance")
+        yield topics, group, kafka
+    finally:
+        box.systemctl("stop", *GPU_UNITS, timeout=700)
+        kafka.close()
