@@ -174,6 +174,9 @@ def document(config: Config) -> dict:
                      "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
                     {"name": "before", "in": "query", "required": False, "schema": {"type": "string"},
                      "description": "The next of the previous page: the tasks submitted before its last"},
+                    {"name": "key", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "Only the tasks this key submitted (an operator's choice; a submit key "
+                                    "sees only its own anyway)"},
                 ],
                 "responses": {
                     "200": {"description": "A page of tasks, each as GET /v1/tasks/{task_uuid} answers it",

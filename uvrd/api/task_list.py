@@ -1,4 +1,5 @@
-"""GET /v1/tasks: the caller's tasks, newest first, a page at a time (an operator's: every task).
+"""GET /v1/tasks: the caller's tasks, newest first, a page at a time (an operator's: every task,
+or with ``key``, one key's).
 
 From this worker's status board, as GET /v1/tasks/<uuid> answers each.  A page ends with ``next``
 when more follow: pass it back as ``before`` for the next page.  The cursor is the last task's
@@ -29,7 +30,12 @@ def list_tasks():
     caller = api.auth.require_bearer(request.headers)
     limit = _limit(request.args.get("limit"))
     before = _cursor(request.args.get("before"))
-    states, more = api.backend.board.newest(lambda state: caller.owns(state.get("key")), limit, before)
+    only = request.args.get("key")  # one key's tasks (what the web page's own list shows)
+
+    def listed(state: dict) -> bool:
+        owner = state.get("key")
+        return caller.owns(owner) and (only is None or owner == only)
+    states, more = api.backend.board.newest(listed, limit, before)
     tasks = [query.describe(api, state["task_uuid"], state) for state in states]
     last = states[-1] if states else None
     cursor = _encode(str(last.get("submitted_at") or ""), last["task_uuid"]) if more and last else None

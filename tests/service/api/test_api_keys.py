@@ -129,6 +129,9 @@ def test_a_submit_key_cannot_reach_another_keys_task_on_any_route(deployment, to
     wait_until(lambda: second.get(f"/v1/tasks/{nobody}", headers=ops).status_code == 200, SPREAD_S,
                "the operator to see the task no key submitted")
     assert {mine, done, nobody} <= {t["task_uuid"] for t in second.get("/v1/tasks", headers=ops).json()["tasks"]}
+    only_a = second.get("/v1/tasks", headers=ops, params={"key": "team-a"}).json()["tasks"]
+    assert {t["task_uuid"] for t in only_a} == {mine, done}
+    assert second.get("/v1/tasks", headers=b, params={"key": "team-a"}).json()["tasks"] == []
     assert second.get(f"/v1/tasks/{done}/stems/vocals", headers=ops).status_code == 200
     assert a_cannot_see(first, a, nobody)
     cancelled = requests.delete(f"{second.url}/v1/tasks/{mine}", headers=ops, timeout=30)
