@@ -311,6 +311,7 @@
       let entry = tasks.find((t) => t.uuid === status.task_uuid);
       if (!entry) entry = makeEntry({ uuid: status.task_uuid, name: status.filename || status.task_uuid });
       entry.listed = true;
+      entry.el.dataset.listed = "true";
       render(entry, status);
       return entry;
     });
