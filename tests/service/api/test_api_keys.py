@@ -9,6 +9,9 @@ A revoked key is refused by both apis within 5 s.  Refused additions write nothi
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 
@@ -262,3 +265,34 @@ def test_keys_are_stored_as_salted_hashes_only(deployment, tokens):
         text = rec.value.decode()
         assert all(token.split("~")[1] not in text for token in tokens.values())
         assert KDF in text or "revoked_at" in text
+
+
+def uvrd_keys(api, token: str, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UVRD_")}
+    return subprocess.run([sys.executable, "-m", "uvrd", "keys", *args, "--api", api.url, "--token", token],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_the_keys_command_adds_lists_and_revokes(deployment, tokens):
+    api = deployment.second
+    added = uvrd_keys(api, api.TOKEN, "add", "from-cli", "--scope", "submit")
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.strip()  # the token alone on stdout, for a script to keep
+    assert "shown only this once" in added.stderr
+    assert api.get("/v1/whoami", headers=bearer(token)).json() == {"name": "from-cli", "scope": "submit"}
+
+    again = uvrd_keys(api, api.TOKEN, "add", "from-cli", "--scope", "operator")
+    assert again.returncode == 1 and "exists" in again.stderr
+    # A submit key may not manage keys: the API's 403 is the command's exit status 2.
+    assert uvrd_keys(api, token, "list").returncode == 2
+
+    listed = uvrd_keys(api, api.TOKEN, "list")
+    assert listed.returncode == 0
+    assert any(line.split()[:2] == ["from-cli", "submit"] for line in listed.stdout.splitlines())
+    assert token.split("~")[1] not in listed.stdout
+
+    revoked = uvrd_keys(api, tokens["ops"], "revoke", "from-cli")
+    assert revoked.returncode == 0 and "revoked at" in revoked.stdout
+    wait_until(lambda: api.get("/v1/whoami", headers=bearer(token)).status_code == 401, SPREAD_S,
+               "the revoked key to be refused")
+    assert uvrd_keys(api, api.TOKEN, "revoke", "no-such-key").returncode == 1
