@@ -17,6 +17,7 @@ from flask import Blueprint, jsonify, redirect, request, send_file
 from uvrd.storage import links
 from uvrd.api.context import ApiContext, current
 from uvrd.api.errors import ApiError
+from uvrd.keys.record import Caller
 from uvrd.messages import TASK_UUID_RE
 
 blueprint = Blueprint("query", __name__)
@@ -24,7 +25,7 @@ blueprint = Blueprint("query", __name__)
 # What a status answer may show: never the processor's paths or host names.
 PUBLIC_FIELDS = ("task_uuid", "state", "outcome", "progress", "step", "priority", "model", "submitted_at",
                  "started_at", "finished_at", "cancel_requested_at", "delivered_at", "error_message", "replay",
-                 "replayed_at")
+                 "replayed_at", "key", "filename")
 # A worker that has just started waits this long for the status topic before it answers 503.
 LOADING_WAIT_S = 5.0
 
@@ -32,8 +33,12 @@ LOADING_WAIT_S = 5.0
 @blueprint.get("/v1/tasks/<task_uuid>")
 def task_status(task_uuid: str):
     api = current()
-    api.auth.require_bearer(request.headers)
-    state = lookup(api, task_uuid)
+    state = lookup(api, task_uuid, api.auth.require_bearer(request.headers))
+    return jsonify(describe(api, task_uuid, state))
+
+
+def describe(api: ApiContext, task_uuid: str, state: dict) -> dict:
+    """A task's answer (GET /v1/tasks/<uuid>, and each of GET /v1/tasks)."""
     if "cancel_requested_at" not in state and (asked := api.backend.cancellations.requested_at(task_uuid)):
         state["cancel_requested_at"] = asked  # asked, and not settled yet
     body = {name: state[name] for name in PUBLIC_FIELDS if state.get(name) is not None}
@@ -44,14 +49,14 @@ def task_status(task_uuid: str):
         cfg = api.config.api
         body["stems"] = {name: links.stem_url(cfg.public_url, cfg.link_secret, task_uuid, name, cfg.link_ttl)
                          for name in stems}
-    return jsonify(body)
+    return body
 
 
 @blueprint.get("/v1/tasks/<task_uuid>/stems/<stem>")
 def stem_file(task_uuid: str, stem: str):
     api = current()
-    api.auth.require_stem_access(request.headers, request.args, task_uuid, stem)
-    state = lookup(api, task_uuid)
+    caller = api.auth.require_stem_access(request.headers, request.args, task_uuid, stem)
+    state = lookup(api, task_uuid, caller)
     path = _stems(state).get(stem)
     if path is None:
         raise ApiError(404, f"task {task_uuid} has no stem {stem!r}")
@@ -67,17 +72,22 @@ def stem_file(task_uuid: str, stem: str):
                      conditional=True)
 
 
-def lookup(api: ApiContext, task_uuid: str) -> dict:
-    """The task's merged status: 404 for a task this deployment does not know, 503 while the status
-    topic is still loading."""
+def lookup(api: ApiContext, task_uuid: str, caller: Caller | None) -> dict:
+    """The task's merged status: 404 for a task this deployment does not know, or that is not
+    *caller*'s (the same answer, so that another key's task cannot be told from none; None: a
+    signed link, which is its own permission), 503 while the status topic is still loading."""
     if not TASK_UUID_RE.fullmatch(task_uuid):
         raise ApiError(404, f"no task {task_uuid}")
     structlog.contextvars.bind_contextvars(task_uuid=task_uuid)
     board = api.backend.board
-    state = board.get(task_uuid)
+
+    def seen() -> dict | None:  # another key's task is, to this caller, no task at all
+        state = board.get(task_uuid)
+        return state if state is None or caller is None or caller.owns(state.get("key")) else None
+    state = seen()
     if state is None and not board.caught_up:
         board.wait_caught_up(LOADING_WAIT_S)
-        state = board.get(task_uuid)
+        state = seen()
         if state is None and not board.caught_up:
             raise ApiError(503, "the status of tasks is still loading; retry shortly", {"Retry-After": "5"})
     if state is None:
