@@ -142,8 +142,11 @@ class Fence:
             log.error("tasks may not be queued: Kafka did not answer the commit", error=str(e) or type(e).__name__)
             return [api_metrics.count(Unconfirmed(item.task_uuid)) for item in stored]
         except Errors.KafkaError as e:
-            log.error("tasks not queued: Kafka did not take them", error=str(e) or type(e).__name__)
             self._discard(stored)
+            if _fenced(e):  # kafka-python reports a fencing met mid-transaction as the send's error
+                raise ApiError(409, f"another request with this {HEADER} is under way; send it again to get its "
+                                    "answer", {"Retry-After": RETRY_AFTER_S}) from None
+            log.error("tasks not queued: Kafka did not take them", error=str(e) or type(e).__name__)
             return [api_metrics.count(NotQueued(item.task_uuid)) for item in stored]
         for item, record in zip(stored, statuses):
             queueing.log_queued(api, item, submission, topic)
@@ -154,6 +157,15 @@ class Fence:
     def _discard(self, stored: list[queueing.Stored]) -> None:
         for item in stored:
             self.api.storage.discard_input(item.ref)
+
+
+_FENCED = (Errors.ProducerFencedError, Errors.InvalidProducerEpochError)
+
+
+def _fenced(e: BaseException) -> bool:
+    """Whether *e* is, or carries, the broker's word that another producer of the id fenced this one."""
+    return isinstance(e, _FENCED) or any(isinstance(a, _FENCED) for a in e.args) or \
+        isinstance(e.__cause__, _FENCED) or "ProducerFenced" in str(e)
 
 
 @contextmanager
