@@ -48,7 +48,7 @@ def check_value(value: str | None) -> str | None:
 
 def record_key(caller: str, value: str) -> str:
     """The topic's key for *caller*'s header *value*: a hash, so a value's characters never matter."""
-    return hashlib.sha256(f"{caller}\n{value}".encode()).hexdigest()
+    return hashlib.sha256(json.dumps([caller, value]).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
