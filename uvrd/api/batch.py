@@ -10,6 +10,8 @@ transactional (every request of a worker shares it, status records included), so
 queued all or nothing.  If Kafka fails one task, those before it stay queued and will run, that one
 is unconfirmed (it may have landed: its audio is kept) or not queued, and those after it are never
 sent; a 503 lists every file's fate, so a client resubmits only the files that were not queued.
+A batch sent with an ``Idempotency-Key`` is the exception: its tasks go in one transaction with the
+submission's record (uvrd/api/idempotency.py), all queued or none.
 """
 
 from __future__ import annotations

@@ -120,8 +120,8 @@ def _accept_upload(api: ApiContext, owner: str, key: str | None = None):
     if len(uploads) > 1:
         parts, extensions = batch.check(api, uploads)
     else:
-        parts, extensions = [batch.Part(0, batch.filename(uploads[0]), uploads[0].stream)], \
-            [api.spool.check(uploads[0].stream)]
+        filename = uploads[0].filename[:batch.MAX_FILENAME_CHARS] if uploads[0].filename else None
+        parts, extensions = [batch.Part(0, filename, uploads[0].stream)], [api.spool.check(uploads[0].stream)]
     with _guarded(api, owner, key, lambda: idempotency.form_hash(request.form, [(p.filename, p.stream) for p in parts])) \
             as fence:
         seconds = [counted_seconds(p.stream.name, api.config.processor.max_audio_seconds) for p in parts]

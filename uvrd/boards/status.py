@@ -62,7 +62,7 @@ def progress_tombstone(topic: str, task_uuid: str) -> OutRecord:
 # What a replay's new cycle keeps of the one before it; the rest (the error, the stems, the
 # delivery) is the earlier cycle's and would mislead.
 KEPT_ACROSS_REPLAYS = ("submitted_at", "storage", "key", "filename", "audio_seconds")
-# Not final: the task counts against its key's max_active (uvrd/api/quotas.py).
+# Not final: the task counts against its key's max_active (uvrd/api/quota_gate.py).
 ACTIVE = tuple(state for state, rank in RANK.items() if rank < 2)
 
 
