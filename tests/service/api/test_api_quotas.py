@@ -77,7 +77,8 @@ def deployment(broker, tmp_path_factory):
 
     stack = make_stack(broker, tmp_path_factory.mktemp("quotas"), "quotas")
     stack.spool.mkdir(parents=True, exist_ok=True)
-    first, second = stack.start(workers=1), stack.start(workers=1)
+    # Private addresses allowed: the URL tests fetch from the loopback origin.
+    first, second = stack.start(workers=1, allow_private_urls=True), stack.start(workers=1, allow_private_urls=True)
     kafka = KafkaView(broker.bootstrap)
     yield Deployment(first, second, kafka)
     kafka.producer.close()
@@ -313,6 +314,27 @@ def test_the_same_post_at_once_on_two_apis_makes_one_task(deployment, song):
     # Whoever was fenced gets the one task by asking again.
     again = upload(deployment.second, token, song, headers=headers)
     assert again.status_code == 200 and again.json()["task_uuid"] == tasks[0]["task_uuid"]
+
+
+def test_a_url_submission_repeated_is_answered_and_counted_once(deployment, song, origin):
+    token = deployment.add_key("i-url", audio_seconds_per_day=3)
+    url = origin.serve(song)
+    body = {"audio": url, "hook_url": deployment.first.PUBLIC_HOOK}
+    headers = {**bearer(token), "Idempotency-Key": "url-1"}
+    made = deployment.first.post("/v1/tasks", headers=headers, json=body)
+    assert made.status_code == 202, made.text
+    fetched = len(origin.hits)
+    again = deployment.second.post("/v1/tasks", headers=headers, json=body)
+    assert again.status_code == 200 and again.json()["task_uuid"] == made.json()["task_uuid"]
+    assert len(origin.hits) == fetched  # a repeat fetches nothing
+    other = deployment.second.post("/v1/tasks", headers=headers, json={**body, "priority": 5})
+    assert other.status_code == 422, other.text
+    assert len(deployment.tasks_of("i-url")) == 1
+    deployment.wait_usage(token, active=1, audio_seconds_today=2.0)
+    # A new submission would pass the day's 3 s: refused once its length is known, and nothing kept.
+    before = deployment.spooled()
+    refused_for_quota(deployment.first.post("/v1/tasks", headers=bearer(token), json=body), "audio_seconds_per_day")
+    assert deployment.spooled() == before and len(deployment.tasks_of("i-url")) == 1
 
 
 @pytest.fixture(scope="module")
