@@ -103,3 +103,79 @@ def test_a_hashed_file_is_left_at_its_start_for_the_spool():
     stream = io.BytesIO(b"audio bytes")
     idempotency.form_hash(MultiDict(), [("a.wav", stream)])
     assert stream.read() == b"audio bytes"
+
+
+class FakeMode:
+    """A transaction whose commit goes unanswered; its successor's init answers *reopen*."""
+
+    def __init__(self, reopen: Exception | None = None, last_error: Exception | None = None):
+        self.producer = SimpleNamespace(_transaction_manager=SimpleNamespace(last_error=last_error))
+        self.reopen = reopen
+
+    def commit(self, records, offsets):
+        from uvrd.kafka.commit_mode import Unanswered
+
+        self.records = records
+        raise Unanswered("the broker did not answer the commit within 8 s")
+
+    def close(self, timeout):
+        pass
+
+    def open(self):
+        if self.reopen is not None:
+            raise self.reopen
+
+
+def unanswered(mode: FakeMode, landed: bool):
+    """What Fence.commit makes of a commit whose end went unanswered, and the inputs it discarded."""
+    from uvrd.api import queueing
+    from uvrd.api.fields import Submission as Fields
+    from uvrd.boards.status import StatusBoard
+    from uvrd.config import Config
+
+    config = Config()
+    discarded: list[str] = []
+    board = IdempotencyBoard(KafkaConfig(), "idem")
+    backend = SimpleNamespace(board=StatusBoard(KafkaConfig(), "status"), idempotency=board,
+                              end_offsets=lambda topic: {0: 0})
+    api = SimpleNamespace(config=config, backend=backend,
+                          storage=SimpleNamespace(name="local", discard_input=discarded.append))
+    stored = [queueing.Stored(u, f"/spool/{u}.wav", 10, None, 1.0) for u in UUIDS]
+    if landed:
+        board.note(Submission("app", "k1", "hash", datetime.now(UTC).isoformat(), tuple(TaskRef(u) for u in UUIDS)))
+    fence = idempotency.Fence(api, "app", "k1", "hash", mode)
+    return fence.commit(stored, Fields(hook_url=None, priority=3, key="app"), batch=True), discarded
+
+
+def test_an_unanswered_commit_that_landed_is_queued():
+    from uvrd.outcomes import Queued
+
+    outcomes, discarded = unanswered(FakeMode(), landed=True)
+    assert outcomes == [Queued(u) for u in UUIDS] and discarded == []
+
+
+def test_an_unanswered_commit_that_did_not_land_queues_nothing_and_keeps_nothing():
+    from uvrd.outcomes import NotQueued
+
+    outcomes, discarded = unanswered(FakeMode(), landed=False)
+    assert outcomes == [NotQueued(u) for u in UUIDS] and len(discarded) == 2
+
+
+def test_an_unanswered_commit_another_request_fenced_is_a_409():
+    import kafka.errors as Errors
+
+    from uvrd.kafka.commit_mode import Fenced
+
+    for mode in (FakeMode(reopen=Fenced("fenced")), FakeMode(last_error=Errors.ProducerFencedError())):
+        with pytest.raises(ApiError) as refused:
+            unanswered(mode, landed=False)
+        assert refused.value.status == 409
+
+
+def test_an_unanswered_commit_kafka_says_nothing_more_about_is_unconfirmed():
+    import kafka.errors as Errors
+
+    from uvrd.outcomes import Unconfirmed
+
+    outcomes, discarded = unanswered(FakeMode(reopen=Errors.KafkaConnectionError("away")), landed=True)
+    assert outcomes == [Unconfirmed(u) for u in UUIDS] and discarded == []

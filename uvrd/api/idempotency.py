@@ -119,8 +119,10 @@ class Fence:
 
     def commit(self, stored: list[queueing.Stored], submission: fields.Submission, batch: bool) -> list[Produced]:
         """Every task, its queued status and the submission's record in one transaction: all
-        queued, all unconfirmed (the broker did not answer: a repeat of the request says which), or
-        none (409 when another request with the header fenced this one)."""
+        queued, or none (409 when another request with the header fenced this one).  A commit
+        whose end goes unanswered is settled by a successor producer and the record topic says
+        which; only when Kafka answers neither are they all unconfirmed (a repeat of the request
+        then says which)."""
         api, submitted_at = self.api, messages.now_iso()
         topic = api.config.topics.task_topic(submission.priority)
         out: list[OutRecord] = []
@@ -132,15 +134,29 @@ class Fence:
                                           **queueing.queued_fields(api, item, submission, submitted_at)))
         made = Submission(self.caller, self.value, self.request_hash, submitted_at,
                           tuple(TaskRef(item.task_uuid, item.filename) for item in stored), batch)
+        producer = self.mode.producer
         try:
             self.mode.commit(out + statuses + [made.record(api.config.topics.idempotency)], {})
+        except (Unanswered, Errors.KafkaTimeoutError) as e:
+            # The end of the transaction went unanswered: kafka-python may leave a step so once the
+            # broker fenced the producer, or the broker is away.  A successor settles it either way.
+            last = producer._transaction_manager.last_error if producer is not None else None
+            landed, fenced_now = self._settle(made)
+            if landed is None:
+                log.error("tasks may not be queued: Kafka did not answer the commit", error=str(e) or type(e).__name__)
+                return [api_metrics.count(Unconfirmed(item.task_uuid)) for item in stored]
+            if not landed:
+                self._discard(stored)
+                if fenced_now or (last is not None and _fenced(last)):
+                    raise ApiError(409, f"another request with this {HEADER} is under way; send it again to get "
+                                        "its answer", {"Retry-After": RETRY_AFTER_S}) from None
+                log.error("tasks not queued: the commit went unanswered and did not land", error=str(e))
+                return [api_metrics.count(NotQueued(item.task_uuid)) for item in stored]
+            log.info("the commit went unanswered and had landed")
         except Fenced:
             self._discard(stored)
             raise ApiError(409, f"another request with this {HEADER} is under way; send it again to get its "
                                 "answer", {"Retry-After": RETRY_AFTER_S}) from None
-        except (Unanswered, Errors.KafkaTimeoutError) as e:
-            log.error("tasks may not be queued: Kafka did not answer the commit", error=str(e) or type(e).__name__)
-            return [api_metrics.count(Unconfirmed(item.task_uuid)) for item in stored]
         except Errors.KafkaError as e:
             self._discard(stored)
             if _fenced(e):  # kafka-python reports a fencing met mid-transaction as the send's error
@@ -153,6 +169,30 @@ class Fence:
             api.backend.board.apply(json.loads(record.value or b"{}"))
         api.backend.idempotency.note(made)
         return [api_metrics.count(Queued(item.task_uuid)) for item in stored]
+
+    def _settle(self, made: Submission) -> tuple[bool | None, bool]:
+        """Whether the transaction whose end went unanswered landed (None: Kafka does not say), and
+        whether another request fenced this one meanwhile.  A successor producer of the same id
+        finishes or aborts it (init_transactions; or another request's did), then the record
+        topic, read to its end, holds the submission's record or not."""
+        fenced_now = False
+        try:
+            self.mode.close(timeout=0)
+            self.mode.open()
+        except Fenced:
+            fenced_now = True  # another request's init settled it
+        except Errors.KafkaError:
+            return None, False
+        try:
+            ends = self.api.backend.end_offsets(self.api.config.topics.idempotency)
+        except Unavailable:
+            return None, fenced_now
+        board = self.api.backend.idempotency
+        if not board.wait_reached(ends, CATCH_UP_S):
+            return None, fenced_now
+        found = board.get(self.caller, self.value)
+        landed = found is not None and [t.task_uuid for t in found.tasks] == [t.task_uuid for t in made.tasks]
+        return landed, fenced_now
 
     def _discard(self, stored: list[queueing.Stored]) -> None:
         for item in stored:
