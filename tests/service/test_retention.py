@@ -93,7 +93,7 @@ def get(api: str, path: str, headers=AUTH) -> requests.Response:
 def when(result: dict, seconds: float) -> str:
     """*result*'s finished_at plus *seconds*, as the api writes times."""
     finished = datetime.fromisoformat(result["finished_at"]).astimezone(UTC)
-    return (finished + timedelta(seconds=seconds)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (finished + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
 
 
 def test_a_task_past_its_retention_answers_410_and_its_files_are_swept(stack, kafka, objectstore, backend,

@@ -22,7 +22,7 @@ from uvrd.uploader import webhook
 from uvrd.uploader.settlement import delivery_settlement
 
 DAY = 86400.0
-FINISHED = "2026-12-01T10:00:00.250Z"
+FINISHED = "2026-12-01T10:00:00.250+00:00"
 FINISHED_AT = datetime(2026, 12, 1, 10, 0, 0, 250000, tzinfo=UTC)
 TASK = "0b7c6f1e-5a4d-4c3b-9a2e-1f0e9d8c7b6a"
 
@@ -32,9 +32,9 @@ TASK = "0b7c6f1e-5a4d-4c3b-9a2e-1f0e9d8c7b6a"
 def test_a_finished_task_expires_its_retention_after_it_finished():
     expiry = retention.expires_at({"finished_at": FINISHED}, 7 * DAY)
     assert expiry == FINISHED_AT + timedelta(days=7)
-    assert retention.iso(expiry) == "2026-12-08T10:00:00.250Z"
+    assert retention.iso(expiry) == "2026-12-08T10:00:00.250+00:00"
     # The offsets uvrd has written (+00:00, Z, none) all mean UTC; another offset is converted.
-    for written in ("2026-12-01T10:00:00.250+00:00", "2026-12-01T10:00:00.250", "2026-12-01T11:00:00.250+01:00"):
+    for written in ("2026-12-01T10:00:00.250Z", "2026-12-01T10:00:00.250", "2026-12-01T11:00:00.250+01:00"):
         assert retention.expires_at({"finished_at": written}, 7 * DAY) == expiry
     assert retention.expires_at({"finished_at": FINISHED}, 1.5) == FINISHED_AT + timedelta(seconds=1.5)
 
@@ -55,17 +55,17 @@ def test_a_task_is_gone_from_its_expiry_on_and_says_when():
     assert retention.gone(state, 60, now=expiry - 0.001) is None
     gone = retention.gone(state, 60, now=expiry)
     assert gone == retention.Gone("expired", FINISHED_AT + timedelta(seconds=60))
-    assert gone.reason_field == "expired_at" and gone.at_iso == "2026-12-01T10:01:00.250Z"
-    assert gone.sentence(TASK) == (f"task {TASK} is gone: it expired at 2026-12-01T10:01:00.250Z, "
+    assert gone.reason_field == "expired_at" and gone.at_iso == "2026-12-01T10:01:00.250+00:00"
+    assert gone.sentence(TASK) == (f"task {TASK} is gone: it expired at 2026-12-01T10:01:00.250+00:00, "
                                    "and its stems and input are deleted")
 
 
 def test_a_task_whose_stems_were_deleted_is_gone_from_then_on_whatever_its_retention():
-    state = {"state": "stems_deleted", "finished_at": FINISHED, "stems_deleted_at": "2026-12-01T10:05:00.000Z"}
+    state = {"state": "stems_deleted", "finished_at": FINISHED, "stems_deleted_at": "2026-12-01T10:05:00.000+00:00"}
     gone = retention.gone(state, 7 * DAY, now=FINISHED_AT.timestamp())
     assert gone is not None and gone.reason == "deleted" and gone.reason_field == "stems_deleted_at"
-    assert gone.at_iso == "2026-12-01T10:05:00.000Z"
-    assert "were deleted at 2026-12-01T10:05:00.000Z on request" in gone.sentence(TASK)
+    assert gone.at_iso == "2026-12-01T10:05:00.000+00:00"
+    assert "were deleted at 2026-12-01T10:05:00.000+00:00 on request" in gone.sentence(TASK)
 
 
 def test_the_sweep_deletes_a_gone_task_keeps_a_finished_one_and_judges_the_rest_by_age():
@@ -212,12 +212,12 @@ def test_a_stems_deleted_record_carries_the_whole_state_but_the_stems_and_outran
     merged = {"task_uuid": TASK, "state": "delivered", "outcome": "succeeded", "key": "team-a",
               "submitted_at": "s", "finished_at": FINISHED, "stems": {"vocals": "/o/v.wav"}, "progress": 1.0,
               "filename": "song.flac", "updated_at": "u"}
-    rec = status.stems_deleted_record("t.status", merged, "2026-12-02T00:00:00.000Z")
+    rec = status.stems_deleted_record("t.status", merged, "2026-12-02T00:00:00.000+00:00")
     value = json.loads(rec.value)
     assert rec.key == TASK.encode()
     assert {k: v for k, v in value.items() if k != "updated_at"} == {
         "task_uuid": TASK, "state": "stems_deleted", "outcome": "succeeded", "key": "team-a", "submitted_at": "s",
-        "finished_at": FINISHED, "filename": "song.flac", "stems_deleted_at": "2026-12-02T00:00:00.000Z"}
+        "finished_at": FINISHED, "filename": "song.flac", "stems_deleted_at": "2026-12-02T00:00:00.000+00:00"}
     # A late delivery record does not bring the task back.
     later = status.merge(value, {"task_uuid": TASK, "state": "delivered", "delivered_at": "d"})
     assert later["state"] == "stems_deleted" and retention.gone(later, 7 * DAY, 0) is not None
@@ -236,7 +236,7 @@ def test_a_delivery_record_says_whose_task_it_is_and_when_it_finished_so_compact
 
 def test_the_webhook_says_when_the_stems_go():
     result = {"task_uuid": TASK, "success": True, "finished_at": FINISHED, "stems": {}}
-    assert json.loads(webhook.body(result, None, 7 * DAY))["expires_at"] == "2026-12-08T10:00:00.250Z"
+    assert json.loads(webhook.body(result, None, 7 * DAY))["expires_at"] == "2026-12-08T10:00:00.250+00:00"
     assert json.loads(webhook.body(result, None))["expires_at"] is None
     assert json.loads(webhook.body({**result, "finished_at": "garbled"}, None, 7 * DAY))["expires_at"] is None
 

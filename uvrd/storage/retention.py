@@ -72,8 +72,8 @@ class Gone:
 
 
 def iso(at: datetime) -> str:
-    """As uvrd writes times (messages.now_iso): UTC, milliseconds, ``Z``."""
-    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """As uvrd writes times (messages.now_iso): UTC, milliseconds, ``+00:00``."""
+    return at.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def parse_time(value: object) -> datetime | None:
