@@ -19,7 +19,7 @@ import pytest
 import requests
 
 import scripted_engine
-from separation_service import AUTH, TOKEN, api_settings, start_api, submit
+from separation_service import AUTH, api_settings, start_api, submit
 from support import wait_until
 from devtools import tinymodel
 from uvrd.processor.daemon import Processor
@@ -185,4 +185,3 @@ def test_deleting_stems_removes_them_at_once_and_every_api_answers_410(stack, ka
         assert stem.status_code == 410 and stem.json()["error"] == sentence
         assert get(api, f"/v1/tasks/{task_uuid}", headers=other).status_code == 404
         assert requests.delete(api + path, headers=AUTH, timeout=30).status_code == 410
-    assert TOKEN  # the operator's token (config-token-1) submitted it
