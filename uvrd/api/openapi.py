@@ -37,6 +37,11 @@ _RETRY = {"Retry-After": {"description": "Seconds to wait before retrying", "sch
 UNAUTHORIZED = _error("Missing or invalid credentials (an unknown or revoked key)", _CHALLENGE)
 FORBIDDEN = _error("The key's scope does not allow this call: it needs an operator key")
 NO_TASK = "No such task, or another key's (the same answer: a task of another key cannot be told from none)"
+GONE = {"description": "The task expired (its expires_at passed) or its stems were deleted on request: its "
+                       "stems and input are deleted (or about to be, by the next retention sweep). The sentence "
+                       "and expired_at or stems_deleted_at say when. Only the task's key or an operator gets "
+                       "this; any other key gets 404",
+        "content": {JSON: {"schema": {"$ref": "#/components/schemas/Gone"}}}}
 
 
 def _submission_responses() -> dict:
@@ -337,6 +342,7 @@ def document(config: Config) -> dict:
                             "content": {JSON: {"schema": _ref("TaskStatus")}}},
                     "401": UNAUTHORIZED,
                     "404": _error(NO_TASK),
+                    "410": GONE,
                     "503": _error("This server is still loading the status of tasks", _RETRY),
                 },
             }, "delete": {
@@ -354,8 +360,28 @@ def document(config: Config) -> dict:
                     "401": UNAUTHORIZED,
                     "404": _error(NO_TASK),
                     "409": _error("The task has already ended"),
+                    "410": GONE,
                     "503": _error("The request could not be recorded (asking again is safe), or this server is "
                                   "still loading the status of tasks", _RETRY),
+                },
+            }},
+            "/v1/tasks/{task_uuid}/stems": {"delete": {
+                "operationId": "deleteTaskStems",
+                "summary": "Delete a finished task's stems and input now, rather than at its expires_at",
+                "description": "Recorded on the status topic, so every api of the deployment then answers 410 "
+                               "for the task and its stem links; the files go at once from the bucket or this "
+                               "host's spool and output directories (what cannot be deleted now, the uploader's "
+                               "retention sweep deletes). The task's key or an operator only.",
+                "security": [{"bearerAuth": []}],
+                "parameters": [task_uuid],
+                "responses": {
+                    "200": {"description": "Deleted", "content": {JSON: {"schema": _ref("StemsDeleted")}}},
+                    "401": UNAUTHORIZED,
+                    "404": _error(NO_TASK),
+                    "409": _error("The task has not finished yet (queued or running): cancel it first"),
+                    "410": GONE,
+                    "503": _error("The deletion could not be recorded, and nothing was deleted (asking again is "
+                                  "safe), or this server is still loading the status of tasks", _RETRY),
                 },
             }},
             "/v1/tasks/{task_uuid}/stems/{stem}": {"get": {
@@ -378,6 +404,7 @@ def document(config: Config) -> dict:
                     "401": UNAUTHORIZED,
                     "403": _error("The signed link is invalid or has expired"),
                     "404": _error("No such task or stem, another key's task, or the file is gone"),
+                    "410": GONE,
                     "503": _error("This server is still loading the status of tasks", _RETRY),
                 },
             }},
@@ -685,11 +712,36 @@ def document(config: Config) -> dict:
                                    "cancel_requested_at": {"type": "string", "format": "date-time"},
                                    "status_url": {"type": "string", "format": "uri"}},
                 },
+                "StemsDeleted": {
+                    "type": "object", "required": ["task_uuid", "state", "stems_deleted_at", "files_deleted"],
+                    "properties": {"task_uuid": {"type": "string"},
+                                   "state": {"type": "string", "enum": ["stems_deleted"]},
+                                   "stems_deleted_at": {"type": "string", "format": "date-time"},
+                                   "files_deleted": {"type": "boolean",
+                                                     "description": "false: the store failed; the deletion "
+                                                                    "is recorded and the retention sweep "
+                                                                    "deletes the files"}},
+                },
+                "Gone": {
+                    "type": "object", "required": ["error"],
+                    "properties": {"error": {"type": "string", "description": "A sentence saying when"},
+                                   "expired_at": {"type": "string", "format": "date-time",
+                                                  "description": "The task's expires_at, once past"},
+                                   "stems_deleted_at": {"type": "string", "format": "date-time",
+                                                        "description": "When its stems were deleted on "
+                                                                       "request"}},
+                },
                 "TaskStatus": {
-                    "type": "object", "required": ["task_uuid", "state"],
+                    "type": "object", "required": ["task_uuid", "state", "expires_at"],
                     "properties": {
                         "task_uuid": {"type": "string"},
-                        "state": {"type": "string", "enum": list(STATES)},
+                        "state": {"type": "string", "enum": [s for s in STATES if s != "stems_deleted"]},
+                        "expires_at": {"type": "string", "format": "date-time", "nullable": True,
+                                       "description": "When the task's stems and input are deleted and it "
+                                                      "starts answering 410: its finished_at plus the "
+                                                      "deployment's api.result_retention (7 days by default). "
+                                                      "Null until the task has finished (queued, running, or "
+                                                      "a replay under way)"},
                         "outcome": {"type": "string", "enum": ["succeeded", "failed", "cancelled"],
                                     "description": "How the task's work ended; it stays once the state moves on "
                                                    "to delivered or delivery_failed"},

@@ -4,7 +4,9 @@ A compacted topic keyed by task_uuid.  Every component appends the task's
 state as it moves it (api: queued; processor: processing and its progress, as
 reports on the key ``<task_uuid>/progress``, then succeeded, failed or
 cancelled in the same transaction as the result; uploader: delivered or
-delivery_failed, in the same transaction as its offset).  Each record
+delivery_failed, in the same transaction as its offset; api: stems_deleted,
+when the owner deletes a finished task's stems, which carries the whole
+state so that it alone still tells after compaction).  Each record
 carries what its writer knows, and readers merge them, so the API instances
 on every host agree without talking to each other.
 """
@@ -25,7 +27,7 @@ from uvrd.kafka.topic_view import TopicBoard
 
 # A state never goes back: a late "queued" must not hide "processing".
 RANK = {"queued": 0, "processing": 1, "succeeded": 2, "failed": 2, "cancelled": 2, "delivered": 3,
-        "delivery_failed": 3}
+        "delivery_failed": 3, "stems_deleted": 4}
 # The task's work is over: a cancellation comes too late.
 ENDED = tuple(state for state, rank in RANK.items() if rank >= 2)
 STATES = tuple(RANK)
@@ -41,6 +43,18 @@ def record(topic: str, task_uuid: str, state: str, **fields) -> OutRecord:
     value = {"task_uuid": task_uuid, "state": state, "updated_at": messages.now_iso(),
              **{k: v for k, v in fields.items() if v is not None}}
     return OutRecord(topic, task_uuid.encode(), messages.encode(value))
+
+
+# What a stems_deleted record does not repeat of the state it ends: the stems are gone, and the
+# progress, the step and the writer's time are the earlier records'.
+NOT_CARRIED_PAST_DELETION = ("task_uuid", "state", "updated_at", "stems", "progress", "step")
+
+
+def stems_deleted_record(topic: str, state: dict, deleted_at: str) -> OutRecord:
+    """The record that ends a finished task's life early (DELETE /v1/tasks/<uuid>/stems): the task's
+    merged *state* without its stems, in state ``stems_deleted`` with ``stems_deleted_at``."""
+    fields = {k: v for k, v in state.items() if k not in NOT_CARRIED_PAST_DELETION}
+    return record(topic, state["task_uuid"], "stems_deleted", **{**fields, "stems_deleted_at": deleted_at})
 
 
 def progress_key(task_uuid: str) -> bytes:
