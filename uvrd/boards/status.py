@@ -75,7 +75,9 @@ def progress_tombstone(topic: str, task_uuid: str) -> OutRecord:
 
 # What a replay's new cycle keeps of the one before it; the rest (the error, the stems, the
 # delivery) is the earlier cycle's and would mislead.
-KEPT_ACROSS_REPLAYS = ("submitted_at", "storage", "key", "filename")
+KEPT_ACROSS_REPLAYS = ("submitted_at", "storage", "key", "filename", "audio_seconds")
+# Not final: the task counts against its key's max_active (uvrd/api/quota_gate.py).
+ACTIVE = tuple(state for state, rank in RANK.items() if rank < 2)
 
 
 def merge(current: dict | None, update: dict) -> dict:
@@ -135,6 +137,23 @@ class StatusBoard(TopicBoard):
     def __init__(self, kafka_config: KafkaConfig, topic: str):
         super().__init__(kafka_config, topic)
         self._states: dict[str, dict] = {}
+        self._by_key: dict[str, set[str]] = {}  # each key's tasks, for its usage
+
+    def usage(self, key: str, day: str) -> tuple[int, float]:
+        """Key *key*'s tasks queued or running now, and the audio seconds of its tasks submitted on
+        the UTC *day* (``YYYY-MM-DD``); a task whose length is unknown counts 0 here (the api
+        records every length it accepts)."""
+        active, seconds = 0, 0.0
+        with self._lock:
+            for task_uuid in self._by_key.get(key, ()):
+                value = self._states[task_uuid]
+                if value.get("state") in ACTIVE:
+                    active += 1
+                submitted, length = value.get("submitted_at"), value.get("audio_seconds")
+                if isinstance(submitted, str) and submitted.startswith(day) and isinstance(length, (int, float)) \
+                        and not isinstance(length, bool) and length > 0:
+                    seconds += length
+        return active, seconds
 
     def get(self, task_uuid: str) -> dict | None:
         with self._lock:
@@ -157,7 +176,7 @@ class StatusBoard(TopicBoard):
         """Fold in a state this process wrote itself, before the reader sees it come back."""
         value = usable(value)
         with self._lock:
-            self._states[value["task_uuid"]] = merge(self._states.get(value["task_uuid"]), value)
+            self._put(value["task_uuid"], value)
 
     def fold(self, rec) -> None:
         raw = rec.value
@@ -168,4 +187,14 @@ class StatusBoard(TopicBoard):
             return  # not ours to judge; the status topic is written only by uvrd
         value = usable(value)
         with self._lock:
-            self._states[task_uuid] = merge(self._states.get(task_uuid), value)
+            self._put(task_uuid, value)
+
+    def _put(self, task_uuid: str, value: dict) -> None:
+        """Under the lock: merge *value* into the task's state, and keep the index by key."""
+        before = self._states.get(task_uuid)
+        merged = self._states[task_uuid] = merge(before, value)
+        old, new = (before or {}).get("key"), merged.get("key")
+        if old != new and isinstance(old, str):
+            self._by_key.get(old, set()).discard(task_uuid)
+        if isinstance(new, str):
+            self._by_key.setdefault(new, set()).add(task_uuid)

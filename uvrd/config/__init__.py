@@ -82,6 +82,9 @@ class TopicsConfig:
     replays: str = "uvrd.replays"
     # Compacted, keyed by key name: the named API keys and their revocations (uvrd/keys/).
     keys: str = "uvrd.keys"
+    # Compacted, keyed by a hash of (key, Idempotency-Key): each idempotent submission's tasks
+    # (uvrd/api/idempotency.py).
+    idempotency: str = "uvrd.idempotency"
 
     def task_topic(self, priority: int) -> str:
         """One topic per priority; the default priority keeps the plain name old producers use."""

@@ -32,6 +32,9 @@ class TopicView:
         self._missing_is_empty = missing_is_empty
         self._stop = threading.Event()
         self._caught_up = threading.Event()
+        # Each partition's next offset to read, once what is before it is folded in.
+        self._positions: dict[int, int] = {}
+        self._moved = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=f"view-{topic}", daemon=True)
 
     def start(self) -> TopicView:
@@ -52,6 +55,13 @@ class TopicView:
 
     def wait_caught_up(self, timeout: float) -> bool:
         return self._caught_up.wait(timeout)
+
+    def wait_reached(self, offsets: dict[int, int], timeout: float) -> bool:
+        """Whether, within *timeout*, every record before *offsets* (partition -> offset) is folded in."""
+        def reached() -> bool:
+            return all(self._positions.get(p, 0) >= o for p, o in offsets.items() if o > 0)
+        with self._moved:
+            return self._moved.wait_for(reached, timeout)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -82,6 +92,9 @@ class TopicView:
                 for batch in consumer.poll(timeout_ms=500).values():
                     for rec in batch:
                         self._fold(rec)
+                with self._moved:
+                    self._positions = {tp.partition: consumer.position(tp) for tp in tps}
+                    self._moved.notify_all()
                 if not self._caught_up.is_set() and all(consumer.position(tp) >= end[tp] for tp in tps):
                     self._caught_up.set()
         finally:
@@ -113,6 +126,9 @@ class TopicBoard:
 
     def wait_caught_up(self, timeout: float) -> bool:
         return self._view.wait_caught_up(timeout)
+
+    def wait_reached(self, offsets: dict[int, int], timeout: float) -> bool:
+        return self._view.wait_reached(offsets, timeout)
 
     def fold(self, rec: ConsumerRecord) -> None:
         raise NotImplementedError

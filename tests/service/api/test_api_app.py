@@ -289,9 +289,10 @@ def test_the_openapi_document_describes_every_endpoint(public_api):
                                       "/v1/workers", "/v1/models", "/v1/queues",
                                       "/v1/dead-letters", "/v1/dead-letters/{partition}/{offset}",
                                       "/v1/dead-letters/{partition}/{offset}/replay", "/v1/keys", "/v1/keys/{name}",
-                                      "/v1/whoami", "/healthz", "/readyz", "/openapi.json"}
+                                      "/v1/whoami", "/v1/usage", "/healthz", "/readyz", "/openapi.json"}
     assert set(document["paths"]["/v1/tasks"]) == {"post", "get"}
     assert set(document["paths"]["/v1/keys"]) == {"post", "get"}
+    assert set(document["paths"]["/v1/keys/{name}"]) == {"patch", "delete"}
     assert set(document["paths"]["/v1/tasks/{task_uuid}"]) == {"get", "delete"}
     assert {"202", "404", "409"} <= set(document["paths"]["/v1/tasks/{task_uuid}"]["delete"]["responses"])
     assert set(document["paths"]["/v1/tasks/{task_uuid}/stems"]) == {"delete"}
@@ -300,7 +301,7 @@ def test_the_openapi_document_describes_every_endpoint(public_api):
     assert "expires_at" in document["components"]["schemas"]["TaskStatus"]["required"]
     create = document["paths"]["/v1/tasks"]["post"]
     assert set(create["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
-    assert {"202", "400", "401", "413", "415", "502", "503"} <= set(create["responses"])
+    assert {"200", "202", "400", "401", "409", "413", "415", "422", "429", "502", "503"} <= set(create["responses"])
     assert set(document["components"]["securitySchemes"]) >= {"bearerAuth", "basicAuth"}
     upload = document["components"]["schemas"]["UploadSubmission"]["properties"]
     assert upload["model"]["enum"] == [tinymodel.TINY_MODEL, "Other.onnx"]
