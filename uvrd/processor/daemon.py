@@ -46,6 +46,7 @@ from uvrd.processor.engine import Engine, EngineSettings
 from uvrd.processor.engine_protocol import Job, JobCancelled, JobFailed, Separated
 from uvrd.processor import device_check, heartbeat
 from uvrd.processor.host_trouble import HostTrouble
+from uvrd.processor.pipeline import Ahead, Behind, Stage
 from uvrd.processor.priority import PriorityChooser
 from uvrd.processor.separation import Separation, Watchers
 from uvrd.processor.task_events import TaskEvents
@@ -84,6 +85,12 @@ class Processor:
         self.member: GroupMember | None = None
         self.host: HostTrouble | None = None
         self.separation: Separation | None = None
+        # processor.pipeline (pipeline.py): the task taken ahead of the model and the one whose stems are
+        # stored behind it, each with its stage.
+        self.ahead: Ahead | None = None
+        self.behind: Behind | None = None
+        self.fetching: Stage[Path] = Stage("fetch")
+        self.storing: Stage[dict[str, str]] = Stage("store")
 
     # -- the daemon's hooks ---------------------------------------------------------------------
     def start(self, stack: contextlib.ExitStack, runtime: Runtime) -> bool:
@@ -119,8 +126,18 @@ class Processor:
                 # No task before the cancellations already asked for are known: one may be for it.
                 self.runtime.wait(until=lambda: self.cancellations.caught_up, through_drain=False)
                 continue
-            if (record := self._poll()) is not None:
-                self.handle(record)
+            if not self.cfg.pipeline:
+                if (record := self._poll()) is not None:
+                    self.handle(record)
+                continue
+            self._settle_behind(wait=False)  # stems stored while the queue was idle: committed now
+            if (ahead := self.ahead) is None and (record := self._poll()) is not None:
+                ahead = self._take(record)
+            if ahead is not None:
+                self.ahead = None
+                self._handle_ahead(ahead)
+        if self.cfg.pipeline:
+            self._drain_pipeline()
 
     def activity(self) -> str | None:
         if self.host is not None and self.host.status:
@@ -194,6 +211,7 @@ class Processor:
                 self.settle(record, accepted.task, Cancelled(requested_at), claim)
                 return
             outcome = self.process(accepted, claim)
+            assert outcome is not None, "only the pipeline hands a task on"
             if isinstance(outcome, Abandoned):
                 log.info("task left uncommitted for redelivery", reason=outcome.reason)
                 processor_metrics.settled(outcome)
@@ -203,12 +221,22 @@ class Processor:
             self.member.release(claim)
             logs.bind_task()
 
-    def process(self, accepted: Accepted, claim: Claim) -> TaskOutcome | Rejected:
+    def process(self, accepted: Accepted, claim: Claim, ahead: Ahead | None = None) -> TaskOutcome | Rejected | None:
         """Fetch the input (a task naming an input that is not there is rejected), separate it (with
-        retries), store the stems."""
+        retries), store the stems.  A task taken *ahead* (the pipeline) has its fetch begun already,
+        and its stems are handed to the store stage: None then."""
         task = accepted.task
+        audio: Path | Abandoned | BaseException | None = None
+        if ahead is not None and ahead.fetched is not None:
+            audio = self._await_fetch(ahead, claim)
+            if isinstance(audio, StorageError):
+                log.warning("input not fetched by the fetch stage; fetching it again", error=str(audio))
+                audio = None  # fetched again below, with the waits of the sequential order
         try:
-            audio = self.host.with_store(task.task_uuid, claim, lambda: self.storage.fetch_input(task))
+            if isinstance(audio, BaseException):
+                raise audio
+            if audio is None:
+                audio = self.host.with_store(task.task_uuid, claim, lambda: self.storage.fetch_input(task))
         except messages.BadMessage as e:
             return rejected(e, task, "bad_input_ref")
         except StorageError as e:
@@ -219,14 +247,16 @@ class Processor:
             return audio
         processor_metrics.accepted()
         try:
-            outcome = self._separate(accepted, audio, claim)
+            outcome = self._separate(accepted, audio, claim, None if ahead is None else ahead.record)
         finally:
             self.storage.release_input(audio)
         if isinstance(outcome, Abandoned):
             self.attempts.undo(task.task_uuid)
         return outcome
 
-    def _separate(self, accepted: Accepted, audio: Path, claim: Claim) -> TaskOutcome:
+    def _separate(self, accepted: Accepted, audio: Path, claim: Claim, pipelined_record=None) -> TaskOutcome | None:
+        """*pipelined_record*: the record of a task run by the pipeline, whose stems are handed to the
+        store stage (None returned) while the next task is taken during the run."""
         task, model, fmt, plan = accepted.task, accepted.model, accepted.output_format, accepted.plan
         attempt = self.attempts.start(task.task_uuid)
         if attempt > self.cfg.max_attempts:
@@ -247,7 +277,8 @@ class Processor:
             self.bulletin.send(progress(p.fraction, p.step))
             events.progress(p)
         watchers = Watchers(announce=announce, report=report,
-                            cancelled=lambda: self.cancellations.requested_at(task.task_uuid) is not None)
+                            cancelled=lambda: self.cancellations.requested_at(task.task_uuid) is not None,
+                            turn=self._prefetch if pipelined_record is not None else None)
         job = functools.partial(Job, task.task_uuid, str(audio), model, fmt, options=task.options,
                                 plan=plan if len(plan.models) > 1 else None)
         ran = self.separation.separate(claim, task.task_uuid, job, watchers)
@@ -260,15 +291,157 @@ class Processor:
             case JobCancelled():
                 log.info("separation stopped: its cancellation was requested")
                 return Cancelled(self.cancellations.requested_at(task.task_uuid) or messages.now_iso(), started_at)
-        match _store_stems(self.host, self.storage, task.task_uuid, ran, claim):
+        if pipelined_record is not None:
+            self._hand_on(pipelined_record, claim, accepted, ran, started_at, events)
+            return None
+        stored = _store_stems(self.host, self.storage, task.task_uuid, ran, claim)
+        return self._stored_outcome(accepted, ran, started_at, events, stored)
+
+    def _stored_outcome(self, accepted: Accepted, ran: Separated, started_at: str, events: TaskEvents,
+                        stored: StoreOutcome) -> Succeeded | Failed | Abandoned:
+        match stored:
             case Stored(refs=refs):
-                processor_metrics.separated(plan.label, self._device(), ran.seconds, ran.audio_seconds)
-                return Succeeded(refs, plan.label, started_at, ran.seconds)
+                processor_metrics.separated(accepted.plan.label, self._device(), ran.seconds, ran.audio_seconds)
+                return Succeeded(refs, accepted.plan.label, started_at, ran.seconds)
             case StoreFailed(error=error):
                 return Failed(error, started_at, "stems_store")
             case Abandoned(reason=reason) as abandoned:
                 events.requeued(reason)
                 return abandoned
+        raise AssertionError(f"unknown store outcome {stored!r}")
+
+    # -- the pipeline (processor.pipeline; pipeline.py) ---------------------------------------
+    def _take(self, record) -> Ahead:
+        """*record* taken: claimed, accepted, and its input's fetch begun."""
+        self.priorities.served(record.topic)
+        claim = self.member.claim(TopicPartition(record.topic, record.partition), resume_at=record.offset + 1)
+        accepted = accept(record, self.cfg, self.storage.name)
+        ahead = Ahead(record, claim, accepted)
+        if isinstance(accepted, Accepted) and not self.cancellations.requested_at(accepted.task.task_uuid):
+            task = accepted.task
+            ahead.fetched = self.fetching.start(lambda: self.storage.fetch_input(task))
+        return ahead
+
+    def _prefetch(self) -> None:
+        """While a task is in the model (each turn of its wait): take the next one, if one waits and
+        none was taken yet, and begin fetching its input."""
+        if self.ahead is not None or self.runtime.lifecycle.stopping or self.fetching.busy:
+            return
+        self.priorities.apply(self.member.consumer)
+        try:
+            records = self.member.poll(0, max_records=1)
+        finally:
+            self.member.pause_all()  # the task in the model keeps every partition paused
+        if records:
+            self.ahead = self._take(records[0])
+            accepted = self.ahead.accepted
+            log.info("next task taken while the model runs", next_offset=records[0].offset,
+                     next_task=accepted.task.task_uuid if isinstance(accepted, Accepted) else accepted.task_uuid)
+
+    def _handle_ahead(self, ahead: Ahead) -> None:
+        """*ahead*'s turn in the model: as :meth:`handle`, each settlement after the task before it."""
+        record, claim, accepted = ahead.record, ahead.claim, ahead.accepted
+        logs.bind_task(topic=record.topic, partition=record.partition, offset=record.offset)
+        handed_on = False
+        try:
+            if claim.lost:
+                ahead.discard(self.storage.release_input)
+                self._abandon(Abandoned("the partition was reassigned to another worker", "rebalance"))
+                return
+            if isinstance(accepted, Rejected):
+                self._settle_in_order(record, None, accepted, claim)
+                return
+            structlog.contextvars.bind_contextvars(task_uuid=accepted.task.task_uuid)
+            if requested_at := self.cancellations.requested_at(accepted.task.task_uuid):
+                ahead.discard(self.storage.release_input)
+                self._settle_in_order(record, accepted.task, Cancelled(requested_at), claim)
+                return
+            outcome = self.process(accepted, claim, ahead)
+            if outcome is None:  # separated: its stems are being stored behind the next task
+                handed_on = True
+                return
+            if isinstance(outcome, Abandoned):
+                self._abandon(outcome)
+                return
+            self._settle_in_order(record, accepted.task, outcome, claim)
+        finally:
+            if not handed_on:
+                self.member.release(claim)
+            logs.bind_task()
+
+    def _abandon(self, outcome: Abandoned) -> None:
+        log.info("task left uncommitted for redelivery", reason=outcome.reason)
+        processor_metrics.settled(outcome)
+
+    def _await_fetch(self, ahead: Ahead, claim: Claim) -> Path | Abandoned | BaseException:
+        """The input the fetch stage got, or what it raised; Abandoned if a stop came first."""
+        fetched = ahead.fetched
+        assert fetched is not None
+        if not self.runtime.wait(until=fetched.done, through_drain=False).done:
+            return Abandoned("stopping before the task's turn in the model")
+        return fetched.exception() or fetched.result()
+
+    def _settle_in_order(self, record, task: messages.Task | None,
+                         outcome: Succeeded | Failed | Cancelled | Rejected, claim: Claim) -> None:
+        """Settle after the task before it: offsets are committed in their order."""
+        self._settle_behind(wait=True)
+        self.settle(record, task, outcome, claim)
+
+    def _hand_on(self, record, claim: Claim, accepted: Accepted, ran: Separated, started_at: str,
+                 events: TaskEvents) -> None:
+        """A separated task's stems go to the store stage; the task before it is settled first (one
+        task at most waits behind the model)."""
+        self._settle_behind(wait=True)
+        task_uuid = accepted.task.task_uuid
+        stored = self.storing.start(lambda: self.storage.put_stems(task_uuid, ran.stems))
+        self.behind = Behind(record, claim, accepted, ran, started_at, stored, events)
+
+    def _settle_behind(self, wait: bool) -> None:
+        """Commit the task whose stems were being stored, once they are (waiting for them if *wait*,
+        through the drain); a store that failed is done again here, with the waits of the sequential
+        order."""
+        behind = self.behind
+        if behind is None or (not wait and not behind.stored.done()):
+            return
+        self.behind = None
+        task = behind.accepted.task
+        with structlog.contextvars.bound_contextvars(task_uuid=task.task_uuid, topic=behind.record.topic,
+                                                     partition=behind.record.partition, offset=behind.record.offset):
+            try:
+                if not self.runtime.wait(until=behind.stored.done, through_drain=True).done:
+                    behind.remove_workdir()
+                    behind.events.requeued("the drain window ended before the stems were stored")
+                    self._abandon(Abandoned("the drain window ended before the stems were stored"))
+                    return
+                error = behind.stored.exception()
+                if error is None:
+                    behind.remove_workdir()
+                    stored: StoreOutcome = Stored(behind.stored.result())
+                elif isinstance(error, StorageError):
+                    log.warning("stems not stored by the store stage; storing them again", error=str(error))
+                    stored = _store_stems(self.host, self.storage, task.task_uuid, behind.ran, behind.claim)
+                else:
+                    behind.remove_workdir()
+                    raise error
+                outcome = self._stored_outcome(behind.accepted, behind.ran, behind.started_at, behind.events, stored)
+                if isinstance(outcome, Abandoned):
+                    self._abandon(outcome)
+                    return
+                self.settle(behind.record, task, outcome, behind.claim)
+            finally:
+                self.member.release(behind.claim)
+
+    def _drain_pipeline(self) -> None:
+        """At a stop: the task taken ahead is left for redelivery; the stems already separated are stored
+        and committed if the drain window allows."""
+        if (ahead := self.ahead) is not None:
+            self.ahead = None
+            ahead.discard(self.storage.release_input)
+            with structlog.contextvars.bound_contextvars(topic=ahead.record.topic, partition=ahead.record.partition,
+                                                         offset=ahead.record.offset):
+                self._abandon(Abandoned("stopping: the task taken ahead was not started"))
+            self.member.release(ahead.claim)
+        self._settle_behind(wait=True)
 
     def settle(self, record, task: messages.Task | None, outcome: Succeeded | Failed | Cancelled | Rejected,
                claim: Claim) -> None:

@@ -1,0 +1,133 @@
+"""The pipelined processor (``processor.pipeline = true``): the next task is taken while one is in the
+model, and every task still ends in exactly one result, committed in offset order.
+
+The engine child is scripted (scripted_engine.py): ``slow-Ns`` inputs stay in the "model" long enough
+for the next task to be taken ahead.  That the next task was taken is read from the daemon (its
+``ahead``), everything else from outside: committed offsets, the result and status topics.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+
+import scripted_engine
+from support import wait_until
+from devtools import tinymodel
+from uvrd.boards import cancellations
+from uvrd.broker.group_settings import GROUP_SETTINGS
+from uvrd.boards.status import progress_key
+from uvrd.processor.daemon import Processor
+
+
+@pytest.fixture(scope="module")
+def short_audio(tmp_path_factory) -> Path:
+    return tinymodel.write_sample(tmp_path_factory.mktemp("short") / "short.wav", seconds=1)
+
+
+def pipelined(stack, name: str | None = None):
+    config = stack.write_config(f"pipeline-{name or 'one'}.toml", pipeline=True)
+    return stack.in_process(Processor, config=config, name=name, engine=scripted_engine.engine).wait_ready()
+
+
+def send(stack, kafka, audio: Path, behaviour: str | None = None) -> dict:
+    name = scripted_engine.input_name(behaviour) if behaviour else None
+    task = stack.task(stack.spool_copy(audio, name))
+    kafka.send(stack.tasks, task)
+    return task
+
+
+def taken_ahead(p, task: dict) -> bool:
+    ahead = p.handler.ahead
+    return ahead is not None and getattr(ahead.accepted, "task", None) is not None and \
+        ahead.accepted.task.task_uuid == task["task_uuid"]
+
+
+def runs_started(kafka, stack, task: dict) -> int:
+    return sum(1 for r in kafka.read_all(stack.status) if r.key == progress_key(task["task_uuid"])
+               and r.value and json.loads(r.value)["step"] == "started")
+
+
+def outcomes(kafka, stack) -> dict[str, list[dict]]:
+    """Each task's results, by task_uuid."""
+    by_task: dict[str, list[dict]] = {}
+    for r in kafka.results(stack.results):
+        by_task.setdefault(r["task_uuid"], []).append(r)
+    return by_task
+
+
+def committed(kafka, stack, n: int, timeout: float = 60) -> None:
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == n, timeout, f"offset {n} committed")
+
+
+def test_a_queue_drains_through_the_pipeline_one_result_each_in_order(stack, kafka, short_audio):
+    p = pipelined(stack)
+    tasks = [send(stack, kafka, short_audio, "slow-0.5s") for _ in range(4)]
+    committed(kafka, stack, 4)
+    results = kafka.results(stack.results)
+    assert [r["task_uuid"] for r in results] == [t["task_uuid"] for t in tasks], "one result each, in offset order"
+    assert all(r["success"] for r in results)
+    assert p.stop() == 0
+    assert kafka.results(stack.results) == results, "nothing more after the stop"
+
+
+def test_a_stop_commits_the_task_in_the_model_and_leaves_the_one_taken_ahead(stack, kafka, short_audio):
+    first = pipelined(stack, "first")
+    in_model = send(stack, kafka, short_audio, "slow-3s")
+    ahead = send(stack, kafka, short_audio)
+    wait_until(lambda: taken_ahead(first, ahead), 60, "the second task taken while the first is in the model")
+    assert first.stop() == 0
+    assert kafka.committed(stack.group, stack.tasks).get(0) == 1, "the task in the model committed; not the one ahead"
+    assert list(outcomes(kafka, stack)) == [in_model["task_uuid"]]
+    assert runs_started(kafka, stack, ahead) == 0, "the task taken ahead never ran"
+
+    second = pipelined(stack, "second")
+    committed(kafka, stack, 2)
+    done = outcomes(kafka, stack)
+    assert {k: len(v) for k, v in done.items()} == {in_model["task_uuid"]: 1, ahead["task_uuid"]: 1}
+    assert all(r["success"] for v in done.values() for r in v)
+    assert second.stop() == 0
+
+
+def test_a_task_cancelled_while_taken_ahead_ends_cancelled_without_running(stack, kafka, short_audio):
+    p = pipelined(stack)
+    in_model = send(stack, kafka, short_audio, "slow-3s")
+    ahead = send(stack, kafka, short_audio)
+    wait_until(lambda: taken_ahead(p, ahead), 60, "the second task taken while the first is in the model")
+    record, _ = cancellations.request(stack.cancellations, ahead["task_uuid"])
+    kafka.send(record.topic, record.value, key=record.key)
+    committed(kafka, stack, 2)
+    done = outcomes(kafka, stack)
+    assert [len(v) for v in done.values()] == [1, 1]
+    assert done[in_model["task_uuid"]][0]["success"] is True
+    assert done[ahead["task_uuid"]][0].get("cancelled") is True
+    assert runs_started(kafka, stack, ahead) == 0
+    assert p.stop() == 0
+
+
+def test_a_rebalance_with_a_task_taken_ahead_ends_every_task_once(stack, kafka, short_audio):
+    """Another member joins the group, then leaves, while the processor holds one task in the model and
+    one taken ahead: whether the partition stayed or went and came back, each task ends in one result.
+    (The other member is a bare consumer: two in-process processors would share one resource tracker.)"""
+    p = pipelined(stack)
+    tasks = [send(stack, kafka, short_audio, "slow-3s"), send(stack, kafka, short_audio)]
+    wait_until(lambda: taken_ahead(p, tasks[1]), 60, "the second task taken while the first is in the model")
+    generation = p.handler.member.generation()
+    other = KafkaConsumer(stack.tasks, bootstrap_servers=stack.bootstrap, group_id=stack.group,
+                          enable_auto_commit=False, **GROUP_SETTINGS)
+    try:
+        def rebalanced() -> bool:
+            other.poll(100)  # never committed: what it fetches is not its to settle
+            return p.handler.member.generation() not in (None, generation)
+        wait_until(rebalanced, 60, "the rebalance the other member's join starts")
+    finally:
+        other.close()
+    tasks.append(send(stack, kafka, short_audio))
+    committed(kafka, stack, 3, 120)
+    done = outcomes(kafka, stack)
+    assert {k: len(v) for k, v in done.items()} == {t["task_uuid"]: 1 for t in tasks}
+    assert all(r["success"] for v in done.values() for r in v)
+    assert p.stop() == 0
