@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 from kafka import KafkaConsumer
 
 import scripted_engine
@@ -20,7 +22,9 @@ from devtools import tinymodel
 from uvrd.boards import cancellations
 from uvrd.broker.group_settings import GROUP_SETTINGS
 from uvrd.boards.status import progress_key
+from uvrd.processor import ffmpeg, stem_encoding
 from uvrd.processor.daemon import Processor
+from uvrd.processor.engine import Engine, EngineSettings, Job
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +135,32 @@ def test_a_rebalance_with_a_task_taken_ahead_ends_every_task_once(stack, kafka, 
     assert {k: len(v) for k, v in done.items()} == {t["task_uuid"]: 1 for t in tasks}
     assert all(r["success"] for v in done.values() for r in v)
     assert p.stop() == 0
+
+
+def test_stems_the_store_stage_encodes_hold_the_samples_the_engine_would_have_written(stack, tmp_path, short_audio):
+    """The tiny model's real separation of a 16-bit FLAC, once encoded by the engine child as in the
+    sequential order and once left as WAV for the store stage: the same samples in both FLAC stems."""
+    source = tmp_path / "song.flac"
+    assert ffmpeg.write(["-i", str(short_audio), "-c:a", "flac"], str(source)) is None
+    engine = Engine(EngineSettings(str(stack.model_dir), str(tmp_path / "out"), (tinymodel.TINY_MODEL,), "flac",
+                                   tinymodel.HOP_LENGTH, tinymodel.SEGMENT_SIZE, 1, warm_up=False))
+    engine.start()
+    try:
+        wait_until(lambda: engine.poll_ready(1.0), 180, "the engine to load the tiny model", interval=0)
+        runs = []
+        for later in (False, True):
+            engine.submit(Job(f"encode-later-{later}", str(source), tinymodel.TINY_MODEL, "flac",
+                              str(tmp_path / f"job-{later}"), encode_later=later))
+            runs.append(wait_until(lambda: engine.poll_result(1.0), 240, "the separation", interval=0))
+    finally:
+        engine.close()
+    by_child, left = (run.stems for run in runs)
+    assert all(path.endswith(".wav") for path in left.values()), "the child left the encoding to the store stage"
+    by_stage = stem_encoding.encode(left, "flac")
+    assert set(by_stage) == set(by_child) == {"vocals", "instrumental"}
+    for stem in by_child:
+        assert not Path(left[stem]).exists(), "the WAV goes once encoded"
+        expected, rate = soundfile.read(by_child[stem], dtype="int16")
+        got, got_rate = soundfile.read(by_stage[stem], dtype="int16")
+        assert soundfile.info(by_stage[stem]).subtype == "PCM_16" and got_rate == rate
+        assert np.array_equal(got, expected), f"{stem}: the same samples"

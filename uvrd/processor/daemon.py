@@ -19,6 +19,7 @@ whichever worker owns the partition next.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import shutil
@@ -47,6 +48,7 @@ from uvrd.processor.engine_protocol import Job, JobCancelled, JobFailed, Separat
 from uvrd.processor import device_check, heartbeat
 from uvrd.processor.host_trouble import HostTrouble
 from uvrd.processor.pipeline import Ahead, Behind, Stage
+from uvrd.processor import stem_encoding
 from uvrd.processor.priority import PriorityChooser
 from uvrd.processor.separation import Separation, Watchers
 from uvrd.processor.task_events import TaskEvents
@@ -280,7 +282,7 @@ class Processor:
                             cancelled=lambda: self.cancellations.requested_at(task.task_uuid) is not None,
                             turn=self._prefetch if pipelined_record is not None else None)
         job = functools.partial(Job, task.task_uuid, str(audio), model, fmt, options=task.options,
-                                plan=plan if len(plan.models) > 1 else None)
+                                plan=plan if len(plan.models) > 1 else None, encode_later=pipelined_record is not None)
         ran = self.separation.separate(claim, task.task_uuid, job, watchers)
         match ran:
             case Abandoned(reason=reason):
@@ -393,15 +395,20 @@ class Processor:
         task at most waits behind the model)."""
         self._settle_behind(wait=True)
         task_uuid = accepted.task.task_uuid
-        stored = self.storing.start(lambda: self.storage.put_stems(task_uuid, ran.stems))
-        self.behind = Behind(record, claim, accepted, ran, started_at, stored, events)
+        behind = Behind(record, claim, accepted, ran, started_at, events, dict(ran.stems))
+
+        def store() -> dict[str, str]:
+            behind.stems = stem_encoding.encode(behind.stems, accepted.output_format)
+            return self.storage.put_stems(task_uuid, behind.stems)
+        behind.stored = self.storing.start(store)
+        self.behind = behind
 
     def _settle_behind(self, wait: bool) -> None:
         """Commit the task whose stems were being stored, once they are (waiting for them if *wait*,
         through the drain); a store that failed is done again here, with the waits of the sequential
         order."""
         behind = self.behind
-        if behind is None or (not wait and not behind.stored.done()):
+        if behind is None or behind.stored is None or (not wait and not behind.stored.done()):
             return
         self.behind = None
         task = behind.accepted.task
@@ -417,12 +424,11 @@ class Processor:
                 if error is None:
                     behind.remove_workdir()
                     stored: StoreOutcome = Stored(behind.stored.result())
-                elif isinstance(error, StorageError):
-                    log.warning("stems not stored by the store stage; storing them again", error=str(error))
-                    stored = _store_stems(self.host, self.storage, task.task_uuid, behind.ran, behind.claim)
                 else:
-                    behind.remove_workdir()
-                    raise error
+                    # The store stage's trouble is not the task's: encoded and stored again here, with
+                    # the waits for a failing store of the sequential order.
+                    log.warning("stems not stored by the store stage; storing them again", error=str(error))
+                    stored = self._store_again(behind)
                 outcome = self._stored_outcome(behind.accepted, behind.ran, behind.started_at, behind.events, stored)
                 if isinstance(outcome, Abandoned):
                     self._abandon(outcome)
@@ -430,6 +436,18 @@ class Processor:
                 self.settle(behind.record, task, outcome, behind.claim)
             finally:
                 self.member.release(behind.claim)
+
+    def _store_again(self, behind: Behind) -> StoreOutcome:
+        task_uuid = behind.accepted.task.task_uuid
+        try:
+            behind.stems = stem_encoding.encode(behind.stems, behind.accepted.output_format)
+        except OSError as e:
+            behind.remove_workdir()
+            error = f"separation finished but {e}"[:MAX_ERROR_CHARS]
+            log.error("stems not encoded", error=error)
+            return StoreFailed(error)
+        ran = dataclasses.replace(behind.ran, stems=behind.stems)
+        return _store_stems(self.host, self.storage, task_uuid, ran, behind.claim)
 
     def _drain_pipeline(self) -> None:
         """At a stop: the task taken ahead is left for redelivery; the stems already separated are stored

@@ -1,11 +1,12 @@
 """The processor's pipeline (``processor.pipeline = true``): while one task is in the model, the next
-one's input is fetched and the last one's stems are stored, each on a thread of its own.
+one's input is fetched and the last one's stems are encoded and stored, each on a thread of its own.
 
 Why: on an accelerator the model step is short, and fetching and storing (the network, the disk) would
 leave it idle between tasks.  What keeps exactly-once as it was:
 
 - one task at most waits on each side of the model (:class:`Stage` holds one job), so the extra
-  memory is one task's input file and one task's stems on disk, nothing in RAM;
+  memory is one task's input file and one task's stems on disk, nothing in RAM beyond the threads
+  and one ffmpeg run encoding a stem (stem_encoding.py: audio-separator's FLAC writing moved here);
 - only the main thread touches Kafka: the stages fetch and store, the main thread polls, commits and
   waits on them through the runtime (so heartbeats, signals and the watchdog go on);
 - commits stay in offset order: a task is settled only after the one before it (:class:`Behind`) has
@@ -94,8 +95,9 @@ class Behind:
     accepted: Accepted
     ran: Separated
     started_at: str
-    stored: Future[dict[str, str]]
     events: TaskEvents
+    stems: dict[str, str]  # as the store stage left them: encoded (stem_encoding.py) once it has
+    stored: Future[dict[str, str]] | None = None  # the store stage's job: the stems' refs
 
     @property
     def workdir(self) -> Path:
