@@ -25,6 +25,7 @@ from uvrd.processor import ffmpeg
 from uvrd.processor.engine_protocol import Job
 
 DEFERRED_FORMAT = "flac"
+STAGE_NICENESS = 10
 
 
 def deferrable(job: Job, bit_depth: int) -> bool:
@@ -74,7 +75,8 @@ def encode(stems: dict[str, str], output_format: str) -> dict[str, str]:
             out[stem] = path
             continue
         target = str(Path(path).with_suffix(".flac"))
-        why = ffmpeg.write(["-f", "wav", "-i", path, "-sample_fmt", "s16", "-f", "flac"], target)
+        # Niced: on a host short of cores, the engine child's own steps (what the model waits on) go first.
+        why = ffmpeg.write(["-f", "wav", "-i", path, "-sample_fmt", "s16", "-f", "flac"], target, nice=STAGE_NICENESS)
         if why is not None:
             raise OSError(f"could not encode the stem {stem!r} into FLAC: {why}")
         os.unlink(path)
