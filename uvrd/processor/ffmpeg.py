@@ -1,6 +1,5 @@
-"""ffmpeg writing one file (in the engine child, or the pipeline's store stage): run with no stdin, dying with
-its caller, and on
-failure no half-written target left and one line of why."""
+"""ffmpeg writing one file (in the engine child, or the pipeline's store stage): run with no stdin,
+dying with its caller, and on failure no half-written target left and one line of why."""
 
 from __future__ import annotations
 
