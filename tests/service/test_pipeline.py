@@ -45,7 +45,7 @@ def send(stack, kafka, audio: Path, behaviour: str | None = None) -> dict:
 
 
 def taken_ahead(p, task: dict) -> bool:
-    ahead = p.handler.ahead
+    ahead = p.handler.pipeline.ahead
     return ahead is not None and getattr(ahead.accepted, "task", None) is not None and \
         ahead.accepted.task.task_uuid == task["task_uuid"]
 
@@ -76,6 +76,21 @@ def test_a_queue_drains_through_the_pipeline_one_result_each_in_order(stack, kaf
     assert all(r["success"] for r in results)
     assert p.stop() == 0
     assert kafka.results(stack.results) == results, "nothing more after the stop"
+
+
+def test_a_task_is_committed_while_the_next_one_is_in_the_model(stack, kafka, short_audio):
+    """Its stems stored, a task's result goes out while the next task runs, not after it."""
+    p = pipelined(stack)
+    send(stack, kafka, short_audio)
+    second = send(stack, kafka, short_audio, "slow-3s")
+
+    def first_out_while_second_runs() -> bool:
+        run = p.handler.separation.run
+        return run is not None and run.task_uuid == second["task_uuid"] and \
+            kafka.committed(stack.group, stack.tasks).get(0) == 1
+    wait_until(first_out_while_second_runs, 60, "the first task committed while the second is in the model")
+    committed(kafka, stack, 2)
+    assert p.stop() == 0
 
 
 def test_a_stop_commits_the_task_in_the_model_and_leaves_the_one_taken_ahead(stack, kafka, short_audio):

@@ -1,6 +1,7 @@
 """``uvrd processor``: consume separation tasks, run them, commit one result each.
 
-One task at a time, in three steps:
+One task at a time (with ``processor.pipeline``, one task in the model at a time: the next one's
+input is fetched and the last one's stems are stored beside it, pipeline.py), in three steps:
 
 - :func:`~uvrd.processor.accept.accept` reads the task message and checks it against this processor's
   configuration (model, output format, storage): a :class:`~uvrd.outcomes.Rejected` or the task;
@@ -19,7 +20,6 @@ whichever worker owns the partition next.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import os
 import shutil
@@ -47,8 +47,8 @@ from uvrd.processor.engine import Engine, EngineSettings
 from uvrd.processor.engine_protocol import Job, JobCancelled, JobFailed, Separated
 from uvrd.processor import device_check, heartbeat
 from uvrd.processor.host_trouble import HostTrouble
-from uvrd.processor.pipeline import Ahead, Behind, Stage
-from uvrd.processor import stem_encoding
+from uvrd.processor.pipeline import Ahead
+from uvrd.processor.pipeline_turns import PipelineTurns
 from uvrd.processor.priority import PriorityChooser
 from uvrd.processor.separation import Separation, Watchers
 from uvrd.processor.task_events import TaskEvents
@@ -87,12 +87,8 @@ class Processor:
         self.member: GroupMember | None = None
         self.host: HostTrouble | None = None
         self.separation: Separation | None = None
-        # processor.pipeline (pipeline.py): the task taken ahead of the model and the one whose stems are
-        # stored behind it, each with its stage.
-        self.ahead: Ahead | None = None
-        self.behind: Behind | None = None
-        self.fetching: Stage[Path] = Stage("fetch")
-        self.storing: Stage[dict[str, str]] = Stage("store")
+        # processor.pipeline: the tasks ahead of and behind the model (pipeline_turns.py).
+        self.pipeline = PipelineTurns(self)
 
     # -- the daemon's hooks ---------------------------------------------------------------------
     def start(self, stack: contextlib.ExitStack, runtime: Runtime) -> bool:
@@ -132,14 +128,9 @@ class Processor:
                 if (record := self._poll()) is not None:
                     self.handle(record)
                 continue
-            self._settle_behind(wait=False)  # stems stored while the queue was idle: committed now
-            if (ahead := self.ahead) is None and (record := self._poll()) is not None:
-                ahead = self._take(record)
-            if ahead is not None:
-                self.ahead = None
-                self._handle_ahead(ahead)
+            self.pipeline.turn()
         if self.cfg.pipeline:
-            self._drain_pipeline()
+            self.pipeline.drain()
 
     def activity(self) -> str | None:
         if self.host is not None and self.host.status:
@@ -230,7 +221,7 @@ class Processor:
         task = accepted.task
         audio: Path | Abandoned | BaseException | None = None
         if ahead is not None and ahead.fetched is not None:
-            audio = self._await_fetch(ahead, claim)
+            audio = self.pipeline.await_fetch(ahead)
             if isinstance(audio, StorageError):
                 log.warning("input not fetched by the fetch stage; fetching it again", error=str(audio))
                 audio = None  # fetched again below, with the waits of the sequential order
@@ -280,7 +271,7 @@ class Processor:
             events.progress(p)
         watchers = Watchers(announce=announce, report=report,
                             cancelled=lambda: self.cancellations.requested_at(task.task_uuid) is not None,
-                            turn=self._prefetch if pipelined_record is not None else None)
+                            turn=self.pipeline.beside_the_model if pipelined_record is not None else None)
         job = functools.partial(Job, task.task_uuid, str(audio), model, fmt, options=task.options,
                                 plan=plan if len(plan.models) > 1 else None, encode_later=pipelined_record is not None)
         ran = self.separation.separate(claim, task.task_uuid, job, watchers)
@@ -294,7 +285,7 @@ class Processor:
                 log.info("separation stopped: its cancellation was requested")
                 return Cancelled(self.cancellations.requested_at(task.task_uuid) or messages.now_iso(), started_at)
         if pipelined_record is not None:
-            self._hand_on(pipelined_record, claim, accepted, ran, started_at, events)
+            self.pipeline.hand_on(pipelined_record, claim, accepted, ran, started_at, events)
             return None
         stored = _store_stems(self.host, self.storage, task.task_uuid, ran, claim)
         return self._stored_outcome(accepted, ran, started_at, events, stored)
@@ -312,154 +303,9 @@ class Processor:
                 return abandoned
         raise AssertionError(f"unknown store outcome {stored!r}")
 
-    # -- the pipeline (processor.pipeline; pipeline.py) ---------------------------------------
-    def _take(self, record) -> Ahead:
-        """*record* taken: claimed, accepted, and its input's fetch begun."""
-        self.priorities.served(record.topic)
-        claim = self.member.claim(TopicPartition(record.topic, record.partition), resume_at=record.offset + 1)
-        accepted = accept(record, self.cfg, self.storage.name)
-        ahead = Ahead(record, claim, accepted)
-        if isinstance(accepted, Accepted) and not self.cancellations.requested_at(accepted.task.task_uuid):
-            task = accepted.task
-            ahead.fetched = self.fetching.start(lambda: self.storage.fetch_input(task))
-        return ahead
-
-    def _prefetch(self) -> None:
-        """While a task is in the model (each turn of its wait): take the next one, if one waits and
-        none was taken yet, and begin fetching its input."""
-        if self.ahead is not None or self.runtime.lifecycle.stopping or self.fetching.busy:
-            return
-        self.priorities.apply(self.member.consumer)
-        try:
-            records = self.member.poll(0, max_records=1)
-        finally:
-            self.member.pause_all()  # the task in the model keeps every partition paused
-        if records:
-            self.ahead = self._take(records[0])
-            accepted = self.ahead.accepted
-            log.info("next task taken while the model runs", next_offset=records[0].offset,
-                     next_task=accepted.task.task_uuid if isinstance(accepted, Accepted) else accepted.task_uuid)
-
-    def _handle_ahead(self, ahead: Ahead) -> None:
-        """*ahead*'s turn in the model: as :meth:`handle`, each settlement after the task before it."""
-        record, claim, accepted = ahead.record, ahead.claim, ahead.accepted
-        logs.bind_task(topic=record.topic, partition=record.partition, offset=record.offset)
-        handed_on = False
-        try:
-            if claim.lost:
-                ahead.discard(self.storage.release_input)
-                self._abandon(Abandoned("the partition was reassigned to another worker", "rebalance"))
-                return
-            if isinstance(accepted, Rejected):
-                self._settle_in_order(record, None, accepted, claim)
-                return
-            structlog.contextvars.bind_contextvars(task_uuid=accepted.task.task_uuid)
-            if requested_at := self.cancellations.requested_at(accepted.task.task_uuid):
-                ahead.discard(self.storage.release_input)
-                self._settle_in_order(record, accepted.task, Cancelled(requested_at), claim)
-                return
-            outcome = self.process(accepted, claim, ahead)
-            if outcome is None:  # separated: its stems are being stored behind the next task
-                handed_on = True
-                return
-            if isinstance(outcome, Abandoned):
-                self._abandon(outcome)
-                return
-            self._settle_in_order(record, accepted.task, outcome, claim)
-        finally:
-            if not handed_on:
-                self.member.release(claim)
-            logs.bind_task()
-
-    def _abandon(self, outcome: Abandoned) -> None:
-        log.info("task left uncommitted for redelivery", reason=outcome.reason)
-        processor_metrics.settled(outcome)
-
-    def _await_fetch(self, ahead: Ahead, claim: Claim) -> Path | Abandoned | BaseException:
-        """The input the fetch stage got, or what it raised; Abandoned if a stop came first."""
-        fetched = ahead.fetched
-        assert fetched is not None
-        if not self.runtime.wait(until=fetched.done, through_drain=False).done:
-            return Abandoned("stopping before the task's turn in the model")
-        return fetched.exception() or fetched.result()
-
-    def _settle_in_order(self, record, task: messages.Task | None,
-                         outcome: Succeeded | Failed | Cancelled | Rejected, claim: Claim) -> None:
-        """Settle after the task before it: offsets are committed in their order."""
-        self._settle_behind(wait=True)
-        self.settle(record, task, outcome, claim)
-
-    def _hand_on(self, record, claim: Claim, accepted: Accepted, ran: Separated, started_at: str,
-                 events: TaskEvents) -> None:
-        """A separated task's stems go to the store stage; the task before it is settled first (one
-        task at most waits behind the model)."""
-        self._settle_behind(wait=True)
-        task_uuid = accepted.task.task_uuid
-        behind = Behind(record, claim, accepted, ran, started_at, events, dict(ran.stems))
-
-        def store() -> dict[str, str]:
-            behind.stems = stem_encoding.encode(behind.stems, accepted.output_format)
-            return self.storage.put_stems(task_uuid, behind.stems)
-        behind.stored = self.storing.start(store)
-        self.behind = behind
-
-    def _settle_behind(self, wait: bool) -> None:
-        """Commit the task whose stems were being stored, once they are (waiting for them if *wait*,
-        through the drain); a store that failed is done again here, with the waits of the sequential
-        order."""
-        behind = self.behind
-        if behind is None or behind.stored is None or (not wait and not behind.stored.done()):
-            return
-        self.behind = None
-        task = behind.accepted.task
-        with structlog.contextvars.bound_contextvars(task_uuid=task.task_uuid, topic=behind.record.topic,
-                                                     partition=behind.record.partition, offset=behind.record.offset):
-            try:
-                if not self.runtime.wait(until=behind.stored.done, through_drain=True).done:
-                    behind.remove_workdir()
-                    behind.events.requeued("the drain window ended before the stems were stored")
-                    self._abandon(Abandoned("the drain window ended before the stems were stored"))
-                    return
-                error = behind.stored.exception()
-                if error is None:
-                    behind.remove_workdir()
-                    stored: StoreOutcome = Stored(behind.stored.result())
-                else:
-                    # The store stage's trouble is not the task's: encoded and stored again here, with
-                    # the waits for a failing store of the sequential order.
-                    log.warning("stems not stored by the store stage; storing them again", error=str(error))
-                    stored = self._store_again(behind)
-                outcome = self._stored_outcome(behind.accepted, behind.ran, behind.started_at, behind.events, stored)
-                if isinstance(outcome, Abandoned):
-                    self._abandon(outcome)
-                    return
-                self.settle(behind.record, task, outcome, behind.claim)
-            finally:
-                self.member.release(behind.claim)
-
-    def _store_again(self, behind: Behind) -> StoreOutcome:
-        task_uuid = behind.accepted.task.task_uuid
-        try:
-            behind.stems = stem_encoding.encode(behind.stems, behind.accepted.output_format)
-        except OSError as e:
-            behind.remove_workdir()
-            error = f"separation finished but {e}"[:MAX_ERROR_CHARS]
-            log.error("stems not encoded", error=error)
-            return StoreFailed(error)
-        ran = dataclasses.replace(behind.ran, stems=behind.stems)
-        return _store_stems(self.host, self.storage, task_uuid, ran, behind.claim)
-
-    def _drain_pipeline(self) -> None:
-        """At a stop: the task taken ahead is left for redelivery; the stems already separated are stored
-        and committed if the drain window allows."""
-        if (ahead := self.ahead) is not None:
-            self.ahead = None
-            ahead.discard(self.storage.release_input)
-            with structlog.contextvars.bound_contextvars(topic=ahead.record.topic, partition=ahead.record.partition,
-                                                         offset=ahead.record.offset):
-                self._abandon(Abandoned("stopping: the task taken ahead was not started"))
-            self.member.release(ahead.claim)
-        self._settle_behind(wait=True)
+    def store(self, task_uuid: str, ran: Separated, claim: Claim) -> StoreOutcome:
+        """*ran*'s stems stored, with the waits for a failing store (host_trouble.py)."""
+        return _store_stems(self.host, self.storage, task_uuid, ran, claim)
 
     def settle(self, record, task: messages.Task | None, outcome: Succeeded | Failed | Cancelled | Rejected,
                claim: Claim) -> None:

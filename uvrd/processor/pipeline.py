@@ -26,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from uvrd.kafka.group_member import Claim
 from uvrd.outcomes import Rejected
@@ -73,7 +73,7 @@ class Ahead:
     """The task taken while the one before it was in the model: accepted (or rejected) and its input
     being fetched; nothing of it is committed until its turn."""
 
-    record: object
+    record: Any  # kafka-python's ConsumerRecord
     claim: Claim
     accepted: Accepted | Rejected
     fetched: Future[Path] | None = None  # None for a rejected task: nothing to fetch
@@ -90,7 +90,7 @@ class Behind:
     """The task separated before the one in the model: its stems being stored, its result not yet
     committed."""
 
-    record: object
+    record: Any  # kafka-python's ConsumerRecord
     claim: Claim
     accepted: Accepted
     ran: Separated
