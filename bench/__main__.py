@@ -9,7 +9,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import (amortisation, drain, first_task, gpu, overhead, real_weights, report, scaling, single_host,
+from . import (amortisation, busy_share, drain, first_task, gpu, overhead, real_weights, report, scaling, single_host,
                stop_latency)
 from .harness import Bench, say
 
@@ -17,26 +17,29 @@ from .harness import Bench, say
 FULL = {"stop_runs": 20, "drain_runs": 8, "overhead_tasks": 12, "overhead_batches": 3, "amort_n": (1, 10, 50),
         "amort_repeats": 6, "amort_cli_runs": 4, "scale_tasks": 16, "scale_repeats": 2, "scale_max": 4, "realistic_seconds": 8,
         "real_files": 10, "real_repeats": 2, "real_long_s": 60, "first_tasks": 6, "first_used_repeats": 2,
-        "single_host_alone": 10}
+        "single_host_alone": 10, "busy_tasks": 20, "busy_audio_s": 180}
 QUICK = {"stop_runs": 2, "drain_runs": 2, "overhead_tasks": 4, "overhead_batches": 2, "amort_n": (1, 3),
          "amort_repeats": 2, "amort_cli_runs": 2, "scale_tasks": 4, "scale_repeats": 2, "scale_max": 2, "realistic_seconds": 4,
          "real_files": 2, "real_repeats": 1, "real_long_s": 12, "first_tasks": 3, "first_used_repeats": 1,
-         "single_host_alone": 2}
+         "single_host_alone": 2, "busy_tasks": 3, "busy_audio_s": 20}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check that every benchmark runs")
-    p.add_argument("--only", default="", help="comma-separated benchmark numbers (1-9)")
+    p.add_argument("--only", default="", help="comma-separated benchmark numbers (1-10)")
     p.add_argument("--out", type=Path, default=Path("docs"), help="where bench.md and bench/*.png go")
+    p.add_argument("--busy-tasks", type=int, help="benchmark 10's number of tasks (20)")
+    p.add_argument("--busy-audio-s", type=float, help="benchmark 10's seconds of audio per task (180)")
     args = p.parse_args(argv)
-    sizes = QUICK if args.quick else FULL
-    only = {int(x) for x in args.only.split(",") if x.strip()} or {1, 2, 3, 4, 5, 6, 7, 8, 9}
+    sizes = dict(QUICK if args.quick else FULL)
+    sizes.update({k: v for k, v in (("busy_tasks", args.busy_tasks), ("busy_audio_s", args.busy_audio_s)) if v})
+    only = {int(x) for x in args.only.split(",") if x.strip()} or {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
     report.configure(args.out)
     started_wall = datetime.datetime.now(datetime.UTC)
     started = time.monotonic()
     machine = report.machine()
-    command = "make bench" if not (args.quick or args.only or args.out != Path("docs")) else \
+    command = "make bench" if not (args.quick or args.only or args.busy_tasks or args.busy_audio_s or args.out != Path("docs")) else \
         "python -m bench " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
     bench = Bench()
     say(f"workspace {bench.root}, broker {bench.bootstrap}")
@@ -51,6 +54,7 @@ def main(argv=None) -> int:
         (6, lambda: gpu.run(bench, sizes, shared)),
         (7, lambda: real_weights.run(bench, sizes, shared)),
         (9, lambda: single_host.run(bench, sizes)),
+        (10, lambda: busy_share.run(bench, sizes)),
         # Last: its processors' fresh-install starts would weigh on the start-up figures of the others.
         (8, lambda: first_task.run(bench, sizes)),
     ]

@@ -166,7 +166,7 @@ class Bench:
 
     def write_config(self, where: Path, topics: TopicsConfig, group: str, processor: dict | None = None,
                      api: dict | None = None, uploader: dict | None = None, model_dir: Path | None = None,
-                     model: str = tinymodel.TINY_MODEL) -> Path:
+                     model: str = tinymodel.TINY_MODEL, storage: dict | None = None) -> Path:
         settings = {
             "group_id": group, "model": model, "model_dir": str(model_dir or self.model_dir),
             "spool_dir": str(where / "spool"), "output_dir": str(where / "output"),
@@ -184,6 +184,8 @@ class Bench:
         api = {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}", "tokens": ["bench"],
                "link_secret": "links", "allow_private_urls": True, **(api or {})}
         lines += ["[api]"] + [f"{k} = {toml_value(v)}" for k, v in api.items()]
+        if storage:
+            lines += ["[storage]"] + [f"{k} = {toml_value(v)}" for k, v in storage.items()]
         path = where / "uvrd.toml"
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -196,8 +198,9 @@ class Bench:
         env.update(extra or {})
         return env
 
-    def daemon(self, command: str, config: Path, env: dict | None = None) -> Proc:
-        """``uvrd <command>`` with a notify socket of its own, in the config's directory."""
+    def daemon(self, command: str, config: Path, env: dict | None = None, module: str = "uvrd") -> Proc:
+        """``uvrd <command>`` with a notify socket of its own, in the config's directory; *module*: a
+        bench-only stand-in for ``uvrd <command>`` (``python -m MODULE --config FILE``)."""
         where = config.parent / f"{command}-{next(self._names)}"
         where.mkdir()
         notify = NotifyListener(where / "notify.sock")
@@ -205,7 +208,8 @@ class Bench:
                          "UVRD_PROCESSOR_TRANSACTIONAL_ID": f"bench-{where.name}-{uuid.uuid4().hex[:8]}",
                          "UVRD_UPLOADER_TRANSACTIONAL_ID": f"bench-{where.name}-{uuid.uuid4().hex[:8]}",
                          **(env or {})})
-        proc = Proc([sys.executable, "-m", "uvrd", command, "--config", str(config)], where / "daemon.log", env, notify)
+        argv = [sys.executable, "-m", "uvrd", command] if module == "uvrd" else [sys.executable, "-m", module]
+        proc = Proc([*argv, "--config", str(config)], where / "daemon.log", env, notify)
         self.procs.append(proc)
         self.started.append(proc)
         return proc

@@ -4,7 +4,8 @@ benchmarks), and the stems uvrd's must equal (the quality tests).
     python -m devtools.inprocess_loop MODEL_DIR MODEL HOP SEGMENT OUT_DIR GROUPS_JSON [WARMUP_FILE]
 
 GROUPS_JSON is a list of lists of files; each group is separated in one loop.  Prints one JSON
-line: the import and model-load times and each group's loop time (time.monotonic()).
+line: the import and model-load times and each group's loop time (time.monotonic()).  The stems are
+WAV unless ``UVRD_INPROCESS_FORMAT`` names another of audio-separator's formats.
 """
 
 import json
@@ -23,7 +24,7 @@ def main() -> int:
 
     imported = time.monotonic()
     separator = Separator(log_level=logging.WARNING, model_file_dir=model_dir, output_dir=out_dir,
-                          output_format="WAV", mdx_params={"hop_length": int(hop), "segment_size": int(segment),
+                          output_format=os.environ.get("UVRD_INPROCESS_FORMAT", "WAV").upper(), mdx_params={"hop_length": int(hop), "segment_size": int(segment),
                                                            "overlap": 0.25, "batch_size": 1,
                                                            "enable_denoise": False})
     separator.load_model(model_filename=model)

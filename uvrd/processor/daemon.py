@@ -1,6 +1,7 @@
 """``uvrd processor``: consume separation tasks, run them, commit one result each.
 
-One task at a time, in three steps:
+One task at a time (with ``processor.pipeline``, one task in the model at a time: the next one's
+input is fetched and the last one's stems are stored beside it, pipeline.py), in three steps:
 
 - :func:`~uvrd.processor.accept.accept` reads the task message and checks it against this processor's
   configuration (model, output format, storage): a :class:`~uvrd.outcomes.Rejected` or the task;
@@ -46,6 +47,8 @@ from uvrd.processor.engine import Engine, EngineSettings
 from uvrd.processor.engine_protocol import Job, JobCancelled, JobFailed, Separated
 from uvrd.processor import device_check, heartbeat
 from uvrd.processor.host_trouble import HostTrouble
+from uvrd.processor.pipeline import Ahead
+from uvrd.processor.pipeline_turns import PipelineTurns
 from uvrd.processor.priority import PriorityChooser
 from uvrd.processor.separation import Separation, Watchers
 from uvrd.processor.task_events import TaskEvents
@@ -84,6 +87,8 @@ class Processor:
         self.member: GroupMember | None = None
         self.host: HostTrouble | None = None
         self.separation: Separation | None = None
+        # processor.pipeline: the tasks ahead of and behind the model (pipeline_turns.py).
+        self.pipeline = PipelineTurns(self)
 
     # -- the daemon's hooks ---------------------------------------------------------------------
     def start(self, stack: contextlib.ExitStack, runtime: Runtime) -> bool:
@@ -119,8 +124,13 @@ class Processor:
                 # No task before the cancellations already asked for are known: one may be for it.
                 self.runtime.wait(until=lambda: self.cancellations.caught_up, through_drain=False)
                 continue
-            if (record := self._poll()) is not None:
-                self.handle(record)
+            if not self.cfg.pipeline:
+                if (record := self._poll()) is not None:
+                    self.handle(record)
+                continue
+            self.pipeline.turn()
+        if self.cfg.pipeline:
+            self.pipeline.drain()
 
     def activity(self) -> str | None:
         if self.host is not None and self.host.status:
@@ -194,6 +204,7 @@ class Processor:
                 self.settle(record, accepted.task, Cancelled(requested_at), claim)
                 return
             outcome = self.process(accepted, claim)
+            assert outcome is not None, "only the pipeline hands a task on"
             if isinstance(outcome, Abandoned):
                 log.info("task left uncommitted for redelivery", reason=outcome.reason)
                 processor_metrics.settled(outcome)
@@ -203,12 +214,22 @@ class Processor:
             self.member.release(claim)
             logs.bind_task()
 
-    def process(self, accepted: Accepted, claim: Claim) -> TaskOutcome | Rejected:
+    def process(self, accepted: Accepted, claim: Claim, ahead: Ahead | None = None) -> TaskOutcome | Rejected | None:
         """Fetch the input (a task naming an input that is not there is rejected), separate it (with
-        retries), store the stems."""
+        retries), store the stems.  A task taken *ahead* (the pipeline) has its fetch begun already,
+        and its stems are handed to the store stage: None then."""
         task = accepted.task
+        audio: Path | Abandoned | BaseException | None = None
+        if ahead is not None and ahead.fetched is not None:
+            audio = self.pipeline.await_fetch(ahead)
+            if isinstance(audio, StorageError):
+                log.warning("input not fetched by the fetch stage; fetching it again", error=str(audio))
+                audio = None  # fetched again below, with the waits of the sequential order
         try:
-            audio = self.host.with_store(task.task_uuid, claim, lambda: self.storage.fetch_input(task))
+            if isinstance(audio, BaseException):
+                raise audio
+            if audio is None:
+                audio = self.host.with_store(task.task_uuid, claim, lambda: self.storage.fetch_input(task))
         except messages.BadMessage as e:
             return rejected(e, task, "bad_input_ref")
         except StorageError as e:
@@ -219,14 +240,16 @@ class Processor:
             return audio
         processor_metrics.accepted()
         try:
-            outcome = self._separate(accepted, audio, claim)
+            outcome = self._separate(accepted, audio, claim, None if ahead is None else ahead.record)
         finally:
             self.storage.release_input(audio)
         if isinstance(outcome, Abandoned):
             self.attempts.undo(task.task_uuid)
         return outcome
 
-    def _separate(self, accepted: Accepted, audio: Path, claim: Claim) -> TaskOutcome:
+    def _separate(self, accepted: Accepted, audio: Path, claim: Claim, pipelined_record=None) -> TaskOutcome | None:
+        """*pipelined_record*: the record of a task run by the pipeline, whose stems are handed to the
+        store stage (None returned) while the next task is taken during the run."""
         task, model, fmt, plan = accepted.task, accepted.model, accepted.output_format, accepted.plan
         attempt = self.attempts.start(task.task_uuid)
         if attempt > self.cfg.max_attempts:
@@ -247,9 +270,10 @@ class Processor:
             self.bulletin.send(progress(p.fraction, p.step))
             events.progress(p)
         watchers = Watchers(announce=announce, report=report,
-                            cancelled=lambda: self.cancellations.requested_at(task.task_uuid) is not None)
+                            cancelled=lambda: self.cancellations.requested_at(task.task_uuid) is not None,
+                            turn=self.pipeline.beside_the_model if pipelined_record is not None else None)
         job = functools.partial(Job, task.task_uuid, str(audio), model, fmt, options=task.options,
-                                plan=plan if len(plan.models) > 1 else None)
+                                plan=plan if len(plan.models) > 1 else None, encode_later=pipelined_record is not None)
         ran = self.separation.separate(claim, task.task_uuid, job, watchers)
         match ran:
             case Abandoned(reason=reason):
@@ -260,15 +284,28 @@ class Processor:
             case JobCancelled():
                 log.info("separation stopped: its cancellation was requested")
                 return Cancelled(self.cancellations.requested_at(task.task_uuid) or messages.now_iso(), started_at)
-        match _store_stems(self.host, self.storage, task.task_uuid, ran, claim):
+        if pipelined_record is not None:
+            self.pipeline.hand_on(pipelined_record, claim, accepted, ran, started_at, events)
+            return None
+        stored = _store_stems(self.host, self.storage, task.task_uuid, ran, claim)
+        return self._stored_outcome(accepted, ran, started_at, events, stored)
+
+    def _stored_outcome(self, accepted: Accepted, ran: Separated, started_at: str, events: TaskEvents,
+                        stored: StoreOutcome) -> Succeeded | Failed | Abandoned:
+        match stored:
             case Stored(refs=refs):
-                processor_metrics.separated(plan.label, self._device(), ran.seconds, ran.audio_seconds)
-                return Succeeded(refs, plan.label, started_at, ran.seconds)
+                processor_metrics.separated(accepted.plan.label, self._device(), ran.seconds, ran.audio_seconds)
+                return Succeeded(refs, accepted.plan.label, started_at, ran.seconds)
             case StoreFailed(error=error):
                 return Failed(error, started_at, "stems_store")
             case Abandoned(reason=reason) as abandoned:
                 events.requeued(reason)
                 return abandoned
+        raise AssertionError(f"unknown store outcome {stored!r}")
+
+    def store(self, task_uuid: str, ran: Separated, claim: Claim) -> StoreOutcome:
+        """*ran*'s stems stored, with the waits for a failing store (host_trouble.py)."""
+        return _store_stems(self.host, self.storage, task_uuid, ran, claim)
 
     def settle(self, record, task: messages.Task | None, outcome: Succeeded | Failed | Cancelled | Rejected,
                claim: Claim) -> None:

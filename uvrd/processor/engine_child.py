@@ -195,10 +195,24 @@ def _no_space(e: BaseException | None) -> bool:
     return False
 
 
+# torch's CUDA/CPU allocators, onnxruntime's arena and numpy say "out of memory" each their own way.
+_OUT_OF_MEMORY = re.compile(r"out of memory|failed to allocate memory|unable to allocate|std::bad_alloc", re.I)
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether *e* is an allocation the model's device (or this host) could not make."""
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or bool(_OUT_OF_MEMORY.search(str(e)))
+
+
 def _describe(e: Exception, job) -> str:
     """One line for the user: this host's directories are no business of theirs."""
     if type(e).__name__ in _UNDECODABLE:
         return f"{audio_probe.NOT_AUDIO}: {type(e).__name__}"
+    if out_of_memory(e):
+        # Not retried (a JobFailed): the same input would run out again, and a retry loop would hold
+        # the worker; the sentence says what to change.
+        return (f"separation failed: the model ran out of memory separating this input ({type(e).__name__}); "
+                f"a smaller mdx_batch_size or a shorter input needs less")
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     text = text.replace(job.workdir + os.sep, "").replace(job.audio_path, "the input")[:400]
     return f"separation failed: {type(e).__name__}: {text}" if text else f"separation failed: {type(e).__name__}"

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from uvrd.processor import audio_probe, bounded_decode, ensemble, ffmpeg, job_options, long_audio
+from uvrd.processor import audio_probe, bounded_decode, ensemble, ffmpeg, job_options, long_audio, stem_encoding
 from uvrd.separation_plan import Plan
 
 if TYPE_CHECKING:
@@ -47,7 +47,11 @@ def separate(models: ModelCache, job) -> dict[str, str]:
     audio_probe.check(info, limit)
     plan = job.plan or Plan((job.model,))
     if len(plan.models) == 1:
-        return finished(_separate_with(models, job, info), job)
+        stems = _separate_with(models, job, info)
+        if any(Path(path).suffix.lower() != f".{job.output_format}" for path in stems.values()):
+            # Left as WAV for the store stage to encode (stem_encoding.py): finished as WAV files.
+            return finished(stems, dataclasses.replace(job, output_format="wav"))
+        return finished(stems, job)
     per_model, architectures = [], set()
     for index, model in enumerate(plan.models):
         models.meter.model(index, f"separating with {model} ({index + 1} of {len(plan.models)} models)")
@@ -97,14 +101,18 @@ def _separate_with(models: ModelCache, job, info: audio_probe.AudioInfo, several
             surveyed = models.survey(job.audio_path, instance.sample_rate, info.seconds)
         if surveyed is not None and models.chunking.needed(surveyed.seconds):
             return _separate_in_chunks(models, separator, job, surveyed)
-        return _separate_whole(separator, job, info, limit)
+        return _separate_whole(separator, job, info, limit, several)
 
 
-def _separate_whole(separator, job, info: audio_probe.AudioInfo, limit: float) -> dict[str, str]:
+def _separate_whole(separator, job, info: audio_probe.AudioInfo, limit: float, several: bool = False) -> dict[str, str]:
     # The models are stereo and audio-separator only widens mono: more channels are folded
     # down by ffmpeg, which knows the surround layouts' downmix matrices.
     audio_path = _downmix(job, info.channels, limit) if info.channels > 2 else job.audio_path
+    later = not several and stem_encoding.deferrable(job, long_audio.output_bit_depth(job.audio_path))
     try:
+        if later and not separator.model_instance.use_soundfile:
+            with stem_encoding.written_as_wav(separator.model_instance):
+                return _run_model(separator, audio_path, job.workdir)
         return _run_model(separator, audio_path, job.workdir)
     finally:
         if audio_path != job.audio_path:

@@ -48,6 +48,9 @@ class Job:
     number: int = 0  # the parent's count of jobs sent: a cancellation names the job it is for
     options: SeparationOptions = NO_OPTIONS
     plan: Plan | None = None  # several models or an ensemble; None: *model* alone
+    # The pipeline's store stage encodes the stems where it can (stem_encoding.py): the child may
+    # leave them as WAV files of the samples it would have encoded.
+    encode_later: bool = False
 
 
 # -- the child's answers --------------------------------------------------------------------------

@@ -76,6 +76,7 @@ class Watchers:
     announce: Callable[[], None] | None = None  # once, when the first run has begun
     report: Callable[[Progress], None] | None = None  # the run's progress, at most every progress_interval
     cancelled: Callable[[], bool] = lambda: False  # has a cancellation been requested?
+    turn: Callable[[], None] | None = None  # each turn of the run's wait: the pipeline takes the next task
 
 
 class Separation:
@@ -199,6 +200,8 @@ class Separation:
             self._report(run, watchers)
             if outcome is not None:
                 return outcome
+            if watchers.turn is not None:
+                watchers.turn()
             self.runtime.keep_membership(JOB_KEEPALIVE_POLL_MS)
         return None
 

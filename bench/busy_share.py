@@ -1,0 +1,142 @@
+"""10. Busy share: how much of the time a (stand-in) accelerator works while a queue of tasks drains.
+
+The stand-in accelerator (devtools/standin_accelerator.py) is a model whose forward is a sleep of a
+fixed time per second of audio, in the engine child, so the CPU stages around it (fetching the input
+from the bucket, decoding, writing FLAC stems, storing them in the bucket, committing) are what they
+would be beside a GPU.  The same queue goes through a processor with ``processor.pipeline = false``
+(today's order, one task start to finish), one with ``pipeline = true``, and audio-separator's own
+in-process loop over the same files (local files in and out: no bucket, no Kafka).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from devtools import standin_accelerator, tinymodel
+from uvrd.broker.object_store import ObjectStore
+
+from .harness import Bench, say
+
+# The stand-in's seconds of forward per second of audio: a 4-minute song in 12 s, the order of a UVR
+# MDX model on a current GPU (the issue's "a few seconds" to tens of seconds, by model).
+S_PER_AUDIO_S = 0.05
+PREFIX = "busy"
+
+
+def _song(bench: Bench, seconds: float) -> Path:
+    """A FLAC song of *seconds*, 16-bit stereo 44.1 kHz, as users send them."""
+    path = bench.samples / f"busy-{seconds:g}s.flac"
+    if not path.exists():
+        wav = bench.sample(seconds)
+        subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(wav), "-c:a", "flac", str(path)], check=True)
+    return path
+
+
+def _through_processor(bench: Bench, store: ObjectStore, model_dir: Path, song: Path, tasks: int, pipeline: bool,
+                       env: dict) -> dict:
+    label = "pipelined" if pipeline else "sequential"
+    where = bench.workdir(f"busy-{label}")
+    topics = bench.topics(f"busy-{label}")
+    busy_log = where / "busy.log"
+    config = bench.write_config(where, topics, group=f"busy-{label}", model=standin_accelerator.MODEL,
+                                model_dir=model_dir, storage=store.storage_settings(prefix=PREFIX),
+                                processor={"output_format": "flac", "pipeline": pipeline})
+    proc = bench.daemon("processor", config, env={**env, standin_accelerator.BUSY_LOG_ENV: str(busy_log)},
+                        module="devtools.standin_processor")
+    proc.wait_ready()
+    busy_log.unlink(missing_ok=True)  # the warm-up's forward is not the queue's
+    client = store.client()
+    keys = []
+    for _ in range(tasks):
+        key = f"{PREFIX}/inputs/{uuid.uuid4()}.flac"
+        client.upload_file(str(song), store.bucket, key)
+        keys.append(key)
+    reader = bench.results_reader(topics.results)
+    say(f"busy share, {label}: {tasks} tasks of {song.name}")
+    started = time.monotonic()
+    for key in keys:
+        bench.send_task(topics.tasks, Path(key), storage="s3", audio_key=key, audio_path=None)
+    bench.flush()
+    results = reader.wait(tasks, 120 + tasks * 120, proc.alive)
+    reader.close()
+    failed = [r.get("error_message") for _, r in results if not r.get("success")]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {tasks} tasks failed: {failed[0]}")
+    ended = max(at for at, _ in results)
+    bench.forget(proc)
+    forwards = standin_accelerator.busy_intervals(busy_log)
+    return {"label": f"uvrd, processor.pipeline = {str(pipeline).lower()}", "wall_s": ended - started,
+            "share": standin_accelerator.busy_share(forwards, started, ended), "forwards": len(forwards)}
+
+
+def _in_process(bench: Bench, model_dir: Path, song: Path, tasks: int, env: dict) -> dict:
+    """audio-separator's own loop over the same files (copies on the local disk), FLAC out."""
+    files = []
+    for i in range(tasks):
+        files.append(bench.samples / f"busy-loop-{i}.flac")
+        shutil.copyfile(song, files[-1])
+    busy_log = bench.workdir("busy-loop-log") / "busy.log"
+    say(f"busy share, in-process loop: {tasks} files")
+    cmd = [sys.executable, "-m", "devtools.standin_loop", str(model_dir), standin_accelerator.MODEL,
+           str(tinymodel.HOP_LENGTH), str(tinymodel.SEGMENT_SIZE), str(bench.workdir("busy-loop")),
+           json.dumps([[str(f) for f in files]])]  # one group: one timed loop
+    # The loop separates a warm-up file first, outside the timed group.
+    run = subprocess.run([*cmd, str(bench.sample(1))], capture_output=True, text=True, timeout=300 + tasks * 120,
+                         env=bench._env({**env, standin_accelerator.BUSY_LOG_ENV: str(busy_log),
+                                         "UVRD_INPROCESS_FORMAT": "flac"}))
+    if run.returncode != 0:
+        raise RuntimeError(f"in-process loop failed ({run.returncode}): {run.stderr[-2000:]}")
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    forwards = standin_accelerator.busy_intervals(busy_log)[1:]  # the first is the warm-up file's
+    loop_s = out["loops_s"][0]
+    return {"label": "audio-separator's in-process loop (local files, no Kafka, no bucket)", "wall_s": loop_s,
+            "share": sum(b - a for a, b in forwards) / loop_s if loop_s else float("nan"),
+            "forwards": len(forwards)}
+
+
+def run(bench: Bench, sizes: dict, shared: dict | None = None) -> dict:
+    tasks, seconds = sizes["busy_tasks"], sizes["busy_audio_s"]
+    model_dir = bench.root / "standin-models"
+    standin_accelerator.install(model_dir)
+    song = _song(bench, seconds)
+    # The processors' warm-ups compile numba's code once for all of them.
+    env = {standin_accelerator.RATE_ENV: str(S_PER_AUDIO_S), "NUMBA_CACHE_DIR": str(bench.root / "numba-cache")}
+    store = ObjectStore(bench.root / "weed", log_path=bench.root / "weed.log").start()
+    try:
+        runs = [_through_processor(bench, store, model_dir, song, tasks, pipeline, env) for pipeline in (False, True)]
+    finally:
+        store.stop()
+    runs.append(_in_process(bench, model_dir, song, tasks, env))
+    forward_s = S_PER_AUDIO_S * seconds
+    rows = [[r["label"], f"{r['wall_s']:.1f} s", f"{tasks / r['wall_s'] * 60:.2f}", f"{r['share'] * 100:.1f} %"]
+            for r in runs]
+    gain = runs[0]["wall_s"] / runs[1]["wall_s"]
+    return {
+        "key": "busy_share",
+        "title": "10. Busy share (stand-in accelerator)",
+        "intro": (f"{tasks} tasks of {seconds:g} s (a 16-bit stereo FLAC), FLAC stems, inputs and stems in a "
+                  f"SeaweedFS bucket on loopback, through one exactly-once processor whose model is the "
+                  f"**stand-in accelerator**: a forward that sleeps {S_PER_AUDIO_S:g} s per second of audio "
+                  f"({forward_s:.1f} s per task) without using the CPU, in place of a GPU kernel, with every other "
+                  f"step real (audio-separator's decode and stem writing, the bucket, Kafka). Busy share: the "
+                  f"time in the forward over the wall time from the tasks' sending to the last result's produce "
+                  f"time. The in-process loop reads and writes local files (its busy share over its loop time)."),
+        "header": ["run", "wall time", "tasks per minute", "busy share"],
+        "rows": rows,
+        "notes": [f"Pipelined against sequential: {gain:.2f}× the tasks per minute.",
+                  "The stand-in is not a servable model: only `python -m devtools.standin_processor` (the bench) "
+                  "runs its sleeping forward."],
+        "summary": [("busy share, sequential / pipelined / in-process loop",
+                     " / ".join(f"{r['share'] * 100:.1f} %" for r in runs)),
+                    ("tasks per minute, sequential / pipelined / in-process loop",
+                     " / ".join(f"{tasks / r['wall_s'] * 60:.2f}" for r in runs))],
+        "data": {"runs": runs, "tasks": tasks, "audio_s": seconds, "s_per_audio_s": S_PER_AUDIO_S,
+                 "pid": os.getpid()},
+    }

@@ -1,0 +1,181 @@
+"""The pipelined processor (``processor.pipeline = true``): the next task is taken while one is in the
+model, and every task still ends in exactly one result, committed in offset order.
+
+The engine child is scripted (scripted_engine.py): ``slow-Ns`` inputs stay in the "model" long enough
+for the next task to be taken ahead.  That the next task was taken is read from the daemon (its
+``ahead``), everything else from outside: committed offsets, the result and status topics.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from kafka import KafkaConsumer
+
+import scripted_engine
+from support import wait_until
+from devtools import tinymodel
+from uvrd.boards import cancellations
+from uvrd.broker.group_settings import GROUP_SETTINGS
+from uvrd.boards.status import progress_key
+from uvrd.processor import ffmpeg, stem_encoding
+from uvrd.processor.daemon import Processor
+from uvrd.processor.engine import Engine, EngineSettings, Job
+
+
+@pytest.fixture(scope="module")
+def short_audio(tmp_path_factory) -> Path:
+    return tinymodel.write_sample(tmp_path_factory.mktemp("short") / "short.wav", seconds=1)
+
+
+def pipelined(stack, name: str | None = None):
+    config = stack.write_config(f"pipeline-{name or 'one'}.toml", pipeline=True)
+    return stack.in_process(Processor, config=config, name=name, engine=scripted_engine.engine).wait_ready()
+
+
+def send(stack, kafka, audio: Path, behaviour: str | None = None) -> dict:
+    name = scripted_engine.input_name(behaviour) if behaviour else None
+    task = stack.task(stack.spool_copy(audio, name))
+    kafka.send(stack.tasks, task)
+    return task
+
+
+def taken_ahead(p, task: dict) -> bool:
+    ahead = p.handler.pipeline.ahead
+    return ahead is not None and getattr(ahead.accepted, "task", None) is not None and \
+        ahead.accepted.task.task_uuid == task["task_uuid"]
+
+
+def runs_started(kafka, stack, task: dict) -> int:
+    return sum(1 for r in kafka.read_all(stack.status) if r.key == progress_key(task["task_uuid"])
+               and r.value and json.loads(r.value)["step"] == "started")
+
+
+def outcomes(kafka, stack) -> dict[str, list[dict]]:
+    """Each task's results, by task_uuid."""
+    by_task: dict[str, list[dict]] = {}
+    for r in kafka.results(stack.results):
+        by_task.setdefault(r["task_uuid"], []).append(r)
+    return by_task
+
+
+def committed(kafka, stack, n: int, timeout: float = 60) -> None:
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == n, timeout, f"offset {n} committed")
+
+
+def test_a_queue_drains_through_the_pipeline_one_result_each_in_order(stack, kafka, short_audio):
+    p = pipelined(stack)
+    tasks = [send(stack, kafka, short_audio, "slow-0.5s") for _ in range(4)]
+    committed(kafka, stack, 4)
+    results = kafka.results(stack.results)
+    assert [r["task_uuid"] for r in results] == [t["task_uuid"] for t in tasks], "one result each, in offset order"
+    assert all(r["success"] for r in results)
+    assert p.stop() == 0
+    assert kafka.results(stack.results) == results, "nothing more after the stop"
+
+
+def test_a_task_is_committed_while_the_next_one_is_in_the_model(stack, kafka, short_audio):
+    """Its stems stored, a task's result goes out while the next task runs, not after it."""
+    p = pipelined(stack)
+    send(stack, kafka, short_audio)
+    second = send(stack, kafka, short_audio, "slow-3s")
+
+    def first_out_while_second_runs() -> bool:
+        run = p.handler.separation.run
+        return run is not None and run.task_uuid == second["task_uuid"] and \
+            kafka.committed(stack.group, stack.tasks).get(0) == 1
+    wait_until(first_out_while_second_runs, 60, "the first task committed while the second is in the model")
+    committed(kafka, stack, 2)
+    assert p.stop() == 0
+
+
+def test_a_stop_commits_the_task_in_the_model_and_leaves_the_one_taken_ahead(stack, kafka, short_audio):
+    first = pipelined(stack, "first")
+    in_model = send(stack, kafka, short_audio, "slow-3s")
+    ahead = send(stack, kafka, short_audio)
+    wait_until(lambda: taken_ahead(first, ahead), 60, "the second task taken while the first is in the model")
+    assert first.stop() == 0
+    assert kafka.committed(stack.group, stack.tasks).get(0) == 1, "the task in the model committed; not the one ahead"
+    assert list(outcomes(kafka, stack)) == [in_model["task_uuid"]]
+    assert runs_started(kafka, stack, ahead) == 0, "the task taken ahead never ran"
+
+    second = pipelined(stack, "second")
+    committed(kafka, stack, 2)
+    done = outcomes(kafka, stack)
+    assert {k: len(v) for k, v in done.items()} == {in_model["task_uuid"]: 1, ahead["task_uuid"]: 1}
+    assert all(r["success"] for v in done.values() for r in v)
+    assert second.stop() == 0
+
+
+def test_a_task_cancelled_while_taken_ahead_ends_cancelled_without_running(stack, kafka, short_audio):
+    p = pipelined(stack)
+    in_model = send(stack, kafka, short_audio, "slow-3s")
+    ahead = send(stack, kafka, short_audio)
+    wait_until(lambda: taken_ahead(p, ahead), 60, "the second task taken while the first is in the model")
+    record, _ = cancellations.request(stack.cancellations, ahead["task_uuid"])
+    kafka.send(record.topic, record.value, key=record.key)
+    committed(kafka, stack, 2)
+    done = outcomes(kafka, stack)
+    assert [len(v) for v in done.values()] == [1, 1]
+    assert done[in_model["task_uuid"]][0]["success"] is True
+    assert done[ahead["task_uuid"]][0].get("cancelled") is True
+    assert runs_started(kafka, stack, ahead) == 0
+    assert p.stop() == 0
+
+
+def test_a_rebalance_with_a_task_taken_ahead_ends_every_task_once(stack, kafka, short_audio):
+    """Another member joins the group, then leaves, while the processor holds one task in the model and
+    one taken ahead: whether the partition stayed or went and came back, each task ends in one result.
+    (The other member is a bare consumer: two in-process processors would share one resource tracker.)"""
+    p = pipelined(stack)
+    tasks = [send(stack, kafka, short_audio, "slow-3s"), send(stack, kafka, short_audio)]
+    wait_until(lambda: taken_ahead(p, tasks[1]), 60, "the second task taken while the first is in the model")
+    generation = p.handler.member.generation()
+    other = KafkaConsumer(stack.tasks, bootstrap_servers=stack.bootstrap, group_id=stack.group,
+                          enable_auto_commit=False, **GROUP_SETTINGS)
+    try:
+        def rebalanced() -> bool:
+            other.poll(100)  # never committed: what it fetches is not its to settle
+            return p.handler.member.generation() not in (None, generation)
+        wait_until(rebalanced, 60, "the rebalance the other member's join starts")
+    finally:
+        other.close()
+    tasks.append(send(stack, kafka, short_audio))
+    committed(kafka, stack, 3, 120)
+    done = outcomes(kafka, stack)
+    assert {k: len(v) for k, v in done.items()} == {t["task_uuid"]: 1 for t in tasks}
+    assert all(r["success"] for v in done.values() for r in v)
+    assert p.stop() == 0
+
+
+def test_stems_the_store_stage_encodes_hold_the_samples_the_engine_would_have_written(stack, tmp_path, short_audio):
+    """The tiny model's real separation of a 16-bit FLAC, once encoded by the engine child as in the
+    sequential order and once left as WAV for the store stage: the same samples in both FLAC stems."""
+    source = tmp_path / "song.flac"
+    assert ffmpeg.write(["-i", str(short_audio), "-c:a", "flac"], str(source)) is None
+    engine = Engine(EngineSettings(str(stack.model_dir), str(tmp_path / "out"), (tinymodel.TINY_MODEL,), "flac",
+                                   tinymodel.HOP_LENGTH, tinymodel.SEGMENT_SIZE, 1, warm_up=False))
+    engine.start()
+    try:
+        wait_until(lambda: engine.poll_ready(1.0), 180, "the engine to load the tiny model", interval=0)
+        runs = []
+        for later in (False, True):
+            engine.submit(Job(f"encode-later-{later}", str(source), tinymodel.TINY_MODEL, "flac",
+                              str(tmp_path / f"job-{later}"), encode_later=later))
+            runs.append(wait_until(lambda: engine.poll_result(1.0), 240, "the separation", interval=0))
+    finally:
+        engine.close()
+    by_child, left = (run.stems for run in runs)
+    assert all(path.endswith(".wav") for path in left.values()), "the child left the encoding to the store stage"
+    by_stage = stem_encoding.encode(left, "flac")
+    assert set(by_stage) == set(by_child) == {"vocals", "instrumental"}
+    for stem in by_child:
+        assert not Path(left[stem]).exists(), "the WAV goes once encoded"
+        expected, rate = soundfile.read(by_child[stem], dtype="int16")
+        got, got_rate = soundfile.read(by_stage[stem], dtype="int16")
+        assert soundfile.info(by_stage[stem]).subtype == "PCM_16" and got_rate == rate
+        assert np.array_equal(got, expected), f"{stem}: the same samples"

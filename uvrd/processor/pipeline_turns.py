@@ -1,0 +1,219 @@
+"""The processor's turns with ``processor.pipeline = true``: the task taken ahead of the model, the
+one whose stems are encoded and stored behind it, and the order their results are committed in.
+The stages and the tasks' records are in pipeline.py, which says why it is built this way; the task
+in the model runs as in the sequential order (daemon.py, separation.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+from kafka import TopicPartition
+
+from uvrd import messages
+from uvrd.kafka.group_member import Claim, GroupMember
+from uvrd.metrics import processor as processor_metrics
+from uvrd.outcomes import (Abandoned, Cancelled, Failed, Rejected, Stored, StoreFailed, StoreOutcome, Succeeded)
+from uvrd.processor import stem_encoding
+from uvrd.processor.accept import MAX_ERROR_CHARS, Accepted, accept
+from uvrd.processor.engine_protocol import Separated
+from uvrd.processor.pipeline import Ahead, Behind, Stage
+from uvrd.processor.task_events import TaskEvents
+from uvrd.runtime import logs
+from uvrd.runtime.wait import Runtime
+
+if TYPE_CHECKING:
+    from uvrd.processor.daemon import Processor
+
+log = structlog.get_logger("uvrd.processor")
+
+
+class PipelineTurns:
+    """The pipelined processor's own steps, around its task in the model."""
+
+    def __init__(self, processor: Processor):
+        self.p = processor
+        self.ahead: Ahead | None = None
+        self.behind: Behind | None = None
+        self.fetching: Stage[Path] = Stage("fetch")
+        self.storing: Stage[dict[str, str]] = Stage("store")
+
+    @property
+    def member(self) -> GroupMember:
+        assert self.p.member is not None, "the daemon joins its group before it serves"
+        return self.p.member
+
+    @property
+    def runtime(self) -> Runtime:
+        assert self.p.runtime is not None, "the daemon starts the processor before it serves"
+        return self.p.runtime
+
+    def turn(self) -> None:
+        """One turn of the serve loop: commit what the store stage finished while the queue was idle,
+        then run the task taken ahead, or the next one polled."""
+        self._settle_behind(wait=False)
+        if (ahead := self.ahead) is None and (record := self.p._poll()) is not None:
+            ahead = self._take(record)
+        if ahead is not None:
+            self.ahead = None
+            self._handle_ahead(ahead)
+
+    def _take(self, record) -> Ahead:
+        """*record* taken: claimed, accepted, and its input's fetch begun."""
+        self.p.priorities.served(record.topic)
+        claim = self.member.claim(TopicPartition(record.topic, record.partition), resume_at=record.offset + 1)
+        accepted = accept(record, self.p.cfg, self.p.storage.name)
+        ahead = Ahead(record, claim, accepted)
+        if isinstance(accepted, Accepted) and not self.p.cancellations.requested_at(accepted.task.task_uuid):
+            task = accepted.task
+            ahead.fetched = self.fetching.start(lambda: self.p.storage.fetch_input(task))
+        return ahead
+
+    def beside_the_model(self) -> None:
+        """Each turn of the wait for the task in the model: commit the task before it once its stems
+        are stored (its result goes out now, not after this task), and take the next one."""
+        behind = self.behind
+        if behind is not None and behind.stored is not None and behind.stored.done() and \
+                behind.stored.exception() is None:
+            # Only a store that worked: one that failed is done again after this run, with its waits.
+            self._settle_behind(wait=False)
+        self._prefetch()
+
+    def _prefetch(self) -> None:
+        """Take the next task, if one waits and none was taken yet, and begin fetching its input."""
+        if self.ahead is not None or self.runtime.lifecycle.stopping or self.fetching.busy:
+            return
+        self.p.priorities.apply(self.member.consumer)
+        try:
+            records = self.member.poll(0, max_records=1)
+        finally:
+            self.member.pause_all()  # the task in the model keeps every partition paused
+        if records:
+            self.ahead = self._take(records[0])
+            accepted = self.ahead.accepted
+            log.info("next task taken while the model runs", next_offset=records[0].offset,
+                     next_task=accepted.task.task_uuid if isinstance(accepted, Accepted) else accepted.task_uuid)
+
+    def _handle_ahead(self, ahead: Ahead) -> None:
+        """*ahead*'s turn in the model: as :meth:`handle`, each settlement after the task before it."""
+        record, claim, accepted = ahead.record, ahead.claim, ahead.accepted
+        logs.bind_task(topic=record.topic, partition=record.partition, offset=record.offset)
+        handed_on = False
+        try:
+            if claim.lost:
+                ahead.discard(self.p.storage.release_input)
+                self._abandon(Abandoned("the partition was reassigned to another worker", "rebalance"))
+                return
+            if isinstance(accepted, Rejected):
+                self._settle_in_order(record, None, accepted, claim)
+                return
+            structlog.contextvars.bind_contextvars(task_uuid=accepted.task.task_uuid)
+            if requested_at := self.p.cancellations.requested_at(accepted.task.task_uuid):
+                ahead.discard(self.p.storage.release_input)
+                self._settle_in_order(record, accepted.task, Cancelled(requested_at), claim)
+                return
+            outcome = self.p.process(accepted, claim, ahead)
+            if outcome is None:  # separated: its stems are being stored behind the next task
+                handed_on = True
+                return
+            if isinstance(outcome, Abandoned):
+                self._abandon(outcome)
+                return
+            self._settle_in_order(record, accepted.task, outcome, claim)
+        finally:
+            if not handed_on:
+                self.member.release(claim)
+            logs.bind_task()
+
+    def _abandon(self, outcome: Abandoned) -> None:
+        log.info("task left uncommitted for redelivery", reason=outcome.reason)
+        processor_metrics.settled(outcome)
+
+    def await_fetch(self, ahead: Ahead) -> Path | Abandoned | BaseException:
+        """The input the fetch stage got, or what it raised; Abandoned if a stop came first."""
+        fetched = ahead.fetched
+        assert fetched is not None
+        if not self.runtime.wait(until=fetched.done, through_drain=False).done:
+            return Abandoned("stopping before the task's turn in the model")
+        return fetched.exception() or fetched.result()
+
+    def _settle_in_order(self, record, task: messages.Task | None,
+                         outcome: Succeeded | Failed | Cancelled | Rejected, claim: Claim) -> None:
+        """Settle after the task before it: offsets are committed in their order."""
+        self._settle_behind(wait=True)
+        self.p.settle(record, task, outcome, claim)
+
+    def hand_on(self, record, claim: Claim, accepted: Accepted, ran: Separated, started_at: str,
+                 events: TaskEvents) -> None:
+        """A separated task's stems go to the store stage; the task before it is settled first (one
+        task at most waits behind the model)."""
+        self._settle_behind(wait=True)
+        task_uuid = accepted.task.task_uuid
+        behind = Behind(record, claim, accepted, ran, started_at, events, dict(ran.stems))
+
+        def store() -> dict[str, str]:
+            behind.stems = stem_encoding.encode(behind.stems, accepted.output_format)
+            return self.p.storage.put_stems(task_uuid, behind.stems)
+        behind.stored = self.storing.start(store)
+        self.behind = behind
+
+    def _settle_behind(self, wait: bool) -> None:
+        """Commit the task whose stems were being stored, once they are (waiting for them if *wait*,
+        through the drain); a store that failed is done again here, with the waits of the sequential
+        order."""
+        behind = self.behind
+        if behind is None or behind.stored is None or (not wait and not behind.stored.done()):
+            return
+        self.behind = None
+        task = behind.accepted.task
+        with structlog.contextvars.bound_contextvars(task_uuid=task.task_uuid, topic=behind.record.topic,
+                                                     partition=behind.record.partition, offset=behind.record.offset):
+            try:
+                if not self.runtime.wait(until=behind.stored.done, through_drain=True).done:
+                    behind.remove_workdir()
+                    behind.events.requeued("the drain window ended before the stems were stored")
+                    self._abandon(Abandoned("the drain window ended before the stems were stored"))
+                    return
+                error = behind.stored.exception()
+                if error is None:
+                    behind.remove_workdir()
+                    stored: StoreOutcome = Stored(behind.stored.result())
+                else:
+                    # The store stage's trouble is not the task's: encoded and stored again here, with
+                    # the waits for a failing store of the sequential order.
+                    log.warning("stems not stored by the store stage; storing them again", error=str(error))
+                    stored = self._store_again(behind)
+                outcome = self.p._stored_outcome(behind.accepted, behind.ran, behind.started_at, behind.events, stored)
+                if isinstance(outcome, Abandoned):
+                    self._abandon(outcome)
+                    return
+                self.p.settle(behind.record, task, outcome, behind.claim)
+            finally:
+                self.member.release(behind.claim)
+
+    def _store_again(self, behind: Behind) -> StoreOutcome:
+        task_uuid = behind.accepted.task.task_uuid
+        try:
+            behind.stems = stem_encoding.encode(behind.stems, behind.accepted.output_format)
+        except OSError as e:
+            behind.remove_workdir()
+            error = f"separation finished but {e}"[:MAX_ERROR_CHARS]
+            log.error("stems not encoded", error=error)
+            return StoreFailed(error)
+        ran = dataclasses.replace(behind.ran, stems=behind.stems)
+        return self.p.store(task_uuid, ran, behind.claim)
+
+    def drain(self) -> None:
+        """At a stop: the task taken ahead is left for redelivery; the stems already separated are stored
+        and committed if the drain window allows."""
+        if (ahead := self.ahead) is not None:
+            self.ahead = None
+            ahead.discard(self.p.storage.release_input)
+            with structlog.contextvars.bound_contextvars(topic=ahead.record.topic, partition=ahead.record.partition,
+                                                         offset=ahead.record.offset):
+                self._abandon(Abandoned("stopping: the task taken ahead was not started"))
+            self.member.release(ahead.claim)
+        self._settle_behind(wait=True)
