@@ -62,9 +62,12 @@ def produce(api: ApiContext, stored: Stored, submission: fields.Submission) -> P
         return _not_taken(api, stored, topic, e)
     log.info("task queued", task_uuid=stored.task_uuid, topic=topic, priority=submission.priority,
              storage=api.storage.name, **{_ref_field(api): stored.ref}, audio_bytes=stored.size)
-    api.backend.publish_status(stored.task_uuid, "queued", submitted_at=submitted_at, priority=submission.priority,
-                               model=submission.plan.label if submission.plan is not None else
-                               submission.model or api.config.processor.model)
+    # Acknowledged before the 202 goes: a GET or DELETE right after it, at any api worker, then
+    # finds the task (query.lookup).  The task itself is queued whatever happens to this record, so
+    # a failure here is logged and still a 202: the processor's own status records follow.
+    api.backend.record_status(stored.task_uuid, "queued", submitted_at=submitted_at, priority=submission.priority,
+                              model=submission.plan.label if submission.plan is not None else
+                              submission.model or api.config.processor.model)
     return Queued(stored.task_uuid)
 
 
