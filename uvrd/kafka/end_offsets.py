@@ -36,7 +36,8 @@ class EndOffsets:
         written outside a transaction after another producer opened one is not readable with
         read_committed until that transaction ends, and a reader that stopped at the last stable
         offset would not have it yet."""
-        if not self._lock.acquire(timeout=deadline.remaining()):
+        # Another thread's question takes at most MAX_WAIT_MS: wait for it no longer than that.
+        if not self._lock.acquire(timeout=deadline.cap(MAX_WAIT_MS / 1000)):
             return None
         try:
             if self._closed:
@@ -51,7 +52,7 @@ class EndOffsets:
             if not partitions:
                 return {}
             tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-            ends = consumer.end_offsets(tps, timeout_ms=max(1, int(deadline.remaining() * 1000)))
+            ends = consumer.end_offsets(tps, timeout_ms=max(1, int(deadline.cap(MAX_WAIT_MS / 1000) * 1000)))
             return {tp.partition: offset for tp, offset in ends.items()}
         except KafkaError:
             return None

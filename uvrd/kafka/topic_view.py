@@ -9,6 +9,7 @@ acknowledged before it was called has been folded in when it returns True."""
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from typing import Self
@@ -86,8 +87,9 @@ class TopicView:
         if end is None:
             return False
         with self._moved:
+            timeout = None if deadline.at == math.inf else deadline.remaining()  # a lock takes no infinite timeout
             return self._moved.wait_for(lambda: self._stop.is_set() or self._reached_locked(end),
-                                        deadline.remaining()) and not self._stop.is_set()
+                                        timeout) and not self._stop.is_set()
 
     def _reached_locked(self, end: dict[int, int]) -> bool:
         return all(self._applied.get(p, 0) >= offset for p, offset in end.items())
