@@ -112,6 +112,7 @@ class Stack:
     workers: str
     events: str
     replays: str
+    keys: str
     group: str
     partitions: int
     daemons: list
@@ -120,7 +121,7 @@ class Stack:
     def topics(self) -> TopicsConfig:
         return TopicsConfig(tasks=self.tasks, results=self.results, dead_letter=self.dead_letter, status=self.status,
                             cancellations=self.cancellations, workers=self.workers,
-                            events=self.events, replays=self.replays)
+                            events=self.events, replays=self.replays, keys=self.keys)
 
     @property
     def spool(self) -> Path:
@@ -145,7 +146,8 @@ class Stack:
         lines += ["[topics]", f'tasks = "{self.tasks}"', f'results = "{self.results}"',
                   f'dead_letter = "{self.dead_letter}"', f'status = "{self.status}"',
                   f'cancellations = "{self.cancellations}"', f'workers = "{self.workers}"',
-                  f'events = "{self.events}"', f'replays = "{self.replays}"', "[processor]"]
+                  f'events = "{self.events}"', f'replays = "{self.replays}"', f'keys = "{self.keys}"',
+                  "[processor]"]
         lines += [f"{k} = {toml_value(v)}" for k, v in settings.items()]
         uploader = {"group_id": f"{self.group}-uploader", "webhook_secret": "whsec", "backoff_initial": 0.2,
                     "backoff_max": 1.0, "timeout": 5, "metrics_listen": "", **(uploader or {})}
@@ -204,7 +206,7 @@ def _stack(broker, model_dir, root: Path, name: str, partitions: int = 1):
     s = Stack(root=root, bootstrap=broker.bootstrap, model_dir=model_dir, tasks=f"{prefix}.tasks",
               results=f"{prefix}.results", dead_letter=f"{prefix}.dlq", status=f"{prefix}.status",
               cancellations=f"{prefix}.cancel", workers=f"{prefix}.workers", events=f"{prefix}.events",
-              replays=f"{prefix}.replays", group=f"{prefix}.group", partitions=partitions, daemons=[])
+              replays=f"{prefix}.replays", keys=f"{prefix}.keys", group=f"{prefix}.group", partitions=partitions, daemons=[])
     broker.create_uvrd_topics(s.topics, task_partitions=partitions)
     (root / "spool").mkdir()
     try:

@@ -2,7 +2,7 @@
 
 Task:    {"task_uuid", "audio_path", "hook_url"} + optional "model", "output_format", "options",
          and "models" (a set of stems from each) or "ensemble" (one combined set)
-         (separation_options.py)
+         (separation_options.py), and "key": the API key that submitted it (absent before keys)
 Result:  {"task_uuid", "success": true, "vocals_path", "instrumental_path", "stems", "hook_url"}
          {"task_uuid", "success": false, "error_message", "hook_url"}
          {"task_uuid", "success": false, "cancelled": true, "error_message", "hook_url", "cancel_requested_at"}
@@ -38,6 +38,8 @@ MAX_KEY_BYTES = 1024
 STORAGE_KINDS = ("local", "s3")
 # task_uuid names a directory of outputs: it must be a plain file-name token.
 TASK_UUID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# The name of the API key that submitted a task (uvrd/keys/record.py): its owner.
+KEY_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class BadMessage(Exception):
@@ -63,6 +65,7 @@ class Task:
     plan: separation_plan.Plan | None = None  # "models" or "ensemble"; None: "model" alone
     events: tuple[str, ...] = ()  # the webhook events besides the final one it opted into (EVENTS)
     replay: int = 0  # how many times an operator replayed it from the dead letters (uvrd/boards/replays.py)
+    key: str | None = None  # the API key that submitted it (its owner); None in messages from before keys
 
     @property
     def audio_ref(self) -> str | None:
@@ -157,6 +160,11 @@ def parse_task(value: bytes | None, key: bytes | None = None) -> Task:
         raise bad(f"task field 'replay' must be a whole number from 0 to {MAX_REPLAYS}")
     if replay:
         optional["replay"] = replay
+    owner = data.get("key")
+    if owner is not None and (not isinstance(owner, str) or not KEY_NAME_RE.fullmatch(owner)):
+        raise bad("task field 'key' must be an API key's name: 1-64 letters, digits, '.', '_' or '-'")
+    if owner is not None:
+        optional["key"] = owner
     submitted_at = data.get("submitted_at")
     if isinstance(submitted_at, str) and len(submitted_at) <= 64 and _is_unicode(submitted_at):
         optional["submitted_at"] = submitted_at  # informational only: never worth failing a task over

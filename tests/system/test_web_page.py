@@ -1,8 +1,9 @@
 """The web page at ``/`` in a real browser (Debian's headless Chromium, driven by Playwright) against
 the real pipeline (``uvrd api``, ``processor`` and ``uploader`` on a broker, the tiny model), at a
 desktop's width and a phone's: signing in (a wrong token refused), songs separated to stems that play,
-are drawn and download, a long one cancelled, the operator's view, and a revoked token; then stems
-behind unsigned links, and a reload.
+are drawn and download, a long one cancelled, the operator's view, and a key revoked while the page is
+open; then stems behind unsigned links, and a reload.  Each width signs in with an operator key of its
+own, so each lists only its own tasks.
 
 UVRD_SCREENSHOTS=DIR keeps the screenshots (each width's task list and operator's view) in DIR
 (docs/web-*.png come from it); otherwise they go to the test's temporary directory.
@@ -10,33 +11,23 @@ UVRD_SCREENSHOTS=DIR keeps the screenshots (each width's task list and operator'
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import math
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 from separation_service import AUTH, TOKEN, SeparationService, api_settings, start_api
 from support import toml_value
+from web_browser import LAYOUTS, browser_page, drop, pick, screenshot_path, separate, sign_in, task_card
+from web_browser import browser  # noqa: F401  (a fixture)
 
 from uvrd.config import OUTPUT_FORMATS
 from devtools import tinymodel
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-LAYOUTS = {
-    "desktop": {"viewport": {"width": 1280, "height": 800}},
-    "phone": {"viewport": {"width": 375, "height": 812}, "is_mobile": True, "has_touch": True,
-              "device_scale_factor": 2},
-}
 SHORT_S = 2
 LONG_S = 600  # still separating when the page cancels it
 
@@ -56,87 +47,16 @@ def songs(tmp_path_factory) -> dict[str, Path]:
             "long": tinymodel.write_sample(d / "long song.wav", seconds=LONG_S)}
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (make system-deps)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@contextlib.contextmanager
-def browser_page(browser, layout: str):
-    """A fresh tab (its own sessionStorage) at *layout*, and the problems it reports."""
-    context = browser.new_context(**LAYOUTS[layout], accept_downloads=True)
-    page = context.new_page()
-    problems = []
-    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    # Every console error but the browser's note on the 401s this test provokes (a CSP violation,
-    # a failed script, an unexpected refusal would show here).
-    page.on("console", lambda m: m.type == "error" and "status of 401" not in m.text
-            and problems.append(f"console: {m.text}"))
-    try:
-        yield page, problems
-    finally:
-        context.close()
-
-
 @pytest.fixture(params=list(LAYOUTS))
 def layout(request, browser):
     with browser_page(browser, request.param) as (page, problems):
         yield request.param, page, problems
 
 
-def screenshot_path(name: str, tmp_path: Path) -> Path:
-    directory = Path(os.environ.get("UVRD_SCREENSHOTS") or tmp_path)
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory / f"web-{name}.png"
-
-
 def api(service, path: str) -> dict:
     response = requests.get(service.url + path, headers=AUTH, timeout=10)
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def task_card(page, name: str):
-    return page.locator("#task-list > li", has=page.locator(".name", has_text=re.compile(f"^{re.escape(name)}$")))
-
-
-def sign_in(page, token: str) -> None:
-    page.locator("#token").fill(token)
-    page.get_by_role("button", name="Sign in").click()
-
-
-def drop(page, songs: list[Path]) -> None:
-    """Drag the files onto the drop zone, as a desktop user does."""
-    files = [{"name": song.name, "data": base64.b64encode(song.read_bytes()).decode()} for song in songs]
-    transfer = page.evaluate_handle("""files => {
-        const transfer = new DataTransfer();
-        for (const f of files) {
-          const bytes = Uint8Array.from(atob(f.data), c => c.charCodeAt(0));
-          transfer.items.add(new File([bytes], f.name, {type: "audio/wav"}));
-        }
-        return transfer;
-    }""", files)
-    for event in ("dragenter", "dragover", "drop"):
-        page.locator("#drop").dispatch_event(event, {"dataTransfer": transfer})
-
-
-def pick(page, songs: list[Path]) -> None:
-    """Choose the files with the file picker, as a phone user does."""
-    page.locator("#files").set_input_files(songs)
-
-
-def separate(page, songs: list[Path]) -> None:
-    for song in songs:
-        expect(page.locator("#picked")).to_contain_text(song.name)
-    button = page.locator("#separate-button")
-    expect(button).to_have_text("Separate" if len(songs) == 1 else f"Separate {len(songs)} songs")
-    button.click()
-    expect(page.locator("#picked li")).to_have_count(0)
 
 
 def test_the_page_separates_plays_draws_cancels_and_shows_the_fleet(service, songs, layout, tmp_path, kafka):
@@ -148,9 +68,13 @@ def test_the_page_separates_plays_draws_cancels_and_shows_the_fleet(service, son
     sign_in(page, "not-the-token")
     expect(page.locator("#login-error")).to_have_text(re.compile(r"refused \(HTTP 401\)"))
     expect(page.locator("#separate")).to_be_hidden()
-    sign_in(page, TOKEN)
+    key = f"operator-{name}"
+    added = requests.post(service.url + "/v1/keys", headers=AUTH, json={"name": key, "scope": "operator"}, timeout=30)
+    assert added.status_code == 201, added.text
+    sign_in(page, added.json()["token"])
     expect(page.locator("#separate")).to_be_visible()
     expect(page.locator("#login")).to_be_hidden()
+    expect(page.locator("#who")).to_have_text(f"{key} (operator)")
     # The served models, the default first; the formats the API takes.
     expect(page.locator("#model option").first).to_have_text(f"Default ({tinymodel.TINY_MODEL})")
     expect(page.locator("#format option")).to_have_text([re.compile(r"^Default \(\w+\)$"), *OUTPUT_FORMATS])
@@ -247,8 +171,8 @@ def test_the_page_separates_plays_draws_cancels_and_shows_the_fleet(service, son
                          headers=AUTH, timeout=60).status_code == 409
     page.screenshot(path=screenshot_path(f"operator-{name}", tmp_path), full_page=True)
 
-    # A token that stops working (revoked, mistyped in another tab): the next call says so.
-    page.evaluate("sessionStorage.setItem('uvrd.token', 'revoked')")
+    # The key revoked while the page is open: the next call says so.
+    assert requests.delete(f"{service.url}/v1/keys/{key}", headers=AUTH, timeout=30).status_code == 200
     expect(page.locator("#login-error")).to_have_text(re.compile(r"refused the token \(HTTP 401\)"), timeout=15_000)
     expect(page.locator("#operator")).to_be_hidden()
 

@@ -27,7 +27,7 @@ def json_body(text: str) -> dict:
     """The body as the api parses a JSON request."""
     with Flask(__name__).test_request_context("/v1/tasks", method="POST", data=text,
                                              content_type="application/json"):
-        return submit._json_object()
+        return submit.json_object()
 
 
 @pytest.mark.parametrize("literal", HOSTILE_NUMBERS)

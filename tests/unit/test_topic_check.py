@@ -12,7 +12,7 @@ from uvrd.config import BrokerConfig, Config, KafkaConfig, TopicsConfig
 
 TASK_TOPICS = ("uvrd.tasks.p5", "uvrd.tasks.p4", "uvrd.tasks", "uvrd.tasks.p2", "uvrd.tasks.p1")
 EVERY_TOPIC = (*TASK_TOPICS, "uvrd.results", "uvrd.dead-letter", "uvrd.status", "uvrd.cancellations",
-               "uvrd.workers", "uvrd.events", "uvrd.replays")
+               "uvrd.workers", "uvrd.events", "uvrd.replays", "uvrd.keys")
 
 
 def config(**kafka) -> Config:
@@ -96,8 +96,9 @@ def test_a_topic_still_missing_after_the_recheck_is_reported_with_its_command(mo
     assert broker.closed
 
 
-def test_a_topic_only_another_daemon_needs_is_not_asked_for(monkeypatch):
-    monkeypatch.setattr(topic_check.clients, "consumer", Broker([t for t in EVERY_TOPIC if t != "uvrd.replays"]))
+@pytest.mark.parametrize("api_only", ["uvrd.replays", "uvrd.keys"])
+def test_a_topic_only_another_daemon_needs_is_not_asked_for(monkeypatch, api_only):
+    monkeypatch.setattr(topic_check.clients, "consumer", Broker([t for t in EVERY_TOPIC if t != api_only]))
     topic_check.check(config(), "processor", recheck_s=0)
     topic_check.check(config(), "uploader", recheck_s=0)
     with pytest.raises(topic_check.TopicsMissing):

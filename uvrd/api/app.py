@@ -9,7 +9,7 @@ from functools import partial
 import structlog
 from flask import Flask, Request, current_app, g, jsonify, request
 
-from uvrd.api import cancel, errors, fleet, openapi, page, query, submit
+from uvrd.api import cancel, errors, fleet, keys, openapi, page, query, submit, task_list
 from uvrd.api.auth import Authenticator
 from uvrd.api.backend import Backend
 from uvrd.api.context import EXTENSION, ApiContext, current
@@ -46,14 +46,17 @@ def create_app(config: Config) -> Flask:
 
     spool = Spool(config.processor.spool_dir, config.api.max_upload_bytes)
     spool.prepare()
-    auth = Authenticator(config.api.tokens, config.api.basic_auth, config.api.link_secret)
-    app.extensions[EXTENSION] = ApiContext(config, auth, spool, Backend(config).start(), open_storage(config))
+    backend = Backend(config).start()
+    auth = Authenticator(config.api.tokens, config.api.basic_auth, config.api.link_secret, backend.keys)
+    app.extensions[EXTENSION] = ApiContext(config, auth, spool, backend, open_storage(config))
 
     errors.register(app, config.api.max_upload_bytes)
     app.register_blueprint(submit.blueprint)
     app.register_blueprint(query.blueprint)
     app.register_blueprint(cancel.blueprint)
     app.register_blueprint(fleet.blueprint)
+    app.register_blueprint(keys.blueprint)
+    app.register_blueprint(task_list.blueprint)
     app.register_blueprint(page.blueprint)
     _add_access_log(app)
     api_metrics.count_refusals(app)

@@ -26,6 +26,7 @@ from uvrd.boards.status import StatusBoard
 from uvrd.boards.dead_letters import DeadLetterBoard
 from uvrd.boards.queues import QueueGauge
 from uvrd.boards.workers import WorkerBoard
+from uvrd.keys.board import KeyBoard
 
 log = structlog.get_logger("uvrd.api")
 
@@ -53,6 +54,7 @@ class Backend:
         self.workers = WorkerBoard(config.kafka, config.topics.workers)
         self.queues = QueueGauge(config)
         self.dead_letters = DeadLetterBoard(config.kafka, config.topics.dead_letter)
+        self.keys = KeyBoard(config.kafka, config.topics.keys)
         self._producer: KafkaProducer | None = None
         self._producer_lock = threading.Lock()
         self._probe = None
@@ -69,6 +71,7 @@ class Backend:
         self.cancellations.start()
         self.workers.start()
         self.dead_letters.start()
+        self.keys.start()
         return self
 
     # -- producing ---------------------------------------------------------
@@ -191,3 +194,4 @@ class Backend:
         self.workers.stop()
         self.queues.close()
         self.dead_letters.stop()
+        self.keys.stop()

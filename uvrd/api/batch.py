@@ -93,7 +93,7 @@ def _store(api: ApiContext, spooled: list[Spooled]) -> list[Stored]:
     stored: list[Stored] = []
     try:
         for item in spooled:
-            stored.append(queueing.store(api, item.task_uuid, item.path))
+            stored.append(queueing.store(api, item.task_uuid, item.path, item.part.filename))
     except BaseException:
         for done in stored:
             api.storage.discard_input(done.ref)

@@ -29,8 +29,7 @@ RETRY_AFTER_S = "5"
 @blueprint.delete("/v1/tasks/<task_uuid>")
 def cancel_task(task_uuid: str):
     api = current()
-    api.auth.require_bearer(request.headers)
-    state = lookup(api, task_uuid)
+    state = lookup(api, task_uuid, api.auth.require_bearer(request.headers))
     if state.get("state") in status.ENDED:
         ended = state.get("outcome") or state["state"]
         raise ApiError(409, f"task {task_uuid} has already ended ({ended}); there is nothing to cancel")

@@ -27,6 +27,7 @@ class Submission:
     options: separation_options.SeparationOptions = separation_options.NO_OPTIONS
     plan: separation_plan.Plan | None = None  # "models" or "ensemble"
     events: tuple[str, ...] = ()  # webhook events besides the final one (messages.EVENTS)
+    key: str | None = None  # the caller's key: who owns the tasks (set once authenticated, not a field)
 
 
 def bad(message: str) -> ApiError:

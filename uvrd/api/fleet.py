@@ -1,5 +1,6 @@
 """GET /v1/workers, /v1/models, /v1/queues and /v1/dead-letters: the deployment as its processors'
-heartbeats, the broker's offsets and the dead-letter topic tell it.
+heartbeats, the broker's offsets and the dead-letter topic tell it.  Only an operator key sees the
+fleet (403 for a submit key); any key sees the models, which a task may name.
 
 Every api instance reads the workers topic whole (boards/workers.py), so each answers the same.
 A model is *served* when the configuration lists it (``processor.model`` and ``extra_models``): a
@@ -30,7 +31,7 @@ KEEP_LISTED = 1000  # as many as the dead-letter board keeps
 @blueprint.get("/v1/workers")
 def list_workers():
     api = current()
-    api.auth.require_bearer(request.headers)
+    api.auth.require_operator(request.headers)
     return jsonify(workers=api.backend.workers.workers())
 
 
@@ -76,7 +77,7 @@ def reported_stems(workers: list[dict], model: str) -> tuple[str, ...] | None:
 def list_queues():
     """Each priority's backlog of tasks, the results waiting for their webhook, the dead letters."""
     api = current()
-    api.auth.require_bearer(request.headers)
+    api.auth.require_operator(request.headers)
     try:
         queues = api.backend.queues.read()
     except KafkaError as e:
@@ -89,7 +90,7 @@ def list_dead_letters():
     """The latest dead letters (newest first), each with why and whence; ``count`` covers them all.
     ``task_uuid``, ``error`` (a substring) and ``since``/``until`` (ISO 8601 times) narrow the list."""
     api = current()
-    api.auth.require_bearer(request.headers)
+    api.auth.require_operator(request.headers)
     board = api.backend.dead_letters
     entries = board.latest(KEEP_LISTED)
     task_uuid, error = request.args.get("task_uuid"), request.args.get("error")
@@ -106,7 +107,7 @@ def list_dead_letters():
 def show_dead_letter(partition: int, offset: int):
     """One dead letter with the record it copies (the task message or the result), read from Kafka."""
     api = current()
-    api.auth.require_bearer(request.headers)
+    api.auth.require_operator(request.headers)
     try:
         letter = dead_letters.read_letter(api.config.kafka, api.config.topics.dead_letter, partition, offset)
     except KafkaError as e:
@@ -121,7 +122,7 @@ def replay_dead_letter(partition: int, offset: int):
     """Send a dead letter again, once: a failed task back to its queue, an undelivered result back to
     the uploader (uvrd/boards/replays.py).  202 with the replay; 409 if it was replayed already."""
     api = current()
-    api.auth.require_bearer(request.headers)
+    api.auth.require_operator(request.headers)
     try:
         outcome = replays.replay(api.config.kafka, api.config.topics, partition, offset)
     except KafkaError as e:

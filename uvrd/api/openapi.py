@@ -14,7 +14,8 @@ from uvrd.api.forms import MAX_FORM_FIELDS
 from uvrd.config import DEFAULT_PRIORITY, OUTPUT_FORMATS, PRIORITIES, Config
 from uvrd import separation_options, separation_plan
 from uvrd.boards.status import STATES
-from uvrd.messages import EVENTS, MAX_URL_CHARS, TASK_UUID_RE
+from uvrd.keys.record import CONFIG_TOKEN_PREFIX, SCOPES
+from uvrd.messages import EVENTS, KEY_NAME_RE, MAX_URL_CHARS, TASK_UUID_RE
 
 JSON = "application/json"
 
@@ -33,7 +34,9 @@ def _error(description: str, headers: dict | None = None) -> dict:
 _CHALLENGE = {"WWW-Authenticate": {"description": "The authentication scheme to use", "schema": {"type": "string"}}}
 _RETRY = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "string"}}}
 
-UNAUTHORIZED = _error("Missing or invalid credentials", _CHALLENGE)
+UNAUTHORIZED = _error("Missing or invalid credentials (an unknown or revoked key)", _CHALLENGE)
+FORBIDDEN = _error("The key's scope does not allow this call: it needs an operator key")
+NO_TASK = "No such task, or another key's (the same answer: a task of another key cannot be told from none)"
 
 
 def _submission_responses() -> dict:
@@ -142,6 +145,7 @@ def document(config: Config) -> dict:
     }
     task_uuid = {"name": "task_uuid", "in": "path", "required": True,
                  "schema": {"type": "string", "pattern": f"^{TASK_UUID_RE.pattern}$"}}
+    key_name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     return {
         "openapi": "3.0.3",
         "info": {"title": "uvrd", "version": __version__,
@@ -161,6 +165,91 @@ def document(config: Config) -> dict:
                     JSON: {"schema": _ref("UrlSubmission")},
                 }},
                 "responses": _create_task_responses(max_files),
+            }, "get": {
+                "operationId": "listTasks",
+                "summary": "The caller's tasks (an operator key's: every task), newest first, a page at a time",
+                "security": [{"bearerAuth": []}],
+                "parameters": [
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
+                    {"name": "before", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "The next of the previous page: the tasks submitted before its last"},
+                    {"name": "key", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "Only the tasks this key submitted (an operator's choice; a submit key "
+                                    "sees only its own anyway)"},
+                ],
+                "responses": {
+                    "200": {"description": "A page of tasks, each as GET /v1/tasks/{task_uuid} answers it",
+                            "content": {JSON: {"schema": {
+                                "type": "object", "required": ["tasks", "next"], "properties": {
+                                    "tasks": {"type": "array", "items": _ref("TaskStatus")},
+                                    "next": {"type": "string", "nullable": True,
+                                             "description": "Pass it as before for the next page; null on the "
+                                                            "last"}}}}}},
+                    "400": _error("A bad limit or before"),
+                    "401": UNAUTHORIZED,
+                },
+            }},
+            "/v1/whoami": {"get": {
+                "operationId": "whoami",
+                "summary": "The caller's key: its name and scope",
+                "security": [{"bearerAuth": []}],
+                "responses": {
+                    "200": {"description": "The key", "content": {JSON: {"schema": {
+                        "type": "object", "required": ["name", "scope"], "properties": {
+                            "name": {"type": "string"}, "scope": {"type": "string", "enum": list(SCOPES)}}}}}},
+                    "401": UNAUTHORIZED,
+                },
+            }},
+            "/v1/keys": {"get": {
+                "operationId": "listKeys",
+                "summary": "Every key: the configured api.tokens (config-token-N) and the named keys, never a "
+                           "secret",
+                "security": [{"bearerAuth": []}],
+                "responses": {
+                    "200": {"description": "The keys", "content": {JSON: {"schema": {
+                        "type": "object", "required": ["keys"],
+                        "properties": {"keys": {"type": "array", "items": _ref("Key")}}}}}},
+                    "401": UNAUTHORIZED,
+                    "403": FORBIDDEN,
+                },
+            }, "post": {
+                "operationId": "addKey",
+                "summary": "Add a named key; its token is in this answer only",
+                "security": [{"bearerAuth": []}],
+                "requestBody": {"required": True, "content": {JSON: {"schema": {
+                    "type": "object", "required": ["name", "scope"], "properties": {
+                        "name": {"type": "string", "pattern": f"^{KEY_NAME_RE.pattern}$",
+                                 "description": f"Not starting with {CONFIG_TOKEN_PREFIX}"},
+                        "scope": {"type": "string", "enum": list(SCOPES)}}}}}},
+                "responses": {
+                    "201": {"description": "Added: token is shown once, and only its hash is kept",
+                            "content": {JSON: {"schema": {"allOf": [_ref("Key"), {
+                                "type": "object", "required": ["token"],
+                                "properties": {"token": {"type": "string"}}}]}}}},
+                    "400": _error("The body is not a JSON object, or a bad name or scope; nothing was written"),
+                    "401": UNAUTHORIZED,
+                    "403": FORBIDDEN,
+                    "409": _error("A key of this name exists, or existed (a revoked name is not given out again)"),
+                    "413": _error("A body over 64 KiB"),
+                    "503": _error("Kafka did not answer or did not confirm the key; asking again is safe", _RETRY),
+                },
+            }},
+            "/v1/keys/{name}": {"delete": {
+                "operationId": "revokeKey",
+                "summary": "Revoke a named key: every api refuses it within seconds",
+                "security": [{"bearerAuth": []}],
+                "parameters": [key_name],
+                "responses": {
+                    "200": {"description": "Revoked (asking again answers the same)",
+                            "content": {JSON: {"schema": _ref("Key")}}},
+                    "401": UNAUTHORIZED,
+                    "403": FORBIDDEN,
+                    "404": _error("No such key"),
+                    "409": _error("The key is one of the configured api.tokens: change the configuration"),
+                    "503": _error("Kafka did not answer or did not confirm the revocation; asking again is safe",
+                                  _RETRY),
+                },
             }},
             "/generate": {"post": {
                 "operationId": "generate",
@@ -179,7 +268,7 @@ def document(config: Config) -> dict:
                     "200": {"description": "The task's merged status",
                             "content": {JSON: {"schema": _ref("TaskStatus")}}},
                     "401": UNAUTHORIZED,
-                    "404": _error("No such task"),
+                    "404": _error(NO_TASK),
                     "503": _error("This server is still loading the status of tasks", _RETRY),
                 },
             }, "delete": {
@@ -195,7 +284,7 @@ def document(config: Config) -> dict:
                     "202": {"description": "The cancellation is recorded",
                             "content": {JSON: {"schema": _ref("CancelRequested")}}},
                     "401": UNAUTHORIZED,
-                    "404": _error("No such task"),
+                    "404": _error(NO_TASK),
                     "409": _error("The task has already ended"),
                     "503": _error("The request could not be recorded (asking again is safe), or this server is "
                                   "still loading the status of tasks", _RETRY),
@@ -220,7 +309,7 @@ def document(config: Config) -> dict:
                     }},
                     "401": UNAUTHORIZED,
                     "403": _error("The signed link is invalid or has expired"),
-                    "404": _error("No such task or stem, or the file is gone"),
+                    "404": _error("No such task or stem, another key's task, or the file is gone"),
                     "503": _error("This server is still loading the status of tasks", _RETRY),
                 },
             }},
@@ -233,6 +322,7 @@ def document(config: Config) -> dict:
                         "type": "object", "required": ["workers"],
                         "properties": {"workers": {"type": "array", "items": _ref("Worker")}}}}}},
                     "401": UNAUTHORIZED,
+                    "403": FORBIDDEN,
                 },
             }},
             "/v1/models": {"get": {
@@ -252,6 +342,7 @@ def document(config: Config) -> dict:
                     "200": {"description": "Backlogs, from the broker's offsets",
                             "content": {JSON: {"schema": _ref("Queues")}}},
                     "401": UNAUTHORIZED,
+                    "403": FORBIDDEN,
                     "503": _error("Kafka did not answer", _RETRY),
                 },
             }},
@@ -284,6 +375,7 @@ def document(config: Config) -> dict:
                                 "timestamp_ms": {"type": "integer"}}}}}}}}},
                     "400": _error("A bad limit or time"),
                     "401": UNAUTHORIZED,
+                    "403": FORBIDDEN,
                 },
             }},
             "/v1/dead-letters/{partition}/{offset}": {"get": {
@@ -305,6 +397,7 @@ def document(config: Config) -> dict:
                             "timestamp_ms": {"type": "integer"},
                             "record": {"description": "The copied record: its JSON, or its text"}}}}}},
                     "401": UNAUTHORIZED,
+                    "403": FORBIDDEN,
                     "404": _error("No dead letter there"),
                     "503": _error("Kafka did not answer"),
                 },
@@ -328,6 +421,7 @@ def document(config: Config) -> dict:
                                     "stage": {"type": "string", "enum": ["processor", "uploader"]},
                                     "status_url": {"type": "string"}}}}}},
                     "401": UNAUTHORIZED,
+                    "403": FORBIDDEN,
                     "404": _error("No dead letter there"),
                     "409": _error("The letter was replayed already"),
                     "422": _error("The letter cannot be replayed (its record would be refused again)"),
@@ -368,7 +462,9 @@ def document(config: Config) -> dict:
         },
         "components": {
             "securitySchemes": {
-                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "One of api.tokens"},
+                "bearerAuth": {"type": "http", "scheme": "bearer",
+                               "description": "A named key's token (POST /v1/keys), or one of api.tokens (an "
+                                              "operator key). A submit key sees only its own tasks"},
                 "basicAuth": {"type": "http", "scheme": "basic",
                               "description": "One of api.basic_auth (user:password); POST /generate only"},
                 "signedLink": {"type": "apiKey", "in": "query", "name": "sig",
@@ -411,6 +507,14 @@ def document(config: Config) -> dict:
                                           "effort: one attempt each, possibly after the final delivery, which "
                                           "alone is exactly once. Needs hook_url."},
                 **_batch_schemas(max_files),
+                "Key": {
+                    "type": "object", "required": ["name", "scope"],
+                    "properties": {"name": {"type": "string"}, "scope": {"type": "string", "enum": list(SCOPES)},
+                                   "created_at": {"type": "string", "format": "date-time"},
+                                   "revoked_at": {"type": "string", "format": "date-time", "nullable": True},
+                                   "configured": {"type": "boolean",
+                                                  "description": "One of api.tokens, named config-token-N"}},
+                },
                 "TaskAccepted": {
                     "type": "object", "required": ["task_uuid", "state", "status_url"],
                     "properties": {"task_uuid": {"type": "string"}, "state": {"type": "string", "enum": ["queued"]},
@@ -523,6 +627,8 @@ def document(config: Config) -> dict:
                                    "description": "How many times an operator replayed the task's dead letter; "
                                                   "the state is the latest replay's"},
                         "replayed_at": {"type": "string", "format": "date-time"},
+                        "key": {"type": "string", "description": "The name of the key that submitted it"},
+                        "filename": {"type": "string", "description": "The uploaded file's name, as sent"},
                         "stems": {"type": "object", "additionalProperties": {"type": "string", "format": "uri"},
                                   "description": "Stem name to a signed download link"},
                     },

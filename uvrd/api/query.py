@@ -17,6 +17,7 @@ from flask import Blueprint, jsonify, redirect, request, send_file
 from uvrd.storage import links
 from uvrd.api.context import ApiContext, current
 from uvrd.api.errors import ApiError
+from uvrd.keys.record import Caller
 from uvrd.messages import TASK_UUID_RE
 from uvrd.runtime.deadline import Deadline
 
@@ -25,7 +26,7 @@ blueprint = Blueprint("query", __name__)
 # What a status answer may show: never the processor's paths or host names.
 PUBLIC_FIELDS = ("task_uuid", "state", "outcome", "progress", "step", "priority", "model", "submitted_at",
                  "started_at", "finished_at", "cancel_requested_at", "delivered_at", "error_message", "replay",
-                 "replayed_at")
+                 "replayed_at", "key", "filename")
 # A task this worker does not know may have been accepted a moment ago by another worker or api:
 # the worker reads the status topic through its end (at most this long) before it answers 404, and
 # answers 503 if it could not, never a 404 for a task that was accepted.  A worker that has just
@@ -37,8 +38,12 @@ RETRY_AFTER_S = "5"
 @blueprint.get("/v1/tasks/<task_uuid>")
 def task_status(task_uuid: str):
     api = current()
-    api.auth.require_bearer(request.headers)
-    state = lookup(api, task_uuid)
+    state = lookup(api, task_uuid, api.auth.require_bearer(request.headers))
+    return jsonify(describe(api, task_uuid, state))
+
+
+def describe(api: ApiContext, task_uuid: str, state: dict) -> dict:
+    """A task's answer (GET /v1/tasks/<uuid>, and each of GET /v1/tasks)."""
     if "cancel_requested_at" not in state and (asked := api.backend.cancellations.requested_at(task_uuid)):
         state["cancel_requested_at"] = asked  # asked, and not settled yet
     body = {name: state[name] for name in PUBLIC_FIELDS if state.get(name) is not None}
@@ -49,14 +54,14 @@ def task_status(task_uuid: str):
         cfg = api.config.api
         body["stems"] = {name: links.stem_url(cfg.public_url, cfg.link_secret, task_uuid, name, cfg.link_ttl)
                          for name in stems}
-    return jsonify(body)
+    return body
 
 
 @blueprint.get("/v1/tasks/<task_uuid>/stems/<stem>")
 def stem_file(task_uuid: str, stem: str):
     api = current()
-    api.auth.require_stem_access(request.headers, request.args, task_uuid, stem)
-    state = lookup(api, task_uuid)
+    caller = api.auth.require_stem_access(request.headers, request.args, task_uuid, stem)
+    state = lookup(api, task_uuid, caller)
     path = _stems(state).get(stem)
     if path is None:
         raise ApiError(404, f"task {task_uuid} has no stem {stem!r}")
@@ -72,9 +77,11 @@ def stem_file(task_uuid: str, stem: str):
                      conditional=True)
 
 
-def lookup(api: ApiContext, task_uuid: str) -> dict:
-    """The task's merged status: 404 for a task this deployment does not know, 503 while this
-    worker cannot tell (the status topic is still loading, or could not be read through its end)."""
+def lookup(api: ApiContext, task_uuid: str, caller: Caller | None) -> dict:
+    """The task's merged status: 404 for a task this deployment does not know, or that is not
+    *caller*'s (the same answer, so that another key's task cannot be told from none; None: a
+    signed link, which is its own permission), 503 while this worker cannot tell (the status topic
+    is still loading, or could not be read through its end)."""
     if not TASK_UUID_RE.fullmatch(task_uuid):
         raise ApiError(404, f"no task {task_uuid}")
     structlog.contextvars.bind_contextvars(task_uuid=task_uuid)
@@ -88,7 +95,8 @@ def lookup(api: ApiContext, task_uuid: str) -> dict:
         if state is None and not caught_up:
             loading = "is still loading" if not board.caught_up else "could not be read from Kafka in time"
             raise ApiError(503, f"the status of tasks {loading}; retry shortly", {"Retry-After": RETRY_AFTER_S})
-    if state is None:
+    # Another key's task is, to this caller, no task at all.
+    if state is None or (caller is not None and not caller.owns(state.get("key"))):
         raise ApiError(404, f"no task {task_uuid}")
     return state
 

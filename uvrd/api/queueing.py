@@ -35,15 +35,16 @@ class Stored:
     task_uuid: str
     ref: str  # what the task names its input by: a spool path, or an object key
     size: int
+    filename: str | None = None  # as the client named the upload (its status shows it), if it did
 
 
 
 
-def store(api: ApiContext, task_uuid: str, audio: Path) -> Stored:
+def store(api: ApiContext, task_uuid: str, audio: Path, filename: str | None = None) -> Stored:
     """Hand the spooled *audio* to the store; a 503 (nothing queued) when the store fails."""
     size = audio.stat().st_size  # now: once queued, the processor may take and remove the file at any moment
     try:
-        return Stored(task_uuid, api.storage.put_input(audio, audio.name), size)
+        return Stored(task_uuid, api.storage.put_input(audio, audio.name), size, filename)
     except StorageError as e:
         log.error("task not queued: the store did not take its audio", task_uuid=task_uuid, error=str(e))
         raise ApiError(503, "the audio store is unavailable and nothing was queued; retry later",
@@ -66,6 +67,7 @@ def produce(api: ApiContext, stored: Stored, submission: fields.Submission) -> P
     # finds the task (query.lookup).  The task itself is queued whatever happens to this record, so
     # a failure here is logged and still a 202: the processor's own status records follow.
     api.backend.record_status(stored.task_uuid, "queued", submitted_at=submitted_at, priority=submission.priority,
+                              key=submission.key, filename=stored.filename,
                               model=submission.plan.label if submission.plan is not None else
                               submission.model or api.config.processor.model)
     return Queued(stored.task_uuid)
@@ -84,6 +86,8 @@ def task_record(api: ApiContext, stored: Stored, submission: fields.Submission, 
         task.update(submission.plan.to_json())
     if submission.events:
         task["events"] = list(submission.events)
+    if submission.key:
+        task["key"] = submission.key
     return task
 
 

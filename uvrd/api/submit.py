@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -31,11 +32,11 @@ MAX_JSON_BYTES = 64 * 1024
 @blueprint.post("/v1/tasks")
 def create_task():
     api = current()
-    api.auth.require_bearer(request.headers)
+    owner = api.auth.require_bearer(request.headers).name
     if request.mimetype == "multipart/form-data":
-        return _accept_upload(api)
+        return _accept_upload(api, owner)
     if request.is_json:
-        return _accept_url(api, _json_object())
+        return _accept_url(api, json_object(), owner)
     raise ApiError(415, "send multipart/form-data with one or more 'audio' files, or application/json with an "
                         "'audio' URL")
 
@@ -46,10 +47,10 @@ def generate():
     api.auth.require_basic(request.headers)
     if not request.is_json:
         raise ApiError(415, "send application/json with an 'audio' URL")
-    return _accept_url(api, _json_object())
+    return _accept_url(api, json_object(), None)  # no key: only operators see these tasks
 
 
-def _json_object() -> dict:
+def json_object() -> dict:
     raw = _read_at_most(request.stream, MAX_JSON_BYTES + 1)
     if len(raw) > MAX_JSON_BYTES:
         raise ApiError(413, f"the JSON body is over {MAX_JSON_BYTES} bytes (upload the audio as a form instead)")
@@ -78,27 +79,28 @@ def _read_at_most(stream, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _submission(api: ApiContext, values, form: bool) -> fields.Submission:
-    submission = fields.parse(values, api.config.processor.models, api.config.api.allow_private_urls, form,
-                              api.config.processor.output_format)
+def _submission(api: ApiContext, values, form: bool, owner: str | None) -> fields.Submission:
+    submission = replace(fields.parse(values, api.config.processor.models, api.config.api.allow_private_urls, form,
+                                      api.config.processor.output_format), key=owner)
     workers = api.backend.workers.workers() if submission.options.get("stem_names") else []
     fields.check_stem_names(submission, api.config.processor.model, partial(fleet.reported_stems, workers))
     return submission
 
 
-def _accept_upload(api: ApiContext):
+def _accept_upload(api: ApiContext, owner: str):
     uploads = request.files.getlist(AUDIO_FIELD)  # parses the body: 413 from here when it is over the limit
-    submission = _submission(api, request.form, form=True)
+    submission = _submission(api, request.form, True, owner)
     if not uploads:
         raise ApiError(400, f"the form has no file field {AUDIO_FIELD!r}")
     if len(uploads) > 1:
         return batch.accept(api, uploads, submission)
     task_uuid = _new_task_uuid()
-    return _queue(api, task_uuid, api.spool.keep(uploads[0].stream, task_uuid), submission)
+    filename = uploads[0].filename[:batch.MAX_FILENAME_CHARS] if uploads[0].filename else None
+    return _queue(api, task_uuid, api.spool.keep(uploads[0].stream, task_uuid), submission, filename)
 
 
-def _accept_url(api: ApiContext, body: dict):
-    submission = _submission(api, body, form=False)
+def _accept_url(api: ApiContext, body: dict, owner: str | None):
+    submission = _submission(api, body, False, owner)
     url = fields.url_field(body.get("audio"), "audio")
     task_uuid = _new_task_uuid()
     path = api.spool.fetch(url, task_uuid, api.config.api.allow_private_urls, api.config.api.fetch_timeout)
@@ -111,9 +113,10 @@ def _new_task_uuid() -> str:
     return task_uuid
 
 
-def _queue(api: ApiContext, task_uuid: str, audio: Path, submission: fields.Submission):
+def _queue(api: ApiContext, task_uuid: str, audio: Path, submission: fields.Submission,
+           filename: str | None = None):
     """One task: 202 once Kafka has it, else a 503 that says whether it may still run."""
-    match queueing.produce(api, queueing.store(api, task_uuid, audio), submission):
+    match queueing.produce(api, queueing.store(api, task_uuid, audio, filename), submission):
         case Queued():
             status_url = queueing.status_url(api, task_uuid)
             response = jsonify(task_uuid=task_uuid, state="queued", status_url=status_url)

@@ -22,6 +22,7 @@ COMMANDS = {
     "cancel": ("uvrd.cli.cancel", "ask the API to cancel tasks"),
     "status": ("uvrd.cli.status", "the deployment at a glance: workers, queues, tasks in flight, dead letters"),
     "dead-letters": ("uvrd.cli.dead_letters", "list what went to the dead-letter topic, and why"),
+    "keys": ("uvrd.cli.keys", "add, list or revoke the API's named keys (an operator key's call)"),
     "models": ("uvrd.cli.models", "list the models audio-separator knows, or download them into model_dir"),
     "broker": ("uvrd.cli.broker", "run the single-host Kafka-compatible broker (Tansu on a local object store)"),
     "dev": ("uvrd.cli.dev", "run broker, api, processor and uploader in the foreground"),

@@ -39,7 +39,7 @@ class NotFound(Refused):
 
 
 class Conflict(Refused):
-    """409: the task has ended already, or the letter was replayed already."""
+    """409: the task has ended already, the letter was replayed already, or the key's name is taken."""
 
 
 _REFUSALS: dict[int, type[Refused]] = {404: NotFound, 409: Conflict}
@@ -87,6 +87,21 @@ class ApiClient:
         """Replay the letter: the api's 202 answer; Conflict if it was replayed already."""
         return self._call("POST", ("v1", "dead-letters", str(partition), str(offset), "replay"), 202,
                           timeout=REPLAY_TIMEOUT_S)
+
+    # -- keys -----------------------------------------------------------------------------------
+    def add_key(self, name: str, scope: str) -> dict[str, Any]:
+        """A new key: the api's 201 answer, with its token (shown this once); Conflict if the name is taken."""
+        return self._call("POST", ("v1", "keys"), 201, json={"name": name, "scope": scope})
+
+    def keys(self) -> list[dict[str, Any]]:
+        return self._call("GET", ("v1", "keys"), 200)["keys"]
+
+    def revoke_key(self, name: str) -> dict[str, Any]:
+        """Revoke the key (asking again answers the same); NotFound, or Conflict for a configured token."""
+        return self._call("DELETE", ("v1", "keys", name), 200)
+
+    def whoami(self) -> dict[str, Any]:
+        return self._call("GET", ("v1", "whoami"), 200)
 
     # -- stems ----------------------------------------------------------------------------------
     def headers_for(self, url: str) -> dict[str, str]:

@@ -80,6 +80,8 @@ class TopicsConfig:
     events: str = "uvrd.events"
     # Compacted, keyed by dead letter (partition/offset): each replay done (uvrd/boards/replays.py).
     replays: str = "uvrd.replays"
+    # Compacted, keyed by key name: the named API keys and their revocations (uvrd/keys/).
+    keys: str = "uvrd.keys"
 
     def task_topic(self, priority: int) -> str:
         """One topic per priority; the default priority keeps the plain name old producers use."""

@@ -255,7 +255,7 @@ class Processor:
 
         def announce() -> None:  # reports, not commits: through the bulletin (bulletin.py says why)
             self.bulletin.send(progress(0.0, "started", worker=socket.gethostname(),
-                                        submitted_at=task.submitted_at, started_at=started_at))
+                                        submitted_at=task.submitted_at, started_at=started_at, key=task.key))
             events.started(attempt, socket.gethostname())
 
         def report(p) -> None:

@@ -30,13 +30,15 @@ def settlement(topics: TopicsConfig, record, outcome: Succeeded | Failed | Cance
     result = _result(outcome, task, storage)
     if replay := (task.replay if task is not None else outcome.replay if isinstance(outcome, Rejected) else 0):
         result["replay"] = replay
+    if task is not None and task.key:
+        result["key"] = task.key  # who submitted it: its status and its webhook say so
     task_uuid = result["task_uuid"]
     key = task_uuid.encode() if task_uuid else record.key
     out = [OutRecord(topics.results, key, messages.encode(result))]
     if task_uuid:
         state = _STATES[type(outcome)]
         fields = {k: result.get(k) for k in ("submitted_at", "started_at", "finished_at", "error_message",
-                                             "stems", "storage", "cancel_requested_at", "replay")}
+                                             "stems", "storage", "cancel_requested_at", "replay", "key")}
         if isinstance(outcome, Succeeded):
             fields["progress"] = 1.0
         out.append(status.record(topics.status, task_uuid, state, outcome=state, **fields))

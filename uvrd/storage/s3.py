@@ -89,7 +89,8 @@ class S3Storage(Storage):
             raise StorageError(f"could not store the audio in the bucket: {reason(e)}") from None
         finally:
             spooled.unlink(missing_ok=True)  # the spool only stages it on its way to the bucket
-        log.info("input stored", key=key, duration_ms=round((time.monotonic() - started) * 1000, 1))
+        # object_key, not key: KEY= is the API key a request came with (uvrd/api/auth.py)
+        log.info("input stored", object_key=key, duration_ms=round((time.monotonic() - started) * 1000, 1))
         return key
 
     def discard_input(self, ref: str) -> None:
@@ -127,7 +128,7 @@ class S3Storage(Storage):
             if isinstance(e, ClientError) and _not_found(e):
                 raise bad(f"audio object {key!r} does not exist in the bucket") from None
             raise StorageError(f"could not download the audio object {key!r}: {reason(e)}") from None
-        log.info("input downloaded", key=key, audio_bytes=path.stat().st_size,
+        log.info("input downloaded", object_key=key, audio_bytes=path.stat().st_size,
                  duration_ms=round((time.monotonic() - started) * 1000, 1))
         return path
 
@@ -186,7 +187,7 @@ class S3Storage(Storage):
             answer = self.client.delete_objects(Bucket=self.bucket,
                                                 Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
             for error in answer.get("Errors", []):
-                log.warning("could not delete an expired object", key=error.get("Key"), error=error.get("Message"))
+                log.warning("could not delete an expired object", object_key=error.get("Key"), error=error.get("Message"))
             removed += len(batch) - len(answer.get("Errors", []))
         if removed:
             log.info("retention sweep of objects", prefix=prefix, removed=removed)
@@ -197,4 +198,4 @@ class S3Storage(Storage):
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except ERRORS as e:
-            log.warning("could not delete an object", key=key, error=reason(e))
+            log.warning("could not delete an object", object_key=key, error=reason(e))

@@ -2,7 +2,8 @@
 
 Body: the old service's callback fields (task_uuid, status: success, failed
 or cancelled, timestamp, vocals, instrumental, error_message) plus a stems
-map; stem values are signed, time-limited download links.
+map (stem values are signed, time-limited download links) and the name of
+the API key that submitted the task (key).
 
 Signature: ``X-Uvrd-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>." + body>``
 with ``uploader.webhook_secret``.  A receiver recomputes it over the raw body,
@@ -36,6 +37,7 @@ def body(result: dict, link) -> bytes:
         "instrumental": stems.get("instrumental"),
         "stems": stems,
         "error_message": result.get("error_message"),
+        "key": result.get("key"),  # the API key that submitted the task; null for a task from before keys
     }
     if replay := messages.replay_of(result):
         payload["replay"] = replay  # an operator's replay of a dead letter (uvrd/boards/replays.py)

@@ -277,8 +277,10 @@ def test_the_openapi_document_describes_every_endpoint(public_api):
     assert set(document["paths"]) == {"/v1/tasks", "/generate", "/v1/tasks/{task_uuid}",
                                       "/v1/tasks/{task_uuid}/stems/{stem}", "/v1/workers", "/v1/models", "/v1/queues",
                                       "/v1/dead-letters", "/v1/dead-letters/{partition}/{offset}",
-                                      "/v1/dead-letters/{partition}/{offset}/replay",
-                                      "/healthz", "/readyz", "/openapi.json"}
+                                      "/v1/dead-letters/{partition}/{offset}/replay", "/v1/keys", "/v1/keys/{name}",
+                                      "/v1/whoami", "/healthz", "/readyz", "/openapi.json"}
+    assert set(document["paths"]["/v1/tasks"]) == {"post", "get"}
+    assert set(document["paths"]["/v1/keys"]) == {"post", "get"}
     assert set(document["paths"]["/v1/tasks/{task_uuid}"]) == {"get", "delete"}
     assert {"202", "404", "409"} <= set(document["paths"]["/v1/tasks/{task_uuid}"]["delete"]["responses"])
     create = document["paths"]["/v1/tasks"]["post"]

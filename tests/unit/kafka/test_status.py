@@ -42,6 +42,26 @@ def test_a_replay_starts_the_next_cycle_keeping_only_when_the_task_was_submitted
     assert status.merge(delivered, {"state": "delivery_failed", "delivery_error": "old"})["state"] == "delivered"
 
 
+def test_a_replay_keeps_who_submitted_the_task():
+    failed = {"state": "failed", "submitted_at": "s", "key": "team-a", "filename": "song.wav"}
+    merged = status.merge(failed, {"state": "queued", "replay": 1})
+    assert (merged["key"], merged["filename"]) == ("team-a", "song.wav")
+
+
+def test_a_list_is_the_newest_visible_tasks_a_page_at_a_time():
+    board = status.StatusBoard(KafkaConfig(), "uvrd.status")  # never started: records are folded by hand
+    for i, (uuid, key) in enumerate([("t1", "a"), ("t2", "b"), ("t3", "a"), ("t4", "a"), ("t5", "a")]):
+        board.apply({"task_uuid": uuid, "state": "queued", "key": key, "submitted_at": f"2026-12-0{i + 1}"})
+    board.apply({"task_uuid": "t6", "state": "queued", "key": "a", "submitted_at": "2026-12-05"})  # a tie: by uuid
+    mine = lambda state: state.get("key") == "a"  # noqa: E731
+    first, more = board.newest(mine, 2)
+    assert [t["task_uuid"] for t in first] == ["t6", "t5"] and more
+    second, more = board.newest(mine, 2, (first[-1]["submitted_at"], first[-1]["task_uuid"]))
+    assert [t["task_uuid"] for t in second] == ["t4", "t3"] and more
+    last, more = board.newest(mine, 2, (second[-1]["submitted_at"], second[-1]["task_uuid"]))
+    assert [t["task_uuid"] for t in last] == ["t1"] and not more
+
+
 # -- a status record is input like any other ---------------------------------------------------
 # The status topic is written by uvrd, but whoever can write to the broker can write a record: a stem
 # reference no file system or bucket can use must not reach the code that opens it.

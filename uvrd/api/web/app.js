@@ -1,14 +1,16 @@
-// The uvrd web page: sign in with an API token, drop songs, follow each task to its stems (player,
-// waveform, download), cancel; and an operator's view of workers, queues and dead letters.
-// Plain JavaScript, no build step, nothing fetched from elsewhere. Every /v1 call carries the token.
+// The uvrd web page: sign in with an API key's token, drop songs, follow each of the key's tasks to its
+// stems (player, waveform, download), cancel; and, for an operator key, a view of workers, queues,
+// every key's tasks and dead letters. Plain JavaScript, no build step, nothing fetched from elsewhere.
+// Every /v1 call carries the token.
 "use strict";
 
 (() => {
   const TOKEN_KEY = "uvrd.token";
-  const TASKS_KEY = "uvrd.tasks";
   // A task in one of these states has ended: no more polling, no cancel.
   const FINAL = new Set(["succeeded", "failed", "cancelled", "delivered", "delivery_failed"]);
-  const POLL_MS = 1000;
+  const POLL_MS = 1000; // while a task of the list has not ended
+  const IDLE_MS = 5000; // otherwise: what the same key does in another browser shows up too
+  const LIST_LIMIT = 50; // the newest of the key's tasks the list shows
   const OPERATOR_MS = 3000;
   const WAVE_BUCKETS = 2048; // min/max pairs kept per stem, drawn to the canvas' width
   const WAVE_MAX_BYTES = 256 * 1024 * 1024; // beyond this a stem is not decoded for its waveform
@@ -16,7 +18,9 @@
   const replayed = new Map();
 
   const $ = (selector, root = document) => root.querySelector(selector);
-  const tasks = []; // {uuid, name, el, final, stemsShown}, newest first
+  const tasks = []; // {uuid, name, el, final, stemsShown, listed}, newest first
+  let me = null; // the key signed in with: {name, scope}, from GET /v1/whoami
+  let listedFor = null; // whose tasks the list shows
   let pollTimer = null;
   let operatorTimer = null;
   let picked = [];
@@ -59,13 +63,13 @@
     show($("#login-error"), "");
     let response;
     try {
-      response = await fetch("v1/models", { headers: { Authorization: `Bearer ${candidate}` }, cache: "no-store" });
+      response = await fetch("v1/whoami", { headers: { Authorization: `Bearer ${candidate}` }, cache: "no-store" });
     } catch (err) {
       show($("#login-error"), `The API could not be asked: ${err.message}`);
       return;
     }
     if (response.status === 401) {
-      show($("#login-error"), "This token was refused (HTTP 401): it is not one of the API's tokens.");
+      show($("#login-error"), "This token was refused (HTTP 401): it is no live key of this API.");
       return;
     }
     if (!response.ok) {
@@ -74,48 +78,73 @@
     }
     sessionStorage.setItem(TOKEN_KEY, candidate);
     $("#token").value = "";
-    showModels(await response.json());
+    me = await response.json();
     enter();
   }
 
+  const isOperator = () => Boolean(me && me.scope === "operator");
+
   function signOut(message) {
     sessionStorage.removeItem(TOKEN_KEY);
+    me = null;
     clearTimeout(pollTimer);
     clearTimeout(operatorTimer);
     pollTimer = operatorTimer = null;
-    for (const id of ["tabs", "sign-out", "separate", "operator"]) $(`#${id}`).hidden = true;
+    for (const id of ["tabs", "who", "sign-out", "separate", "operator"]) $(`#${id}`).hidden = true;
     $("#login").hidden = false;
     show($("#login-error"), message || "");
     $("#token").focus();
   }
 
   function enter() {
+    if (listedFor !== me.name) clearTasks(); // another key: not one of the last key's tasks stays shown
+    listedFor = me.name;
     $("#login").hidden = true;
     $("#tabs").hidden = false;
+    // The operator's view only for an operator key (the API refuses its calls to any other, 403).
+    $("#tab-operator").hidden = !isOperator();
+    $("#who").textContent = `${me.name} (${me.scope})`;
+    $("#who").hidden = false;
     $("#sign-out").hidden = false;
     selectTab(location.hash === "#operator" ? "operator" : "separate");
+    loadModels();
     poll();
   }
 
   async function start() {
     loadFormats();
-    restoreTasks();
     if (!token()) {
       signOut("");
       return;
     }
+    let response;
+    try {
+      response = await api("v1/whoami");
+    } catch (err) {
+      if (!(err instanceof Unauthorized)) signOut(`The API could not be asked: ${err.message}`);
+      return;
+    }
+    if (!response.ok) {
+      signOut(`The API answered HTTP ${response.status}: ${await errorOf(response)}`);
+      return;
+    }
+    me = await response.json();
+    enter();
+  }
+
+  async function loadModels() {
     try {
       const response = await api("v1/models");
       if (response.ok) showModels(await response.json());
-    } catch (err) {
-      if (err instanceof Unauthorized) return;
+    } catch {
+      // Only the default then; a refused token has signed the page out already.
     }
-    enter();
   }
 
   // ---- tabs ---------------------------------------------------------------------------------
 
   function selectTab(name) {
+    if (name === "operator" && !isOperator()) name = "separate";
     for (const tab of ["separate", "operator"]) {
       $(`#tab-${tab}`).setAttribute("aria-selected", String(tab === name));
       $(`#${tab}`).hidden = tab !== name;
@@ -231,7 +260,6 @@
           entry.uuid = body.task_uuid;
           $(".uuid", entry.el).textContent = entry.uuid;
           render(entry, { state: "queued", progress: 0 });
-          saveTasks();
           poll();
         } else if (xhr.status === 401) {
           refuse(entry, "Not submitted: the API refused the token (HTTP 401).");
@@ -251,35 +279,51 @@
 
   // ---- the task list ---------------------------------------------------------------------------
 
-  function addTask({ uuid = null, name }) {
+  function makeEntry({ uuid = null, name }) {
     const el = $("#task-template").content.firstElementChild.cloneNode(true);
-    const entry = { uuid, name, el, final: false, stemsShown: false };
+    const entry = { uuid, name, el, final: false, stemsShown: false, listed: false };
     $(".name", el).textContent = name;
     $(".uuid", el).textContent = uuid || "";
     setLabel(entry, "waiting", "waiting to upload");
     $(".cancel", el).addEventListener("click", () => cancel(entry));
+    return entry;
+  }
+
+  // A song this tab is about to upload: on top, until the API's list has it.
+  function addTask({ name }) {
+    const entry = makeEntry({ name });
     tasks.unshift(entry);
-    $("#task-list").prepend(el);
+    $("#task-list").prepend(entry.el);
     $("#no-tasks").hidden = true;
     return entry;
   }
 
-  function saveTasks() {
-    const kept = tasks.filter((t) => t.uuid).map((t) => ({ uuid: t.uuid, name: t.name }));
-    sessionStorage.setItem(TASKS_KEY, JSON.stringify(kept));
+  function clearTasks() {
+    tasks.length = 0;
+    $("#task-list").replaceChildren();
+    $("#no-tasks").hidden = false;
   }
 
-  function restoreTasks() {
-    let kept = [];
-    try {
-      kept = JSON.parse(sessionStorage.getItem(TASKS_KEY) || "[]");
-    } catch {
-      kept = [];
+  // The key's tasks as GET /v1/tasks lists them (newest first), below what this tab is still uploading
+  // or has just queued: the same list in every browser signed in with the key.
+  function showList(listed) {
+    const ordered = listed.map((status) => {
+      let entry = tasks.find((t) => t.uuid === status.task_uuid);
+      if (!entry) entry = makeEntry({ uuid: status.task_uuid, name: status.filename || status.task_uuid });
+      entry.listed = true;
+      entry.el.dataset.listed = "true";
+      render(entry, status);
+      return entry;
+    });
+    const shown = new Set(ordered);
+    const waiting = tasks.filter((t) => !shown.has(t) && !t.listed);
+    tasks.splice(0, tasks.length, ...waiting, ...ordered);
+    const list = $("#task-list");
+    // Moved only when the order changed: a moved player would stop for a moment.
+    if (tasks.some((t, i) => list.children[i] !== t.el) || list.children.length !== tasks.length) {
+      list.replaceChildren(...tasks.map((t) => t.el));
     }
-    for (const t of kept.reverse()) {
-      if (typeof t.uuid !== "string") continue;
-      setLabel(addTask({ uuid: t.uuid, name: String(t.name || t.uuid) }), "checking", "checking");
-    }
+    $("#no-tasks").hidden = tasks.length > 0;
   }
 
   function setLabel(entry, state, text) {
@@ -328,32 +372,25 @@
     return parts.join(" ");
   }
 
-  async function refresh(entry) {
-    let response;
-    try {
-      response = await api(`v1/tasks/${encodeURIComponent(entry.uuid)}`);
-    } catch (err) {
-      if (!(err instanceof Unauthorized)) $(".step", entry.el).textContent = "the API did not answer; retrying";
-      return;
-    }
-    if (response.status === 404) {
-      entry.final = true;
-      setLabel(entry, "unknown", "unknown");
-      show($(".message", entry.el), "The API does not know this task.");
-      $(".cancel", entry.el).hidden = true;
-    } else if (!response.ok) {
-      $(".step", entry.el).textContent = `status unavailable (HTTP ${response.status}); retrying`;
-    } else {
-      render(entry, await response.json());
-    }
-  }
-
   async function poll() {
     clearTimeout(pollTimer);
     pollTimer = null;
-    if (!token()) return;
-    await Promise.all(tasks.filter((t) => t.uuid && !t.final).map(refresh));
-    if (token() && !pollTimer) pollTimer = setTimeout(poll, POLL_MS);
+    if (!token() || !me) return;
+    const query = `limit=${LIST_LIMIT}&key=${encodeURIComponent(me.name)}`;
+    try {
+      const response = await api(`v1/tasks?${query}`);
+      if (response.ok) {
+        showList((await response.json()).tasks || []);
+        show($("#tasks-error"), "");
+      } else {
+        show($("#tasks-error"), `The task list is unavailable (HTTP ${response.status}); retrying.`);
+      }
+    } catch (err) {
+      if (err instanceof Unauthorized) return;
+      show($("#tasks-error"), "The API did not answer; retrying.");
+    }
+    const busy = tasks.some((t) => !t.final);
+    if (token() && !pollTimer) pollTimer = setTimeout(poll, busy ? POLL_MS : IDLE_MS);
   }
 
   async function cancel(entry) {
@@ -368,7 +405,7 @@
     } finally {
       button.disabled = false;
     }
-    if (entry.uuid) await refresh(entry);
+    await poll();
   }
 
   // ---- stems: player, waveform, download -------------------------------------------------------
@@ -529,15 +566,17 @@
     clearTimeout(operatorTimer);
     operatorTimer = null;
     const problems = [];
-    const settled = await Promise.allSettled([load("v1/workers"), load("v1/queues"), load("v1/dead-letters?limit=20")]);
+    const settled = await Promise.allSettled([load("v1/workers"), load("v1/queues"), load("v1/tasks?limit=20"),
+      load("v1/dead-letters?limit=20")]);
     if (settled.some((s) => s.status === "rejected" && s.reason instanceof Unauthorized)) return;
-    const [workers, queues, letters] = settled.map((s) => {
+    const [workers, queues, everyTask, letters] = settled.map((s) => {
       if (s.status === "fulfilled") return s.value;
       problems.push(s.reason.message);
       return null;
     });
     if (workers) showWorkers(workers.workers || []);
     if (queues) showQueues(queues);
+    if (everyTask) showEveryTask(everyTask.tasks || []);
     if (letters) showDeadLetters(letters);
     show($("#operator-error"), problems.join(" · "));
     $("#operator-updated").textContent = `Last update ${new Date().toLocaleTimeString()}.`;
@@ -574,6 +613,17 @@
     if (queues.results) rows.push(queue("results, for their webhook", queues.results.topic, queues.results.backlog));
     rows.push(queue("dead letters", "", queues.dead_letters ?? 0));
     fill($("#queues"), rows, "No queues.");
+  }
+
+  // The newest tasks of every key: who submitted what, and where it stands.
+  function showEveryTask(list) {
+    fill($("#all-tasks"), list.map((t) => (row) => {
+      row.dataset.task = t.task_uuid;
+      cell(row, t.submitted_at ? new Date(t.submitted_at).toLocaleString() : "?");
+      cell(row, t.filename ? `${t.filename} · ${t.task_uuid}` : t.task_uuid, "wrap");
+      cell(row, t.key || "(no key)", "key");
+      cell(row, t.outcome || t.state || "?", `state-${t.state}`);
+    }), "No tasks.");
   }
 
   function showDeadLetters(body) {
