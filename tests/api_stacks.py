@@ -107,7 +107,7 @@ class ApiStack:
                  *[f"{k} = {toml_value(v)}" for k, v in (kafka or {}).items()],
                  "[topics]", f"tasks = {toml_value(t.tasks)}", f"results = {toml_value(t.results)}",
                  f"dead_letter = {toml_value(t.dead_letter)}", f"status = {toml_value(t.status)}",
-                 f"keys = {toml_value(t.keys)}",
+                 f"keys = {toml_value(t.keys)}", f"idempotency = {toml_value(t.idempotency)}",
                  "[processor]", f"model = {toml_value(tinymodel.TINY_MODEL)}", 'extra_models = ["Other.onnx"]',
                  f"spool_dir = {toml_value(str(self.spool))}", f"output_dir = {toml_value(str(self.output))}",
                  "[api]", *[f"{k} = {toml_value(v)}" for k, v in settings.items()]]
@@ -146,7 +146,7 @@ class ApiStack:
 def make_stack(broker, root: Path, label: str) -> ApiStack:
     prefix = f"api{next(_names)}-{label}"
     topics = TopicsConfig(tasks=f"{prefix}.tasks", results=f"{prefix}.results", dead_letter=f"{prefix}.dlq",
-                          status=f"{prefix}.status", keys=f"{prefix}.keys")
+                          status=f"{prefix}.status", keys=f"{prefix}.keys", idempotency=f"{prefix}.idem")
     broker.create_uvrd_topics(topics)
     stack = ApiStack(root=root, bootstrap=broker.bootstrap, topics=topics)
     stack.output.mkdir(parents=True)

@@ -10,7 +10,7 @@ import pytest
 
 from inprocess import InProcessDaemon
 from separation_service import SeparationService
-from support import FAST_GROUP, Daemon, InstalledIn, KafkaView, NotifySocket, real_assets, toml_value
+from support import PATIENCE, FAST_GROUP, Daemon, InstalledIn, KafkaView, NotifySocket, real_assets, toml_value
 from uvrd.broker.tansu import TansuBroker
 from uvrd.config import TopicsConfig
 from devtools import denoise_model, musdb_excerpt, spleeter_model, tinymodel
@@ -44,6 +44,18 @@ def pytest_xdist_make_scheduler(config, log):
             super()._assign_work_unit(node)
 
     return LongestFirst(config, log)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Each test's own time limit (its mark, or the configured one) stretched by the run's patience, as
+    its waits are (support.PATIENCE): the limit only ends a test that hangs."""
+    default = float(config.getini("timeout") or 0)
+    for item in items:
+        mark = item.get_closest_marker("timeout")
+        limit = float(mark.args[0] if mark and mark.args else mark.kwargs.get("timeout", default) if mark else default)
+        if limit:
+            item.add_marker(pytest.mark.timeout(limit * PATIENCE), append=False)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from support import wait_until
+from support import patient, wait_until
 from uvrd.config import Config
 from uvrd.daemon.consumer_daemon import ConsumerDaemon
 
@@ -52,6 +52,7 @@ class InProcessDaemon:
         return self.wait_exit(timeout)
 
     def wait_exit(self, timeout: float = 120) -> int:
+        timeout = patient(timeout)
         self._thread.join(timeout)
         if self.running:
             raise AssertionError(f"the in-process {self.handler.name} still runs {timeout} s after its stop")

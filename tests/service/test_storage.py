@@ -20,7 +20,7 @@ from support import wait_until
 
 from uvrd.config import Config, ProcessorConfig, StorageConfig, UploaderConfig
 from uvrd.messages import BadMessage, Task, key_problem
-from uvrd.storage import StorageError, open_storage
+from uvrd.storage import StorageError, open_storage, retention
 
 MiB = 1024 * 1024
 
@@ -231,7 +231,8 @@ def test_an_unreachable_store_is_a_storage_error_after_its_attempts_not_a_hang(c
 
 
 def test_retention_deletes_expired_objects_and_keeps_fresh_ones(config, objectstore):
-    config = dataclasses.replace(config, uploader=UploaderConfig(retention=3600, spool_retention=7200))
+    config = dataclasses.replace(config, api=dataclasses.replace(config.api, result_retention=3600),
+                                 uploader=UploaderConfig(spool_retention=7200))
     store = open_storage(config)
     root = config.storage.root
     client = objectstore.client()
@@ -243,6 +244,27 @@ def test_retention_deletes_expired_objects_and_keeps_fresh_ones(config, objectst
     assert objectstore.keys(root) == [f"{root}/inputs/b.wav"]
     assert store.sweep(now=time.time() + 7300) == 1
     assert objectstore.keys(root) == [] and "elsewhere/stems/c.wav" in objectstore.keys("elsewhere/")
+
+
+def test_the_sweep_deletes_a_gone_tasks_objects_at_once_and_keeps_a_finished_ones(config, objectstore):
+    """Objects named after a task go as the task's status says (the judge), whatever their age; others by age."""
+    store = open_storage(config)
+    root = config.storage.root
+    client = objectstore.client()
+    gone, kept, other = (str(uuid.uuid4()) for _ in range(3))
+    keys = [f"{root}/stems/{gone}/vocals.wav", f"{root}/stems/{gone}/instrumental.wav", f"{root}/inputs/{gone}.wav",
+            f"{root}/stems/{kept}/vocals.wav", f"{root}/inputs/{kept}.flac", f"{root}/inputs/{other}.wav"]
+    for key in keys:
+        client.put_object(Bucket=objectstore.bucket, Key=key, Body=b"x")
+    verdicts = {gone: retention.DELETE, kept: retention.KEEP}
+    assert store.sweep(judge=lambda task_uuid: verdicts.get(task_uuid, retention.BY_AGE)) == 3
+    assert objectstore.keys(root) == sorted(keys[3:])
+    # A year on, the kept task's objects still stay (its expiry decides), the orphan goes by its age.
+    assert store.sweep(now=time.time() + 365 * 86400, judge=lambda t: verdicts.get(t, retention.BY_AGE)) == 1
+    assert objectstore.keys(root) == sorted(keys[3:5])
+    # DELETE /v1/tasks/<uuid>/stems: every object of the task at once, and again is no error.
+    assert store.delete_task_files(kept) == 2 and store.delete_task_files(kept) == 0
+    assert objectstore.keys(root) == []
 
 
 @pytest.mark.parametrize("key, ok", [

@@ -33,8 +33,8 @@ def test_stems_reach_the_webhook_as_presigned_links_that_expire_and_retention_de
         stack, kafka, objectstore, prefix, tmp_path):
     sample = tinymodel.write_sample(tmp_path / "sample.wav", seconds=2)
     storage = objectstore.storage_settings(prefix=prefix, presign_ttl=8)
-    config = stack.write_config(storage=storage, api=api_settings(),
-                                uploader={"retention": 20, "spool_retention": 3600, "retention_interval": 1})
+    config = stack.write_config(storage=storage, api={**api_settings(), "result_retention": 20},
+                                uploader={"spool_retention": 3600, "retention_interval": 1})
     processor, uploader = stack.start("processor", config=config), stack.start("uploader", config=config)
     api = start_api(stack, config)
     receiver = WebhookReceiver()

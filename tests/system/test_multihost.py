@@ -47,7 +47,7 @@ WORKERS = ("gpu1", "gpu2")
 PROCESSOR = {"job_timeout": 120, "job_retries": 2, "engine_stall_timeout": 10, "max_attempts": 4,
              "drain_timeout": 20}
 UPLOADER = {"webhook_secret": "whsec", "max_attempts": 6, "backoff_initial": 0.2, "backoff_max": 2.0, "timeout": 10,
-            "retention": 3600, "spool_retention": 3600}
+            "spool_retention": 3600}
 
 
 class Hosts:
@@ -165,7 +165,8 @@ def test_a_batch_spreads_over_two_worker_hosts_and_a_killed_worker_loses_and_rep
                               "mdx_segment_size": tinymodel.SEGMENT_SIZE, **PROCESSOR},
                 "uploader": {"group_id": f"{group}-uploader", **UPLOADER},
                 "api": {"listen": f"{addr['front']}:8080", "public_url": f"http://{addr['front']}:8080",
-                        "workers": 1, "tokens": [TOKEN], "link_secret": "links", "allow_private_urls": True},
+                        "workers": 1, "tokens": [TOKEN], "link_secret": "links", "allow_private_urls": True,
+                        "result_retention": 3600},
                 "storage": store.storage_settings(prefix="multihost"),
             })
 

@@ -12,7 +12,8 @@ from uvrd.config import BrokerConfig, Config, KafkaConfig, TopicsConfig
 
 TASK_TOPICS = ("uvrd.tasks.p5", "uvrd.tasks.p4", "uvrd.tasks", "uvrd.tasks.p2", "uvrd.tasks.p1")
 EVERY_TOPIC = (*TASK_TOPICS, "uvrd.results", "uvrd.dead-letter", "uvrd.status", "uvrd.cancellations",
-               "uvrd.workers", "uvrd.events", "uvrd.replays", "uvrd.keys")
+               "uvrd.workers", "uvrd.events", "uvrd.replays", "uvrd.keys",
+               "uvrd.idempotency")
 
 
 def config(**kafka) -> Config:
@@ -96,7 +97,7 @@ def test_a_topic_still_missing_after_the_recheck_is_reported_with_its_command(mo
     assert broker.closed
 
 
-@pytest.mark.parametrize("api_only", ["uvrd.replays", "uvrd.keys"])
+@pytest.mark.parametrize("api_only", ["uvrd.replays", "uvrd.keys", "uvrd.idempotency"])
 def test_a_topic_only_another_daemon_needs_is_not_asked_for(monkeypatch, api_only):
     monkeypatch.setattr(topic_check.clients, "consumer", Broker([t for t in EVERY_TOPIC if t != api_only]))
     topic_check.check(config(), "processor", recheck_s=0)

@@ -9,7 +9,7 @@ from functools import partial
 import structlog
 from flask import Flask, Request, current_app, g, jsonify, request
 
-from uvrd.api import cancel, errors, fleet, keys, openapi, page, query, submit, task_list
+from uvrd.api import cancel, errors, fleet, keys, openapi, page, query, quotas, retention, submit, task_list
 from uvrd.api.auth import Authenticator
 from uvrd.api.backend import Backend
 from uvrd.api.context import EXTENSION, ApiContext, current
@@ -54,8 +54,10 @@ def create_app(config: Config) -> Flask:
     app.register_blueprint(submit.blueprint)
     app.register_blueprint(query.blueprint)
     app.register_blueprint(cancel.blueprint)
+    app.register_blueprint(retention.blueprint)
     app.register_blueprint(fleet.blueprint)
     app.register_blueprint(keys.blueprint)
+    app.register_blueprint(quotas.blueprint)
     app.register_blueprint(task_list.blueprint)
     app.register_blueprint(page.blueprint)
     _add_access_log(app)

@@ -14,7 +14,7 @@ import threading
 import time
 
 import structlog
-from kafka import KafkaProducer
+from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from uvrd.config import Config
@@ -26,6 +26,7 @@ from uvrd.boards.status import StatusBoard
 from uvrd.boards.dead_letters import DeadLetterBoard
 from uvrd.boards.queues import QueueGauge
 from uvrd.boards.workers import WorkerBoard
+from uvrd.boards.idempotency import IdempotencyBoard
 from uvrd.keys.board import KeyBoard
 
 log = structlog.get_logger("uvrd.api")
@@ -55,6 +56,9 @@ class Backend:
         self.queues = QueueGauge(config)
         self.dead_letters = DeadLetterBoard(config.kafka, config.topics.dead_letter)
         self.keys = KeyBoard(config.kafka, config.topics.keys)
+        self.idempotency = IdempotencyBoard(config.kafka, config.topics.idempotency)
+        self._ends = None  # a consumer that only asks for end offsets (end_offsets)
+        self._ends_lock = threading.Lock()
         self._producer: KafkaProducer | None = None
         self._producer_lock = threading.Lock()
         self._probe = None
@@ -72,7 +76,23 @@ class Backend:
         self.workers.start()
         self.dead_letters.start()
         self.keys.start()
+        self.idempotency.start()
         return self
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """Each partition of *topic*: the offset past its last committed record (read_committed)."""
+        with self._ends_lock:
+            try:
+                if self._ends is None:
+                    self._ends = clients.consumer(self.config.kafka, group_id=None,
+                                                  bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
+                partitions = self._ends.partitions_for_topic(topic)
+                if not partitions:
+                    raise Unavailable(f"the topic {topic!r} does not exist")
+                tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+                return {tp.partition: offset for tp, offset in self._ends.end_offsets(tps).items()}
+            except KafkaError as e:
+                raise Unavailable(f"cannot reach Kafka: {e}") from None
 
     # -- producing ---------------------------------------------------------
     def producer(self) -> KafkaProducer:
@@ -195,3 +215,8 @@ class Backend:
         self.queues.close()
         self.dead_letters.stop()
         self.keys.stop()
+        self.idempotency.stop()
+        with self._ends_lock:
+            if self._ends is not None:
+                self._ends.close(autocommit=False)
+                self._ends = None

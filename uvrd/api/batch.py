@@ -10,6 +10,8 @@ transactional (every request of a worker shares it, status records included), so
 queued all or nothing.  If Kafka fails one task, those before it stay queued and will run, that one
 is unconfirmed (it may have landed: its audio is kept) or not queued, and those after it are never
 sent; a 503 lists every file's fate, so a client resubmits only the files that were not queued.
+A batch sent with an ``Idempotency-Key`` is the exception: its tasks go in one transaction with the
+submission's record (uvrd/api/idempotency.py), all queued or none.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from uvrd.api import fields, queueing
 from uvrd.api.context import ApiContext
 from uvrd.api.errors import ApiError
 from uvrd.api.forms import AUDIO_FIELD
+from uvrd.api.idempotency import Fence
 from uvrd.api.queueing import Stored
 from uvrd.outcomes import NotQueued, Produced, Queued, Unconfirmed
 from uvrd.api.spooler import Spool
@@ -52,15 +55,23 @@ class Spooled:
     path: Path
 
 
-def accept(api: ApiContext, uploads: Sequence[FileStorage], submission: fields.Submission):
-    parts = [Part(i, _filename(upload), upload.stream) for i, upload in enumerate(uploads)]
-    extensions = [_check(api.spool, part) for part in parts]
+def check(api: ApiContext, uploads: Sequence[FileStorage]) -> tuple[list[Part], list[str]]:
+    """Every file checked, before any is named, stored or queued: the parts and their extensions."""
+    parts = [Part(i, filename(upload), upload.stream) for i, upload in enumerate(uploads)]
+    return parts, [_check(api.spool, part) for part in parts]
+
+
+def queue(api: ApiContext, parts: list[Part], extensions: list[str], seconds: Sequence[float | None],
+          submission: fields.Submission, fence: Fence | None = None):
+    """The checked (and admitted) files spooled, stored and queued: one by one, or, through an
+    Idempotency-Key's *fence*, all in one transaction."""
     spooled = _spool(api.spool, parts, extensions)
-    outcomes = _produce(api, _store(api, spooled), submission)
+    stored = _store(api, spooled, seconds)
+    outcomes = _produce(api, stored, submission) if fence is None else fence.commit(stored, submission, batch=True)
     return _answer(api, parts, outcomes)
 
 
-def _filename(upload: FileStorage) -> str | None:
+def filename(upload: FileStorage) -> str | None:
     return upload.filename[:MAX_FILENAME_CHARS] if upload.filename is not None else None
 
 
@@ -88,12 +99,12 @@ def _spool(spool: Spool, parts: list[Part], extensions: list[str]) -> list[Spool
     return spooled
 
 
-def _store(api: ApiContext, spooled: list[Spooled]) -> list[Stored]:
+def _store(api: ApiContext, spooled: list[Spooled], seconds: Sequence[float | None]) -> list[Stored]:
     """Every input in the store; none if the store fails one (the 503 says nothing was queued)."""
     stored: list[Stored] = []
     try:
-        for item in spooled:
-            stored.append(queueing.store(api, item.task_uuid, item.path, item.part.filename))
+        for item, length in zip(spooled, seconds):
+            stored.append(queueing.store(api, item.task_uuid, item.path, item.part.filename, length))
     except BaseException:
         for done in stored:
             api.storage.discard_input(done.ref)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import current_app
 
 from uvrd.api.auth import Authenticator
 from uvrd.api.backend import Backend
+from uvrd.api.quota_gate import QuotaGate
 from uvrd.api.spooler import Spool
 from uvrd.config import Config
 from uvrd.storage import Storage
@@ -22,6 +23,7 @@ class ApiContext:
     spool: Spool
     backend: Backend
     storage: Storage
+    quotas: QuotaGate = field(default_factory=QuotaGate)  # this worker's quota admissions
 
     def close(self) -> None:
         self.backend.close()

@@ -1,5 +1,6 @@
-"""The named API keys: POST /v1/keys (add one: its token is answered once), GET /v1/keys, DELETE
-/v1/keys/<name> (revoke), all for operator keys; and GET /v1/whoami for any key.
+"""The named API keys: POST /v1/keys (add one: its token is answered once), GET /v1/keys, PATCH
+/v1/keys/<name> (its quota), DELETE /v1/keys/<name> (revoke), all for operator keys; and GET
+/v1/whoami for any key.
 
 The keys live in the compacted keys topic (uvrd/keys/), so every api of a deployment knows a key
 as soon as its reader sees the record, and refuses a revoked one the same way.  The configured
@@ -17,7 +18,7 @@ from uvrd.api.submit import json_object
 from uvrd.keys import record as keys
 from uvrd.keys import registry
 from uvrd.keys.record import CONFIG_TOKEN_PREFIX
-from uvrd.keys.registry import KeyAdded, KeyExists, KeyRevoked, KeysUnconfirmed, NoSuchKey
+from uvrd.keys.registry import KeyAdded, KeyExists, KeyIsRevoked, KeyRevoked, KeysUnconfirmed, NoSuchKey, QuotaSet
 
 blueprint = Blueprint("keys", __name__)
 
@@ -37,9 +38,10 @@ def add_key():
     body = json_object()
     try:
         name, scope = keys.check_name(body.get("name")), keys.check_scope(body.get("scope"))
+        quota = keys.check_quota(body)
     except keys.KeyProblem as e:
         raise ApiError(400, str(e)) from None
-    match registry.add(api.config.kafka, api.config.topics.keys, name, scope):
+    match registry.add(api.config.kafka, api.config.topics.keys, name, scope, quota):
         case KeyAdded(key=key, token=token):
             api.backend.keys.note(key)
             response = jsonify(**key.public(), token=token)
@@ -61,6 +63,38 @@ def list_keys():
     configured = [{"name": f"{CONFIG_TOKEN_PREFIX}{i + 1}", "scope": "operator", "configured": True}
                   for i in range(len(api.config.api.tokens))]
     return jsonify(keys=configured + [key.public() for key in api.backend.keys.all()])
+
+
+@blueprint.patch("/v1/keys/<name>")
+def set_quota(name: str):
+    """Change a key's quota: ``max_active`` and ``audio_seconds_per_day``, each a whole number, or
+    null for no limit; a member left out keeps its value."""
+    api = current()
+    api.auth.require_operator(request.headers)
+    body = json_object()
+    unknown = sorted(set(body) - set(keys.QUOTA_FIELDS))
+    if unknown or not body:
+        raise ApiError(400, f"send one or both of {', '.join(keys.QUOTA_FIELDS)} (a whole number, or null for no "
+                            f"limit){'; unknown: ' + ', '.join(map(repr, unknown)) if unknown else ''}")
+    try:
+        keys.check_quota(body)
+    except keys.KeyProblem as e:
+        raise ApiError(400, str(e)) from None
+    if name.startswith(CONFIG_TOKEN_PREFIX):
+        raise ApiError(409, f"{name} is one of the configured api.tokens, which have no quota")
+    if not keys.NAME_RE.fullmatch(name):
+        raise ApiError(404, f"no key {name!r}")
+    match registry.set_quota(api.config.kafka, api.config.topics.keys, name, body):
+        case QuotaSet(key=key):
+            api.backend.keys.note(key)
+            return jsonify(key.public())
+        case KeyIsRevoked():
+            raise ApiError(409, f"key {name!r} is revoked")
+        case NoSuchKey():
+            raise ApiError(404, f"no key {name!r}")
+        case KeysUnconfirmed(reason=reason):
+            raise ApiError(503, f"{reason}; asking again is safe", {"Retry-After": RETRY_AFTER_S})
+    raise TypeError("no answer for the key's outcome")
 
 
 @blueprint.delete("/v1/keys/<name>")

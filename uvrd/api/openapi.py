@@ -14,7 +14,7 @@ from uvrd.api.forms import MAX_FORM_FIELDS
 from uvrd.config import DEFAULT_PRIORITY, OUTPUT_FORMATS, PRIORITIES, Config
 from uvrd import separation_options, separation_plan
 from uvrd.boards.status import STATES
-from uvrd.keys.record import CONFIG_TOKEN_PREFIX, SCOPES
+from uvrd.keys.record import AUDIO_SECONDS_BOUND, CONFIG_TOKEN_PREFIX, MAX_ACTIVE_BOUND, SCOPES
 from uvrd.messages import EVENTS, KEY_NAME_RE, MAX_URL_CHARS, TASK_UUID_RE
 
 JSON = "application/json"
@@ -37,6 +37,11 @@ _RETRY = {"Retry-After": {"description": "Seconds to wait before retrying", "sch
 UNAUTHORIZED = _error("Missing or invalid credentials (an unknown or revoked key)", _CHALLENGE)
 FORBIDDEN = _error("The key's scope does not allow this call: it needs an operator key")
 NO_TASK = "No such task, or another key's (the same answer: a task of another key cannot be told from none)"
+GONE = {"description": "The task expired (its expires_at passed) or its stems were deleted on request: its "
+                       "stems and input are deleted (or about to be, by the next retention sweep). The sentence "
+                       "and expired_at or stems_deleted_at say when. Only the task's key or an operator gets "
+                       "this; any other key gets 404",
+        "content": {JSON: {"schema": {"$ref": "#/components/schemas/Gone"}}}}
 
 
 def _submission_responses() -> dict:
@@ -83,7 +88,42 @@ def _create_task_responses(max_files: int) -> dict:
             "Kafka or the audio store did not take the task, and nothing was queued; or Kafka failed a batch part "
             "way (it takes a batch's tasks in order and stops at the first it fails), and 'tasks' says which are "
             "queued (they will run), which is unconfirmed (it may run) and which are not queued", _RETRY),
+        "200": _repeat_response(),
+        "409": _error("Another request with this Idempotency-Key is under way; send it again for its answer",
+                      _RETRY),
+        "422": _error("This Idempotency-Key was used by this key for a different request within 24 h"),
+        "429": _error("The request would pass one of the key's quotas (max_active or audio_seconds_per_day; the "
+                      "sentence names it); a batch is refused whole and nothing was queued", _RETRY),
     }
+
+
+_QUOTA_PROPERTIES = {
+    "max_active": {"type": "integer", "minimum": 1, "maximum": MAX_ACTIVE_BOUND, "nullable": True,
+                   "description": "Tasks of the key queued or running at once; null: no limit"},
+    "audio_seconds_per_day": {"type": "integer", "minimum": 1, "maximum": AUDIO_SECONDS_BOUND, "nullable": True,
+                              "description": "Audio seconds the key may submit per UTC day; null: no limit"},
+}
+IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+    "description": "1-255 printable ASCII characters: a repeat of the request by the same key within 24 h answers "
+                   "the first one's tasks (200) and queues nothing; the same value with another request is a 422",
+}
+
+
+def _repeat_response() -> dict:
+    state = {"type": "string", "description": "The task's state now"}
+    one = {"type": "object", "required": ["task_uuid", "state", "status_url"],
+           "properties": {"task_uuid": {"type": "string"}, "state": state,
+                          "status_url": {"type": "string", "format": "uri"}}}
+    many = {"type": "object", "required": ["tasks"], "properties": {"tasks": {"type": "array", "items": {
+        "type": "object", "required": ["task_uuid", "state", "status_url"],
+        "properties": {"task_uuid": {"type": "string"}, "state": state,
+                       "status_url": {"type": "string", "format": "uri"},
+                       "filename": {"type": "string", "nullable": True}}}}}}
+    return {"description": "A repeat (same Idempotency-Key, same key, same request, within 24 h): the first "
+                           "submission's tasks, as it answered them; nothing was queued",
+            "content": {JSON: {"schema": {"oneOf": [one, many]}}}}
 
 
 def _submission_error(description: str, headers: dict | None = None) -> dict:
@@ -164,6 +204,7 @@ def document(config: Config) -> dict:
                     },
                     JSON: {"schema": _ref("UrlSubmission")},
                 }},
+                "parameters": [IDEMPOTENCY_HEADER],
                 "responses": _create_task_responses(max_files),
             }, "get": {
                 "operationId": "listTasks",
@@ -221,13 +262,13 @@ def document(config: Config) -> dict:
                     "type": "object", "required": ["name", "scope"], "properties": {
                         "name": {"type": "string", "pattern": f"^{KEY_NAME_RE.pattern}$",
                                  "description": f"Not starting with {CONFIG_TOKEN_PREFIX}"},
-                        "scope": {"type": "string", "enum": list(SCOPES)}}}}}},
+                        "scope": {"type": "string", "enum": list(SCOPES)}, **_QUOTA_PROPERTIES}}}}},
                 "responses": {
                     "201": {"description": "Added: token is shown once, and only its hash is kept",
                             "content": {JSON: {"schema": {"allOf": [_ref("Key"), {
                                 "type": "object", "required": ["token"],
                                 "properties": {"token": {"type": "string"}}}]}}}},
-                    "400": _error("The body is not a JSON object, or a bad name or scope; nothing was written"),
+                    "400": _error("The body is not a JSON object, or a bad name, scope or quota; nothing was written"),
                     "401": UNAUTHORIZED,
                     "403": FORBIDDEN,
                     "409": _error("A key of this name exists, or existed (a revoked name is not given out again)"),
@@ -235,7 +276,39 @@ def document(config: Config) -> dict:
                     "503": _error("Kafka did not answer or did not confirm the key; asking again is safe", _RETRY),
                 },
             }},
-            "/v1/keys/{name}": {"delete": {
+            "/v1/usage": {"get": {
+                "operationId": "usage",
+                "summary": "A key's use against its quotas: tasks queued or running, audio seconds today (UTC)",
+                "security": [{"bearerAuth": []}],
+                "parameters": [{"name": "key", "in": "query", "required": False, "schema": {"type": "string"},
+                                "description": "Another key's usage (an operator's choice); default: the caller's"}],
+                "responses": {
+                    "200": {"description": "The key's use and quotas", "content": {JSON: {"schema": _ref("Usage")}}},
+                    "401": UNAUTHORIZED,
+                    "403": _error("A submit key asked about another key"),
+                    "404": _error("No such key"),
+                },
+            }},
+            "/v1/keys/{name}": {"patch": {
+                "operationId": "setKeyQuota",
+                "summary": "Change a named key's quotas (a member left out keeps its value, null removes it)",
+                "security": [{"bearerAuth": []}],
+                "parameters": [key_name],
+                "requestBody": {"required": True, "content": {JSON: {"schema": {
+                    "type": "object", "minProperties": 1, "additionalProperties": False,
+                    "properties": _QUOTA_PROPERTIES}}}},
+                "responses": {
+                    "200": {"description": "The key, with its quotas", "content": {JSON: {"schema": _ref("Key")}}},
+                    "400": _error("The body is not a JSON object of quotas, or a quota is not a whole number within "
+                                  "its bounds; nothing was written"),
+                    "401": UNAUTHORIZED,
+                    "403": FORBIDDEN,
+                    "404": _error("No such key"),
+                    "409": _error("The key is revoked, or one of the configured api.tokens (which have no quota)"),
+                    "413": _error("A body over 64 KiB"),
+                    "503": _error("Kafka did not answer or did not confirm the change; asking again is safe", _RETRY),
+                },
+            }, "delete": {
                 "operationId": "revokeKey",
                 "summary": "Revoke a named key: every api refuses it within seconds",
                 "security": [{"bearerAuth": []}],
@@ -269,6 +342,7 @@ def document(config: Config) -> dict:
                             "content": {JSON: {"schema": _ref("TaskStatus")}}},
                     "401": UNAUTHORIZED,
                     "404": _error(NO_TASK),
+                    "410": GONE,
                     "503": _error("This server is still loading the status of tasks", _RETRY),
                 },
             }, "delete": {
@@ -286,8 +360,28 @@ def document(config: Config) -> dict:
                     "401": UNAUTHORIZED,
                     "404": _error(NO_TASK),
                     "409": _error("The task has already ended"),
+                    "410": GONE,
                     "503": _error("The request could not be recorded (asking again is safe), or this server is "
                                   "still loading the status of tasks", _RETRY),
+                },
+            }},
+            "/v1/tasks/{task_uuid}/stems": {"delete": {
+                "operationId": "deleteTaskStems",
+                "summary": "Delete a finished task's stems and input now, rather than at its expires_at",
+                "description": "Recorded on the status topic, so every api of the deployment then answers 410 "
+                               "for the task and its stem links; the files go at once from the bucket or this "
+                               "host's spool and output directories (what cannot be deleted now, the uploader's "
+                               "retention sweep deletes). The task's key or an operator only.",
+                "security": [{"bearerAuth": []}],
+                "parameters": [task_uuid],
+                "responses": {
+                    "200": {"description": "Deleted", "content": {JSON: {"schema": _ref("StemsDeleted")}}},
+                    "401": UNAUTHORIZED,
+                    "404": _error(NO_TASK),
+                    "409": _error("The task has not finished yet (queued or running): cancel it first"),
+                    "410": GONE,
+                    "503": _error("The deletion could not be recorded, and nothing was deleted (asking again is "
+                                  "safe), or this server is still loading the status of tasks", _RETRY),
                 },
             }},
             "/v1/tasks/{task_uuid}/stems/{stem}": {"get": {
@@ -310,6 +404,7 @@ def document(config: Config) -> dict:
                     "401": UNAUTHORIZED,
                     "403": _error("The signed link is invalid or has expired"),
                     "404": _error("No such task or stem, another key's task, or the file is gone"),
+                    "410": GONE,
                     "503": _error("This server is still loading the status of tasks", _RETRY),
                 },
             }},
@@ -513,8 +608,23 @@ def document(config: Config) -> dict:
                                    "created_at": {"type": "string", "format": "date-time"},
                                    "revoked_at": {"type": "string", "format": "date-time", "nullable": True},
                                    "configured": {"type": "boolean",
-                                                  "description": "One of api.tokens, named config-token-N"}},
+                                                  "description": "One of api.tokens, named config-token-N"},
+                                   "quota": {"type": "object", "properties": _QUOTA_PROPERTIES}},
                 },
+                "Usage": {
+                    "type": "object",
+                    "required": ["key", "day", "resets_at", "active", "audio_seconds_today", "quota"],
+                    "properties": {
+                        "key": {"type": "string"},
+                        "day": {"type": "string", "format": "date", "description": "The current UTC day"},
+                        "resets_at": {"type": "string", "format": "date-time",
+                                      "description": "When the day's audio seconds start again from 0"},
+                        "active": {"type": "integer", "minimum": 0,
+                                   "description": "The key's tasks queued or running"},
+                        "audio_seconds_today": {"type": "number", "minimum": 0,
+                                                "description": "Audio seconds of the key's tasks submitted today"},
+                        "quota": {"type": "object", "required": ["max_active", "audio_seconds_per_day"],
+                                  "properties": _QUOTA_PROPERTIES}}},
                 "TaskAccepted": {
                     "type": "object", "required": ["task_uuid", "state", "status_url"],
                     "properties": {"task_uuid": {"type": "string"}, "state": {"type": "string", "enum": ["queued"]},
@@ -602,11 +712,36 @@ def document(config: Config) -> dict:
                                    "cancel_requested_at": {"type": "string", "format": "date-time"},
                                    "status_url": {"type": "string", "format": "uri"}},
                 },
+                "StemsDeleted": {
+                    "type": "object", "required": ["task_uuid", "state", "stems_deleted_at", "files_deleted"],
+                    "properties": {"task_uuid": {"type": "string"},
+                                   "state": {"type": "string", "enum": ["stems_deleted"]},
+                                   "stems_deleted_at": {"type": "string", "format": "date-time"},
+                                   "files_deleted": {"type": "boolean",
+                                                     "description": "false: the store failed; the deletion "
+                                                                    "is recorded and the retention sweep "
+                                                                    "deletes the files"}},
+                },
+                "Gone": {
+                    "type": "object", "required": ["error"],
+                    "properties": {"error": {"type": "string", "description": "A sentence saying when"},
+                                   "expired_at": {"type": "string", "format": "date-time",
+                                                  "description": "The task's expires_at, once past"},
+                                   "stems_deleted_at": {"type": "string", "format": "date-time",
+                                                        "description": "When its stems were deleted on "
+                                                                       "request"}},
+                },
                 "TaskStatus": {
-                    "type": "object", "required": ["task_uuid", "state"],
+                    "type": "object", "required": ["task_uuid", "state", "expires_at"],
                     "properties": {
                         "task_uuid": {"type": "string"},
-                        "state": {"type": "string", "enum": list(STATES)},
+                        "state": {"type": "string", "enum": [s for s in STATES if s != "stems_deleted"]},
+                        "expires_at": {"type": "string", "format": "date-time", "nullable": True,
+                                       "description": "When the task's stems and input are deleted and it "
+                                                      "starts answering 410: its finished_at plus the "
+                                                      "deployment's api.result_retention (7 days by default). "
+                                                      "Null until the task has finished (queued, running, or "
+                                                      "a replay under way)"},
                         "outcome": {"type": "string", "enum": ["succeeded", "failed", "cancelled"],
                                     "description": "How the task's work ended; it stays once the state moves on "
                                                    "to delivered or delivery_failed"},

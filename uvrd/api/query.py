@@ -4,17 +4,22 @@ the cancellations asked for).
 The processor records stems as absolute paths on its host; clients only ever
 see signed links, and a download serves a file only from inside the output
 directory, whatever path a status record names.
+
+Every answer carries ``expires_at``: the task's finished_at plus api.result_retention, null until it
+finishes.  From then on (or once its stems were deleted on request) the task and its stem links
+answer 410, with a sentence saying when; another key's task still answers 404.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import structlog
 from flask import Blueprint, jsonify, redirect, request, send_file
 
-from uvrd.storage import links
+from uvrd.storage import links, retention
 from uvrd.api.context import ApiContext, current
 from uvrd.api.errors import ApiError
 from uvrd.keys.record import Caller
@@ -47,14 +52,29 @@ def describe(api: ApiContext, task_uuid: str, state: dict) -> dict:
     if "cancel_requested_at" not in state and (asked := api.backend.cancellations.requested_at(task_uuid)):
         state["cancel_requested_at"] = asked  # asked, and not settled yet
     body = {name: state[name] for name in PUBLIC_FIELDS if state.get(name) is not None}
+    expiry = retention.expires_at(state, api.config.api.result_retention)
+    body["expires_at"] = retention.iso(expiry) if expiry is not None else None
     stems = _stems(state)
+    cfg = api.config.api
     if stems and _in_bucket(api, state):
-        body["stems"] = {name: api.storage.link(task_uuid, name, key) for name, key in stems.items()}
+        # A presigned bucket URL lasts no longer than the task: the bucket cannot be told it expired.
+        # (This api's own links can: past expires_at they answer 410.)
+        left = max(1.0, expiry.timestamp() - now()) if expiry is not None else None
+        body["stems"] = {name: api.storage.link(task_uuid, name, key, ttl=left) for name, key in stems.items()}
     elif stems:
-        cfg = api.config.api
         body["stems"] = {name: links.stem_url(cfg.public_url, cfg.link_secret, task_uuid, name, cfg.link_ttl)
                          for name in stems}
     return body
+
+
+def now() -> float:
+    """The clock expiry is judged by."""
+    return time.time()
+
+
+def gone(api: ApiContext, state: dict) -> retention.Gone | None:
+    """Whether the task answers 410: it expired, or its stems were deleted on request."""
+    return retention.gone(state, api.config.api.result_retention, now())
 
 
 @blueprint.get("/v1/tasks/<task_uuid>/stems/<stem>")
@@ -98,6 +118,8 @@ def lookup(api: ApiContext, task_uuid: str, caller: Caller | None) -> dict:
     # Another key's task is, to this caller, no task at all.
     if state is None or (caller is not None and not caller.owns(state.get("key"))):
         raise ApiError(404, f"no task {task_uuid}")
+    if (ended := gone(api, state)) is not None:
+        raise ApiError(410, ended.sentence(task_uuid), details={ended.reason_field: ended.at_iso})
     return state
 
 

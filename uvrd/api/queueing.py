@@ -36,15 +36,15 @@ class Stored:
     ref: str  # what the task names its input by: a spool path, or an object key
     size: int
     filename: str | None = None  # as the client named the upload (its status shows it), if it did
+    audio_seconds: float | None = None  # what the input counts against its key's day (uvrd/api/quotas.py)
 
 
-
-
-def store(api: ApiContext, task_uuid: str, audio: Path, filename: str | None = None) -> Stored:
+def store(api: ApiContext, task_uuid: str, audio: Path, filename: str | None = None,
+          audio_seconds: float | None = None) -> Stored:
     """Hand the spooled *audio* to the store; a 503 (nothing queued) when the store fails."""
     size = audio.stat().st_size  # now: once queued, the processor may take and remove the file at any moment
     try:
-        return Stored(task_uuid, api.storage.put_input(audio, audio.name), size, filename)
+        return Stored(task_uuid, api.storage.put_input(audio, audio.name), size, filename, audio_seconds)
     except StorageError as e:
         log.error("task not queued: the store did not take its audio", task_uuid=task_uuid, error=str(e))
         raise ApiError(503, "the audio store is unavailable and nothing was queued; retry later",
@@ -61,16 +61,26 @@ def produce(api: ApiContext, stored: Stored, submission: fields.Submission) -> P
         api.backend.send_and_wait(OutRecord(topic, stored.task_uuid.encode(), messages.encode(task)))
     except Unavailable as e:
         return _not_taken(api, stored, topic, e)
-    log.info("task queued", task_uuid=stored.task_uuid, topic=topic, priority=submission.priority,
-             storage=api.storage.name, **{_ref_field(api): stored.ref}, audio_bytes=stored.size)
+    log_queued(api, stored, submission, topic)
     # Acknowledged before the 202 goes: a GET or DELETE right after it, at any api worker, then
     # finds the task (query.lookup).  The task itself is queued whatever happens to this record, so
     # a failure here is logged and still a 202: the processor's own status records follow.
-    api.backend.record_status(stored.task_uuid, "queued", submitted_at=submitted_at, priority=submission.priority,
-                              key=submission.key, filename=stored.filename,
-                              model=submission.plan.label if submission.plan is not None else
-                              submission.model or api.config.processor.model)
+    api.backend.record_status(stored.task_uuid, "queued", **queued_fields(api, stored, submission, submitted_at))
     return Queued(stored.task_uuid)
+
+
+def log_queued(api: ApiContext, stored: Stored, submission: fields.Submission, topic: str) -> None:
+    log.info("task queued", task_uuid=stored.task_uuid, topic=topic, priority=submission.priority,
+             storage=api.storage.name, **{_ref_field(api): stored.ref}, audio_bytes=stored.size,
+             audio_seconds=stored.audio_seconds)
+
+
+def queued_fields(api: ApiContext, stored: Stored, submission: fields.Submission, submitted_at: str) -> dict:
+    """What a task's ``queued`` status record holds, besides its state."""
+    return dict(submitted_at=submitted_at, priority=submission.priority, key=submission.key,
+                filename=stored.filename, audio_seconds=stored.audio_seconds,
+                model=submission.plan.label if submission.plan is not None else
+                submission.model or api.config.processor.model)
 
 
 def task_record(api: ApiContext, stored: Stored, submission: fields.Submission, submitted_at: str) -> dict:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -70,6 +72,13 @@ class Spool:
 
     def fetch(self, url: str, task_uuid: str, allow_private: bool, timeout: float) -> Path:
         """Download *url* into the spool; *timeout* bounds the whole download, not each read."""
+        with self.fetched(url, allow_private, timeout) as (tmp, extension):
+            return self.link(tmp, task_uuid, extension)
+
+    @contextmanager
+    def fetched(self, url: str, allow_private: bool, timeout: float) -> Iterator[tuple[IO[bytes], str]]:
+        """*url* downloaded and checked into a temporary file of the spool, with its audio's
+        extension, for the block to :meth:`link` (or not: the file goes when the block ends)."""
         with self.incoming() as tmp:
             try:
                 response = safehttp.request("GET", url, allow_private=allow_private, deadline=Deadline.after(timeout),
@@ -87,7 +96,7 @@ class Spool:
                 raise ApiError(502, f"could not fetch the audio URL: {network_reason(e)}") from None
             if not 200 <= response.status < 300:
                 raise ApiError(502, f"fetching the audio URL answered HTTP {response.status}")
-            return self.keep(tmp, task_uuid)
+            yield tmp, self.check(tmp)
 
 
 def network_reason(e: Exception) -> str:

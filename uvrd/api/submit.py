@@ -4,12 +4,18 @@ Cheap checks come first (auth, fields, the hook URL) so that a refused
 request costs no download; the task is answered 202 only once the broker
 has acknowledged it, and a task the broker did not take leaves no file.
 A form with several ``audio`` files is a batch, one task per file (uvrd/api/batch.py).
+
+Every file is checked (empty, too large, not audio) and its length read before anything is
+spooled; then an ``Idempotency-Key`` repeat is answered (uvrd/api/idempotency.py), and the key's
+quotas admit or refuse the request as a whole (uvrd/api/quota_gate.py).
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -17,11 +23,12 @@ from pathlib import Path
 import structlog
 from flask import Blueprint, jsonify, request
 
-from uvrd.api import batch, fields, fleet, queueing
+from uvrd.api import batch, fields, fleet, idempotency, queueing
 from uvrd.api.context import ApiContext, current
 from uvrd.api.errors import ApiError
 from uvrd.api.forms import AUDIO_FIELD
-from uvrd.outcomes import NotQueued, Queued, Unconfirmed
+from uvrd.api.quota_gate import counted_seconds
+from uvrd.outcomes import NotQueued, Produced, Queued, Unconfirmed
 
 blueprint = Blueprint("submit", __name__)
 
@@ -33,10 +40,14 @@ MAX_JSON_BYTES = 64 * 1024
 def create_task():
     api = current()
     owner = api.auth.require_bearer(request.headers).name
-    if request.mimetype == "multipart/form-data":
-        return _accept_upload(api, owner)
-    if request.is_json:
-        return _accept_url(api, json_object(), owner)
+    key = idempotency.header(request.headers)
+    try:
+        if request.mimetype == "multipart/form-data":
+            return _accept_upload(api, owner, key)
+        if request.is_json:
+            return _accept_url(api, json_object(), owner, key)
+    except idempotency.Repeat as repeat:
+        return repeat.response
     raise ApiError(415, "send multipart/form-data with one or more 'audio' files, or application/json with an "
                         "'audio' URL")
 
@@ -87,24 +98,52 @@ def _submission(api: ApiContext, values, form: bool, owner: str | None) -> field
     return submission
 
 
-def _accept_upload(api: ApiContext, owner: str):
+@contextmanager
+def _guarded(api: ApiContext, owner: str | None, key: str | None,
+             request_hash: Callable[[], str]) -> Iterator[idempotency.Fence | None]:
+    """Without an Idempotency-Key, nothing; with one, a repeat answered (idempotency.Repeat) or
+    the fence its tasks are committed through."""
+    if key is None or owner is None:
+        yield None
+        return
+    digest = request_hash()
+    idempotency.check_repeat(api, owner, key, digest)
+    with idempotency.fenced(api, owner, key, digest) as fence:
+        yield fence
+
+
+def _accept_upload(api: ApiContext, owner: str, key: str | None = None):
     uploads = request.files.getlist(AUDIO_FIELD)  # parses the body: 413 from here when it is over the limit
     submission = _submission(api, request.form, True, owner)
     if not uploads:
         raise ApiError(400, f"the form has no file field {AUDIO_FIELD!r}")
     if len(uploads) > 1:
-        return batch.accept(api, uploads, submission)
-    task_uuid = _new_task_uuid()
-    filename = uploads[0].filename[:batch.MAX_FILENAME_CHARS] if uploads[0].filename else None
-    return _queue(api, task_uuid, api.spool.keep(uploads[0].stream, task_uuid), submission, filename)
+        parts, extensions = batch.check(api, uploads)
+    else:
+        filename = uploads[0].filename[:batch.MAX_FILENAME_CHARS] if uploads[0].filename else None
+        parts, extensions = [batch.Part(0, filename, uploads[0].stream)], [api.spool.check(uploads[0].stream)]
+    with _guarded(api, owner, key, lambda: idempotency.form_hash(request.form, [(p.filename, p.stream) for p in parts])) \
+            as fence:
+        seconds = [counted_seconds(p.stream.name, api.config.processor.max_audio_seconds) for p in parts]
+        with api.quotas.admit(api, owner, len(parts), sum(seconds)):
+            if len(parts) > 1:
+                return batch.queue(api, parts, extensions, seconds, submission, fence)
+            task_uuid = _new_task_uuid()
+            path = api.spool.link(parts[0].stream, task_uuid, extensions[0])
+            return _queue(api, task_uuid, path, submission, parts[0].filename, seconds[0], fence)
 
 
-def _accept_url(api: ApiContext, body: dict, owner: str | None):
+def _accept_url(api: ApiContext, body: dict, owner: str | None, key: str | None = None):
     submission = _submission(api, body, False, owner)
     url = fields.url_field(body.get("audio"), "audio")
-    task_uuid = _new_task_uuid()
-    path = api.spool.fetch(url, task_uuid, api.config.api.allow_private_urls, api.config.api.fetch_timeout)
-    return _queue(api, task_uuid, path, submission)
+    with _guarded(api, owner, key, lambda: idempotency.json_hash(body)) as fence:
+        with api.quotas.admit(api, owner, 1, 0.0):
+            pass  # a key at its max_active is refused before the download
+        with api.spool.fetched(url, api.config.api.allow_private_urls, api.config.api.fetch_timeout) as (tmp, ext):
+            seconds = counted_seconds(tmp.name, api.config.processor.max_audio_seconds)
+            with api.quotas.admit(api, owner, 1, seconds):
+                task_uuid = _new_task_uuid()
+                return _queue(api, task_uuid, api.spool.link(tmp, task_uuid, ext), submission, None, seconds, fence)
 
 
 def _new_task_uuid() -> str:
@@ -114,9 +153,13 @@ def _new_task_uuid() -> str:
 
 
 def _queue(api: ApiContext, task_uuid: str, audio: Path, submission: fields.Submission,
-           filename: str | None = None):
+           filename: str | None = None, audio_seconds: float | None = None,
+           fence: idempotency.Fence | None = None):
     """One task: 202 once Kafka has it, else a 503 that says whether it may still run."""
-    match queueing.produce(api, queueing.store(api, task_uuid, audio, filename), submission):
+    stored = queueing.store(api, task_uuid, audio, filename, audio_seconds)
+    outcome: Produced = queueing.produce(api, stored, submission) if fence is None else \
+        fence.commit([stored], submission, batch=False)[0]
+    match outcome:
         case Queued():
             status_url = queueing.status_url(api, task_uuid)
             response = jsonify(task_uuid=task_uuid, state="queued", status_url=status_url)

@@ -1,7 +1,8 @@
 """GET /v1/tasks: the caller's tasks, newest first, a page at a time (an operator's: every task,
 or with ``key``, one key's).
 
-From this worker's status board, as GET /v1/tasks/<uuid> answers each.  A page ends with ``next``
+From this worker's status board, as GET /v1/tasks/<uuid> answers each; a task that expired or whose
+stems were deleted (410 on its own) is left out.  A page ends with ``next``
 when more follow: pass it back as ``before`` for the next page.  The cursor is the last task's
 ``(submitted_at, task_uuid)``, so a page stays put while new tasks arrive above it.
 """
@@ -32,9 +33,9 @@ def list_tasks():
     before = _cursor(request.args.get("before"))
     only = request.args.get("key")  # one key's tasks (what the web page's own list shows)
 
-    def listed(state: dict) -> bool:
+    def listed(state: dict) -> bool:  # an expired or deleted task answers 410: it is not listed
         owner = state.get("key")
-        return caller.owns(owner) and (only is None or owner == only)
+        return caller.owns(owner) and (only is None or owner == only) and query.gone(api, state) is None
     states, more = api.backend.board.newest(listed, limit, before)
     tasks = [query.describe(api, state["task_uuid"], state) for state in states]
     last = states[-1] if states else None

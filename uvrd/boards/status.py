@@ -4,7 +4,9 @@ A compacted topic keyed by task_uuid.  Every component appends the task's
 state as it moves it (api: queued; processor: processing and its progress, as
 reports on the key ``<task_uuid>/progress``, then succeeded, failed or
 cancelled in the same transaction as the result; uploader: delivered or
-delivery_failed, in the same transaction as its offset).  Each record
+delivery_failed, in the same transaction as its offset; api: stems_deleted,
+when the owner deletes a finished task's stems, which carries the whole
+state so that it alone still tells after compaction).  Each record
 carries what its writer knows, and readers merge them, so the API instances
 on every host agree without talking to each other.
 """
@@ -25,7 +27,7 @@ from uvrd.kafka.topic_view import TopicBoard
 
 # A state never goes back: a late "queued" must not hide "processing".
 RANK = {"queued": 0, "processing": 1, "succeeded": 2, "failed": 2, "cancelled": 2, "delivered": 3,
-        "delivery_failed": 3}
+        "delivery_failed": 3, "stems_deleted": 4}
 # The task's work is over: a cancellation comes too late.
 ENDED = tuple(state for state, rank in RANK.items() if rank >= 2)
 STATES = tuple(RANK)
@@ -41,6 +43,18 @@ def record(topic: str, task_uuid: str, state: str, **fields) -> OutRecord:
     value = {"task_uuid": task_uuid, "state": state, "updated_at": messages.now_iso(),
              **{k: v for k, v in fields.items() if v is not None}}
     return OutRecord(topic, task_uuid.encode(), messages.encode(value))
+
+
+# What a stems_deleted record does not repeat of the state it ends: the stems are gone, and the
+# progress, the step and the writer's time are the earlier records'.
+NOT_CARRIED_PAST_DELETION = ("task_uuid", "state", "updated_at", "stems", "progress", "step")
+
+
+def stems_deleted_record(topic: str, state: dict, deleted_at: str) -> OutRecord:
+    """The record that ends a finished task's life early (DELETE /v1/tasks/<uuid>/stems): the task's
+    merged *state* without its stems, in state ``stems_deleted`` with ``stems_deleted_at``."""
+    fields = {k: v for k, v in state.items() if k not in NOT_CARRIED_PAST_DELETION}
+    return record(topic, state["task_uuid"], "stems_deleted", **{**fields, "stems_deleted_at": deleted_at})
 
 
 def progress_key(task_uuid: str) -> bytes:
@@ -61,7 +75,9 @@ def progress_tombstone(topic: str, task_uuid: str) -> OutRecord:
 
 # What a replay's new cycle keeps of the one before it; the rest (the error, the stems, the
 # delivery) is the earlier cycle's and would mislead.
-KEPT_ACROSS_REPLAYS = ("submitted_at", "storage", "key", "filename")
+KEPT_ACROSS_REPLAYS = ("submitted_at", "storage", "key", "filename", "audio_seconds")
+# Not final: the task counts against its key's max_active (uvrd/api/quota_gate.py).
+ACTIVE = tuple(state for state, rank in RANK.items() if rank < 2)
 
 
 def merge(current: dict | None, update: dict) -> dict:
@@ -121,6 +137,23 @@ class StatusBoard(TopicBoard):
     def __init__(self, kafka_config: KafkaConfig, topic: str):
         super().__init__(kafka_config, topic)
         self._states: dict[str, dict] = {}
+        self._by_key: dict[str, set[str]] = {}  # each key's tasks, for its usage
+
+    def usage(self, key: str, day: str) -> tuple[int, float]:
+        """Key *key*'s tasks queued or running now, and the audio seconds of its tasks submitted on
+        the UTC *day* (``YYYY-MM-DD``); a task whose length is unknown counts 0 here (the api
+        records every length it accepts)."""
+        active, seconds = 0, 0.0
+        with self._lock:
+            for task_uuid in self._by_key.get(key, ()):
+                value = self._states[task_uuid]
+                if value.get("state") in ACTIVE:
+                    active += 1
+                submitted, length = value.get("submitted_at"), value.get("audio_seconds")
+                if isinstance(submitted, str) and submitted.startswith(day) and isinstance(length, (int, float)) \
+                        and not isinstance(length, bool) and length > 0:
+                    seconds += length
+        return active, seconds
 
     def get(self, task_uuid: str) -> dict | None:
         with self._lock:
@@ -143,7 +176,7 @@ class StatusBoard(TopicBoard):
         """Fold in a state this process wrote itself, before the reader sees it come back."""
         value = usable(value)
         with self._lock:
-            self._states[value["task_uuid"]] = merge(self._states.get(value["task_uuid"]), value)
+            self._put(value["task_uuid"], value)
 
     def fold(self, rec) -> None:
         raw = rec.value
@@ -154,4 +187,14 @@ class StatusBoard(TopicBoard):
             return  # not ours to judge; the status topic is written only by uvrd
         value = usable(value)
         with self._lock:
-            self._states[task_uuid] = merge(self._states.get(task_uuid), value)
+            self._put(task_uuid, value)
+
+    def _put(self, task_uuid: str, value: dict) -> None:
+        """Under the lock: merge *value* into the task's state, and keep the index by key."""
+        before = self._states.get(task_uuid)
+        merged = self._states[task_uuid] = merge(before, value)
+        old, new = (before or {}).get("key"), merged.get("key")
+        if old != new and isinstance(old, str):
+            self._by_key.get(old, set()).discard(task_uuid)
+        if isinstance(new, str):
+            self._by_key.setdefault(new, set()).add(task_uuid)

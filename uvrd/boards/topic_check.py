@@ -46,10 +46,10 @@ def needed(role: str, topics: TopicsConfig) -> tuple[str, ...]:
                       topics.workers, topics.events),
         # Results and events in; status and dead letters out.
         "uploader": (topics.results, topics.events, topics.status, topics.dead_letter),
-        # Tasks and cancellations out; every board read (the named API keys too); dead letters
-        # replayed; the results' backlog counted.
+        # Tasks and cancellations out; every board read (the named API keys and the idempotent
+        # submissions too); dead letters replayed; the results' backlog counted.
         "api": (*tasks, topics.status, topics.cancellations, topics.workers, topics.dead_letter, topics.replays,
-                topics.keys, topics.results),
+                topics.keys, topics.idempotency, topics.results),
     }
     return by_role[role]
 

@@ -11,7 +11,8 @@ from uvrd.config import TopicsConfig
 
 def plan(topics: TopicsConfig, task_partitions: int = 1) -> list[NewTopic]:
     """One topic per task priority (partitions bound how many processors share the work),
-    results, dead letters, the compacted status, cancellation, worker, replay and key topics, and the events."""
+    results, dead letters, the compacted status, cancellation, worker, replay, key and idempotency
+    topics, and the events."""
     new = [NewTopic(t, task_partitions, 1) for t in topics.task_topics()]
     new += [NewTopic(topics.results, 1, 1), NewTopic(topics.dead_letter, 1, 1),
             NewTopic(topics.status, 1, 1, topic_configs={"cleanup.policy": "compact"}),
@@ -19,6 +20,7 @@ def plan(topics: TopicsConfig, task_partitions: int = 1) -> list[NewTopic]:
             NewTopic(topics.workers, 1, 1, topic_configs={"cleanup.policy": "compact"}),
             NewTopic(topics.replays, 1, 1, topic_configs={"cleanup.policy": "compact"}),
             NewTopic(topics.keys, 1, 1, topic_configs={"cleanup.policy": "compact"}),
+            NewTopic(topics.idempotency, 1, 1, topic_configs={"cleanup.policy": "compact"}),
             NewTopic(topics.events, 1, 1, topic_configs={"retention.ms": str(24 * 3600 * 1000)})]
     return new
 

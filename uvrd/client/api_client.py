@@ -89,9 +89,17 @@ class ApiClient:
                           timeout=REPLAY_TIMEOUT_S)
 
     # -- keys -----------------------------------------------------------------------------------
-    def add_key(self, name: str, scope: str) -> dict[str, Any]:
-        """A new key: the api's 201 answer, with its token (shown this once); Conflict if the name is taken."""
-        return self._call("POST", ("v1", "keys"), 201, json={"name": name, "scope": scope})
+    def add_key(self, name: str, scope: str, **quota: int | None) -> dict[str, Any]:
+        """A new key: the api's 201 answer, with its token (shown this once); Conflict if the name is taken.
+        *quota*: max_active, audio_seconds_per_day (None: no limit)."""
+        return self._call("POST", ("v1", "keys"), 201, json={"name": name, "scope": scope, **quota})
+
+    def set_quota(self, name: str, **quota: int | None) -> dict[str, Any]:
+        """Change the key's quota (each given member; None removes that limit): the key as listed."""
+        return self._call("PATCH", ("v1", "keys", name), 200, json=quota)
+
+    def usage(self, key: str | None = None) -> dict[str, Any]:
+        return self._call("GET", ("v1", "usage"), 200, params={"key": key} if key else {})
 
     def keys(self) -> list[dict[str, Any]]:
         return self._call("GET", ("v1", "keys"), 200)["keys"]

@@ -82,6 +82,9 @@ class TopicsConfig:
     replays: str = "uvrd.replays"
     # Compacted, keyed by key name: the named API keys and their revocations (uvrd/keys/).
     keys: str = "uvrd.keys"
+    # Compacted, keyed by a hash of (key, Idempotency-Key): each idempotent submission's tasks
+    # (uvrd/api/idempotency.py).
+    idempotency: str = "uvrd.idempotency"
 
     def task_topic(self, priority: int) -> str:
         """One topic per priority; the default priority keeps the plain name old producers use."""
@@ -210,6 +213,10 @@ class ApiConfig:
     # systemd's watchdog is pinged while the api answered ready (a worker, Kafka, the status
     # board, the producer) within this many seconds: a short broker outage does not restart it.
     ready_timeout: float = 60.0
+    # How long a finished task's stems and input are kept: the task's expires_at is its finished_at
+    # plus this.  Then the uploader's sweep deletes them (local files and the bucket) and the task
+    # answers 410.  (Its old name, uploader.retention, still works.)
+    result_retention: float = 7 * 86400.0
     # Prometheus /metrics of every worker together, HOST:PORT, served by the master process (not on
     # listen: it has no token, so loopback by default).  Empty: none.
     metrics_listen: str = "127.0.0.1:9461"
@@ -244,8 +251,15 @@ class ApiConfig:
             _require(":" in pair, "api.basic_auth", "entries must be user:password")
         for name in ("fetch_timeout", "link_ttl", "drain_timeout", "header_timeout", "body_timeout", "ready_timeout"):
             _require(getattr(self, name) > 0, f"api.{name}", "must be positive")
+        _require(MIN_RESULT_RETENTION <= self.result_retention <= MAX_RESULT_RETENTION, "api.result_retention",
+                 f"must be {MIN_RESULT_RETENTION:.0f} to {MAX_RESULT_RETENTION:.0f} seconds (10 years)")
         _require_listen_or_empty(self.metrics_listen, "api.metrics_listen")
 
+
+# api.result_retention: a second at least (a finished task answers before it is gone), ten years at most
+# (far beyond any sensible keeping, and well inside what a datetime holds).
+MIN_RESULT_RETENTION = 1.0
+MAX_RESULT_RETENTION = 10 * 365 * 86400.0
 
 # Each delivery in flight is a thread and a connection.
 MAX_UPLOADER_CONCURRENCY = 256
@@ -265,8 +279,8 @@ class UploaderConfig:
     backoff_max: float = 300.0
     drain_timeout: float = 60.0
     broker_timeout: float = 60.0
-    # Stems (and the work directories of killed jobs) older than this are deleted.
-    retention: float = 7 * 86400.0
+    # A finished task's stems and input go at its expires_at (api.result_retention, which was called
+    # uploader.retention); files no task claims (killed jobs' work directories) once that old.
     # Spool files older than this are orphans (a submission whose produce never happened).  A
     # queued task's input is this old only if the backlog is: keep it above the longest backlog.
     spool_retention: float = 7 * 86400.0
@@ -280,7 +294,7 @@ class UploaderConfig:
         _require(1 <= self.concurrency <= MAX_UPLOADER_CONCURRENCY, "uploader.concurrency",
                  f"must be 1 to {MAX_UPLOADER_CONCURRENCY}")
         for name in ("timeout", "backoff_initial", "backoff_max", "drain_timeout", "broker_timeout",
-                     "retention", "spool_retention", "retention_interval"):
+                     "spool_retention", "retention_interval"):
             _require(getattr(self, name) > 0, f"uploader.{name}", "must be positive")
         _require_listen_or_empty(self.metrics_listen, "uploader.metrics_listen")
 

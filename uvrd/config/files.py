@@ -22,7 +22,8 @@ SECRET_KEYS = frozenset({"kafka.sasl_plain_password", "kafka.ssl_password", "api
                          "api.link_secret", "uploader.webhook_secret", "storage.access_key_id",
                          "storage.secret_access_key"})
 # Old key names still read, each under its new one: "delivery" is the webhook's word, the Kafka side's is "commit".
-RENAMED_KEYS = {"processor.delivery": "processor.commit"}
+# uploader.retention became api.result_retention: the retention every task answer states (expires_at).
+RENAMED_KEYS = {"processor.delivery": "processor.commit", "uploader.retention": "api.result_retention"}
 
 
 def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -67,14 +68,17 @@ def _rename_old_keys(raw: dict[str, Any], source: str) -> tuple[str, ...]:
     said = []
     for old, new in RENAMED_KEYS.items():
         section, old_key = old.split(".")
-        new_key = new.split(".")[1]
+        new_section, new_key = new.split(".")
         table = raw.get(section)
         if not isinstance(table, dict) or old_key not in table:
             continue
         where = getattr(table[old_key], "origin", old)
-        if new_key in table:
+        target = raw.setdefault(new_section, {})
+        if not isinstance(target, dict):
+            continue  # "[api] must be a table" is said where the sections are built
+        if new_key in target:
             raise ConfigError(f"{source}: {where} and {new} are the same setting; keep only {new}")
-        table[new_key] = table.pop(old_key)
+        target[new_key] = table.pop(old_key)
         said.append(f"{where} is deprecated: call it {new}")
     return tuple(said)
 

@@ -99,6 +99,13 @@ class TopicView:
             self._applied.update(positions)
             self._moved.notify_all()
 
+    def wait_reached(self, offsets: dict[int, int], timeout: float) -> bool:
+        """Whether, within *timeout*, every record before *offsets* (partition -> offset) is folded in."""
+        def reached() -> bool:
+            return all(self._applied.get(p, 0) >= o for p, o in offsets.items() if o > 0)
+        with self._moved:
+            return self._moved.wait_for(reached, timeout)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
@@ -173,6 +180,9 @@ class TopicBoard:
 
     def reached(self, end: dict[int, int]) -> bool:
         return self._view.reached(end)
+
+    def wait_reached(self, offsets: dict[int, int], timeout: float) -> bool:
+        return self._view.wait_reached(offsets, timeout)
 
     def fold(self, rec: ConsumerRecord) -> None:
         raise NotImplementedError

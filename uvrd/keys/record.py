@@ -34,7 +34,48 @@ _N, _R, _P = 16384, 8, 1
 
 
 class KeyProblem(ValueError):
-    """A name or scope no key may have: the sentence says which rule it breaks."""
+    """A name, scope or quota no key may have: the sentence says which rule it breaks."""
+
+
+# Each quota is a whole number from 1 to its bound; none set means no limit.
+MAX_ACTIVE_BOUND = 1_000_000
+AUDIO_SECONDS_BOUND = 10**9
+QUOTA_FIELDS = {"max_active": MAX_ACTIVE_BOUND, "audio_seconds_per_day": AUDIO_SECONDS_BOUND}
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A key's limits: tasks queued or running at once, and audio seconds accepted per UTC day."""
+
+    max_active: int | None = None
+    audio_seconds_per_day: int | None = None
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {"max_active": self.max_active, "audio_seconds_per_day": self.audio_seconds_per_day}
+
+    def encoded(self) -> dict[str, int]:
+        return {k: v for k, v in self.as_dict().items() if v is not None}
+
+
+def check_quota_value(field: str, value: object) -> int | None:
+    """One quota's value as given (JSON or a command line): a whole number within its bound, or
+    None (no limit)."""
+    if value is None:
+        return None
+    bound = QUOTA_FIELDS[field]
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= bound:
+        raise KeyProblem(f"{field!r} must be a whole number from 1 to {bound}, or null for no limit")
+    return value
+
+
+def check_quota(values: dict, base: Quota | None = None) -> Quota:
+    """The quota *values* (a JSON object's members; one absent keeps *base*'s, null removes it) set."""
+    base = base or Quota()
+    fields = base.as_dict()
+    for field in QUOTA_FIELDS:
+        if field in values:
+            fields[field] = check_quota_value(field, values[field])
+    return Quota(**fields)
 
 
 @dataclass(frozen=True)
@@ -62,6 +103,7 @@ class KeyRecord:
     salt: str = ""  # hex; empty once revoked
     digest: str = ""  # hex scrypt of the secret; empty once revoked
     revoked_at: str | None = None
+    quota: Quota = Quota()
 
     @property
     def revoked(self) -> bool:
@@ -74,15 +116,20 @@ class KeyRecord:
         return hmac.compare_digest(_hash(secret, bytes.fromhex(self.salt)), bytes.fromhex(self.digest))
 
     def revoke(self, at: str) -> KeyRecord:
-        return KeyRecord(self.name, self.scope, self.created_at, revoked_at=at)
+        return KeyRecord(self.name, self.scope, self.created_at, revoked_at=at, quota=self.quota)
+
+    def with_quota(self, quota: Quota) -> KeyRecord:
+        return KeyRecord(self.name, self.scope, self.created_at, self.salt, self.digest, self.revoked_at, quota)
 
     def public(self) -> dict[str, Any]:
         """What GET /v1/keys shows: never the salt or the digest."""
         return {"name": self.name, "scope": self.scope, "created_at": self.created_at,
-                "revoked_at": self.revoked_at}
+                "revoked_at": self.revoked_at, "quota": self.quota.as_dict()}
 
     def encode(self) -> bytes:
         value: dict[str, Any] = {"name": self.name, "scope": self.scope, "created_at": self.created_at}
+        if self.quota.encoded():
+            value["quota"] = self.quota.encoded()
         if self.revoked_at is not None:
             value["revoked_at"] = self.revoked_at
         else:
@@ -104,11 +151,15 @@ def check_scope(scope: object) -> Scope:
     return scope  # type: ignore[return-value]
 
 
-def new_key(name: str, scope: Scope, created_at: str) -> tuple[KeyRecord, str]:
+NO_QUOTA = Quota()
+
+
+def new_key(name: str, scope: Scope, created_at: str, quota: Quota = NO_QUOTA) -> tuple[KeyRecord, str]:
     """A key and its token (shown once: only its hash is kept)."""
     secret = secrets.token_urlsafe(SECRET_BYTES)
     salt = secrets.token_bytes(SALT_BYTES)
-    record = KeyRecord(check_name(name), check_scope(scope), created_at, salt.hex(), _hash(secret, salt).hex())
+    record = KeyRecord(check_name(name), check_scope(scope), created_at, salt.hex(), _hash(secret, salt).hex(),
+                       quota=quota)
     return record, f"{name}{SEPARATOR}{secret}"
 
 
@@ -132,14 +183,28 @@ def parse(value: bytes | None) -> KeyRecord | None:
     name, scope, created_at = data.get("name"), data.get("scope"), data.get("created_at")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name) or scope not in SCOPES or not isinstance(created_at, str):
         return None
+    quota = _parse_quota(data.get("quota"))
     revoked_at = data.get("revoked_at")
     if isinstance(revoked_at, str):
-        return KeyRecord(name, scope, created_at, revoked_at=revoked_at)
+        return KeyRecord(name, scope, created_at, revoked_at=revoked_at, quota=quota)
     salt, digest = data.get("salt"), data.get("digest")
     if data.get("kdf") != KDF or not isinstance(salt, str) or not isinstance(digest, str) \
             or not _is_hex(salt) or not _is_hex(digest):
         return None
-    return KeyRecord(name, scope, created_at, salt, digest)
+    return KeyRecord(name, scope, created_at, salt, digest, quota=quota)
+
+
+def _parse_quota(value: object) -> Quota:
+    """A record's quota; a member no api would have written is left out (no limit), the key kept."""
+    if not isinstance(value, dict):
+        return Quota()
+    fields: dict[str, int | None] = {}
+    for field in QUOTA_FIELDS:
+        try:
+            fields[field] = check_quota_value(field, value.get(field))
+        except KeyProblem:
+            fields[field] = None
+    return Quota(**fields)
 
 
 def _hash(secret: str, salt: bytes) -> bytes:

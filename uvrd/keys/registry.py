@@ -22,7 +22,7 @@ from uvrd.config import KafkaConfig
 from uvrd.kafka import clients
 from uvrd.kafka.commit_mode import PRODUCER_BOUNDS, ExactlyOnce, Fenced, OutRecord
 from uvrd.keys import record as keys
-from uvrd.keys.record import KeyRecord, Scope
+from uvrd.keys.record import KeyRecord, Quota, Scope
 
 log = structlog.get_logger("uvrd.keys")
 
@@ -61,16 +61,29 @@ class KeysUnconfirmed:
     reason: str
 
 
+@dataclass(frozen=True)
+class QuotaSet:
+    key: KeyRecord
+
+
+@dataclass(frozen=True)
+class KeyIsRevoked:
+    """A revoked key's quota is not changed: it submits nothing any more."""
+
+    key: KeyRecord
+
+
 AddOutcome = KeyAdded | KeyExists | KeysUnconfirmed
 RevokeOutcome = KeyRevoked | NoSuchKey | KeysUnconfirmed
+QuotaOutcome = QuotaSet | KeyIsRevoked | NoSuchKey | KeysUnconfirmed
 
 
-def add(kafka_config: KafkaConfig, topic: str, name: str, scope: Scope) -> AddOutcome:
-    """A new key *name* (already checked by record.check_name/check_scope)."""
+def add(kafka_config: KafkaConfig, topic: str, name: str, scope: Scope, quota: Quota = keys.NO_QUOTA) -> AddOutcome:
+    """A new key *name* (already checked by record.check_name/check_scope/check_quota)."""
     def plan(current: KeyRecord | None) -> tuple[OutRecord, KeyAdded] | KeyExists:
         if current is not None:
             return KeyExists(current)
-        key, token = keys.new_key(name, scope, messages.now_iso())
+        key, token = keys.new_key(name, scope, messages.now_iso(), quota)
         return OutRecord(topic, name.encode(), key.encode()), KeyAdded(key, token)
 
     outcome = _write(kafka_config, topic, name, plan)
@@ -91,6 +104,24 @@ def revoke(kafka_config: KafkaConfig, topic: str, name: str) -> RevokeOutcome:
     outcome = _write(kafka_config, topic, name, plan)
     if isinstance(outcome, KeyRevoked) and not outcome.already:
         log.info("key revoked", name=name)
+    return outcome
+
+
+def set_quota(kafka_config: KafkaConfig, topic: str, name: str, change: dict) -> QuotaOutcome:
+    """Change key *name*'s quota: each member of *change* (already checked by record.check_quota)
+    replaces that limit, null removes it, an absent one stays.  Fenced per name like add and revoke,
+    and applied to the record the topic holds now, so two changes of one key never lose one."""
+    def plan(current: KeyRecord | None) -> tuple[OutRecord, QuotaSet] | KeyIsRevoked | NoSuchKey:
+        if current is None:
+            return NoSuchKey(name)
+        if current.revoked:
+            return KeyIsRevoked(current)
+        changed = current.with_quota(keys.check_quota(change, current.quota))
+        return OutRecord(topic, name.encode(), changed.encode()), QuotaSet(changed)
+
+    outcome = _write(kafka_config, topic, name, plan)
+    if isinstance(outcome, QuotaSet):
+        log.info("key quota set", name=name, **outcome.key.quota.as_dict())
     return outcome
 
 

@@ -27,10 +27,14 @@ def counted(produce: Callable[..., Produced]) -> Callable[..., Produced]:
     """*produce*, its outcome (whether Kafka took the task) counted."""
     @functools.wraps(produce)
     def produce_counted(*args, **kwargs) -> Produced:
-        outcome = produce(*args, **kwargs)
-        TASKS.labels({Queued: "queued", Unconfirmed: "unconfirmed", NotQueued: "not_queued"}[type(outcome)], "").inc()
-        return outcome
+        return count(produce(*args, **kwargs))
     return produce_counted
+
+
+def count(outcome: Produced) -> Produced:
+    """One task's outcome (whether Kafka took it), counted."""
+    TASKS.labels({Queued: "queued", Unconfirmed: "unconfirmed", NotQueued: "not_queued"}[type(outcome)], "").inc()
+    return outcome
 
 
 def replayed(answer: str, stage: str = "") -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from uvrd.config import Config
 from uvrd.messages import Task
+from uvrd.storage.retention import Judge
 
 
 class StorageError(Exception):
@@ -66,13 +67,20 @@ class Storage:
         """Why a stem ref read from a message is not one this store hands out, or None."""
         return None
 
-    def link(self, task_uuid: str, stem: str, ref: str) -> str:
-        """A time-limited URL that downloads the stem without a token."""
+    def link(self, task_uuid: str, stem: str, ref: str, ttl: float | None = None) -> str:
+        """A time-limited URL that downloads the stem without a token; valid for the configured
+        time, or *ttl* seconds if that is shorter."""
         raise NotImplementedError
 
     # -- retention -----------------------------------------------------------
-    def sweep(self, now: float | None = None) -> int:
-        """Delete what outlived its retention; return how many entries went."""
+    def sweep(self, now: float | None = None, judge: Judge | None = None) -> int:
+        """Delete what outlived its retention; return how many entries went.  *judge* says what
+        becomes of the files named after a task (retention.verdict); without it, age alone decides."""
+        raise NotImplementedError
+
+    def delete_task_files(self, task_uuid: str) -> int:
+        """Delete a task's input and stems wherever this store keeps them, now; return how many
+        entries went (none is no error).  StorageError if the store failed: the sweep tries again."""
         raise NotImplementedError
 
     def close(self) -> None:

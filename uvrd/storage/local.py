@@ -41,20 +41,47 @@ class LocalStorage(Storage):
         workdir.rename(final)
         return {name: str(final / Path(path).name) for name, path in stems.items()}
 
-    def link(self, task_uuid: str, stem: str, ref: str) -> str:
+    def link(self, task_uuid: str, stem: str, ref: str, ttl: float | None = None) -> str:
         api = self.config.api
-        return links.stem_url(api.public_url, api.link_secret, task_uuid, stem, api.link_ttl)
+        return links.stem_url(api.public_url, api.link_secret, task_uuid, stem,
+                              api.link_ttl if ttl is None else min(api.link_ttl, ttl))
 
-    def sweep(self, now: float | None = None) -> int:
-        return sweep_local(self.config, now)
+    def sweep(self, now: float | None = None, judge: retention.Judge | None = None) -> int:
+        return sweep_local(self.config, now, judge)
+
+    def delete_task_files(self, task_uuid: str) -> int:
+        return delete_local_files(self.config, task_uuid)
 
 
-def sweep_local(config, now: float | None = None) -> int:
-    """Stems and killed jobs' work directories in output_dir, attempt records, spool orphans."""
-    p, u = config.processor, config.uploader
-    removed = retention.sweep([p.output_dir, p.output_dir / ".attempts"], u.retention, now=now,
-                              keep=frozenset({".attempts"}))
-    return removed + retention.sweep([p.spool_dir], u.spool_retention, now=now)
+def sweep_local(config, now: float | None = None, judge: retention.Judge | None = None) -> int:
+    """Stems and killed jobs' work directories in output_dir, attempt records, spool files: a task's
+    as its status says (*judge*), the others by age."""
+    p = config.processor
+    removed = retention.sweep([p.output_dir, p.output_dir / ".attempts"], config.api.result_retention, now=now,
+                              keep=frozenset({".attempts"}), judge=judge)
+    return removed + retention.sweep([p.spool_dir], config.uploader.spool_retention, now=now, judge=judge,
+                                     task_of=retention.input_task)
+
+
+def delete_local_files(config, task_uuid: str) -> int:
+    """This host's files of a task: its stems directory (output_dir/<task_uuid>/) and its spool input
+    (spool_dir/<task_uuid>.<ext>).  A name that is no task's deletes nothing."""
+    if retention.stems_task(task_uuid) is None:
+        return 0
+    p = config.processor
+    candidates = [p.output_dir / task_uuid]
+    try:
+        candidates += [Path(e.path) for e in os.scandir(p.spool_dir) if retention.input_task(e.name) == task_uuid]
+    except FileNotFoundError:
+        pass
+    removed = 0
+    for path in candidates:
+        try:
+            retention.remove(path)
+            removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 # The extension of an input's name as the api gives it (uvrd/api/audio_types.py sniff).

@@ -25,7 +25,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from uvrd.messages import BadMessage, Task, key_problem
 from uvrd.storage import Storage, StorageError
-from uvrd.storage.local import owned_name, sweep_local
+from uvrd.storage import retention
+from uvrd.storage.local import delete_local_files, owned_name, sweep_local
 
 log = structlog.get_logger("uvrd.storage")
 
@@ -160,37 +161,66 @@ class S3Storage(Storage):
     def ref_problem(self, ref: str) -> str | None:
         return key_problem(ref, self.root)
 
-    def link(self, task_uuid: str, stem: str, ref: str) -> str:
+    def link(self, task_uuid: str, stem: str, ref: str, ttl: float | None = None) -> str:
+        seconds = self.cfg.presign_ttl if ttl is None else min(self.cfg.presign_ttl, ttl)
         return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": ref},
-                                                  ExpiresIn=int(self.cfg.presign_ttl))
+                                                  ExpiresIn=max(1, int(seconds)))
 
     # -- retention -----------------------------------------------------------
-    def sweep(self, now: float | None = None) -> int:
+    def sweep(self, now: float | None = None, judge: retention.Judge | None = None) -> int:
         now = time.time() if now is None else now
-        removed = sweep_local(self.config, now)
-        u = self.config.uploader
-        for folder, max_age in (("stems", u.retention), ("inputs", u.spool_retention)):
+        removed = sweep_local(self.config, now, judge)
+        for folder, max_age in (("stems", self.config.api.result_retention),
+                                ("inputs", self.config.uploader.spool_retention)):
             try:
-                removed += self._sweep_objects(f"{self.root}/{folder}/", now - max_age)
+                removed += self._sweep_objects(f"{self.root}/{folder}/", now - max_age, judge)
             except ERRORS as e:
                 log.warning("could not sweep expired objects", prefix=f"{self.root}/{folder}/", error=reason(e))
         return removed
 
-    def _sweep_objects(self, prefix: str, cutoff: float) -> int:
+    def delete_task_files(self, task_uuid: str) -> int:
+        """The bucket's objects of the task (its stems folder, its input), and this host's files."""
+        removed = delete_local_files(self.config, task_uuid)
+        if retention.stems_task(task_uuid) is None:
+            return removed
+        try:
+            keys = self._list(f"{self.root}/stems/{task_uuid}/")
+            keys += [k for k in self._list(f"{self.root}/inputs/{task_uuid}.")
+                     if retention.input_task(k.rpartition("/")[2]) == task_uuid]
+            return removed + self._delete_keys(keys)
+        except ERRORS as e:
+            raise StorageError(f"could not delete the objects of task {task_uuid}: {reason(e)}") from None
+
+    def _list(self, prefix: str) -> list[str]:
+        return [o["Key"] for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+                for o in page.get("Contents", [])]
+
+    def _sweep_objects(self, prefix: str, cutoff: float, judge: retention.Judge | None = None) -> int:
+        """The objects under *prefix* (``<root>/stems/`` or ``<root>/inputs/``) that are done with: a
+        task's as *judge* says, the others once last modified before *cutoff*."""
         cutoff_dt = datetime.fromtimestamp(cutoff, UTC)
+        task_of = retention.input_task if prefix.endswith("/inputs/") else retention.stems_task
         expired = []
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            expired += [o["Key"] for o in page.get("Contents", []) if o["LastModified"] < cutoff_dt]
+            for o in page.get("Contents", []):
+                task_uuid = task_of(o["Key"][len(prefix):].partition("/")[0]) if judge is not None else None
+                decided = judge(task_uuid) if judge is not None and task_uuid is not None else retention.BY_AGE
+                if decided == retention.DELETE or (decided == retention.BY_AGE and o["LastModified"] < cutoff_dt):
+                    expired.append(o["Key"])
+        removed = self._delete_keys(expired)
+        if removed:
+            log.info("retention sweep of objects", prefix=prefix, removed=removed)
+        return removed
+
+    def _delete_keys(self, keys: list[str]) -> int:
         removed = 0
-        for i in range(0, len(expired), DELETE_BATCH):
-            batch = expired[i:i + DELETE_BATCH]
+        for i in range(0, len(keys), DELETE_BATCH):
+            batch = keys[i:i + DELETE_BATCH]
             answer = self.client.delete_objects(Bucket=self.bucket,
                                                 Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
             for error in answer.get("Errors", []):
                 log.warning("could not delete an expired object", object_key=error.get("Key"), error=error.get("Message"))
             removed += len(batch) - len(answer.get("Errors", []))
-        if removed:
-            log.info("retention sweep of objects", prefix=prefix, removed=removed)
         return removed
 
     def _delete(self, key: str) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import kafka.errors as Errors
@@ -48,7 +49,8 @@ from uvrd.runtime import logs
 from uvrd.runtime.backoff import Backoff
 from uvrd.runtime.deadline import Deadline
 from uvrd.runtime.wait import Runtime
-from uvrd.storage import Storage, open_storage
+from uvrd.boards.status import StatusBoard
+from uvrd.storage import Storage, open_storage, retention
 from uvrd.uploader.delivery import WebhookSender, describe
 from uvrd.uploader.delivery_pool import DeliveryPool, Ticket
 from uvrd.uploader.events import EventRelay
@@ -73,12 +75,14 @@ class Work:
 class Uploader:
     name = "uploader"
 
-    def __init__(self, config: Config, environ=None):
+    def __init__(self, config: Config, environ=None, clock: Callable[[], float] = time.time):
+        """*clock*: the Unix time retention is judged by (tests move it)."""
         cfg = self.cfg = config.uploader
         self.config = config
         self.membership = Membership.of("uploader", cfg, [config.topics.results], True, environ)
         self.storage = open_storage(config)
-        self.sender = WebhookSender(cfg, config.api.allow_private_urls, self.storage.link)
+        self.sender = WebhookSender(cfg, config.api.allow_private_urls, self.storage.link,
+                                    config.api.result_retention)
         self.pool: DeliveryPool | None = None
         self.runtime: Runtime | None = None
         self.member: GroupMember | None = None
@@ -86,6 +90,9 @@ class Uploader:
         self.ledgers: dict[TopicPartition, OffsetLedger[Settled]] = {}
         self.settled_tasks = SettledTasks()
         self._next_sweep = 0.0
+        # Every task's status, which says whose files the retention sweep deletes (storage/retention.py).
+        self.board = StatusBoard(config.kafka, config.topics.status)
+        self.clock = clock
         self._commit_backoff = Backoff(*COMMIT_BACKOFF_S)
         self._next_commit = Deadline(0.0)
         self._retry: list | None = None  # the batch whose commit failed: tried again as it was
@@ -99,6 +106,8 @@ class Uploader:
         stack.callback(self.pool.close)  # closed last: after the Kafka clients, no delivery is collected
         self.relay = EventRelay(self.config)  # the events tasks opted into, apart from the results (events.py)
         stack.callback(self.relay.stop)
+        self.board.start()
+        stack.callback(self.board.stop)
         return True
 
     def join(self, member: GroupMember) -> None:
@@ -217,7 +226,7 @@ class Uploader:
                 continue
             work.ledger.finish(work.record.offset,
                                delivery_settlement(self.config.topics, work.record, work.result["task_uuid"], outcome,
-                                                   messages.replay_of(work.result)))
+                                                   messages.replay_of(work.result), work.result))
 
     def _commit_ready(self) -> None:
         """Commit, in one transaction, every partition's finished run up to its lowest unfinished result."""
@@ -284,11 +293,22 @@ class Uploader:
                     generation=self.member.generation())
 
     def _sweep_if_due(self) -> None:
+        """Every retention_interval, once the status board has caught up (until then a queued task's
+        input could pass for an orphan, and a finished task's expiry is unknown): the files of tasks
+        that expired or whose stems were deleted, and orphans by their age (storage/retention.py)."""
         now = time.monotonic()
         if now < self._next_sweep:
             return
+        if not self.board.caught_up:
+            self._next_sweep = now + min(1.0, self.cfg.retention_interval)
+            return
         self._next_sweep = now + self.cfg.retention_interval
-        self.storage.sweep()
+        self.sweep()
+
+    def sweep(self) -> int:
+        at = self.clock()
+        keep_for = self.config.api.result_retention
+        return self.storage.sweep(at, lambda task_uuid: retention.verdict(self.board.get(task_uuid), keep_for, at))
 
 
 def _delivering(flying: list[Ticket]) -> str | None:

@@ -50,15 +50,18 @@ class Failed:
 class WebhookSender:
     """Delivers results' webhooks; safe to share between threads."""
 
-    def __init__(self, cfg: UploaderConfig, allow_private: bool, link: Callable[[str, str, str], str]):
+    def __init__(self, cfg: UploaderConfig, allow_private: bool, link: Callable[[str, str, str], str],
+                 retention: float | None = None):
+        """*retention*: api.result_retention, for the body's expires_at."""
         self.cfg = cfg
         self.allow_private = allow_private
         self.link = link
+        self.retention = retention
 
     def deliver(self, result: dict, abandon: threading.Event) -> DeliveryOutcome:
         """Deliver *result*; Abandoned as soon as *abandon* is set during a backoff wait."""
         try:
-            payload = webhook.body(result, self.link)
+            payload = webhook.body(result, self.link, self.retention)
         except Exception as e:
             log.warning("the webhook body could not be built", error_type=type(e).__name__)
             return GaveUp(0, f"the webhook body could not be built: {describe(e)}", "unbuildable")

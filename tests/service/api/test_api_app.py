@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -186,12 +187,18 @@ def test_an_unknown_task_is_404(public_api):
     refused(public_api.get("/v1/tasks/-not-a-uuid", headers=public_api.AUTH), 404, "no task")
 
 
+# A task that finished an hour ago: well inside api.result_retention (7 days), so it still answers.
+_AN_HOUR_AGO = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+SUBMITTED, STARTED, FINISHED = (_AN_HOUR_AGO + timedelta(seconds=s) for s in (0, 1, 9))
+SUBMITTED_AT, STARTED_AT, FINISHED_AT = (t.isoformat(timespec="milliseconds") for t in (SUBMITTED, STARTED, FINISHED))
+
+
 def _finished_task(open_api, kafka, stems: dict[str, str]) -> str:
     """A task the processor reports succeeded, written to the status topic as the processor would."""
     task_uuid = str(uuid.uuid4())
     kafka.send(open_api.stack.topics.status, {
-        "task_uuid": task_uuid, "state": "succeeded", "submitted_at": "2026-01-01T00:00:00.000+00:00",
-        "started_at": "2026-01-01T00:00:01.000+00:00", "finished_at": "2026-01-01T00:00:09.000+00:00",
+        "task_uuid": task_uuid, "state": "succeeded", "submitted_at": SUBMITTED_AT,
+        "started_at": STARTED_AT, "finished_at": FINISHED_AT,
         "stems": stems, "worker": "gpu-host-1"})
     wait_until(lambda: open_api.get(f"/v1/tasks/{task_uuid}", headers=open_api.AUTH).status_code == 200, 15,
                "the status board to see the task")
@@ -214,8 +221,8 @@ def test_a_succeeded_task_shows_its_state_and_signed_stem_links(open_api, kafka)
     stems = _stem_files(open_api, planned)
     kafka.send(open_api.stack.topics.status, {"task_uuid": planned, "state": "queued", "priority": 2})
     kafka.send(open_api.stack.topics.status, {
-        "task_uuid": planned, "state": "succeeded", "submitted_at": "2026-01-01T00:00:00.000+00:00",
-        "finished_at": "2026-01-01T00:00:09.000+00:00", "stems": stems, "worker": "gpu-host-1"})
+        "task_uuid": planned, "state": "succeeded", "submitted_at": SUBMITTED_AT,
+        "finished_at": FINISHED_AT, "stems": stems, "worker": "gpu-host-1"})
 
     def succeeded():
         r = open_api.get(f"/v1/tasks/{planned}", headers=open_api.AUTH)
@@ -223,7 +230,10 @@ def test_a_succeeded_task_shows_its_state_and_signed_stem_links(open_api, kafka)
     response = wait_until(succeeded, 15, "the succeeded state")
     body = response.json()
     assert body["task_uuid"] == planned and body["priority"] == 2
-    assert body["finished_at"] == "2026-01-01T00:00:09.000+00:00" and "error_message" not in body
+    assert body["finished_at"] == FINISHED_AT and "error_message" not in body
+    # Kept for api.result_retention (7 days by default) after it finished.
+    expected = (FINISHED + timedelta(days=7)).isoformat(timespec="milliseconds")
+    assert body["expires_at"] == expected
     assert set(body["stems"]) == {"vocals", "instrumental"}
     for name, link in body["stems"].items():
         assert link.startswith(f"{open_api.url}/v1/tasks/{planned}/stems/{name}?expires=")
@@ -275,17 +285,23 @@ def test_the_openapi_document_describes_every_endpoint(public_api):
     document = public_api.get("/openapi.json").json()
     assert document["openapi"].startswith("3.0.")
     assert set(document["paths"]) == {"/v1/tasks", "/generate", "/v1/tasks/{task_uuid}",
-                                      "/v1/tasks/{task_uuid}/stems/{stem}", "/v1/workers", "/v1/models", "/v1/queues",
+                                      "/v1/tasks/{task_uuid}/stems/{stem}", "/v1/tasks/{task_uuid}/stems",
+                                      "/v1/workers", "/v1/models", "/v1/queues",
                                       "/v1/dead-letters", "/v1/dead-letters/{partition}/{offset}",
                                       "/v1/dead-letters/{partition}/{offset}/replay", "/v1/keys", "/v1/keys/{name}",
-                                      "/v1/whoami", "/healthz", "/readyz", "/openapi.json"}
+                                      "/v1/whoami", "/v1/usage", "/healthz", "/readyz", "/openapi.json"}
     assert set(document["paths"]["/v1/tasks"]) == {"post", "get"}
     assert set(document["paths"]["/v1/keys"]) == {"post", "get"}
+    assert set(document["paths"]["/v1/keys/{name}"]) == {"patch", "delete"}
     assert set(document["paths"]["/v1/tasks/{task_uuid}"]) == {"get", "delete"}
     assert {"202", "404", "409"} <= set(document["paths"]["/v1/tasks/{task_uuid}"]["delete"]["responses"])
+    assert set(document["paths"]["/v1/tasks/{task_uuid}/stems"]) == {"delete"}
+    assert {"200", "404", "409", "410"} <= set(document["paths"]["/v1/tasks/{task_uuid}/stems"]["delete"]["responses"])
+    assert "410" in document["paths"]["/v1/tasks/{task_uuid}"]["get"]["responses"]
+    assert "expires_at" in document["components"]["schemas"]["TaskStatus"]["required"]
     create = document["paths"]["/v1/tasks"]["post"]
     assert set(create["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
-    assert {"202", "400", "401", "413", "415", "502", "503"} <= set(create["responses"])
+    assert {"200", "202", "400", "401", "409", "413", "415", "422", "429", "502", "503"} <= set(create["responses"])
     assert set(document["components"]["securitySchemes"]) >= {"bearerAuth", "basicAuth"}
     upload = document["components"]["schemas"]["UploadSubmission"]["properties"]
     assert upload["model"]["enum"] == [tinymodel.TINY_MODEL, "Other.onnx"]

@@ -32,7 +32,7 @@ WATCHDOG_S = 30.0
 PROCESSOR = {"job_timeout": 60, "job_retries": 2, "engine_stall_timeout": 10, "max_attempts": 4,
              "drain_timeout": 20}
 UPLOADER = {"max_attempts": 6, "backoff_initial": 0.2, "backoff_max": 2.0, "timeout": 5, "drain_timeout": 10,
-            "retention": 20, "spool_retention": 3600, "retention_interval": 2}
+            "spool_retention": 3600, "retention_interval": 2}
 
 
 @dataclass
@@ -106,7 +106,8 @@ class Pipeline:
                           **PROCESSOR},
             "uploader": {"group_id": f"{self.group}-uploader", "webhook_secret": "whsec", **UPLOADER},
             "api": {"listen": self.api_url.removeprefix("http://"), "public_url": self.api_url, "workers": 2,
-                    "tokens": [TOKEN], "link_secret": "links", "allow_private_urls": True, "drain_timeout": 10},
+                    "tokens": [TOKEN], "link_secret": "links", "allow_private_urls": True, "drain_timeout": 10,
+                    "result_retention": 20},
         }
         lines = []
         for section, values in sections.items():

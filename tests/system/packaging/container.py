@@ -19,6 +19,8 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Self
 
+from support import patient
+
 # What a root login would have: the host's environment is no business of the container's.
 CONTAINER_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -60,7 +62,7 @@ class Container:
         """
         if self.nspawn is not None:
             raise ContainerError("already booted")
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + patient(timeout)
         # If pytest itself is killed, nspawn gets SIGTERM and halts the container rather than
         # leaving a booted system behind that nobody will ever stop.
         self.inbox.mkdir(exist_ok=True)
@@ -165,7 +167,7 @@ class Container:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**CONTAINER_ENV, **(env or {})}, start_new_session=True)
         try:
-            out, err = proc.communicate(input, timeout=timeout)
+            out, err = proc.communicate(input, timeout=patient(timeout))
         except subprocess.TimeoutExpired:
             # nsenter forks into the PID namespace: the group holds both it and the command.
             _killpg(proc.pid)
@@ -196,7 +198,7 @@ class Container:
 
     def wait_for_journal(self, text: str, unit: str | None = None, timeout: float = 10.0, **fields: str) -> dict:
         """The first entry whose MESSAGE contains text: journald takes a moment to file what it is sent."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + patient(timeout)
         while True:
             for entry in self.journal(unit, **fields):
                 if text in message(entry):

@@ -92,7 +92,7 @@ def test_processor_under_systemd_works_drains_and_logs_fields(box, broker, topic
         assert {"task started", "task succeeded"} <= events, events
         assert all(e["_SYSTEMD_UNIT"] == UNIT for e in entries)
 
-        # Long enough to be caught mid-job, short enough to finish well inside the 54 s window on a busy host.
+        # Long enough to be caught mid-job, short enough to finish inside the 54 s window on an idle host.
         long_task = spool_task(box, tinymodel.write_sample(tmp_path / "minute.wav", seconds=60))
         kafka.send(topics.tasks, long_task)
         wait_until(lambda: box.show(UNIT, "StatusText")["StatusText"].startswith("separating"), 60, "the long job")
@@ -101,10 +101,18 @@ def test_processor_under_systemd_works_drains_and_logs_fields(box, broker, topic
         state = box.show(UNIT, "ActiveState", "Result", "ExecMainStatus")
         assert state == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, state
         steps = [json.loads(e["MESSAGE"]).get("event") for e in box.journal(UNIT) if e["MESSAGE"].startswith("{")]
-        assert [r["task_uuid"] for r in kafka.results(topics.results)] == [task["task_uuid"], long_task["task_uuid"]], steps
-        assert kafka.committed(group, topics.tasks).get(0) == 2
         drain = steps[steps.index("stop requested, draining"):]
-        assert drain.index("task succeeded") < drain.index("processor stopped"), drain
+        results = [r["task_uuid"] for r in kafka.results(topics.results)]
+        # The drain ends the job in flight one of two ways, and the journal says which: finished inside the
+        # window (its result committed before the exit), or, on a machine too busy for that, left
+        # uncommitted for redelivery. Never a result without its commit, or a commit without its result.
+        if "task left uncommitted for redelivery" in drain:
+            assert results == [task["task_uuid"]], drain
+            assert kafka.committed(group, topics.tasks).get(0) == 1
+        else:
+            assert results == [task["task_uuid"], long_task["task_uuid"]], drain
+            assert kafka.committed(group, topics.tasks).get(0) == 2
+            assert drain.index("task succeeded") < drain.index("processor stopped"), drain
     finally:
         kafka.close()
 

@@ -60,7 +60,8 @@ def test_a_revoked_record_holds_no_hash_and_matches_nothing():
     assert "digest" not in json.loads(revoked.encode())
     assert keys.parse(revoked.encode()) == revoked
     assert revoked.public() == {"name": "gone", "scope": "operator", "created_at": key.created_at,
-                                "revoked_at": "2026-12-06T01:00:00.000+00:00"}
+                                "revoked_at": "2026-12-06T01:00:00.000+00:00",
+                                "quota": {"max_active": None, "audio_seconds_per_day": None}}
 
 
 @pytest.mark.parametrize("value", [None, b"", b"not json", b"[]", b'{"name": "a"}',
