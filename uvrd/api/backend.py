@@ -121,17 +121,19 @@ class Backend:
             # Sent but unacknowledged: the broker may have written it and lost only the answer.
             raise Unavailable(str(e) or type(e).__name__, ambiguous=True) from None
 
-    def publish_status(self, task_uuid: str, state: str, **fields) -> None:
-        """Best effort: fold the state in locally now, and send it without waiting."""
+    def record_status(self, task_uuid: str, state: str, **fields) -> bool:
+        """Fold the state in locally, send it and wait for the broker's acknowledgement: once this
+        returns True, any api worker that reads the status topic through its end knows it
+        (query.lookup).  False (logged) if Kafka did not take it."""
         record = status.record(self.config.topics.status, task_uuid, state, **fields)
         self.board.apply(json.loads(record.value))
         try:
-            future = self.producer().send(record.topic, key=record.key, value=record.value)
-        except (KafkaError, Unavailable) as e:
-            log.warning("could not publish the task's status", state=state, error=str(e) or type(e).__name__)
-            return
-        future.add_errback(lambda e: log.warning("could not publish the task's status", task_uuid=task_uuid,
-                                                 state=state, error=str(e) or type(e).__name__))
+            self.send_and_wait(record)
+        except Unavailable as e:
+            log.error("could not record the task's status", task_uuid=task_uuid, state=state, error=str(e),
+                      ambiguous=e.ambiguous)
+            return False
+        return True
 
     # -- readiness ---------------------------------------------------------
     def not_ready_reason(self) -> str | None:

@@ -24,6 +24,7 @@ from uvrd.api.context import ApiContext, current
 from uvrd.api.errors import ApiError
 from uvrd.keys.record import Caller
 from uvrd.messages import TASK_UUID_RE
+from uvrd.runtime.deadline import Deadline
 
 blueprint = Blueprint("query", __name__)
 
@@ -31,8 +32,12 @@ blueprint = Blueprint("query", __name__)
 PUBLIC_FIELDS = ("task_uuid", "state", "outcome", "progress", "step", "priority", "model", "submitted_at",
                  "started_at", "finished_at", "cancel_requested_at", "delivered_at", "error_message", "replay",
                  "replayed_at", "key", "filename")
-# A worker that has just started waits this long for the status topic before it answers 503.
-LOADING_WAIT_S = 5.0
+# A task this worker does not know may have been accepted a moment ago by another worker or api:
+# the worker reads the status topic through its end (at most this long) before it answers 404, and
+# answers 503 if it could not, never a 404 for a task that was accepted.  A worker that has just
+# started waits the same way for the whole topic.
+READ_THROUGH_S = 5.0
+RETRY_AFTER_S = "5"
 
 
 @blueprint.get("/v1/tasks/<task_uuid>")
@@ -95,22 +100,23 @@ def stem_file(task_uuid: str, stem: str):
 def lookup(api: ApiContext, task_uuid: str, caller: Caller | None) -> dict:
     """The task's merged status: 404 for a task this deployment does not know, or that is not
     *caller*'s (the same answer, so that another key's task cannot be told from none; None: a
-    signed link, which is its own permission), 503 while the status topic is still loading."""
+    signed link, which is its own permission), 503 while this worker cannot tell (the status topic
+    is still loading, or could not be read through its end)."""
     if not TASK_UUID_RE.fullmatch(task_uuid):
         raise ApiError(404, f"no task {task_uuid}")
     structlog.contextvars.bind_contextvars(task_uuid=task_uuid)
     board = api.backend.board
-
-    def seen() -> dict | None:  # another key's task is, to this caller, no task at all
-        state = board.get(task_uuid)
-        return state if state is None or caller is None or caller.owns(state.get("key")) else None
-    state = seen()
-    if state is None and not board.caught_up:
-        board.wait_caught_up(LOADING_WAIT_S)
-        state = seen()
-        if state is None and not board.caught_up:
-            raise ApiError(503, "the status of tasks is still loading; retry shortly", {"Retry-After": "5"})
+    state = board.get(task_uuid)
     if state is None:
+        # The 202 of a submission comes once its "queued" record is acknowledged (queueing.py), so
+        # once this worker has read the topic through its end of now, it knows every accepted task.
+        caught_up = board.read_through_end(Deadline.after(READ_THROUGH_S))
+        state = board.get(task_uuid)
+        if state is None and not caught_up:
+            loading = "is still loading" if not board.caught_up else "could not be read from Kafka in time"
+            raise ApiError(503, f"the status of tasks {loading}; retry shortly", {"Retry-After": RETRY_AFTER_S})
+    # Another key's task is, to this caller, no task at all.
+    if state is None or (caller is not None and not caller.owns(state.get("key"))):
         raise ApiError(404, f"no task {task_uuid}")
     if (ended := gone(api, state)) is not None:
         raise ApiError(410, ended.sentence(task_uuid), details={ended.reason_field: ended.at_iso})

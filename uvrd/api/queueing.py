@@ -62,7 +62,10 @@ def produce(api: ApiContext, stored: Stored, submission: fields.Submission) -> P
     except Unavailable as e:
         return _not_taken(api, stored, topic, e)
     log_queued(api, stored, submission, topic)
-    api.backend.publish_status(stored.task_uuid, "queued", **queued_fields(api, stored, submission, submitted_at))
+    # Acknowledged before the 202 goes: a GET or DELETE right after it, at any api worker, then
+    # finds the task (query.lookup).  The task itself is queued whatever happens to this record, so
+    # a failure here is logged and still a 202: the processor's own status records follow.
+    api.backend.record_status(stored.task_uuid, "queued", **queued_fields(api, stored, submission, submitted_at))
     return Queued(stored.task_uuid)
 
 

@@ -22,6 +22,7 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from uvrd.api import watchdog
+from uvrd.boards import topic_check
 from uvrd.api.context import EXTENSION
 from uvrd.api.spooler import Spool
 from uvrd.api.watchdog import ApiArbiter, ApiWatchdog
@@ -39,6 +40,9 @@ THREADS_PER_WORKER = 8
 # buffer each, not a thread.  Every one is a file descriptor, beside the spool files and Kafka sockets.
 WORKER_CONNECTIONS = 1000
 FD_MARGIN = 256
+# How long the master waits for Kafka's first answer to its topic check before the workers start
+# (they serve /healthz meanwhile; the check goes on in the background, ApiArbiter acts on it).
+TOPIC_ANSWER_WAIT_S = 5.0
 # What the master speaks for itself (uvrd/api/watchdog.py): gunicorn would say READY=1 too early.
 SYSTEMD_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
@@ -62,10 +66,21 @@ def serve(config: Config) -> int:
                     f"{config.api.public_url}; set api.public_url to the URL clients reach the api by")
     # Each thread may hold a request's spool files open as well as the worker's connections.
     _raise_open_file_limit(WORKER_CONNECTIONS + FD_MARGIN + THREADS_PER_WORKER * config.api.max_files_per_request)
+    # Checked here, in the master, before any worker serves: a missing topic is the unit's exit with
+    # 78, not workers that never get ready while gunicorn keeps them going.
+    topics = topic_check.BackgroundCheck(config, "api").start()
+    if topics.answered.wait(TOPIC_ANSWER_WAIT_S):
+        topics.done.wait(topic_check.RECHECK_S + 2 * topic_check.ANSWER_TIMEOUT_MS / 1000)
+    if topics.problem is not None:
+        log.error(str(topics.problem), missing_topics=list(topics.problem.topics))
+        return EX_CONFIG
+    if not topics.done.is_set():
+        log.warning("Kafka does not answer yet: the topics are checked once it does; the workers start meanwhile",
+                    bootstrap_servers=config.kafka.bootstrap_servers)
     log.info("api starting", listen=config.api.listen, workers=config.api.workers, drain_window_s=window,
              public_url=config.api.public_url)
     _serve_metrics(config)
-    ApiServer(config, window).run()
+    ApiServer(config, window, topics).run()
     return 0
 
 
@@ -130,9 +145,10 @@ def worker_exit(server, worker) -> None:
 
 
 class ApiServer(BaseApplication):
-    def __init__(self, config: Config, drain_window: float):
+    def __init__(self, config: Config, drain_window: float, topics: topic_check.BackgroundCheck):
         self.config = config
         self.drain_window = drain_window
+        self.topics = topics
         # Built before the variables go: it keeps the notify socket and the watchdog interval.
         self.watchdog = ApiWatchdog(Notifier(), config.api.ready_timeout)
         for name in SYSTEMD_VARIABLES:
@@ -163,7 +179,7 @@ class ApiServer(BaseApplication):
 
     def run(self):
         try:
-            ApiArbiter(self, self.watchdog).run()
+            ApiArbiter(self, self.watchdog, self.topics).run()
         except RuntimeError as e:  # as BaseApplication.run, with uvrd's arbiter
             print(f"\nError: {e}\n", file=sys.stderr)
             sys.exit(1)

@@ -22,8 +22,11 @@ import time
 
 import structlog
 from gunicorn.arbiter import Arbiter
+from gunicorn.errors import HaltServer
 
 from uvrd.api.probe import ProbeAnswer, ReadinessProbe
+from uvrd.boards.topic_check import BackgroundCheck
+from uvrd.config import EX_CONFIG
 from uvrd.runtime.notify import Notifier
 
 log = structlog.get_logger("uvrd.api")
@@ -178,13 +181,20 @@ def _worst(healths: list[WorkerHealth]) -> WorkerHealth:
 
 
 class ApiArbiter(Arbiter):
-    """gunicorn's master, with one more step per turn of its loop: the watchdog's."""
+    """gunicorn's master, with two more steps per turn of its loop: the watchdog's, and the end of
+    the topic check that started before Kafka answered (uvrd/boards/topic_check.py)."""
 
-    def __init__(self, app, watchdog: ApiWatchdog):
+    def __init__(self, app, watchdog: ApiWatchdog, topics: BackgroundCheck):
         self.watchdog = watchdog
+        self.topics = topics
         super().__init__(app)
 
     def manage_workers(self):
+        if (problem := self.topics.problem) is not None:
+            # The line for the operator; then gunicorn stops the workers and exits with 78.
+            log.error(str(problem), missing_topics=list(problem.topics))
+            self.watchdog.stopping()
+            raise HaltServer("a Kafka topic the api needs does not exist", EX_CONFIG)
         super().manage_workers()
         self.watchdog.step([w.age for w in self.WORKERS.values()])
 

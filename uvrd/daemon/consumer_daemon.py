@@ -1,7 +1,8 @@
 """The lifecycle every consuming uvrd daemon shares (processor, uploader).
 
 - the handler's own resources start first (the processor's model loads and warms up);
-- connect to Kafka, retrying until it answers or a stop comes; READY=1 only then;
+- connect to Kafka, retrying until it answers or a stop comes, and check that every topic the
+  daemon uses exists (boards/topic_check.py: exit status 78 if not); READY=1 only then;
 - the handler serves: it takes records through the :class:`~uvrd.kafka.group_member.GroupMember`,
   and every wait of its goes through :meth:`Runtime.wait` (signals, STATUS=, WATCHDOG=, the
   group membership);
@@ -24,7 +25,8 @@ from typing import Protocol
 import kafka.errors as Errors
 import structlog
 
-from uvrd.config import Config
+from uvrd.boards import topic_check
+from uvrd.config import EX_CONFIG, Config
 from uvrd.kafka import clients
 from uvrd.kafka.commit_mode import PRODUCER_BOUNDS, AtLeastOnce, ExactlyOnce
 from uvrd.kafka.group_member import GroupMember
@@ -143,7 +145,16 @@ class ConsumerDaemon:
         exposition.serve(getattr(self.config, name).metrics_listen, self.environ)
         with contextlib.ExitStack() as stack:
             stack.enter_context(self.lifecycle.signals_installed())
-            if not self.handler.start(stack, self.runtime) or (member := self._connect(stack)) is None:
+            if not self.handler.start(stack, self.runtime):
+                return 0
+            try:
+                member = self._connect(stack)
+            except topic_check.TopicsMissing as e:
+                # One line for the operator: which topics, and how to create them.  78: the unit's
+                # RestartPreventExitStatus, since a restart cannot create them.
+                log.error(str(e), missing_topics=list(e.topics))
+                return EX_CONFIG
+            if member is None:
                 return 0
             self.ready = True
             self.notifier.ready(self.status())
@@ -182,8 +193,10 @@ class ConsumerDaemon:
             return member
 
     def _open_member(self) -> GroupMember:
-        """A member, subscribed, its commit mode open; KafkaError if the broker does not answer."""
+        """A member, subscribed, its commit mode open; KafkaError if the broker does not answer,
+        TopicsMissing if a topic the daemon uses does not exist."""
         m = self.membership
+        topic_check.check(self.config, self.handler.name)
         consumer = clients.consumer(self.config.kafka, m.group_id)
         try:
             # Bounds on the constructor's bootstrap, init_transactions and a send waiting for metadata:

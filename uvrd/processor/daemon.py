@@ -12,7 +12,8 @@ input is fetched and the last one's stems are stored beside it, pipeline.py), in
   for a failure, a dead-letter copy) together with the task's offset, then removes the input.
 
 A task whose cancellation was requested before it is reached is settled as Cancelled without
-running (the whole cancellations topic is read before the first task is taken).  Nothing is
+running: the whole cancellations topic is read before the first task is taken, and read through
+its end again before each task starts, so a request the api acknowledged a moment ago counts.  Nothing is
 committed for an Abandoned task (stop deadline, lost partition): it is redelivered to
 whichever worker owns the partition next.
 """
@@ -62,6 +63,9 @@ log = structlog.get_logger("uvrd.processor")
 
 # READY waits this long at most for the cancellations topic; past it, tasks wait for it instead.
 CATCH_UP_S = 30.0
+# Before each task, the cancellations topic is read through its end for at most this long; past
+# it the task starts, and a request that arrives meanwhile stops it at the engine's next step.
+CANCELLATIONS_READ_S = 5.0
 
 
 
@@ -200,7 +204,7 @@ class Processor:
                 self.settle(record, None, accepted, claim)
                 return
             structlog.contextvars.bind_contextvars(task_uuid=accepted.task.task_uuid)
-            if requested_at := self.cancellations.requested_at(accepted.task.task_uuid):
+            if requested_at := self.cancellation_of(accepted.task.task_uuid):
                 self.settle(record, accepted.task, Cancelled(requested_at), claim)
                 return
             outcome = self.process(accepted, claim)
@@ -213,6 +217,17 @@ class Processor:
         finally:
             self.member.release(claim)
             logs.bind_task()
+
+    def cancellation_of(self, task_uuid: str) -> str | None:
+        """When the task's cancellation was requested, if it was, once every request the broker had
+        acknowledged until now is read (the view alone trails the topic by up to a poll)."""
+        deadline = Deadline.after(CANCELLATIONS_READ_S)
+        end = self.cancellations.end_now(deadline)
+        if end is None or not self.runtime.wait(until=lambda: self.cancellations.reached(end), budget=deadline,
+                                                through_drain=True, turn_ms=50).done:
+            log.warning("the cancellations topic could not be read through its end before the task started; "
+                        "a request for it still stops it while it runs", topic=self.cancellations.topic)
+        return self.cancellations.requested_at(task_uuid)
 
     def process(self, accepted: Accepted, claim: Claim, ahead: Ahead | None = None) -> TaskOutcome | Rejected | None:
         """Fetch the input (a task naming an input that is not there is rejected), separate it (with

@@ -111,7 +111,7 @@ class PipelineTurns:
                 self._settle_in_order(record, None, accepted, claim)
                 return
             structlog.contextvars.bind_contextvars(task_uuid=accepted.task.task_uuid)
-            if requested_at := self.p.cancellations.requested_at(accepted.task.task_uuid):
+            if requested_at := self.p.cancellation_of(accepted.task.task_uuid):
                 ahead.discard(self.p.storage.release_input)
                 self._settle_in_order(record, accepted.task, Cancelled(requested_at), claim)
                 return

@@ -86,6 +86,7 @@ class Uploader:
         self.pool: DeliveryPool | None = None
         self.runtime: Runtime | None = None
         self.member: GroupMember | None = None
+        self.relay: EventRelay | None = None
         self.ledgers: dict[TopicPartition, OffsetLedger[Settled]] = {}
         self.settled_tasks = SettledTasks()
         self._next_sweep = 0.0
@@ -103,15 +104,17 @@ class Uploader:
         self.runtime = runtime
         self.pool = DeliveryPool(self.cfg.concurrency)
         stack.callback(self.pool.close)  # closed last: after the Kafka clients, no delivery is collected
-        relay = EventRelay(self.config)  # the events tasks opted into, apart from the results (events.py)
-        relay.start()
-        stack.callback(relay.stop)
+        self.relay = EventRelay(self.config)  # the events tasks opted into, apart from the results (events.py)
+        stack.callback(self.relay.stop)
         self.board.start()
         stack.callback(self.board.stop)
         return True
 
     def join(self, member: GroupMember) -> None:
         self.member = member
+        # Only now, once the daemon's topics are known to exist (boards/topic_check.py): a broker
+        # that creates topics on first use would otherwise create a missing events topic here.
+        self.relay.start()
 
     def activity(self) -> str | None:
         return _delivering(self.pool.in_flight() if self.pool is not None else [])

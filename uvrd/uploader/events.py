@@ -45,7 +45,8 @@ class EventRelay:
     def stop(self, timeout: float = 1.0) -> None:
         """Ask the relay to end; an event being posted may outlast *timeout* (the thread is a daemon's)."""
         self._stopping.set()
-        self._thread.join(timeout)
+        if self._thread.is_alive():  # never started when the daemon stopped before it connected
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stopping.is_set():

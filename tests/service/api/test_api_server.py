@@ -47,7 +47,7 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(api_stack, origi
     task_uuid = answers[0].json()["task_uuid"]
     [task] = api_stack.records(kafka, api_stack.topics.task_topic(1), task_uuid)
     assert task["priority"] == 1
-    # The status written without waiting was flushed before the worker closed its producer.
+    # The queued status, acknowledged before the 202.
     assert [s["state"] for s in api_stack.records(kafka, api_stack.topics.status, task_uuid)] == ["queued"]
     assert len(server.daemon.events("api worker stopped")) == 2
 
