@@ -19,14 +19,12 @@ not a duplicate of the failure's.
 from __future__ import annotations
 
 import json
-import time
 import kafka.errors as Errors
 import structlog
-from kafka import TopicPartition
 
 from uvrd import messages
 from uvrd.config import KafkaConfig, TopicsConfig
-from uvrd.kafka import clients
+from uvrd.kafka import clients, key_history
 from uvrd.boards import dead_letters, status
 from uvrd.kafka.commit_mode import PRODUCER_BOUNDS, ExactlyOnce, Fenced, OutRecord
 from uvrd.outcomes import AlreadyReplayed, NotReplayable, Replayed, ReplayOutcome, ReplayUnconfirmed
@@ -125,23 +123,7 @@ def _transactional_id(kafka_config: KafkaConfig, key: str) -> str:
 
 def _done(kafka_config: KafkaConfig, topic: str, key: str) -> dict | None:
     """The replay record of *key*, if the compacted replay topic (read to its end) holds one."""
-    consumer = clients.consumer(kafka_config, None, max_poll_records=500)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            raise Errors.KafkaError(f"the replay topic {topic} does not exist")
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        found = None
-        deadline = time.monotonic() + READ_TIMEOUT_S
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise Errors.KafkaTimeoutError(f"the replay topic {topic} was not read to its end in time")
-            for records in consumer.poll(timeout_ms=500).values():
-                for r in records:
-                    if r.key == key.encode():
-                        found = json.loads(r.value) if r.value else None
-        return found
-    finally:
-        consumer.close()
+    found = None
+    for value in key_history.values_of(kafka_config, topic, key, READ_TIMEOUT_S):
+        found = json.loads(value) if value else None
+    return found

@@ -10,16 +10,14 @@ the record committed.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import kafka.errors as Errors
 import structlog
-from kafka import TopicPartition
 
 from uvrd import messages
 from uvrd.config import KafkaConfig
-from uvrd.kafka import clients
+from uvrd.kafka import clients, key_history
 from uvrd.kafka.commit_mode import PRODUCER_BOUNDS, ExactlyOnce, Fenced, OutRecord
 from uvrd.keys import record as keys
 from uvrd.keys.record import KeyRecord, Quota, Scope
@@ -146,27 +144,10 @@ def _write(kafka_config: KafkaConfig, topic: str, name: str, plan):
 
 def _current(kafka_config: KafkaConfig, topic: str, name: str) -> KeyRecord | None:
     """What *name* holds now: the keys topic read to its end (read_committed)."""
-    consumer = clients.consumer(kafka_config, None, max_poll_records=500)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            raise Errors.KafkaError(f"the keys topic {topic} does not exist")
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        found = None
-        deadline = time.monotonic() + READ_TIMEOUT_S
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise Errors.KafkaTimeoutError(f"the keys topic {topic} was not read to its end in time")
-            for records in consumer.poll(timeout_ms=500).values():
-                for r in records:
-                    if r.key == name.encode():
-                        parsed = keys.parse(r.value)
-                        if r.value is None:
-                            found = None  # a tombstone an operator wrote by hand
-                        elif parsed is not None and not (found is not None and found.revoked):
-                            found = parsed  # a revocation is final (board.py), whatever follows it
-        return found
-    finally:
-        consumer.close()
+    found = None
+    for value in key_history.values_of(kafka_config, topic, name, READ_TIMEOUT_S):
+        if value is None:
+            found = None  # a tombstone an operator wrote by hand
+        elif (parsed := keys.parse(value)) is not None and not (found is not None and found.revoked):
+            found = parsed  # a revocation is final (board.py), whatever follows it
+    return found
