@@ -13,17 +13,15 @@ from __future__ import annotations
 import structlog
 from flask import Blueprint, jsonify, request
 
-from uvrd.api.backend import Unavailable
 from uvrd.api.context import current
 from uvrd.api.errors import ApiError
 from uvrd.api.query import lookup
+from uvrd.api.recording import record_or_refuse
 from uvrd.boards import cancellations, status
 
 log = structlog.get_logger("uvrd.api")
 
 blueprint = Blueprint("cancel", __name__)
-
-RETRY_AFTER_S = "5"
 
 
 @blueprint.delete("/v1/tasks/<task_uuid>")
@@ -37,13 +35,7 @@ def cancel_task(task_uuid: str):
     asked = view.requested_at(task_uuid)
     if asked is None:
         record, asked = cancellations.request(api.config.topics.cancellations, task_uuid)
-        try:
-            api.backend.send_and_wait(record)
-        except Unavailable as e:
-            log.error("cancellation not recorded: Kafka did not take it", error=str(e), ambiguous=e.ambiguous)
-            maybe = " (it may have been recorded)" if e.ambiguous else ""
-            raise ApiError(503, f"the cancellation could not be recorded{maybe}; asking again is safe",
-                           {"Retry-After": RETRY_AFTER_S}) from None
+        record_or_refuse(api.backend, record, "the cancellation")
         view.note(task_uuid, asked)
         log.info("cancellation requested", state=state.get("state"))
     response = jsonify(task_uuid=task_uuid, state=state.get("state"), cancel_requested_at=asked,

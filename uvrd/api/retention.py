@@ -17,10 +17,10 @@ import structlog
 from flask import Blueprint, jsonify, request
 
 from uvrd import messages
-from uvrd.api.backend import Unavailable
 from uvrd.api.context import current
 from uvrd.api.errors import ApiError
 from uvrd.api.query import lookup
+from uvrd.api.recording import record_or_refuse
 from uvrd.boards import status
 from uvrd.storage import StorageError
 
@@ -28,7 +28,6 @@ log = structlog.get_logger("uvrd.api")
 
 blueprint = Blueprint("retention", __name__)
 
-RETRY_AFTER_S = "5"
 # The states in which a task's work is over, so its stems are final (status.ENDED less stems_deleted,
 # which answers 410 before this is asked).
 FINISHED = tuple(s for s in status.ENDED if s != "stems_deleted")
@@ -44,13 +43,7 @@ def delete_stems(task_uuid: str):
     deleted_at = messages.now_iso()
     record = status.stems_deleted_record(api.config.topics.status, state, deleted_at)
     assert record.value is not None
-    try:
-        api.backend.send_and_wait(record)
-    except Unavailable as e:
-        log.error("stems deletion not recorded: Kafka did not take it", error=str(e), ambiguous=e.ambiguous)
-        maybe = " (it may have been recorded)" if e.ambiguous else ""
-        raise ApiError(503, f"the deletion could not be recorded{maybe}; nothing was deleted; asking again is safe",
-                       {"Retry-After": RETRY_AFTER_S}) from None
+    record_or_refuse(api.backend, record, "the stems' deletion", "nothing was deleted; ")
     api.backend.board.apply(json.loads(record.value))
     try:
         removed = api.storage.delete_task_files(task_uuid)
