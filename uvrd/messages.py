@@ -273,6 +273,16 @@ def _times(times: dict[str, str | None]) -> dict[str, str]:
     return {**{k: v for k, v in times.items() if v}, "finished_at": now_iso()}
 
 
+def json_object(value: bytes | None) -> dict[str, Any] | None:
+    """A record's value as a JSON object; None for a tombstone or for anything that is not one
+    (a board skips such a record rather than stopping on it)."""
+    try:
+        data = json.loads(value) if value else None
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def encode(value: dict[str, Any]) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 

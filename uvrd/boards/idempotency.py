@@ -91,11 +91,7 @@ class Submission:
 
 def parse(value: bytes | None) -> Submission | None:
     """A record of the topic; None for anything else (the topic is uvrd's alone)."""
-    try:
-        data = json.loads(value) if value else None
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
+    if (data := messages.json_object(value)) is None:
         return None
     caller, header, digest, at, tasks = (data.get(k) for k in ("caller", "idempotency_key", "request_hash",
                                                                  "submitted_at", "tasks"))

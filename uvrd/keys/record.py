@@ -174,11 +174,7 @@ def split_token(token: str) -> tuple[str, str] | None:
 def parse(value: bytes | None) -> KeyRecord | None:
     """A record of the keys topic; None for one that is not a key (the topic is uvrd's alone, so
     nothing but a bug or a forgery writes one)."""
-    try:
-        data = json.loads(value) if value else None
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
+    if (data := messages.json_object(value)) is None:
         return None
     name, scope, created_at = data.get("name"), data.get("scope"), data.get("created_at")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name) or scope not in SCOPES or not isinstance(created_at, str):
