@@ -32,7 +32,7 @@ from uvrd.keys.record import Quota
 from uvrd.processor import audio_probe
 
 if TYPE_CHECKING:
-    from uvrd.api.context import ApiContext
+    from uvrd.api.backend import Backend
 
 # max_active: when a task of the key may have ended (nothing better is known).
 ACTIVE_RETRY_AFTER_S = 30
@@ -91,25 +91,25 @@ class QuotaGate:
         self._lock = threading.Lock()
         self._pending: dict[str, list[Use]] = {}
 
-    def use(self, api: ApiContext, name: str, now: datetime) -> Use:
-        active, seconds = api.backend.board.usage(name, day_of(now))
+    def use(self, backend: Backend, name: str, now: datetime) -> Use:
+        active, seconds = backend.board.usage(name, day_of(now))
         with self._lock:
             pending = list(self._pending.get(name, ()))
         return Use(active + sum(p.active for p in pending), seconds + sum(p.audio_seconds for p in pending))
 
     @contextmanager
-    def admit(self, api: ApiContext, name: str | None, tasks: int, seconds: float) -> Iterator[None]:
+    def admit(self, backend: Backend, name: str | None, tasks: int, seconds: float) -> Iterator[None]:
         """Admit a request of *tasks* tasks and *seconds* audio seconds from key *name*, or raise its
         429; the reservation lasts until the block ends (its tasks' queued records are on the board
         by then, or they were not queued)."""
-        key = api.backend.keys.get(name) if name else None
+        key = backend.keys.get(name) if name else None
         if key is None or (key.quota.max_active is None and key.quota.audio_seconds_per_day is None):
             yield
             return
         reservation = Use(tasks, seconds)
         now = datetime.now(UTC)
         with self._lock:  # the check and the reservation as one, among this worker's threads
-            active, day_seconds = api.backend.board.usage(key.name, day_of(now))
+            active, day_seconds = backend.board.usage(key.name, day_of(now))
             pending = self._pending.get(key.name, [])
             use = Use(active + sum(p.active for p in pending), day_seconds + sum(p.audio_seconds for p in pending))
             refused = refusal(key.name, key.quota, use, tasks, seconds, now)

@@ -28,7 +28,7 @@ def usage():
     if key is None and not configured:
         raise ApiError(404, f"no key {name!r}")
     now = datetime.now(UTC)
-    use = api.quotas.use(api, name, now)
+    use = api.quotas.use(api.backend, name, now)
     quota = key.quota if key is not None else Quota()
     return jsonify(key=name, day=day_of(now), resets_at=next_day(now).isoformat(), active=use.active,
                    audio_seconds_today=round(use.audio_seconds, 3), quota=quota.as_dict())

@@ -125,7 +125,7 @@ def _accept_upload(api: ApiContext, owner: str, key: str | None = None):
     with _guarded(api, owner, key, lambda: idempotency.form_hash(request.form, [(p.filename, p.stream) for p in parts])) \
             as fence:
         seconds = [counted_seconds(p.stream.name, api.config.processor.max_audio_seconds) for p in parts]
-        with api.quotas.admit(api, owner, len(parts), sum(seconds)):
+        with api.quotas.admit(api.backend, owner, len(parts), sum(seconds)):
             if len(parts) > 1:
                 return batch.queue(api, parts, extensions, seconds, submission, fence)
             task_uuid = _new_task_uuid()
@@ -137,11 +137,11 @@ def _accept_url(api: ApiContext, body: dict, owner: str | None, key: str | None 
     submission = _submission(api, body, False, owner)
     url = fields.url_field(body.get("audio"), "audio")
     with _guarded(api, owner, key, lambda: idempotency.json_hash(body)) as fence:
-        with api.quotas.admit(api, owner, 1, 0.0):
+        with api.quotas.admit(api.backend, owner, 1, 0.0):
             pass  # a key at its max_active is refused before the download
         with api.spool.fetched(url, api.config.api.allow_private_urls, api.config.api.fetch_timeout) as (tmp, ext):
             seconds = counted_seconds(tmp.name, api.config.processor.max_audio_seconds)
-            with api.quotas.admit(api, owner, 1, seconds):
+            with api.quotas.admit(api.backend, owner, 1, seconds):
                 task_uuid = _new_task_uuid()
                 return _queue(api, task_uuid, api.spool.link(tmp, task_uuid, ext), submission, None, seconds, fence)
 
