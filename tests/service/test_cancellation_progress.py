@@ -19,7 +19,7 @@ from separation_service import AUTH, TOKEN, WEBHOOK_SECRET, SeparationService, s
 from support import ONE_ENGINE_THREAD, WebhookReceiver, wait_until
 
 from devtools import tinymodel
-from uvrd.processor import progress_meter
+from uvrd.processor import long_audio, progress_meter
 from uvrd.uploader import webhook
 
 pytestmark = pytest.mark.slow
@@ -27,12 +27,17 @@ pytestmark = pytest.mark.slow
 # Long enough that a cancellation lands while it separates, and a few progress reports fall inside
 # (about 8 s per 150 s of audio on CI's CPU).
 LONG_S = 600
+# Chunks short enough that a minute and a quarter of audio is separated in two parts: progress across
+# parts is seen without separating ten minutes.
+CHUNKING = long_audio.Chunking(seconds=40, overlap=5)
+TWO_PARTS_S = 75
 
 
 @pytest.fixture(scope="module")
 def service(module_stack, model_dir):
     svc = SeparationService(module_stack, [tinymodel.install(model_dir)], model_dir, progress_interval=0.3,
-                            processor_env=ONE_ENGINE_THREAD)
+                            processor_env=ONE_ENGINE_THREAD, chunk_seconds=CHUNKING.seconds,
+                            chunk_overlap_seconds=CHUNKING.overlap)
     yield svc
     svc.close()
 
@@ -82,13 +87,13 @@ def engine_starts(service) -> int:
     return len(service.processor.events("engine starting"))
 
 
-@pytest.mark.timeout(900)  # ten minutes of audio (a minute's separation here): a bound that ends it on a busy machine
-def test_progress_only_moves_forward_reaches_one_and_submit_wait_draws_it(service, kafka, long_input):
-    run = cli(service, "submit", str(long_input), "--wait")
+def test_progress_only_moves_forward_reaches_one_and_submit_wait_draws_it(service, kafka, tmp_path):
+    audio = tinymodel.write_sample(tmp_path / "two-parts.wav", seconds=TWO_PARTS_S)
+    run = cli(service, "submit", str(audio), "--wait")
     assert run.returncode == 0, run.stderr
     task_uuid = run.stdout.split()[1]
     # Not a terminal: a line for each tenth passed, in order.
-    # The 600 s input is separated in two chunks: the step says which part runs.
+    # The input is separated in two chunks: the step says which part runs.
     shown = [int(line.split("%")[0]) for line in run.stdout.splitlines() if f"with {tinymodel.TINY_MODEL}" in line
              and "%" in line]
     assert any(f"with {tinymodel.TINY_MODEL}, part 2 of 2" in line for line in run.stdout.splitlines()), run.stdout
@@ -120,7 +125,8 @@ def test_a_running_and_a_queued_task_are_cancelled_once_and_the_engine_stays_loa
     assert one_webhook(service, queued)["status"] == "cancelled"
     # Stopped in the middle of its separation: its progress never reached the last turn of its last
     # part's loop (how soon it stops is a figure of `make bench`'s, not a bound here).
-    last_turn = (1 + progress_meter.LOOP_END) / 2  # the 600 s input is separated in two parts
+    parts = CHUNKING.count(LONG_S * 44100, 44100)
+    last_turn = (parts - 1 + progress_meter.LOOP_END) / parts
     progress = [s["progress"] for s in statuses_of(kafka, service, running) if "progress" in s]
     assert progress and max(progress) < last_turn, progress
 
@@ -223,7 +229,7 @@ def test_a_task_that_opts_into_events_gets_them_signed_in_order_and_one_final_de
     assert progress == sorted(progress) and progress[0] >= 0 and progress[-1] <= 1, progress
 
 
-@pytest.mark.timeout(900)  # two processor starts and a 4-minute input: bounds that end it on a busy machine
+@pytest.mark.timeout(900)  # two processor starts and a 2-minute input: bounds that end it on a busy machine
 def test_a_run_a_stop_interrupts_is_announced_as_requeued_and_the_task_still_ends_once(stack, kafka, tmp_path):
     receiver = WebhookReceiver()
     try:
@@ -232,7 +238,7 @@ def test_a_run_a_stop_interrupts_is_announced_as_requeued_and_the_task_still_end
         first = stack.start(config=config, env=ONE_ENGINE_THREAD)
         first.wait_ready(300)
         uploader.wait_ready()
-        task = stack.task(stack.spool_copy(tinymodel.write_sample(tmp_path / "long.wav", seconds=240)),
+        task = stack.task(stack.spool_copy(tinymodel.write_sample(tmp_path / "long.wav", seconds=120)),
                           hook_url=receiver.url, events=["started", "requeued"])
         kafka.send(stack.tasks, task)
         wait_until(lambda: "started" in kinds(receiver, task["task_uuid"]), 300, "the started event", interval=0.1)

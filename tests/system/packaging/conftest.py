@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -12,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from container import Container
+from container import Container, booted
 from deb_build import DebBuildFailed, built_deb
 from installed import GPU_UNITS, configure, make_topics
-from rootfs import RootfsUnavailable, cached_root, fresh_copy, missing_host_debs
+from installed_layer import installed_box, installed_layer
+from rootfs import RootfsUnavailable, cached_root, missing_host_debs
 from support import KafkaView, wait_until
 from uvrd.config import TopicsConfig
-
-BOOT_TIMEOUT = 90.0
 
 
 @pytest.fixture(scope="session")
@@ -62,30 +60,24 @@ def _check_nspawn(root: Path) -> None:
         pytest.skip(f"systemd-nspawn cannot run here: {(probe.stderr or probe.stdout).strip()[-500:]}")
 
 
-@contextlib.contextmanager
-def _booted(root: Path, workdir: Path) -> Iterator[Container]:
-    # The console log sits beside the copy, not in it, so it outlives the container for a failure to be read.
-    with fresh_copy(root, workdir / "fs") as fs:
-        box = Container(fs, console_log=workdir / "console.log")
-        try:
-            box.boot(BOOT_TIMEOUT)
-            yield box
-        finally:
-            box.shutdown()
+@pytest.fixture(scope="session")
+def uvrd_installed(debian_root, uvrd_deb) -> Path | None:
+    """The package installed on the root once, as a layer a container stacks over it
+    (installed_layer.py); None where this host has no overlays."""
+    return installed_layer(debian_root, uvrd_deb)
 
 
 @pytest.fixture
 def container(debian_root, tmp_path) -> Iterator[Container]:
     """A freshly booted container all the test's own, powered off afterwards: a boot takes under a second."""
-    with _booted(debian_root, tmp_path) as box:
+    with booted(debian_root, tmp_path) as box:
         yield box
 
 
 @pytest.fixture(scope="module")
-def box(debian_root, uvrd_deb, tmp_path_factory):
-    """One container with the package installed, for the module (installing a multi-GB venv is the slow part)."""
-    with _booted(debian_root, tmp_path_factory.mktemp("pkg")) as container:
-        container.install_local_debs([uvrd_deb], timeout=1200)
+def box(debian_root, uvrd_deb, uvrd_installed, tmp_path_factory):
+    """One container with the package installed, for the module."""
+    with installed_box(debian_root, uvrd_deb, uvrd_installed, tmp_path_factory.mktemp("pkg")) as container:
         yield container
 
 

@@ -16,9 +16,11 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Self
 
+from rootfs import fresh_copy
 from support import patient
 
 # What a root login would have: the host's environment is no business of the container's.
@@ -34,6 +36,7 @@ VOLATILE_DIRS = ("/run", "/tmp", "/dev", "/proc", "/sys")
 # A host directory beside the root, bound read-only here: what the host puts in it is hard-linked,
 # not copied, where it can be (uvrd's package is 3.7 GB, and CI's disk is not always roomy).
 INBOX_DIR = "/srv/inbox"
+BOOT_TIMEOUT = 90.0
 
 
 class ContainerError(RuntimeError):
@@ -380,3 +383,16 @@ def _killpg(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+@contextlib.contextmanager
+def booted(root: Path, workdir: Path, layers: tuple[Path, ...] = ()) -> Iterator[Container]:
+    """A container booted on a fresh copy of *root* (with *layers* over it), powered off afterwards."""
+    # The console log sits beside the copy, not in it, so it outlives the container for a failure to be read.
+    with fresh_copy(root, workdir / "fs", layers) as fs:
+        box = Container(fs, console_log=workdir / "console.log")
+        try:
+            box.boot(BOOT_TIMEOUT)
+            yield box
+        finally:
+            box.shutdown()

@@ -1,8 +1,8 @@
 """This tree's .deb, built by `make deb` into build/deb and rebuilt only when what it packages changed.
 
-Run as a script (`make test` does, beside the unit and service tiers) to build the Debian root and the
-package before the system tier asks for them; the fixtures then find both done, or wait on the same
-locks for the build under way.
+Run as a script (`make test` does, beside the unit and service tiers) to build the Debian root, the
+package and its install (installed_layer.py) before the system tier asks for them; the fixtures then
+find them done, or wait on the same locks for the build under way.
 """
 
 from __future__ import annotations
@@ -51,8 +51,12 @@ def built_deb() -> Path:
 
 
 def prebuild() -> int:
-    """The root, then the package; a host that cannot have the root (no root user, no network)
-    builds neither here, and the fixtures say why when the tests ask."""
+    """The root, then the package, then the package installed on the root (installed_layer.py); a
+    host that cannot have the root (no root user, no network) builds none of them here, and the
+    fixtures say why when the tests ask."""
+    # As a script: the test kit (tests/) and the tree's own top-level packages, as pytest has them.
+    sys.path[1:1] = [str(REPO / "tests"), str(REPO)]
+    from installed_layer import installed_layer
     from rootfs import RootfsUnavailable, cached_root, missing_host_debs
 
     if missing_host_debs():
@@ -62,7 +66,9 @@ def prebuild() -> int:
     except RootfsUnavailable as e:
         print(f"no Debian root: {e}", flush=True)
         return 0
-    print(built_deb(), flush=True)
+    deb = built_deb()
+    print(deb, flush=True)
+    print(installed_layer(cached_root(), deb), flush=True)
     return 0
 
 

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
@@ -138,11 +138,13 @@ def _finish(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def fresh_copy(root: Path, dest: Path) -> Iterator[Path]:
-    """A pristine, writable view of root at dest/root for one container's life.
+def fresh_copy(root: Path, dest: Path, layers: Sequence[Path] = ()) -> Iterator[Path]:
+    """A pristine, writable view of root at dest/root for one container's life, with *layers*
+    (upper directories kept from earlier overlays, the topmost first) stacked over it.
 
     An overlay costs nothing to set up and leaves the cached root untouched; where the
-    kernel refuses one (dest on an overlay itself, say) a full copy does the same job.
+    kernel refuses one (dest on an overlay itself, say) a full copy does the same job
+    (without layers: whoever made them mounted an overlay here).
     """
     dest.mkdir(parents=True, exist_ok=True)
     merged, upper, work = dest / "root", dest / "upper", dest / "work"
@@ -150,10 +152,13 @@ def fresh_copy(root: Path, dest: Path) -> Iterator[Path]:
         d.mkdir()
     # The merged "/" takes the upper directory's owner and mode.
     os.chmod(upper, root.stat().st_mode & 0o7777)
-    opts = f"lowerdir={root},upperdir={upper},workdir={work}"
+    lower = ":".join(str(d) for d in (*layers, root))
+    opts = f"lowerdir={lower},upperdir={upper},workdir={work}"
     mounted = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(merged)],
                              capture_output=True, text=True, check=False).returncode == 0
     if not mounted:
+        if layers:
+            raise RuntimeError(f"no overlay of {root} with the layers {list(map(str, layers))}")
         merged.rmdir()
         subprocess.run(["cp", "-a", "--reflink=auto", str(root), str(merged)], check=True)
     try:
