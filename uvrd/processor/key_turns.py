@@ -9,14 +9,16 @@ carry its input's length, and reading each waiting input's header would fetch it
 from a bucket) only to order the queue.  A key of long files therefore gets more of the processor's
 time than a key of short ones, but never more than every other key's next task.
 
-Tasks without a key (from before keys, or ``POST /generate``) share one turn, the key ``None``.
+Tasks without a key (from before keys, or ``POST /generate``) share one turn, under ``NO_KEY`` (no
+key's name is empty: keys/record.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 
-Lane = str | None  # an API key's name; None for the tasks that have none
+Lane = str  # an API key's name, or NO_KEY
+NO_KEY: Lane = ""
 
 
 class KeyTurns:

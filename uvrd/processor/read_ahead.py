@@ -31,7 +31,7 @@ from uvrd import messages
 from uvrd.kafka.commit_mode import Offsets
 from uvrd.kafka.group_member import Claim, GroupMember
 from uvrd.kafka.offset_ledger import OffsetLedger
-from uvrd.processor.key_turns import KeyTurns, Lane
+from uvrd.processor.key_turns import NO_KEY, KeyTurns, Lane
 
 # The messages read ahead of one priority level, at most (and one poll's worth beyond it): a task
 # message is small (about 500 bytes), but may be up to messages.MAX_MESSAGE_BYTES.
@@ -176,8 +176,8 @@ class ReadAhead:
 
 
 def _lane(record: ConsumerRecord) -> Lane:
-    """The API key that queued *record*'s task; None when it names none (or is no task: the
+    """The API key that queued *record*'s task; NO_KEY when it names none (or is no task: the
     processor rejects it in its turn)."""
     data = messages.json_object(record.value)
     key = data.get("key") if data is not None else None
-    return key if isinstance(key, str) else None
+    return key if isinstance(key, str) else NO_KEY
