@@ -132,10 +132,11 @@ class ReadAhead:
         """What to commit with *record*'s result: its partition's offset once *record* is finished,
         that is the lowest other record read and not finished, or one past the last read.  Always
         the partition's offset, even where it does not move: the commit is then fenced by the
-        group's generation like any other."""
+        group's generation like any other.  Nothing if the partition went to another member meanwhile
+        (its claim is lost: nothing is committed under it)."""
         ledger = self._ledger_of(record)
         if ledger is None:
-            raise KeyError(f"{record.topic}/{record.partition} is not read ahead")
+            return {}
         below = [o for o in ledger.unfinished() if o != record.offset]
         to = below[0] if below else ledger.next_to_take
         assert to is not None, "a record of the partition was read"

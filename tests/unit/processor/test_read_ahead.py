@@ -158,3 +158,15 @@ def test_offsets_committed_never_pass_a_task_not_ended_and_never_go_back(history
         last = offset
     if len(ended) == len(records):
         assert last == records[-1][0] + 1, "once every task ended: past the last"
+
+
+def test_nothing_is_committed_for_a_partition_that_went():
+    window, member = ReadAhead(LEVELS, limit=10), Member()
+    read(window, member, [task(0, "a")])
+    record = window.pick(3)
+    claim = window.claim_of(record)
+    claim.revoke()
+    claim.settle([], 2)
+    window.lost(claim)
+    assert window.offsets_with(record) == {}
+    window.settled(record)  # the commit did not happen: nothing to forget
