@@ -227,8 +227,8 @@ class Processor:
         level = self.priorities.apply(consumer, window.held_by_topic())
         room = window.room(level) if level is not None else window.limit
         if room > 0:
-            # No wait while a task of the level waits here already: the poll only tops up.
-            wait = 0 if level is not None and window.held(level) else timeout_ms
+            # No wait while a task of the level may run now: the poll only tops up.
+            wait = 0 if level is not None and window.runnable(level) else timeout_ms
             for record in self.member.poll(wait, max_records=room):
                 if not window.add(record, self.member):
                     consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
@@ -263,10 +263,11 @@ class Processor:
         try:
             accepted = accept(record, self.cfg, self.storage.name)
             if isinstance(accepted, Rejected):
-                self.settle(record, None, accepted, claim)
+                if not self.ended_before(record, accepted.task_uuid, accepted.replay, claim):
+                    self.settle(record, None, accepted, claim)
                 return
             structlog.contextvars.bind_contextvars(task_uuid=accepted.task.task_uuid)
-            if self.ended_before(record, accepted.task, claim):
+            if self.ended_before(record, accepted.task.task_uuid, accepted.task.replay, claim):
                 return
             if requested_at := self.cancellation_of(accepted.task.task_uuid):
                 self.settle(record, accepted.task, Cancelled(requested_at), claim)
@@ -283,13 +284,14 @@ class Processor:
             self.release(claim)
             logs.bind_task()
 
-    def ended_before(self, record, task: messages.Task, claim: Claim) -> bool:
-        """With fair share: whether *task* is not to run now, because it ended before (redelivered
-        after it finished above a task still running; its offset is committed alone, no second
-        result), or because the status topic could not be read to say (it waits for its next turn)."""
-        if self.ended is None:
+    def ended_before(self, record, task_uuid: str | None, replay: int, claim: Claim) -> bool:
+        """With fair share: whether the task is not to run (or be rejected) now, because it ended before
+        (redelivered after it finished above a task still running, or a copy of a task that ended: its
+        offset is committed alone, no second result), or because the status topic could not be read to
+        say (it waits for its next turn).  A message that names no task runs in offset order (read_ahead.py)."""
+        if self.ended is None or task_uuid is None:
             return False
-        prior = self.ended.prior(task.task_uuid, task.replay, self._status_read_through_end())
+        prior = self.ended.prior(task_uuid, replay, self._status_read_through_end())
         if prior is Prior.NOT_ENDED:
             return False
         if prior is Prior.UNKNOWN:

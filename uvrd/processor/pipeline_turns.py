@@ -106,10 +106,11 @@ class PipelineTurns:
                 self._abandon(Abandoned("the partition was reassigned to another worker", "rebalance"))
                 return
             if isinstance(accepted, Rejected):
-                self._settle_in_order(record, None, accepted, claim)
+                if not self.p.ended_before(record, accepted.task_uuid, accepted.replay, claim):
+                    self._settle_in_order(record, None, accepted, claim)
                 return
             structlog.contextvars.bind_contextvars(task_uuid=accepted.task.task_uuid)
-            if self.p.ended_before(record, accepted.task, claim):  # fair share: a redelivery of a task that ended
+            if self.p.ended_before(record, accepted.task.task_uuid, accepted.task.replay, claim):  # fair share: a redelivery of a task that ended
                 ahead.discard(self.p.storage.release_input)
                 return
             if requested_at := self.p.cancellation_of(accepted.task.task_uuid):

@@ -42,6 +42,10 @@ WINDOW_BYTES = 32 << 20
 class _Waiting:
     record: ConsumerRecord
     size: int
+    # Whether the message names its task_uuid.  One that does not has no status record to tell that
+    # it ended, so it runs only as the lowest record of its partition not yet ended: its commit then
+    # moves the offset past it, and it is never redelivered.
+    identified: bool
 
 
 class ReadAhead:
@@ -68,6 +72,10 @@ class ReadAhead:
                     counts[w.record.topic] = counts.get(w.record.topic, 0) + 1
         return counts
 
+    def runnable(self, level: int) -> bool:
+        """Whether a record of *level* here may run now (pick would give one)."""
+        return any(self._runnable(w) for q in self._waiting.get(level, {}).values() for w in q)
+
     def room(self, level: int) -> int:
         """How many more records of *level* may be read ahead now."""
         size = sum(w.size for q in self._waiting.get(level, {}).values() for w in q)
@@ -89,19 +97,20 @@ class ReadAhead:
         ledger.claim.resume_at = ledger.next_to_take
         level = self.levels.get(record.topic, 0)
         lanes = self._waiting.setdefault(level, {})
-        lanes.setdefault(_lane(record), deque()).append(_Waiting(record, len(record.value or b"")))
+        lane, identified = _read(record)
+        lanes.setdefault(lane, deque()).append(_Waiting(record, len(record.value or b""), identified))
         return True
 
     def pick(self, level: int) -> ConsumerRecord | None:
         """The next record of *level* to run: the oldest of the key whose turn it is, among the keys
         with a record of a partition held now; None if there is none."""
         lanes = self._waiting.get(level, {})
-        ready = {lane: queue for lane, queue in lanes.items() if any(self._held(w.record) for w in queue)}
+        ready = {lane: queue for lane, queue in lanes.items() if any(self._runnable(w) for w in queue)}
         lane = self._turns.setdefault(level, KeyTurns()).next(ready)
         if lane is None:
             return None
         queue = lanes[lane]
-        chosen = next(w for w in queue if self._held(w.record))
+        chosen = next(w for w in queue if self._runnable(w))
         queue.remove(chosen)
         if not queue:
             del lanes[lane]
@@ -114,7 +123,8 @@ class ReadAhead:
         if ledger is None or record.offset not in ledger.unfinished():
             return
         lanes = self._waiting.setdefault(self.levels.get(record.topic, 0), {})
-        lanes.setdefault(_lane(record), deque()).appendleft(_Waiting(record, len(record.value or b"")))
+        lane, identified = _read(record)
+        lanes.setdefault(lane, deque()).appendleft(_Waiting(record, len(record.value or b""), identified))
 
     # -- claims and commits -----------------------------------------------------------------------
     def claim_of(self, record: ConsumerRecord) -> Claim:
@@ -171,14 +181,19 @@ class ReadAhead:
     def _ledger_of(self, record: ConsumerRecord) -> OffsetLedger[bool] | None:
         return self._ledgers.get(TopicPartition(record.topic, record.partition))
 
-    def _held(self, record: ConsumerRecord) -> bool:
-        ledger = self._ledger_of(record)
-        return ledger is not None and ledger.claim.held
+    def _runnable(self, waiting: _Waiting) -> bool:
+        """Whether *waiting*'s record may run now: its partition is held (not in a rebalance), and
+        it names its task, or is the lowest record of its partition not yet ended."""
+        ledger = self._ledger_of(waiting.record)
+        if ledger is None or not ledger.claim.held:
+            return False
+        return waiting.identified or ledger.unfinished()[:1] == [waiting.record.offset]
 
 
-def _lane(record: ConsumerRecord) -> Lane:
-    """The API key that queued *record*'s task; NO_KEY when it names none (or is no task: the
-    processor rejects it in its turn)."""
-    data = messages.json_object(record.value)
-    key = data.get("key") if data is not None else None
-    return key if isinstance(key, str) else NO_KEY
+def _read(record: ConsumerRecord) -> tuple[Lane, bool]:
+    """The API key that queued *record*'s task (NO_KEY when it names none, or is no task: the
+    processor rejects it in its turn), and whether it names its task_uuid."""
+    data = messages.json_object(record.value) or {}
+    key, task_uuid = data.get("key"), data.get("task_uuid")
+    identified = isinstance(task_uuid, str) and messages.TASK_UUID_RE.fullmatch(task_uuid) is not None
+    return (key if isinstance(key, str) else NO_KEY), identified

@@ -170,3 +170,19 @@ def test_nothing_is_committed_for_a_partition_that_went():
     window.lost(claim)
     assert window.offsets_with(record) == {}
     window.settled(record)  # the commit did not happen: nothing to forget
+
+
+def test_a_message_that_names_no_task_runs_only_in_offset_order():
+    """It has no status record to tell that it ended: run above a task not yet ended, it would be
+    redelivered and rejected again, a second result."""
+    window, member = ReadAhead(LEVELS, limit=10), Member()
+    garbage = Record("tasks", 0, 2, b"not json")
+    read(window, member, [task(0, "a"), task(1, "a"), garbage, task(3, "b")])
+    first = window.pick(3)
+    assert first.offset == 0
+    assert window.pick(3).offset == 3, "b's turn; the keyless message waits for the offsets below it"
+    assert window.pick(3).offset == 1
+    window.settled(first)
+    assert window.pick(3) is None, "offset 1 has not ended"
+    window.settled(task(1, "a"))
+    assert window.pick(3) is garbage
