@@ -46,6 +46,7 @@ from uvrd.kafka.commit_mode import Landed, Offsets, Unanswered, next_offset
 from uvrd.kafka.bulletin import Bulletin
 from uvrd.daemon.consumer_daemon import POLL_MS, Membership
 from uvrd.kafka.group_member import Claim, GroupMember
+from uvrd.kafka.partition_ends import PartitionEnds
 from uvrd.metrics import processor as processor_metrics
 from uvrd.outcomes import (Abandoned, Cancelled, Committed, Failed, NotCommitted, Rejected, Stored, StoreFailed, StoreOutcome,
                            Succeeded, TaskOutcome)
@@ -92,12 +93,16 @@ class Processor:
                                         cfg.commit == "exactly-once", environ)
         self.engine = engine(_engine_settings(cfg, os.environ if environ is None else environ))
         self.attempts = AttemptLedger(cfg.output_dir / ".attempts")
-        self.priorities = PriorityChooser(config.topics.task_topics())
-        self.storage = open_storage(config)
-        self.cancellations = Cancellations(config.kafka, config.topics.cancellations)
-        # processor.fair_share: the records read ahead, and the tasks that ended (read_ahead.py says why).
+        # processor.fair_share: the records read ahead, the tasks that ended (read_ahead.py says why),
+        # and the partitions' ends, asked beside the member's consumer (partition_ends.py says why).
         self.read_ahead = ReadAhead(config.topics.task_topics(), cfg.fair_share_window) if cfg.fair_share else None
         self.ended = EndedTasks(config.kafka, config.topics.status) if cfg.fair_share else None
+        self.partition_ends = PartitionEnds(config.kafka) if cfg.fair_share else None
+        self._status_ends: dict[TopicPartition, dict[int, int] | None] = {}
+        self.priorities = PriorityChooser(config.topics.task_topics(),
+                                          None if self.partition_ends is None else self.partition_ends.now)
+        self.storage = open_storage(config)
+        self.cancellations = Cancellations(config.kafka, config.topics.cancellations)
         self.bulletin = Bulletin(config.kafka)
         self.heartbeat = heartbeat.Heartbeat(self.bulletin, config.topics.workers, self.membership.transactional_id,
                                              cfg.heartbeat_interval)
@@ -120,6 +125,8 @@ class Processor:
         stack.callback(self.cancellations.stop)
         if self.ended is not None:
             stack.callback(self.ended.stop)
+        if self.partition_ends is not None:
+            stack.callback(self.partition_ends.close)
         stack.callback(self.bulletin.close)
         stack.callback(self.heartbeat.goodbye)  # before the bulletin closes: it sends what it holds
         self.engine.start()
@@ -229,8 +236,19 @@ class Processor:
         if room > 0:
             # No wait while a task of the level may run now: the poll only tops up.
             wait = 0 if level is not None and window.runnable(level) else timeout_ms
-            for record in self.member.poll(wait, max_records=room):
-                if not window.add(record, self.member):
+            records = self.member.poll(wait, max_records=room)
+            assert self.partition_ends is not None and self.ended is not None
+            if unread := window.unread(records):
+                ends = self.partition_ends.now(unread)
+                # What a task of these partitions that ended before is checked against: every status
+                # record committed until now (its owner then committed nothing after this member got
+                # the partition).  None if the broker did not say: each task then reads to the end.
+                status_end = self.ended.end_now(Deadline.after(STATUS_READ_S))
+                self._status_ends.update({tp: status_end for tp in unread})
+            else:
+                ends = {}
+            for record in records:
+                if not window.add(record, self.member, ends):
                     consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
         else:
             self.member.keep(0)  # the level's window is full: a poll for the membership only
@@ -289,9 +307,11 @@ class Processor:
         (redelivered after it finished above a task still running, or a copy of a task that ended: its
         offset is committed alone, no second result), or because the status topic could not be read to
         say (it waits for its next turn).  A message that names no task runs in offset order (read_ahead.py)."""
-        if self.ended is None or task_uuid is None:
+        if self.ended is None or task_uuid is None or \
+                (self.read_ahead is not None and not self.read_ahead.may_have_ended(record)):
             return False
-        prior = self.ended.prior(task_uuid, replay, self._status_read_through_end())
+        status_end = self._status_ends.get(TopicPartition(record.topic, record.partition))
+        prior = self.ended.prior(task_uuid, replay, self._status_read_through_end(status_end))
         if prior is Prior.NOT_ENDED:
             return False
         if prior is Prior.UNKNOWN:
@@ -305,11 +325,14 @@ class Processor:
             self.read_ahead.settled(record)
         return True
 
-    def _status_read_through_end(self) -> bool:
-        """Whether every status record the broker had committed until now is read, within STATUS_READ_S."""
+    def _status_read_through_end(self, end: dict[int, int] | None = None) -> bool:
+        """Whether every status record the broker had committed until now (or before *end*, an end the
+        status topic had) is read, within STATUS_READ_S: after the first task of a partition's, the
+        board has read that far, and the next ones wait for nothing."""
         assert self.ended is not None
         deadline = Deadline.after(STATUS_READ_S)
-        end = self.ended.end_now(deadline)
+        if end is None:
+            end = self.ended.end_now(deadline)
         return end is not None and self.runtime.wait(until=lambda: self.ended is not None and self.ended.reached(end),
                                                      budget=deadline, through_drain=True, turn_ms=50).done
 

@@ -11,14 +11,21 @@ topic's partitions before the poll.  With fair share, the records a processor re
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Collection
+
+from kafka import TopicPartition
 
 FAIR_EVERY = 4
 BACKLOG_TTL_S = 1.0  # an idle worker re-reads end offsets at most this often
 
 
 class PriorityChooser:
-    def __init__(self, topics: dict[str, int]):
+    def __init__(self, topics: dict[str, int],
+                 ends: Callable[[Collection[TopicPartition]], dict[TopicPartition, int]] | None = None):
+        """*ends*: where partitions end now, if not asked of the group member's consumer (fair share:
+        kafka/partition_ends.py says why)."""
         self.topics = topics  # topic -> priority
+        self._ends = ends
         self._last_served: dict[int, float] = {}
         self._unfair_picks = 0
         self._backlog: dict[int, int] = {}
@@ -71,9 +78,10 @@ class PriorityChooser:
         return level
 
     def _read_backlog(self, consumer, assigned) -> dict[int, int]:
-        ends = consumer.end_offsets(list(assigned))
+        ends = self._ends(assigned) if self._ends is not None else consumer.end_offsets(list(assigned))
         backlog: dict[int, int] = {}
         for tp in assigned:
             level = self.topics[tp.topic]
-            backlog[level] = backlog.get(level, 0) + max(0, ends[tp] - consumer.position(tp))
+            # An end the broker did not give counts nothing: the next read, a second later, may.
+            backlog[level] = backlog.get(level, 0) + max(0, ends.get(tp, 0) - consumer.position(tp))
         return backlog

@@ -8,7 +8,10 @@ committed, so that tasks may finish out of offset order while the committed offs
 one that has not: each result still goes out in its own transaction, with the offset of the lowest
 record read and not finished (or one past the last read).  A crash or a rebalance redelivers the
 records above it, finished ones included; the processor recognises those by their status
-(boards/ended_tasks.py) and runs none twice.
+(boards/ended_tasks.py) and runs none twice.  Only a record below the partition's end when this
+member began reading it can be such a redelivery (a record written later was never another
+member's): :meth:`ReadAhead.may_have_ended` says which, so that the status topic is read through its
+end only for those, not before every task.
 
 Each partition's records are held under one :class:`~uvrd.kafka.group_member.Claim`, which lives as
 long as the partition is this member's: a rebalance that gives it back in the next generation keeps
@@ -55,6 +58,8 @@ class ReadAhead:
         self.limit = limit
         self.max_bytes = max_bytes
         self._ledgers: dict[TopicPartition, OffsetLedger[bool]] = {}
+        # Each partition's end when its ledger began: below it, a record may have ended already.
+        self._fresh_from: dict[TopicPartition, float] = {}
         # level -> key -> its records not yet started, in the order read (per partition: offset order).
         self._waiting: dict[int, dict[Lane, deque[_Waiting]]] = {}
         self._turns: dict[int, KeyTurns] = {}
@@ -81,13 +86,21 @@ class ReadAhead:
         size = sum(w.size for q in self._waiting.get(level, {}).values() for w in q)
         return 0 if size >= self.max_bytes else max(0, self.limit - self.held(level))
 
-    def add(self, record: ConsumerRecord, member: GroupMember) -> bool:
+    def unread(self, records: list[ConsumerRecord]) -> list[TopicPartition]:
+        """The partitions of *records* not read here yet (or since they last went): :meth:`add` wants
+        their end offsets."""
+        return sorted({TopicPartition(r.topic, r.partition) for r in records} - set(self._ledgers))
+
+    def add(self, record: ConsumerRecord, member: GroupMember, ends: dict[TopicPartition, int]) -> bool:
         """Hold *record*; False if it may not be taken now (its partition is in a rebalance not yet
-        over): the caller seeks back to it, so that it is fetched again."""
+        over): the caller seeks back to it, so that it is fetched again.  *ends*: the end offsets of
+        the partitions :meth:`unread` named, taken after the poll that fetched *record* (one missing:
+        every record of its partition may have ended)."""
         tp = TopicPartition(record.topic, record.partition)
         ledger = self._ledgers.get(tp)
         if ledger is None:
             ledger = self._ledgers[tp] = OffsetLedger(member.claim(tp))
+            self._fresh_from[tp] = ends.get(tp, float("inf"))
         if not ledger.claim.held:
             return False
         if ledger.taken(record.offset):
@@ -134,6 +147,11 @@ class ReadAhead:
             raise KeyError(f"{record.topic}/{record.partition} is not read ahead")
         return ledger.claim
 
+    def may_have_ended(self, record: ConsumerRecord) -> bool:
+        """Whether *record*'s task may have ended already under another member (or before a restart):
+        it was in the partition before this member began reading it."""
+        return record.offset < self._fresh_from.get(TopicPartition(record.topic, record.partition), float("inf"))
+
     def owns(self, claim: Claim) -> bool:
         ledger = self._ledgers.get(claim.tp)
         return ledger is not None and ledger.claim is claim
@@ -167,6 +185,7 @@ class ReadAhead:
         if not self.owns(claim):
             return 0
         del self._ledgers[claim.tp]
+        self._fresh_from.pop(claim.tp, None)
         dropped = 0
         for lanes in self._waiting.values():
             for lane, queue in list(lanes.items()):

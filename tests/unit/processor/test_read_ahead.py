@@ -42,9 +42,9 @@ def task(offset: int, key: str | None, topic: str = "tasks", partition: int = 0)
     return Record(topic, partition, offset, json.dumps(body).encode())
 
 
-def read(window: ReadAhead, member: Member, records: list[Record]) -> None:
+def read(window: ReadAhead, member: Member, records: list[Record], ends: dict | None = None) -> None:
     for r in records:
-        assert window.add(r, member)
+        assert window.add(r, member, ends or {})
 
 
 def committed_offset(window: ReadAhead, record: Record) -> int:
@@ -106,7 +106,7 @@ def test_a_partition_taken_away_drops_its_records_and_one_given_back_keeps_them(
     assert claim0.resume_at == 2, "given back, fetching goes on past what was read"
     claim0.revoke()
     assert window.pick(3).partition == 1, "nothing of a partition in a rebalance runs"
-    assert not window.add(task(2, "a"), member), "nor is read: it is fetched again"
+    assert not window.add(task(2, "a"), member, {}), "nor is read: it is fetched again"
     claim0.settle([claim0.tp], 2)
     assert claim0.state is ClaimState.HELD and window.pick(3).offset == 0
     lost = window.claim_of(task(0, "b", partition=1))
@@ -186,3 +186,17 @@ def test_a_message_that_names_no_task_runs_only_in_offset_order():
     assert window.pick(3) is None, "offset 1 has not ended"
     window.settled(task(1, "a"))
     assert window.pick(3) is garbage
+
+
+def test_only_a_record_there_before_this_member_read_its_partition_may_have_ended():
+    """A record written later was never another member's: its status need not be read."""
+    window, member = ReadAhead(LEVELS, limit=10), Member()
+    first = task(0, "a")
+    assert window.unread([first, task(0, "b", partition=1)]) == [TopicPartition("tasks", 0), TopicPartition("tasks", 1)]
+    read(window, member, [first, task(1, "a"), task(5, "a")], ends={TopicPartition("tasks", 0): 2})
+    read(window, member, [task(0, "b", partition=1)])  # its end unknown
+    assert window.unread([task(9, "a")]) == []
+    assert [window.may_have_ended(task(o, "a")) for o in (0, 1, 5)] == [True, True, False]
+    assert window.may_have_ended(task(7, "b", partition=1)), "an end not known: every record is checked"
+    window.lost(window.claim_of(first))
+    assert window.may_have_ended(task(5, "a")), "read again after it went: checked again"
