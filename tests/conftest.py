@@ -224,10 +224,15 @@ def _stack(broker, model_dir, root: Path, name: str, partitions: int = 1):
     try:
         yield s
     finally:
+        # The in-process daemons are stopped together: their engines' children share the test
+        # process's resource tracker, which the first processor to stop waits for until every child is gone.
+        for d in s.daemons:
+            if isinstance(d, InProcessDaemon) and d.running:
+                d.daemon.stop()
         for d in s.daemons:
             if isinstance(d, InProcessDaemon):
                 if d.running:
-                    d.stop()
+                    d.wait_exit()
                 continue
             d.stop()
             if d.notify:

@@ -118,6 +118,11 @@ class ProcessorConfig:
     # While one task is in the model, fetch the next one's input and store the last one's stems
     # (pipeline.py); false: one task start to finish, the order the bench compares against.
     pipeline: bool = False
+    # Within a priority, tasks of different API keys run in turns (processor/read_ahead.py), not in
+    # offset order; false: offset order, the order before keys.
+    fair_share: bool = False
+    # With fair_share: the task records read ahead per priority level, at most, to choose among.
+    fair_share_window: int = 256
     drain_timeout: float = 600.0
     job_timeout: float = 900.0
     # Times a job is re-run after its engine was killed (timeout) or died.
@@ -169,6 +174,7 @@ class ProcessorConfig:
                  "must be at most half of processor.chunk_seconds")
         _require(self.job_retries >= 0, "processor.job_retries", "must not be negative")
         _require(self.max_attempts >= 1, "processor.max_attempts", "must be at least 1")
+        _require(1 <= self.fair_share_window <= 100_000, "processor.fair_share_window", "must be from 1 to 100000")
         _require(self.max_loaded_models >= 1, "processor.max_loaded_models", "must be at least 1")
         for name in ("mdx_hop_length", "mdx_segment_size", "mdx_batch_size"):
             _require(getattr(self, name) > 0, f"processor.{name}", "must be positive")

@@ -46,6 +46,8 @@ _LOST_PARTITION = (Errors.CommitFailedError, Errors.IllegalGenerationError, Erro
                    Errors.RebalanceInProgressError, Errors.FencedInstanceIdError)
 # What a commit moves each partition's committed offset to (one past its last record done).
 Offsets: TypeAlias = dict[TopicPartition, OffsetAndMetadata]
+# Whether a commit whose end went unanswered landed after all, where its offsets cannot say.
+Landed: TypeAlias = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,9 @@ class CommitMode:
     def open(self) -> None:
         self.producer = self._make_producer()
 
-    def commit(self, records: list[OutRecord], offsets: Offsets) -> None:
-        """Commit *records* with *offsets* (each mode below), or raise CommitLost or a KafkaError."""
+    def commit(self, records: list[OutRecord], offsets: Offsets, landed: Landed | None = None) -> None:
+        """Commit *records* with *offsets* (each mode below), or raise CommitLost or a KafkaError.
+        *landed*: how a retry tells that an unsure try landed, where its offsets cannot tell."""
         raise NotImplementedError
 
     def close(self, timeout: float) -> None:
@@ -147,15 +150,19 @@ class ExactlyOnce(CommitMode):
         super().close(timeout)
         self._ready = False
 
-    def commit(self, records: list[OutRecord], offsets: Offsets) -> None:
+    def commit(self, records: list[OutRecord], offsets: Offsets, landed: Landed | None = None) -> None:
         """Commit, or raise.  After a KafkaError, call again with the same records and offsets: if
-        the failed try landed after all, the retry finds that out and commits nothing twice."""
+        the failed try landed after all, the retry finds that out and commits nothing twice.
+
+        By default the group's committed offsets say whether it landed.  A commit that does not move
+        its offset (fair share: a task finished above one still running, read_ahead.py) is told by
+        *landed* instead, read once the successor producer has settled the unsure try."""
         if not self._ready:
             self.open()  # a successor producer: its init settles its predecessor's transaction first
         if self.unsure is not None:
             # Only a retry of the very commit can be answered by its fate; any other commit just
             # goes ahead (the successor's init has settled the unsure one either way).
-            if self.unsure == offsets and self._landed(offsets):
+            if self.unsure == offsets and (landed() if landed is not None else self._landed(offsets)):
                 self.unsure = None
                 log.info("the unanswered commit had landed")
                 return
@@ -220,7 +227,7 @@ class ExactlyOnce(CommitMode):
 class AtLeastOnce(CommitMode):
     mode = "at-least-once"
 
-    def commit(self, records: list[OutRecord], offsets: Offsets) -> None:
+    def commit(self, records: list[OutRecord], offsets: Offsets, landed: Landed | None = None) -> None:
         producer = self._opened()
         futures = [producer.send(r.topic, key=r.key, value=r.value, headers=list(r.headers)) for r in records]
         producer.flush(timeout=FLUSH_TIMEOUT_S)

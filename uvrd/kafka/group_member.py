@@ -33,7 +33,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.coordinator.base import MemberState
 
 from uvrd.kafka import group_leave
-from uvrd.kafka.commit_mode import CommitLost, CommitMode, Offsets, OutRecord
+from uvrd.kafka.commit_mode import CommitLost, CommitMode, Landed, Offsets, OutRecord
 from uvrd.outcomes import CommitOutcome, Committed, NotCommitted
 from uvrd.runtime.backoff import Backoff
 from uvrd.runtime.deadline import Deadline
@@ -173,9 +173,10 @@ class GroupMember:
         """One try: CommitLost if the partition is gone, KafkaError if the broker failed it."""
         self.commit_mode.commit(records, offsets)
 
-    def commit(self, records: list[OutRecord], offsets: Offsets, claim: Claim) -> CommitOutcome:
+    def commit(self, records: list[OutRecord], offsets: Offsets, claim: Claim, landed: Landed | None = None) -> CommitOutcome:
         """Commit *records* with *offsets* under *claim*, retrying while the broker fails it; NotCommitted
-        if it could not be done (the partition was lost, or the drain ended first): left for redelivery."""
+        if it could not be done (the partition was lost, or the drain ended first): left for redelivery.
+        *landed*: commit_mode.py's, for a commit whose offsets do not move."""
         backoff = Backoff(*COMMIT_BACKOFF_S)
         while True:
             if not self.still_ours(claim):
@@ -185,7 +186,7 @@ class GroupMember:
                 log.warning("partition lost before the commit; another member redoes the record")
                 return NotCommitted("partition_lost")
             try:
-                self.commit_mode.commit(records, offsets)
+                self.commit_mode.commit(records, offsets, landed)
                 return Committed()
             except CommitLost as e:
                 log.warning("partition lost before the commit; another member redoes the record", error=str(e))

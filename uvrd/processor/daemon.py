@@ -16,6 +16,12 @@ running: the whole cancellations topic is read before the first task is taken, a
 its end again before each task starts, so a request the api acknowledged a moment ago counts.  Nothing is
 committed for an Abandoned task (stop deadline, lost partition): it is redelivered to
 whichever worker owns the partition next.
+
+With ``processor.fair_share``, the next task is not the next offset: the processor reads ahead up to
+``fair_share_window`` records of each priority (read_ahead.py) and runs the API keys' tasks in turns
+(key_turns.py).  A task then may end above one still running: its result still goes out in its own
+transaction, with the offset of the lowest task not yet ended, and a task redelivered after it ended
+(its status says so, boards/ended_tasks.py) is settled without running or a second result.
 """
 
 from __future__ import annotations
@@ -35,12 +41,14 @@ from uvrd import messages
 from uvrd.config import Config
 from uvrd.boards import status
 from uvrd.boards.cancellations import Cancellations
-from uvrd.kafka.commit_mode import next_offset
+from uvrd.boards.ended_tasks import EndedTasks, Prior
+from uvrd.kafka.commit_mode import Landed, Offsets, Unanswered, next_offset
 from uvrd.kafka.bulletin import Bulletin
 from uvrd.daemon.consumer_daemon import POLL_MS, Membership
 from uvrd.kafka.group_member import Claim, GroupMember
+from uvrd.kafka.partition_ends import PartitionEnds
 from uvrd.metrics import processor as processor_metrics
-from uvrd.outcomes import (Abandoned, Cancelled, Failed, NotCommitted, Rejected, Stored, StoreFailed, StoreOutcome,
+from uvrd.outcomes import (Abandoned, Cancelled, Committed, Failed, NotCommitted, Rejected, Stored, StoreFailed, StoreOutcome,
                            Succeeded, TaskOutcome)
 from uvrd.processor.accept import MAX_ERROR_CHARS, Accepted, accept, rejected
 from uvrd.processor.attempts import AttemptLedger
@@ -51,6 +59,7 @@ from uvrd.processor.host_trouble import HostTrouble
 from uvrd.processor.pipeline import Ahead
 from uvrd.processor.pipeline_turns import PipelineTurns
 from uvrd.processor.priority import PriorityChooser
+from uvrd.processor.read_ahead import ReadAhead
 from uvrd.processor.separation import Separation, Watchers
 from uvrd.processor.task_events import TaskEvents
 from uvrd.processor.settlement import settlement
@@ -66,6 +75,9 @@ CATCH_UP_S = 30.0
 # Before each task, the cancellations topic is read through its end for at most this long; past
 # it the task starts, and a request that arrives meanwhile stops it at the engine's next step.
 CANCELLATIONS_READ_S = 5.0
+# With fair share, before each task the status topic is read through its end for at most this long;
+# past it the task waits for its next turn: running it could give a task that ended a second result.
+STATUS_READ_S = 5.0
 
 
 
@@ -81,7 +93,14 @@ class Processor:
                                         cfg.commit == "exactly-once", environ)
         self.engine = engine(_engine_settings(cfg, os.environ if environ is None else environ))
         self.attempts = AttemptLedger(cfg.output_dir / ".attempts")
-        self.priorities = PriorityChooser(config.topics.task_topics())
+        # processor.fair_share: the records read ahead, the tasks that ended (read_ahead.py says why),
+        # and the partitions' ends, asked beside the member's consumer (partition_ends.py says why).
+        self.read_ahead = ReadAhead(config.topics.task_topics(), cfg.fair_share_window) if cfg.fair_share else None
+        self.ended = EndedTasks(config.kafka, config.topics.status) if cfg.fair_share else None
+        self.partition_ends = PartitionEnds(config.kafka) if cfg.fair_share else None
+        self._status_ends: dict[TopicPartition, dict[int, int] | None] = {}
+        self.priorities = PriorityChooser(config.topics.task_topics(),
+                                          None if self.partition_ends is None else self.partition_ends.now)
         self.storage = open_storage(config)
         self.cancellations = Cancellations(config.kafka, config.topics.cancellations)
         self.bulletin = Bulletin(config.kafka)
@@ -104,6 +123,10 @@ class Processor:
         # Closed after the Kafka clients; by then it holds no job worth a goodbye.
         stack.callback(self.engine.close)
         stack.callback(self.cancellations.stop)
+        if self.ended is not None:
+            stack.callback(self.ended.stop)
+        if self.partition_ends is not None:
+            stack.callback(self.partition_ends.close)
         stack.callback(self.bulletin.close)
         stack.callback(self.heartbeat.goodbye)  # before the bulletin closes: it sends what it holds
         self.engine.start()
@@ -114,8 +137,13 @@ class Processor:
         # Read once the broker is known to answer (a reader's first try at an absent broker would hold
         # up a stop), and whole before READY: a task taken earlier could be one already cancelled.
         self.cancellations.start()
-        self.runtime.wait(until=lambda: self.cancellations.caught_up, budget=Deadline.after(CATCH_UP_S),
-                          through_drain=False)
+        if self.ended is not None:
+            self.ended.start()
+        self.runtime.wait(until=self._boards_caught_up, budget=Deadline.after(CATCH_UP_S), through_drain=False)
+
+    def _boards_caught_up(self) -> bool:
+        """The cancellations (and, with fair share, the tasks that ended) already recorded are read."""
+        return self.cancellations.caught_up and (self.ended is None or self.ended.caught_up)
 
     def serve(self) -> None:
         """One task at a time: each turn makes sure the engine can take one and the cancellations
@@ -124,12 +152,13 @@ class Processor:
             self._replace_a_dead_engine()
             if not (self.engine.ready or self.separation.await_engine()):
                 continue
-            if not self.cancellations.caught_up:
-                # No task before the cancellations already asked for are known: one may be for it.
-                self.runtime.wait(until=lambda: self.cancellations.caught_up, through_drain=False)
+            if not self._boards_caught_up():
+                # No task before the cancellations already asked for are known: one may be for it
+                # (and with fair share, the tasks that ended: one may be redelivered).
+                self.runtime.wait(until=self._boards_caught_up, through_drain=False)
                 continue
             if not self.cfg.pipeline:
-                if (record := self._poll()) is not None:
+                if (record := self.next_record()) is not None:
                     self.handle(record)
                 continue
             self.pipeline.turn()
@@ -147,6 +176,8 @@ class Processor:
             return f"{'warming up' if self.engine.warming else 'loading'} model {self.cfg.model}"
         if not self.cancellations.caught_up:
             return f"reading the cancellations topic {self.cancellations.topic!r}"
+        if self.ended is not None and not self.ended.caught_up:
+            return f"reading the status topic {self.ended.topic!r}"
         return None
 
     def _device(self) -> str:
@@ -180,30 +211,82 @@ class Processor:
         pass
 
     def on_lost(self, claim: Claim) -> None:
-        pass  # the separation sees it on its claim and ends the run
+        # The separation sees it on its claim and ends the run; the records read ahead are the next owner's.
+        if self.read_ahead is not None and (dropped := self.read_ahead.lost(claim)):
+            log.info("partition moved to another worker: its tasks read ahead are left to it",
+                     partition=f"{claim.tp.topic}/{claim.tp.partition}", dropped=dropped)
 
     def _replace_a_dead_engine(self) -> None:
         if not self.engine.alive():
             log.warning("separation engine died while idle; restarting it")
             self.engine.restart("died_while_idle")
 
-    def _poll(self):
-        """The next task record, after a poll of up to POLL_MS on the topic the priorities choose; or None."""
-        self.priorities.apply(self.member.consumer)
-        records = self.member.poll(POLL_MS, max_records=1)
-        return records[0] if records else None
+    def next_record(self, timeout_ms: int = POLL_MS):
+        """The next task record, after a poll of up to *timeout_ms* on the topic the priorities choose;
+        or None.  With fair share, the poll tops up what is read ahead, and the record is the next
+        one of the key whose turn it is (read_ahead.py)."""
+        consumer = self.member.consumer
+        if self.read_ahead is None:
+            self.priorities.apply(consumer)
+            records = self.member.poll(timeout_ms, max_records=1)
+            return records[0] if records else None
+        window = self.read_ahead
+        level = self.priorities.apply(consumer, window.held_by_topic())
+        room = window.room(level) if level is not None else window.limit
+        if room > 0:
+            # No wait while a task of the level may run now: the poll only tops up.
+            wait = 0 if level is not None and window.runnable(level) else timeout_ms
+            records = self.member.poll(wait, max_records=room)
+            assert self.partition_ends is not None and self.ended is not None
+            if unread := window.unread(records):
+                ends = self.partition_ends.now(unread)
+                # What a task of these partitions that ended before is checked against: every status
+                # record committed until now (its owner then committed nothing after this member got
+                # the partition).  None if the broker did not say: each task then reads to the end.
+                status_end = self.ended.end_now(Deadline.after(STATUS_READ_S))
+                self._status_ends.update({tp: status_end for tp in unread})
+            else:
+                ends = {}
+            for record in records:
+                if not window.add(record, self.member, ends):
+                    consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
+        else:
+            self.member.keep(0)  # the level's window is full: a poll for the membership only
+        if level is None:  # nothing waited when the backlog was read: whatever came, highest level first
+            level = max((lv for lv in set(self.priorities.topics.values()) if window.held(lv)), default=None)
+        return window.pick(level) if level is not None else None
+
+    def claim(self, record) -> Claim:
+        """The claim *record*'s work runs under: with fair share its partition's, held as long as the
+        partition is ours (read_ahead.py); else one of its own, released once it is settled."""
+        if self.read_ahead is not None:
+            return self.read_ahead.claim_of(record)
+        return self.member.claim(TopicPartition(record.topic, record.partition), resume_at=record.offset + 1)
+
+    def release(self, claim: Claim) -> None:
+        if self.read_ahead is None or not self.read_ahead.owns(claim):
+            self.member.release(claim)
+
+    def put_back(self, record) -> None:
+        """*record*'s task was left uncommitted while its partition stays ours: with fair share it waits
+        for its turn again (the consumer's position is past it already)."""
+        if self.read_ahead is not None:
+            self.read_ahead.put_back(record)
 
     # -- one task: accept, process, settle ------------------------------------------------------
     def handle(self, record) -> None:
         logs.bind_task(topic=record.topic, partition=record.partition, offset=record.offset)
         self.priorities.served(record.topic)
-        claim = self.member.claim(TopicPartition(record.topic, record.partition), resume_at=record.offset + 1)
+        claim = self.claim(record)
         try:
             accepted = accept(record, self.cfg, self.storage.name)
             if isinstance(accepted, Rejected):
-                self.settle(record, None, accepted, claim)
+                if not self.ended_before(record, accepted.task_uuid, accepted.replay, claim):
+                    self.settle(record, None, accepted, claim)
                 return
             structlog.contextvars.bind_contextvars(task_uuid=accepted.task.task_uuid)
+            if self.ended_before(record, accepted.task.task_uuid, accepted.task.replay, claim):
+                return
             if requested_at := self.cancellation_of(accepted.task.task_uuid):
                 self.settle(record, accepted.task, Cancelled(requested_at), claim)
                 return
@@ -212,11 +295,57 @@ class Processor:
             if isinstance(outcome, Abandoned):
                 log.info("task left uncommitted for redelivery", reason=outcome.reason)
                 processor_metrics.settled(outcome)
+                self.put_back(record)
                 return
             self.settle(record, accepted.task, outcome, claim)
         finally:
-            self.member.release(claim)
+            self.release(claim)
             logs.bind_task()
+
+    def ended_before(self, record, task_uuid: str | None, replay: int, claim: Claim) -> bool:
+        """With fair share: whether the task is not to run (or be rejected) now, because it ended before
+        (redelivered after it finished above a task still running, or a copy of a task that ended: its
+        offset is committed alone, no second result), or because the status topic could not be read to
+        say (it waits for its next turn).  A message that names no task runs in offset order (read_ahead.py)."""
+        if self.ended is None or task_uuid is None or \
+                (self.read_ahead is not None and not self.read_ahead.may_have_ended(record)):
+            return False
+        status_end = self._status_ends.get(TopicPartition(record.topic, record.partition))
+        prior = self.ended.prior(task_uuid, replay, self._status_read_through_end(status_end))
+        if prior is Prior.NOT_ENDED:
+            return False
+        if prior is Prior.UNKNOWN:
+            log.warning("the status topic could not be read through its end; the task waits for its next turn",
+                        topic=self.ended.topic)
+            self.put_back(record)
+            return True
+        log.info("task redelivered after it ended; settled without running it again")
+        assert self.read_ahead is not None, "fair share reads ahead"
+        if isinstance(self.member.commit([], self.read_ahead.offsets_with(record), claim), Committed):
+            self.read_ahead.settled(record)
+        return True
+
+    def _status_read_through_end(self, end: dict[int, int] | None = None) -> bool:
+        """Whether every status record the broker had committed until now (or before *end*, an end the
+        status topic had) is read, within STATUS_READ_S: after the first task of a partition's, the
+        board has read that far, and the next ones wait for nothing."""
+        assert self.ended is not None
+        deadline = Deadline.after(STATUS_READ_S)
+        if end is None:
+            end = self.ended.end_now(deadline)
+        return end is not None and self.runtime.wait(until=lambda: self.ended is not None and self.ended.reached(end),
+                                                     budget=deadline, through_drain=True, turn_ms=50).done
+
+    def _landed_by_status(self, task_uuid: str, replay: int) -> Landed:
+        """For a commit whose offset does not move (fair share): whether its try left unsure landed,
+        told by the task's ended status, committed in the same transaction as its result."""
+        def landed() -> bool:
+            assert self.ended is not None
+            prior = self.ended.prior(task_uuid, replay, self._status_read_through_end())
+            if prior is Prior.UNKNOWN:
+                raise Unanswered("the status topic could not be read through its end")  # tried again later
+            return prior is Prior.ENDED
+        return landed
 
     def cancellation_of(self, task_uuid: str) -> str | None:
         """When the task's cancellation was requested, if it was, once every request the broker had
@@ -328,8 +457,16 @@ class Processor:
         remove its input, if the input is the task's own."""
         cancel_requested_at = self.cancellations.requested_at(task.task_uuid) if task is not None else None
         settled = settlement(self.config.topics, record, outcome, task, self.storage.name, cancel_requested_at)
-        if isinstance(self.member.commit(list(settled.records), next_offset(record), claim), NotCommitted):
+        offsets: Offsets = next_offset(record) if self.read_ahead is None else self.read_ahead.offsets_with(record)
+        landed = None
+        if self.ended is not None and settled.task_uuid:
+            replay = task.replay if task is not None else outcome.replay if isinstance(outcome, Rejected) else 0
+            landed = self._landed_by_status(settled.task_uuid, replay)
+        if isinstance(self.member.commit(list(settled.records), offsets, claim, landed), NotCommitted):
+            self.put_back(record)
             return  # left for redelivery (group_member.py logged why)
+        if self.read_ahead is not None:
+            self.read_ahead.settled(record)
         processor_metrics.settled(outcome)
         if settled.task_uuid:
             self.attempts.clear(settled.task_uuid)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
-from kafka import TopicPartition
 
 from uvrd import messages
 from uvrd.kafka.group_member import Claim, GroupMember
@@ -55,7 +54,7 @@ class PipelineTurns:
         """One turn of the serve loop: commit what the store stage finished while the queue was idle,
         then run the task taken ahead, or the next one polled."""
         self._settle_behind(wait=False)
-        if (ahead := self.ahead) is None and (record := self.p._poll()) is not None:
+        if (ahead := self.ahead) is None and (record := self.p.next_record()) is not None:
             ahead = self._take(record)
         if ahead is not None:
             self.ahead = None
@@ -64,7 +63,7 @@ class PipelineTurns:
     def _take(self, record) -> Ahead:
         """*record* taken: claimed, accepted, and its input's fetch begun."""
         self.p.priorities.served(record.topic)
-        claim = self.member.claim(TopicPartition(record.topic, record.partition), resume_at=record.offset + 1)
+        claim = self.p.claim(record)
         accepted = accept(record, self.p.cfg, self.p.storage.name)
         ahead = Ahead(record, claim, accepted)
         if isinstance(accepted, Accepted) and not self.p.cancellations.requested_at(accepted.task.task_uuid):
@@ -86,15 +85,14 @@ class PipelineTurns:
         """Take the next task, if one waits and none was taken yet, and begin fetching its input."""
         if self.ahead is not None or self.runtime.lifecycle.stopping or self.fetching.busy:
             return
-        self.p.priorities.apply(self.member.consumer)
         try:
-            records = self.member.poll(0, max_records=1)
+            record = self.p.next_record(0)  # with fair share, the next of the key whose turn it is
         finally:
             self.member.pause_all()  # the task in the model keeps every partition paused
-        if records:
-            self.ahead = self._take(records[0])
+        if record is not None:
+            self.ahead = self._take(record)
             accepted = self.ahead.accepted
-            log.info("next task taken while the model runs", next_offset=records[0].offset,
+            log.info("next task taken while the model runs", next_offset=record.offset,
                      next_task=accepted.task.task_uuid if isinstance(accepted, Accepted) else accepted.task_uuid)
 
     def _handle_ahead(self, ahead: Ahead) -> None:
@@ -108,9 +106,13 @@ class PipelineTurns:
                 self._abandon(Abandoned("the partition was reassigned to another worker", "rebalance"))
                 return
             if isinstance(accepted, Rejected):
-                self._settle_in_order(record, None, accepted, claim)
+                if not self.p.ended_before(record, accepted.task_uuid, accepted.replay, claim):
+                    self._settle_in_order(record, None, accepted, claim)
                 return
             structlog.contextvars.bind_contextvars(task_uuid=accepted.task.task_uuid)
+            if self.p.ended_before(record, accepted.task.task_uuid, accepted.task.replay, claim):  # fair share: a redelivery of a task that ended
+                ahead.discard(self.p.storage.release_input)
+                return
             if requested_at := self.p.cancellation_of(accepted.task.task_uuid):
                 ahead.discard(self.p.storage.release_input)
                 self._settle_in_order(record, accepted.task, Cancelled(requested_at), claim)
@@ -121,11 +123,12 @@ class PipelineTurns:
                 return
             if isinstance(outcome, Abandoned):
                 self._abandon(outcome)
+                self.p.put_back(record)
                 return
             self._settle_in_order(record, accepted.task, outcome, claim)
         finally:
             if not handed_on:
-                self.member.release(claim)
+                self.p.release(claim)
             logs.bind_task()
 
     def _abandon(self, outcome: Abandoned) -> None:
@@ -192,7 +195,7 @@ class PipelineTurns:
                     return
                 self.p.settle(behind.record, task, outcome, behind.claim)
             finally:
-                self.member.release(behind.claim)
+                self.p.release(behind.claim)
 
     def _store_again(self, behind: Behind) -> StoreOutcome:
         task_uuid = behind.accepted.task.task_uuid
@@ -215,5 +218,5 @@ class PipelineTurns:
             with structlog.contextvars.bound_contextvars(topic=ahead.record.topic, partition=ahead.record.partition,
                                                          offset=ahead.record.offset):
                 self._abandon(Abandoned("stopping: the task taken ahead was not started"))
-            self.member.release(ahead.claim)
+            self.p.release(ahead.claim)
         self._settle_behind(wait=True)

@@ -22,3 +22,45 @@ def test_a_steady_high_stream_cannot_starve_a_lower_level():
         picks.append(level)
         c.served({0: "tasks", 2: "tasks.p2"}[level])
     assert picks.count(0) == 2 and picks[:FAIR_EVERY] == [2] * FAIR_EVERY and picks[FAIR_EVERY] == 0
+
+
+class Consumer:
+    """What the chooser asks of a consumer: its partitions, positions, and pauses."""
+
+    def __init__(self, positions: dict) -> None:
+        self.positions = positions
+        self.paused: set = set()
+
+    def assignment(self):
+        return set(self.positions)
+
+    def position(self, tp) -> int:
+        return self.positions[tp]
+
+    def end_offsets(self, tps):
+        raise AssertionError("fair share asks the ends beside the member's consumer")
+
+    def pause(self, *tps) -> None:
+        self.paused |= set(tps)
+
+    def resume(self, *tps) -> None:
+        self.paused -= set(tps)
+
+
+def test_records_read_ahead_count_as_backlog_and_the_ends_come_from_beside_the_consumer():
+    from kafka import TopicPartition
+
+    low, high = TopicPartition("tasks", 0), TopicPartition("tasks.p2", 0)
+    consumer = Consumer({low: 10, high: 4})
+    asked: list = []
+
+    def ends(tps):
+        asked.append(set(tps))
+        return {low: 10, high: 4}  # both read to their end: only what is held waits
+    c = PriorityChooser(TOPICS, ends)
+    assert c.apply(consumer, {"tasks.p2": 0, "tasks": 3}) == 0 and consumer.paused == {high}
+    c.invalidate()
+    assert c.apply(consumer, {"tasks.p2": 2, "tasks": 3}) == 2 and consumer.paused == {low}
+    assert asked == [{low, high}, {low, high}]
+    c.invalidate()
+    assert c.apply(consumer, {}) is None and consumer.paused == set(), "nothing waits: every partition resumed"
