@@ -114,23 +114,22 @@ def test_audio_seconds_per_day_is_retried_after_midnight_utc():
 def test_a_workers_admissions_count_until_their_tasks_are_on_the_board():
     key, _ = keys.new_key("k", "submit", "2026-12-06T00:00:00.000+00:00", Quota(max_active=2))
     board = board_with()
-    api = SimpleNamespace(backend=SimpleNamespace(board=board, keys=SimpleNamespace(get=lambda name: key)))
+    backend = SimpleNamespace(board=board, keys=SimpleNamespace(get=lambda name: key))
     gate = QuotaGate()
-    with gate.admit(api, "k", 1, 0), gate.admit(api, "k", 1, 0):
-        with pytest.raises(ApiError) as third, gate.admit(api, "k", 1, 0):
+    with gate.admit(backend, "k", 1, 0), gate.admit(backend, "k", 1, 0):
+        with pytest.raises(ApiError) as third, gate.admit(backend, "k", 1, 0):
             pass
         assert third.value.status == 429
-    with gate.admit(api, "k", 2, 0):  # both went without queueing anything: their places are free again
+    with gate.admit(backend, "k", 2, 0):  # both went without queueing anything: their places are free again
         pass
 
 
 def test_an_unlimited_or_configured_key_is_never_refused():
     free, _ = keys.new_key("free", "submit", "2026-12-06T00:00:00.000+00:00")
-    api = SimpleNamespace(backend=SimpleNamespace(board=board_with(),
-                                                  keys=SimpleNamespace(get=lambda name: free if name == "free" else None)))
-    with QuotaGate().admit(api, "free", 10**6, 10**9):
+    backend = SimpleNamespace(board=board_with(), keys=SimpleNamespace(get=lambda name: free if name == "free" else None))
+    with QuotaGate().admit(backend, "free", 10**6, 10**9):
         pass
-    with QuotaGate().admit(api, "config-token-1", 10**6, 10**9):
+    with QuotaGate().admit(backend, "config-token-1", 10**6, 10**9):
         pass
 
 
