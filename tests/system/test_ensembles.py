@@ -40,7 +40,7 @@ def service(module_stack, pair_dir):
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
-    return tinymodel.write_sample(tmp_path_factory.mktemp("ensembles") / "sample.wav", seconds=20)
+    return tinymodel.write_sample(tmp_path_factory.mktemp("ensembles") / "sample.wav", seconds=10)
 
 
 def samples(path) -> np.ndarray:
@@ -53,10 +53,15 @@ def snr_db(reference: np.ndarray, other: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(reference ** 2) / max(np.sum((reference - other) ** 2), 1e-20)))
 
 
-def library_ensemble(model_dir, sample, out, algorithm: str, weights) -> dict[str, str]:
-    run = subprocess.run([sys.executable, "-m", "devtools.library_ensemble", str(model_dir),
-                          str(tinymodel.HOP_LENGTH), str(tinymodel.SEGMENT_SIZE), str(out), str(sample), algorithm,
-                          json.dumps(weights), A, B], capture_output=True, text=True, timeout=600)
+ENSEMBLES = [("avg_wave", [1, 3]), ("uvr_max_spec", None), ("median_wave", None)]
+
+
+@pytest.fixture(scope="module")
+def library_ensembles(pair_dir, sample, tmp_path_factory) -> dict[str, dict[str, str]]:
+    """audio-separator's own ensemble by each algorithm of ENSEMBLES: {algorithm: {stem: file}}."""
+    run = subprocess.run([sys.executable, "-m", "devtools.library_ensemble", str(pair_dir[0]),
+                          str(tinymodel.HOP_LENGTH), str(tinymodel.SEGMENT_SIZE), str(tmp_path_factory.mktemp("theirs")),
+                          str(sample), json.dumps(ENSEMBLES), A, B], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
 
@@ -75,13 +80,13 @@ def test_several_models_give_each_models_own_stems_under_its_name(service, sampl
     assert not np.allclose(samples(both.stems["UVRD-Tiny-A.vocals"]), samples(both.stems["UVRD-Tiny-B.vocals"]))
 
 
-@pytest.mark.parametrize("algorithm,weights", [("avg_wave", [1, 3]), ("uvr_max_spec", None), ("median_wave", None)])
-def test_an_ensemble_agrees_with_audio_separators_own(service, pair_dir, sample, tmp_path, algorithm, weights):
+@pytest.mark.parametrize("algorithm,weights", ENSEMBLES)
+def test_an_ensemble_agrees_with_audio_separators_own(service, library_ensembles, sample, algorithm, weights):
     ensemble = {"models": [A, B], "algorithm": algorithm, **({"weights": weights} if weights else {})}
     ours = service.separate(sample, ensemble=json.dumps(ensemble), output_format="wav")
     assert sorted(ours.stems) == ["instrumental", "vocals"]
     assert ours.status["model"] == f"ensemble of {A} + {B}"
-    theirs = library_ensemble(pair_dir[0], sample, tmp_path, algorithm, weights)
+    theirs = library_ensembles[algorithm]
     agreement = {stem: snr_db(samples(theirs[stem]), samples(ours.stems[stem])) for stem in ours.stems}
     print(f"\nensemble {algorithm}{weights or ''}: agreement with audio-separator's own, "
           + ", ".join(f"{stem} {db:.1f} dB" for stem, db in sorted(agreement.items())))
