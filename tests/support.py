@@ -104,16 +104,27 @@ def process_gone(pid: int) -> bool:
         return True
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
+# A wait's polls start quick and slow down to this: many predicates start a process (nsenter,
+# journalctl, systemctl) or a Kafka client each time, and a wait of minutes polling them twenty times
+# a second took a core from the daemons it waited on.
+SLOWEST_POLL_S = 0.5
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float | None = None):
+    """*predicate*'s first true value, polled every *interval* s (by default from 50 ms, half again
+    longer each time, up to SLOWEST_POLL_S); AssertionError after *timeout* (scaled by PATIENCE)."""
     timeout = patient(timeout)
     deadline = time.monotonic() + timeout
+    pause = interval if interval is not None else 0.05
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+        time.sleep(pause)
+        if interval is None:
+            pause = min(pause * 1.5, SLOWEST_POLL_S)
 
 
 def pings_in_silence(notify, since: float, window: float) -> list[float]:

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Self
 
 from rootfs import fresh_copy
-from support import patient
+from support import SLOWEST_POLL_S, patient
 
 # What a root login would have: the host's environment is no business of the container's.
 CONTAINER_ENV = {
@@ -202,6 +202,7 @@ class Container:
     def wait_for_journal(self, text: str, unit: str | None = None, timeout: float = 10.0, **fields: str) -> dict:
         """The first entry whose MESSAGE contains text: journald takes a moment to file what it is sent."""
         deadline = time.monotonic() + patient(timeout)
+        pause = 0.05
         while True:
             for entry in self.journal(unit, **fields):
                 if text in message(entry):
@@ -209,7 +210,8 @@ class Container:
             if time.monotonic() > deadline:
                 seen = "\n".join(message(e) for e in self.journal(unit, **fields)[-30:])
                 raise ContainerError(f"no journal entry with {text!r} (unit={unit}, {fields}); last:\n{seen}")
-            time.sleep(0.1)
+            time.sleep(pause)
+            pause = min(pause * 1.5, SLOWEST_POLL_S)  # each look starts journalctl in the container
 
     # -- files -------------------------------------------------------------------------
 
