@@ -22,6 +22,8 @@ waits for a failing store that the sequential order has (host_trouble.py).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -38,6 +40,11 @@ from uvrd.processor.engine_protocol import Separated
 from uvrd.processor.task_events import TaskEvents
 
 T = TypeVar("T")
+
+
+# The stages' threads run niced: on a host short of cores, the engine child's own steps around the
+# forward (what the model waits on) go before a stage's decode or upload.
+STAGE_NICENESS = 10
 
 
 class Stage(Generic[T]):
@@ -60,6 +67,8 @@ class Stage(Generic[T]):
         def run() -> None:
             if not future.set_running_or_notify_cancel():
                 return
+            with contextlib.suppress(OSError):  # Linux nices a thread of its own (its native id)
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), STAGE_NICENESS)
             try:
                 future.set_result(job())
             except BaseException as e:  # handed to the main thread, which decides what it means
