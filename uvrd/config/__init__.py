@@ -115,9 +115,9 @@ class ProcessorConfig:
     output_dir: Path = Path("/var/lib/uvrd/output")
     output_format: str = "flac"
     commit: str = "exactly-once"
-    # While one task is in the model, fetch the next one's input and store the last one's stems
-    # (pipeline.py); false: one task start to finish, the order the bench compares against.
-    pipeline: bool = False
+    # While one task is in the model, fetch and decode the next one's input and store the last one's
+    # stems (pipeline.py); false: one task start to finish, the order the bench compares against.
+    pipeline: bool = True
     drain_timeout: float = 600.0
     job_timeout: float = 900.0
     # Times a job is re-run after its engine was killed (timeout) or died.

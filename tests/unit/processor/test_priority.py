@@ -22,3 +22,18 @@ def test_a_steady_high_stream_cannot_starve_a_lower_level():
         picks.append(level)
         c.served({0: "tasks", 2: "tasks.p2"}[level])
     assert picks.count(0) == 2 and picks[:FAIR_EVERY] == [2] * FAIR_EVERY and picks[FAIR_EVERY] == 0
+
+
+def test_a_fair_turn_is_kept_until_its_level_is_served():
+    """The pipeline polls without waiting for a fetch: a poll that brought nothing of the level given
+    the fair turn must not cost it the turn."""
+    c = PriorityChooser(TOPICS)
+    backlog = {0: 1, 2: 10}
+    c._backlog = backlog
+    for _ in range(FAIR_EVERY):
+        assert c.choose(backlog) == 2
+        c.served("tasks.p2")
+    assert c.choose(backlog) == 0
+    assert c.choose(backlog) == 0, "nothing of level 0 came in that poll: the next one still asks for it"
+    c.served("tasks")
+    assert c.choose(backlog) == 2
