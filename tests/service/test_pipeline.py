@@ -76,6 +76,7 @@ def test_a_queue_drains_through_the_pipeline_one_result_each_in_order(stack, kaf
     assert all(r["success"] for r in results)
     assert p.stop() == 0
     assert kafka.results(stack.results) == results, "nothing more after the stop"
+    assert not list(stack.output.glob(f"{decoded_input.PREFIX}*")), "each input decoded ahead is removed with it"
 
 
 def test_a_task_is_committed_while_the_next_one_is_in_the_model(stack, kafka, short_audio):

@@ -12,8 +12,8 @@ the same array, from the page cache.
 Only what the child separates whole is decoded ahead: one or two channels, a length libsndfile
 knows, within ``max_audio_seconds`` and short of chunking (long_audio.py streams a long input
 itself).  Anything else (MP4, Matroska, surround, long inputs) is decoded by the child as before.
-The file is one input's samples at most (float32: 10.6 MB a minute of stereo at 44.1 kHz, 55 MB at
-the default chunk length), under output_dir so that retention removes it after a crash, and it is
+The file is one input's samples at most (float32: 21 MB a minute of stereo at 44.1 kHz, 109 MB at
+the default chunk length plus overlap), under output_dir so that retention removes it after a crash, and it is
 removed with the task's input.
 """
 

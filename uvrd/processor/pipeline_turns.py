@@ -7,6 +7,7 @@ in the model runs as in the sequential order (daemon.py, separation.py).
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import TYPE_CHECKING
 
 import structlog
@@ -75,8 +76,12 @@ class PipelineTurns:
         """The fetch stage's job: the task's input, and its samples decoded ahead of its turn."""
         path = self.p.storage.fetch_input(task)
         cfg = self.p.cfg
+        started = time.monotonic()
         decoded = decoded_input.decode_ahead(path, cfg.output_dir, task.task_uuid, cfg.max_audio_seconds,
                                              cfg.chunk_seconds + cfg.chunk_overlap_seconds)
+        if decoded is not None:  # the stage's own time, beside the model: the bench's per-stage figures
+            log.info("input decoded ahead", next_task=task.task_uuid,
+                     duration_ms=round((time.monotonic() - started) * 1000, 1))
         return FetchedInput(path, decoded)
 
     def beside_the_model(self) -> None:
