@@ -10,6 +10,7 @@ in-process loop over the same files (local files in and out: no bucket, no Kafka
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -60,6 +61,7 @@ def _through_processor(bench: Bench, store: ObjectStore, model_dir: Path, song: 
         keys.append(key)
     reader = bench.results_reader(topics.results)
     say(f"busy share, {label}: {tasks} tasks of {song.name}")
+    load_before = os.getloadavg()[0]
     started = time.monotonic()
     for key in keys:
         bench.send_task(topics.tasks, Path(key), storage="s3", audio_key=key, audio_path=None)
@@ -73,7 +75,15 @@ def _through_processor(bench: Bench, store: ObjectStore, model_dir: Path, song: 
     bench.forget(proc)
     forwards = standin_accelerator.busy_intervals(busy_log)
     return {"label": f"uvrd, processor.pipeline = {str(pipeline).lower()}", "wall_s": ended - started,
-            "share": standin_accelerator.busy_share(forwards, started, ended), "forwards": len(forwards)}
+            "share": standin_accelerator.busy_share(forwards, started, ended), "forwards": len(forwards),
+            "gap_s": _median_gap(forwards), "load": (load_before, os.getloadavg()[0])}
+
+
+def _median_gap(forwards: list[tuple[float, float]]) -> float:
+    """The median time the stand-in waited between two forwards: what each task's steps around the
+    model still cost it."""
+    gaps = sorted(b[0] - a[1] for a, b in itertools.pairwise(forwards))
+    return gaps[len(gaps) // 2] if gaps else float("nan")
 
 
 def _in_process(bench: Bench, model_dir: Path, song: Path, tasks: int, env: dict) -> dict:
@@ -84,6 +94,7 @@ def _in_process(bench: Bench, model_dir: Path, song: Path, tasks: int, env: dict
         shutil.copyfile(song, files[-1])
     busy_log = bench.workdir("busy-loop-log") / "busy.log"
     say(f"busy share, in-process loop: {tasks} files")
+    load_before = os.getloadavg()[0]
     cmd = [sys.executable, "-m", "devtools.standin_loop", str(model_dir), standin_accelerator.MODEL,
            str(tinymodel.HOP_LENGTH), str(tinymodel.SEGMENT_SIZE), str(bench.workdir("busy-loop")),
            json.dumps([[str(f) for f in files]])]  # one group: one timed loop
@@ -98,7 +109,7 @@ def _in_process(bench: Bench, model_dir: Path, song: Path, tasks: int, env: dict
     loop_s = out["loops_s"][0]
     return {"label": "audio-separator's in-process loop (local files, no Kafka, no bucket)", "wall_s": loop_s,
             "share": sum(b - a for a, b in forwards) / loop_s if loop_s else float("nan"),
-            "forwards": len(forwards)}
+            "forwards": len(forwards), "gap_s": _median_gap(forwards), "load": (load_before, os.getloadavg()[0])}
 
 
 def run(bench: Bench, sizes: dict, shared: dict | None = None) -> dict:
@@ -115,8 +126,8 @@ def run(bench: Bench, sizes: dict, shared: dict | None = None) -> dict:
         store.stop()
     runs.append(_in_process(bench, model_dir, song, tasks, env))
     forward_s = S_PER_AUDIO_S * seconds
-    rows = [[r["label"], f"{r['wall_s']:.1f} s", f"{tasks / r['wall_s'] * 60:.2f}", f"{r['share'] * 100:.1f} %"]
-            for r in runs]
+    rows = [[r["label"], f"{r['wall_s']:.1f} s", f"{tasks / r['wall_s'] * 60:.2f}", f"{r['share'] * 100:.1f} %",
+             f"{r['gap_s']:.2f} s", f"{r['load'][0]:.1f} / {r['load'][1]:.1f}"] for r in runs]
     gain = runs[0]["wall_s"] / runs[1]["wall_s"]
     return {
         "key": "busy_share",
@@ -127,8 +138,11 @@ def run(bench: Bench, sizes: dict, shared: dict | None = None) -> dict:
                   f"({forward_s:.1f} s per task) without using the CPU, in place of a GPU kernel, with every other "
                   f"step real (audio-separator's decode and stem writing, the bucket, Kafka). Busy share: the "
                   f"time in the forward over the wall time from the tasks' sending to the last result's produce "
-                  f"time. The in-process loop reads and writes local files (its busy share over its loop time)."),
-        "header": ["run", "wall time", "tasks per minute", "busy share"],
+                  f"time. The in-process loop reads and writes local files (its busy share over its loop time). "
+                  f"The load average (1 min) is the machine's, this run's own processes included: on a shared "
+                  f"machine, other work slows the CPU steps around the model."),
+        "header": ["run", "wall time", "tasks per minute", "busy share", "idle between forwards (median)",
+                   "load average, start / end"],
         "rows": rows,
         "notes": [f"Pipelined against sequential: {gain:.2f}× the tasks per minute.",
                   "The stand-in is not a servable model: only `python -m devtools.standin_processor` (the bench) "

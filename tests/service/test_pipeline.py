@@ -22,7 +22,7 @@ from devtools import tinymodel
 from uvrd.boards import cancellations
 from uvrd.broker.group_settings import GROUP_SETTINGS
 from uvrd.boards.status import progress_key
-from uvrd.processor import ffmpeg, stem_encoding
+from uvrd.processor import decoded_input, ffmpeg, stem_encoding
 from uvrd.processor.daemon import Processor
 from uvrd.processor.engine import Engine, EngineSettings, Job
 
@@ -76,6 +76,7 @@ def test_a_queue_drains_through_the_pipeline_one_result_each_in_order(stack, kaf
     assert all(r["success"] for r in results)
     assert p.stop() == 0
     assert kafka.results(stack.results) == results, "nothing more after the stop"
+    assert not list(stack.output.glob(f"{decoded_input.PREFIX}*")), "each input decoded ahead is removed with it"
 
 
 def test_a_task_is_committed_while_the_next_one_is_in_the_model(stack, kafka, short_audio):
@@ -154,7 +155,8 @@ def test_a_rebalance_with_a_task_taken_ahead_ends_every_task_once(stack, kafka, 
 
 def test_stems_the_store_stage_encodes_hold_the_samples_the_engine_would_have_written(stack, tmp_path, short_audio):
     """The tiny model's real separation of a 16-bit FLAC, once encoded by the engine child as in the
-    sequential order and once left as WAV for the store stage: the same samples in both FLAC stems."""
+    sequential order and once left as WAV for the store stage, from the input the child decodes and
+    from the one the fetch stage decoded ahead: the same samples in every FLAC stem."""
     source = tmp_path / "song.flac"
     assert ffmpeg.write(["-i", str(short_audio), "-c:a", "flac"], str(source)) is None
     engine = Engine(EngineSettings(str(stack.model_dir), str(tmp_path / "out"), (tinymodel.TINY_MODEL,), "flac",
@@ -162,20 +164,23 @@ def test_stems_the_store_stage_encodes_hold_the_samples_the_engine_would_have_wr
     engine.start()
     try:
         wait_until(lambda: engine.poll_ready(1.0), 180, "the engine to load the tiny model", interval=0)
+        decoded = decoded_input.decode_ahead(source, tmp_path, "decoded", 60.0, 310.0)
+        assert decoded is not None
         runs = []
-        for later in (False, True):
+        for later, ahead in ((False, None), (True, None), (True, str(decoded))):
             engine.submit(Job(f"encode-later-{later}", str(source), tinymodel.TINY_MODEL, "flac",
-                              str(tmp_path / f"job-{later}"), encode_later=later))
+                              str(tmp_path / f"job-{later}-{ahead is not None}"), encode_later=later, decoded=ahead))
             runs.append(wait_until(lambda: engine.poll_result(1.0), 240, "the separation", interval=0))
     finally:
         engine.close()
-    by_child, left = (run.stems for run in runs)
-    assert all(path.endswith(".wav") for path in left.values()), "the child left the encoding to the store stage"
-    by_stage = stem_encoding.encode(left, "flac")
-    assert set(by_stage) == set(by_child) == {"vocals", "instrumental"}
-    for stem in by_child:
-        assert not Path(left[stem]).exists(), "the WAV goes once encoded"
-        expected, rate = soundfile.read(by_child[stem], dtype="int16")
-        got, got_rate = soundfile.read(by_stage[stem], dtype="int16")
-        assert soundfile.info(by_stage[stem]).subtype == "PCM_16" and got_rate == rate
-        assert np.array_equal(got, expected), f"{stem}: the same samples"
+    by_child, *lefts = (run.stems for run in runs)
+    for left in lefts:
+        assert all(path.endswith(".wav") for path in left.values()), "the child left the encoding to the store stage"
+        by_stage = stem_encoding.encode(left, "flac")
+        assert set(by_stage) == set(by_child) == {"vocals", "instrumental"}
+        for stem in by_child:
+            assert not Path(left[stem]).exists(), "the WAV goes once encoded"
+            expected, rate = soundfile.read(by_child[stem], dtype="int16")
+            got, got_rate = soundfile.read(by_stage[stem], dtype="int16")
+            assert soundfile.info(by_stage[stem]).subtype == "PCM_16" and got_rate == rate
+            assert np.array_equal(got, expected), f"{stem}: the same samples"

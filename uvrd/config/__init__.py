@@ -115,9 +115,9 @@ class ProcessorConfig:
     output_dir: Path = Path("/var/lib/uvrd/output")
     output_format: str = "flac"
     commit: str = "exactly-once"
-    # While one task is in the model, fetch the next one's input and store the last one's stems
-    # (pipeline.py); false: one task start to finish, the order the bench compares against.
-    pipeline: bool = False
+    # While one task is in the model, fetch and decode the next one's input and store the last one's
+    # stems (pipeline.py); false: one task start to finish, the order the bench compares against.
+    pipeline: bool = True
     # Within a priority, tasks of different API keys run in turns (processor/read_ahead.py), not in
     # offset order; false: offset order, the order before keys.
     fair_share: bool = False

@@ -30,7 +30,7 @@ import subprocess
 
 import numpy as np
 
-from uvrd.processor import audio_probe
+from uvrd.processor import audio_probe, decoded_input
 from uvrd.runtime import parent_death
 
 # Codec priming and padding: a decode may run this far past a length within the limit.
@@ -45,13 +45,15 @@ def bound(max_seconds: float) -> float:
 
 
 @contextlib.contextmanager
-def limited(max_seconds: float, path: str, info: audio_probe.AudioInfo):
+def limited(max_seconds: float, path: str, info: audio_probe.AudioInfo, decoded: str | None = None):
     """Every ``librosa.load`` inside stops at *max_seconds*; *info* is what audio_probe found in
-    the job's input *path* (its rate and channels spare ffmpeg's decode a second probe)."""
+    the job's input *path* (its rate and channels spare ffmpeg's decode a second probe); *decoded*:
+    its samples, decoded ahead by the pipeline's fetch stage (decoded_input.py)."""
     import librosa
 
     real = librosa.load
-    librosa.load = _Load(real, max_seconds, {os.path.realpath(path): info}, info.seconds)
+    librosa.load = _Load(real, max_seconds, {os.path.realpath(path): info}, info.seconds,
+                         {os.path.realpath(path): decoded} if decoded else {})
     try:
         yield
     finally:
@@ -61,8 +63,9 @@ def limited(max_seconds: float, path: str, info: audio_probe.AudioInfo):
 class _Load:
     """``librosa.load`` with the same signature, bounded."""
 
-    def __init__(self, real, max_seconds: float, probed: dict, declared: float | None):
+    def __init__(self, real, max_seconds: float, probed: dict, declared: float | None, decoded: dict):
         self.real, self.max_seconds, self.probed, self.declared = real, max_seconds, probed, declared
+        self.decoded = decoded  # input's real path -> its samples decoded ahead
         self.signature = inspect.signature(real)
 
     def __call__(self, path, **options):
@@ -71,6 +74,9 @@ class _Load:
         a = args.arguments
         wanted = bound(self.max_seconds)
         a["duration"] = wanted if a["duration"] is None else min(a["duration"], wanted)
+        if isinstance(path, (str, os.PathLike)) and np.dtype(a["dtype"]) == np.float32 and \
+                (decoded := self.decoded.get(os.path.realpath(path))) is not None:
+            return self._decoded_load(os.path.realpath(path), decoded, a)
         if isinstance(path, (str, os.PathLike)):
             a["path"] = _open_with_libsndfile(path)
         if a["path"] is None:
@@ -83,18 +89,28 @@ class _Load:
         if y.shape[-1] > (self.max_seconds + PADDING_S) * rate:
             raise audio_probe.Unusable(audio_probe.too_long(self.max_seconds, self.declared))
 
-    def _ffmpeg_load(self, path: str, a: dict):
+    def _decoded_load(self, path: str, decoded: str, a: dict):
+        """What librosa would have read with libsndfile, read from the samples decoded ahead (the
+        same float32 samples: decoded_input.py)."""
+        rate = self.probed[path].rate
+        return self._finish(decoded_input.load(decoded, rate, a["offset"], a["duration"]), rate, a)
+
+    def _finish(self, y: np.ndarray, rate: int, a: dict):
+        """What ``librosa.load`` does after decoding: the limit checked first (a refusal costs no
+        more than the decode), then the mono fold and the resampling it was asked for."""
         import librosa
 
-        info = self.probed.get(os.path.realpath(path)) or audio_probe.probe(path)
-        y = decode(path, info.rate, info.channels, a["offset"], a["duration"]).astype(a["dtype"], copy=False)
-        self._check(y, info.rate)  # before resampling: a refusal costs no more than the decode
-        # What librosa.load does after decoding.
+        self._check(y, rate)
         if a["mono"]:
             y = librosa.to_mono(y)
         if a["sr"] is None:
-            return y, info.rate
-        return librosa.resample(y, orig_sr=info.rate, target_sr=a["sr"], res_type=a["res_type"]), a["sr"]
+            return y, rate
+        return librosa.resample(y, orig_sr=rate, target_sr=a["sr"], res_type=a["res_type"]), a["sr"]
+
+    def _ffmpeg_load(self, path: str, a: dict):
+        info = self.probed.get(os.path.realpath(path)) or audio_probe.probe(path)
+        y = decode(path, info.rate, info.channels, a["offset"], a["duration"]).astype(a["dtype"], copy=False)
+        return self._finish(y, info.rate, a)
 
 
 def _open_with_libsndfile(path):

@@ -54,9 +54,9 @@ from uvrd.processor.accept import MAX_ERROR_CHARS, Accepted, accept, rejected
 from uvrd.processor.attempts import AttemptLedger
 from uvrd.processor.engine import Engine, EngineSettings
 from uvrd.processor.engine_protocol import Job, JobCancelled, JobFailed, Separated
-from uvrd.processor import device_check, heartbeat
+from uvrd.processor import decoded_input, device_check, heartbeat
 from uvrd.processor.host_trouble import HostTrouble
-from uvrd.processor.pipeline import Ahead
+from uvrd.processor.pipeline import Ahead, FetchedInput
 from uvrd.processor.pipeline_turns import PipelineTurns
 from uvrd.processor.priority import PriorityChooser
 from uvrd.processor.read_ahead import ReadAhead
@@ -364,11 +364,16 @@ class Processor:
         and its stems are handed to the store stage: None then."""
         task = accepted.task
         audio: Path | Abandoned | BaseException | None = None
+        decoded: Path | None = None  # the input's samples, decoded ahead by the pipeline's fetch stage
         if ahead is not None and ahead.fetched is not None:
-            audio = self.pipeline.await_fetch(ahead)
-            if isinstance(audio, StorageError):
-                log.warning("input not fetched by the fetch stage; fetching it again", error=str(audio))
-                audio = None  # fetched again below, with the waits of the sequential order
+            fetched = self.pipeline.await_fetch(ahead)
+            if isinstance(fetched, FetchedInput):
+                audio, decoded = fetched.path, fetched.decoded
+            elif isinstance(fetched, StorageError):
+                log.warning("input not fetched by the fetch stage; fetching it again", error=str(fetched))
+                # audio stays None: fetched again below, with the waits of the sequential order
+            else:
+                audio = fetched
         try:
             if isinstance(audio, BaseException):
                 raise audio
@@ -384,16 +389,19 @@ class Processor:
             return audio
         processor_metrics.accepted()
         try:
-            outcome = self._separate(accepted, audio, claim, None if ahead is None else ahead.record)
+            outcome = self._separate(accepted, audio, claim, None if ahead is None else ahead.record, decoded)
         finally:
             self.storage.release_input(audio)
+            decoded_input.remove(decoded)
         if isinstance(outcome, Abandoned):
             self.attempts.undo(task.task_uuid)
         return outcome
 
-    def _separate(self, accepted: Accepted, audio: Path, claim: Claim, pipelined_record=None) -> TaskOutcome | None:
+    def _separate(self, accepted: Accepted, audio: Path, claim: Claim, pipelined_record=None,
+                  decoded: Path | None = None) -> TaskOutcome | None:
         """*pipelined_record*: the record of a task run by the pipeline, whose stems are handed to the
-        store stage (None returned) while the next task is taken during the run."""
+        store stage (None returned) while the next task is taken during the run; *decoded*: its
+        input's samples decoded ahead (decoded_input.py)."""
         task, model, fmt, plan = accepted.task, accepted.model, accepted.output_format, accepted.plan
         attempt = self.attempts.start(task.task_uuid)
         if attempt > self.cfg.max_attempts:
@@ -417,7 +425,8 @@ class Processor:
                             cancelled=lambda: self.cancellations.requested_at(task.task_uuid) is not None,
                             turn=self.pipeline.beside_the_model if pipelined_record is not None else None)
         job = functools.partial(Job, task.task_uuid, str(audio), model, fmt, options=task.options,
-                                plan=plan if len(plan.models) > 1 else None, encode_later=pipelined_record is not None)
+                                plan=plan if len(plan.models) > 1 else None, encode_later=pipelined_record is not None,
+                                decoded=None if decoded is None else str(decoded))
         ran = self.separation.separate(claim, task.task_uuid, job, watchers)
         match ran:
             case Abandoned(reason=reason):

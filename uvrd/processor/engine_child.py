@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import structlog
 
-from uvrd.processor import audio_probe, device_check, engine_warmup, progress_meter
+from uvrd.processor import audio_probe, device_check, engine_warmup, heap_freeze, progress_meter
 from uvrd.processor.engine_job import separate
 from uvrd.processor.engine_protocol import (Fatal, Job, JobCancelled, JobFailed, JobOutcome, Loaded, ModelLoaded,
                                             NoSpace, Separated, Warming)
@@ -44,9 +44,11 @@ def main(conn, heartbeat, settings, cancel=None) -> None:
     models = ModelCache(settings, meter,
                         lambda model: conn.send(ModelLoaded(models.described[model], tuple(models.described))))
     ready = _load(models, settings, conn.send)
-    conn.send(ready)
     if isinstance(ready, Fatal):
+        conn.send(ready)
         return
+    heap_freeze.freeze()  # loaded and warmed up: what is alive now lives as long as the child
+    conn.send(ready)
     serve_jobs(conn, meter, current, functools.partial(separate, models))
 
 

@@ -95,7 +95,8 @@ def _separate_with(models: ModelCache, job, info: audio_probe.AudioInfo, several
     separator = models.get(job.model)
     instance = separator.model_instance
     instance.output_format = job.output_format.upper()
-    with bounded_decode.limited(limit, job.audio_path, info), job_options.applied(instance, job.options, several):
+    with bounded_decode.limited(limit, job.audio_path, info, job.decoded), \
+            job_options.applied(instance, job.options, several):
         surveyed = None
         if models.chunking.needed(info.seconds):
             surveyed = models.survey(job.audio_path, instance.sample_rate, info.seconds)

@@ -51,6 +51,9 @@ class Job:
     # The pipeline's store stage encodes the stems where it can (stem_encoding.py): the child may
     # leave them as WAV files of the samples it would have encoded.
     encode_later: bool = False
+    # The input's samples, decoded by the pipeline's fetch stage while the task before was in the
+    # model (decoded_input.py): the child reads them instead of decoding the input itself.
+    decoded: str | None = None
 
 
 # -- the child's answers --------------------------------------------------------------------------

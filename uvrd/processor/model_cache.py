@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from uvrd.processor import device_check, engine_warmup, job_options, long_audio, progress_meter
+from uvrd.processor import device_check, engine_warmup, heap_freeze, job_options, long_audio, progress_meter
 from uvrd.processor import engine_job
 from uvrd.processor.engine_protocol import Job
 
@@ -42,6 +42,7 @@ class ModelCache:
             if self.settings.warm_up:
                 with self.meter.quiet():  # the warm-up clip's progress is not the job's
                     self.warm(model)
+            heap_freeze.freeze()  # the new model's objects are long-lived too
             self.announce(model)
             self.meter.step(f"separating with {model}")
         self._loaded[model] = self._loaded.pop(model)  # the most recently used goes last
@@ -57,7 +58,8 @@ class ModelCache:
     def _unload(self, model: str) -> None:
         del self._loaded[model]
         self.described.pop(model, None)
-        gc.collect()  # the separator holds the weights in cycles: free them before the next load
+        with heap_freeze.thawed():  # the weights were frozen with everything else loaded (heap_freeze.py)
+            gc.collect()  # the separator holds the weights in cycles: free them before the next load
         try:
             import torch
 

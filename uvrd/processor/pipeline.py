@@ -7,6 +7,8 @@ leave it idle between tasks.  What keeps exactly-once as it was:
 - one task at most waits on each side of the model (:class:`Stage` holds one job), so the extra
   memory is one task's input file and one task's stems on disk, nothing in RAM beyond the threads
   and one ffmpeg run encoding a stem (stem_encoding.py: audio-separator's FLAC writing moved here);
+- the fetch stage also decodes the input (decoded_input.py), so that the engine child's model does
+  not wait for the decode either: one more input's samples on disk;
 - only the main thread touches Kafka: the stages fetch and store, the main thread polls, commits and
   waits on them through the runtime (so heartbeats, signals and the watchdog go on);
 - commits stay in offset order: a task is settled only after the one before it (:class:`Behind`) has
@@ -20,6 +22,8 @@ waits for a failing store that the sequential order has (host_trouble.py).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -30,11 +34,17 @@ from typing import Any, Generic, TypeVar
 
 from uvrd.kafka.group_member import Claim
 from uvrd.outcomes import Rejected
+from uvrd.processor import decoded_input
 from uvrd.processor.accept import Accepted
 from uvrd.processor.engine_protocol import Separated
 from uvrd.processor.task_events import TaskEvents
 
 T = TypeVar("T")
+
+
+# The stages' threads run niced: on a host short of cores, the engine child's own steps around the
+# forward (what the model waits on) go before a stage's decode or upload.
+STAGE_NICENESS = 10
 
 
 class Stage(Generic[T]):
@@ -57,6 +67,8 @@ class Stage(Generic[T]):
         def run() -> None:
             if not future.set_running_or_notify_cancel():
                 return
+            with contextlib.suppress(OSError):  # Linux nices a thread of its own (its native id)
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), STAGE_NICENESS)
             try:
                 future.set_result(job())
             except BaseException as e:  # handed to the main thread, which decides what it means
@@ -68,6 +80,15 @@ class Stage(Generic[T]):
         return future
 
 
+@dataclass(frozen=True)
+class FetchedInput:
+    """What the fetch stage leaves for a task's turn in the model: its input, and its samples decoded
+    ahead (decoded_input.py; None where the child decodes the input itself)."""
+
+    path: Path
+    decoded: Path | None = None
+
+
 @dataclass
 class Ahead:
     """The task taken while the one before it was in the model: accepted (or rejected) and its input
@@ -76,13 +97,15 @@ class Ahead:
     record: Any  # kafka-python's ConsumerRecord
     claim: Claim
     accepted: Accepted | Rejected
-    fetched: Future[Path] | None = None  # None for a rejected task: nothing to fetch
+    fetched: Future[FetchedInput] | None = None  # None for a rejected task: nothing to fetch
 
     def discard(self, release_input: Callable[[Path], None]) -> None:
-        """Abandoned: whatever was fetched goes (a fetch still running is left to finish and its
-        private copy to the storage's own sweep)."""
+        """Abandoned: whatever was fetched goes (a fetch still running is left to finish, and its
+        private copy and decoded samples to the retention sweep of output_dir)."""
         if self.fetched is not None and self.fetched.done() and self.fetched.exception() is None:
-            release_input(self.fetched.result())
+            fetched = self.fetched.result()
+            release_input(fetched.path)
+            decoded_input.remove(fetched.decoded)
 
 
 @dataclass

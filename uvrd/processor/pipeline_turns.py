@@ -7,7 +7,7 @@ in the model runs as in the sequential order (daemon.py, separation.py).
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
+import time
 from typing import TYPE_CHECKING
 
 import structlog
@@ -16,10 +16,10 @@ from uvrd import messages
 from uvrd.kafka.group_member import Claim, GroupMember
 from uvrd.metrics import processor as processor_metrics
 from uvrd.outcomes import (Abandoned, Cancelled, Failed, Rejected, Stored, StoreFailed, StoreOutcome, Succeeded)
-from uvrd.processor import stem_encoding
+from uvrd.processor import decoded_input, stem_encoding
 from uvrd.processor.accept import MAX_ERROR_CHARS, Accepted, accept
 from uvrd.processor.engine_protocol import Separated
-from uvrd.processor.pipeline import Ahead, Behind, Stage
+from uvrd.processor.pipeline import Ahead, Behind, FetchedInput, Stage
 from uvrd.processor.task_events import TaskEvents
 from uvrd.runtime import logs
 from uvrd.runtime.wait import Runtime
@@ -37,7 +37,7 @@ class PipelineTurns:
         self.p = processor
         self.ahead: Ahead | None = None
         self.behind: Behind | None = None
-        self.fetching: Stage[Path] = Stage("fetch")
+        self.fetching: Stage[FetchedInput] = Stage("fetch")
         self.storing: Stage[dict[str, str]] = Stage("store")
 
     @property
@@ -68,8 +68,20 @@ class PipelineTurns:
         ahead = Ahead(record, claim, accepted)
         if isinstance(accepted, Accepted) and not self.p.cancellations.requested_at(accepted.task.task_uuid):
             task = accepted.task
-            ahead.fetched = self.fetching.start(lambda: self.p.storage.fetch_input(task))
+            ahead.fetched = self.fetching.start(lambda: self._fetch(task))
         return ahead
+
+    def _fetch(self, task: messages.Task) -> FetchedInput:
+        """The fetch stage's job: the task's input, and its samples decoded ahead of its turn."""
+        path = self.p.storage.fetch_input(task)
+        cfg = self.p.cfg
+        started = time.monotonic()
+        decoded = decoded_input.decode_ahead(path, cfg.output_dir, task.task_uuid, cfg.max_audio_seconds,
+                                             cfg.chunk_seconds + cfg.chunk_overlap_seconds)
+        if decoded is not None:  # the stage's own time, beside the model: the bench's per-stage figures
+            log.info("input decoded ahead", next_task=task.task_uuid,
+                     duration_ms=round((time.monotonic() - started) * 1000, 1))
+        return FetchedInput(path, decoded)
 
     def beside_the_model(self) -> None:
         """Each turn of the wait for the task in the model: commit the task before it once its stems
@@ -135,7 +147,7 @@ class PipelineTurns:
         log.info("task left uncommitted for redelivery", reason=outcome.reason)
         processor_metrics.settled(outcome)
 
-    def await_fetch(self, ahead: Ahead) -> Path | Abandoned | BaseException:
+    def await_fetch(self, ahead: Ahead) -> FetchedInput | Abandoned | BaseException:
         """The input the fetch stage got, or what it raised; Abandoned if a stop came first."""
         fetched = ahead.fetched
         assert fetched is not None

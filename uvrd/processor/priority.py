@@ -28,6 +28,7 @@ class PriorityChooser:
         self._ends = ends
         self._last_served: dict[int, float] = {}
         self._unfair_picks = 0
+        self._fair_level: int | None = None  # the level a fair turn was given to, until it is served
         self._backlog: dict[int, int] = {}
         self._checked = float("-inf")
 
@@ -36,7 +37,9 @@ class PriorityChooser:
         level = self.topics.get(topic)
         if level is None:
             return
-        if any(count and other < level for other, count in self._backlog.items()):
+        if level == self._fair_level:
+            self._unfair_picks, self._fair_level = 0, None  # the fair turn is taken
+        elif any(count and other < level for other, count in self._backlog.items()):
             self._unfair_picks += 1
         self._last_served[level] = time.monotonic()
         self.invalidate()
@@ -50,8 +53,10 @@ class PriorityChooser:
         if not waiting:
             return None
         if len(waiting) > 1 and self._unfair_picks >= FAIR_EVERY:
-            self._unfair_picks = 0
-            return min(waiting, key=lambda level: (self._last_served.get(level, float("-inf")), -level))
+            # Kept until a record of that level is served (served()): a poll that brings none yet (the
+            # pipeline's, which does not wait for a fetch) must not lose the turn.
+            self._fair_level = min(waiting, key=lambda level: (self._last_served.get(level, float("-inf")), -level))
+            return self._fair_level
         return max(waiting)
 
     def apply(self, consumer, held: dict[str, int] | None = None) -> int | None:

@@ -34,3 +34,15 @@ def test_a_failed_job_hands_its_error_to_the_main_thread():
         raise OSError("bucket unreachable")
     future = stage.start(fail)
     assert isinstance(future.exception(30), OSError), "the main thread decides what it means"
+
+
+def test_a_stage_runs_niced_and_leaves_the_caller_as_it_was():
+    import os
+
+    from uvrd.processor.pipeline import STAGE_NICENESS
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    stage: Stage[int] = Stage("fetch")
+    niceness = stage.start(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result(30)
+    assert niceness == min(19, before + STAGE_NICENESS) or niceness == STAGE_NICENESS
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before, "the main thread is not niced"

@@ -64,3 +64,18 @@ def test_records_read_ahead_count_as_backlog_and_the_ends_come_from_beside_the_c
     assert asked == [{low, high}, {low, high}]
     c.invalidate()
     assert c.apply(consumer, {}) is None and consumer.paused == set(), "nothing waits: every partition resumed"
+
+
+def test_a_fair_turn_is_kept_until_its_level_is_served():
+    """The pipeline polls without waiting for a fetch: a poll that brought nothing of the level given
+    the fair turn must not cost it the turn."""
+    c = PriorityChooser(TOPICS)
+    backlog = {0: 1, 2: 10}
+    c._backlog = backlog
+    for _ in range(FAIR_EVERY):
+        assert c.choose(backlog) == 2
+        c.served("tasks.p2")
+    assert c.choose(backlog) == 0
+    assert c.choose(backlog) == 0, "nothing of level 0 came in that poll: the next one still asks for it"
+    c.served("tasks")
+    assert c.choose(backlog) == 2
