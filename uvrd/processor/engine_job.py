@@ -8,13 +8,26 @@ import dataclasses
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from uvrd.processor import audio_probe, bounded_decode, ensemble, ffmpeg, job_options, long_audio, stem_encoding
+from uvrd.processor import (audio_probe, bounded_decode, ensemble, ffmpeg, job_options, long_audio, progress_meter,
+                            stem_encoding)
 from uvrd.separation_plan import Plan
 
-if TYPE_CHECKING:
-    from uvrd.processor.model_cache import ModelCache
+
+class ModelCache(Protocol):
+    """What a task's separation asks of the loaded models (model_cache.ModelCache, which also
+    warms each model up through :func:`separate`: named here, not imported, so that neither module
+    imports the other)."""
+
+    settings: Any
+    meter: progress_meter.Meter
+    chunking: long_audio.Chunking
+    described: dict[str, dict]
+
+    def get(self, model: str) -> Any: ...
+
+    def survey(self, path: str, rate: int, declared: float | None) -> long_audio.Survey: ...
 
 # Stem file names: audio-separator's own stem names, lower-cased.
 KNOWN_STEMS = ("Vocals", "Instrumental", "Drums", "Bass", "Other", "Guitar", "Piano",
