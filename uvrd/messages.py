@@ -290,10 +290,12 @@ def _times(times: dict[str, str | None]) -> dict[str, str]:
 
 def json_object(value: bytes | None) -> dict[str, Any] | None:
     """A record's value as a JSON object; None for a tombstone or for anything that is not one
-    (a board skips such a record rather than stopping on it)."""
+    (a board skips such a record rather than stopping on it).  JSON nested too deeply for the parser
+    is none either: it raises RecursionError, not ValueError, and one hostile record on a task topic
+    would otherwise stop every processor that reads it ahead (read_ahead.py)."""
     try:
         data = json.loads(value) if value else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 

@@ -154,3 +154,9 @@ def test_a_tasks_audio_seconds_are_read_when_they_are_a_length_and_ignored_other
     from before it) or nonsense, the task still runs, its length unknown."""
     body = {"task_uuid": "t-1", "audio_path": "/a.wav", **({"audio_seconds": value} if value is not None else {})}
     assert parse_task(json.dumps(body).encode()).audio_seconds == seconds
+
+
+def test_a_value_nested_too_deeply_is_no_json_object():
+    """What the boards and the read-ahead window read: skipped, never raised (a RecursionError)."""
+    assert messages.json_object(b"[" * 100000 + b"]" * 100000) is None
+    assert messages.json_object(b'{"a": ' * 100000 + b"1" + b"}" * 100000) is None
