@@ -12,7 +12,8 @@ rest for its next turn.  Over a flood, every key kept waiting is served the same
 within one task's length plus a quantum; a key of short tasks gets more tasks, not more seconds.
 
 A task's length is what the api measured from its header (``audio_seconds`` in the task message,
-api/quota_gate.py).  One without it (from before it was sent, or ``POST /generate``) counts as one
+api/quota_gate.py; one whose header states no length counts as ``processor.max_audio_seconds``, as
+for the key's quota).  One without it (queued before the api sent it, or by another producer) counts as one
 quantum: a line of such tasks takes turns one task each, as plain round robin does.  A task counts
 at least ``MIN_TASK_SECONDS``, so that a flood of near-empty files cannot run without end in one
 turn: each still costs the processor its fixed part (the input fetched, the model run, the stems
