@@ -2,7 +2,9 @@
 
 Task:    {"task_uuid", "audio_path", "hook_url"} + optional "model", "output_format", "options",
          and "models" (a set of stems from each) or "ensemble" (one combined set)
-         (separation_options.py), and "key": the API key that submitted it (absent before keys)
+         (separation_options.py), "key": the API key that submitted it (absent before keys), and
+         "audio_seconds": its input's length as the api measured it (absent before fair share by
+         seconds: the processor's turns count such a task as one quantum, processor/key_turns.py)
 Result:  {"task_uuid", "success": true, "vocals_path", "instrumental_path", "stems", "hook_url"}
          {"task_uuid", "success": false, "error_message", "hook_url"}
          {"task_uuid", "success": false, "cancelled": true, "error_message", "hook_url", "cancel_requested_at"}
@@ -19,6 +21,7 @@ salvaged (task_uuid, hook_url) so the failure still reaches them.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, UTC
@@ -66,6 +69,7 @@ class Task:
     events: tuple[str, ...] = ()  # the webhook events besides the final one it opted into (EVENTS)
     replay: int = 0  # how many times an operator replayed it from the dead letters (uvrd/boards/replays.py)
     key: str | None = None  # the API key that submitted it (its owner); None in messages from before keys
+    audio_seconds: float | None = None  # its input's length as the api measured it; None when not said
 
     @property
     def audio_ref(self) -> str | None:
@@ -165,12 +169,23 @@ def parse_task(value: bytes | None, key: bytes | None = None) -> Task:
         raise bad("task field 'key' must be an API key's name: 1-64 letters, digits, '.', '_' or '-'")
     if owner is not None:
         optional["key"] = owner
+    if (seconds := audio_seconds_of(data)) is not None:
+        optional["audio_seconds"] = seconds
     submitted_at = data.get("submitted_at")
     if isinstance(submitted_at, str) and len(submitted_at) <= 64 and _is_unicode(submitted_at):
         optional["submitted_at"] = submitted_at  # informational only: never worth failing a task over
     if storage == "s3":
         return Task(task_uuid=task_uuid, audio_path=None, hook_url=hook_url, storage="s3", audio_key=ref, **optional)
     return Task(task_uuid=task_uuid, audio_path=ref, hook_url=hook_url, **optional)
+
+
+def audio_seconds_of(data: dict[str, Any]) -> float | None:
+    """A task message's "audio_seconds", or None when absent or not a length (a finite number, not
+    negative): it only orders the queue (the processor's key turns), never worth failing a task over."""
+    seconds = data.get("audio_seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds < 0:
+        return None
+    return float(seconds)
 
 
 def delivery_id(task_uuid: str, replay: int = 0) -> str:
@@ -275,10 +290,12 @@ def _times(times: dict[str, str | None]) -> dict[str, str]:
 
 def json_object(value: bytes | None) -> dict[str, Any] | None:
     """A record's value as a JSON object; None for a tombstone or for anything that is not one
-    (a board skips such a record rather than stopping on it)."""
+    (a board skips such a record rather than stopping on it).  JSON nested too deeply for the parser
+    is none either: it raises RecursionError, not ValueError, and one hostile record on a task topic
+    would otherwise stop every processor that reads it ahead (read_ahead.py)."""
     try:
         data = json.loads(value) if value else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 

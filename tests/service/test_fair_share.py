@@ -38,10 +38,12 @@ def fair(stack, name: str, **settings):
     return stack.in_process(Processor, config=config, name=name, engine=scripted_engine.engine)
 
 
-def queue(stack, kafka, audio: Path, key: str, behaviour: str | None = None) -> dict:
-    """A task of API key *key*, queued now (as the api queues it: keyed by its uuid)."""
+def queue(stack, kafka, audio: Path, key: str, behaviour: str | None = None, seconds: float | None = None) -> dict:
+    """A task of API key *key*, queued now (as the api queues it: keyed by its uuid, with the
+    *seconds* of audio the api measured, if given)."""
     name = scripted_engine.input_name(behaviour) if behaviour else None
-    task = stack.task(stack.spool_copy(audio, name), key=key, submitted_at=messages.now_iso())
+    said = {"audio_seconds": seconds} if seconds is not None else {}
+    task = stack.task(stack.spool_copy(audio, name), key=key, submitted_at=messages.now_iso(), **said)
     kafka.send(stack.tasks, task)
     return task
 
@@ -70,13 +72,22 @@ def _figures(waits: list[float]) -> str:
     return f"median {statistics.median(waits):.2f} s, max {max(waits):.2f} s"
 
 
+# The audio seconds each key's tasks say (None: none said, one quantum each, as in messages from
+# before the api sent them).  The scripted engine takes milliseconds whatever they say: what they
+# change is how many of B's tasks a turn runs.
+UNSAID, MIXED = (None, None), (300.0, 30.0)
+
+
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("stack,processors,pipeline", [(1, 1, False), (2, 2, False), (1, 1, True)],
-                         indirect=["stack"], ids=["one", "two", "pipelined"])
+@pytest.mark.parametrize("stack,processors,pipeline,lengths",
+                         [(1, 1, False, UNSAID), (2, 2, False, UNSAID), (1, 1, True, UNSAID), (1, 1, False, MIXED)],
+                         indirect=["stack"], ids=["one", "two", "pipelined", "one-mixed-lengths"])
 def test_a_flood_of_one_key_does_not_hold_back_another_keys_tasks(stack, kafka, short_audio, processors, pipeline,
-                                                                  record_property):
+                                                                  lengths, record_property):
     """Key A queues 100 tasks, then key B queues 5: each of B's starts before half of A's have (with
-    one processor, two, and one with processor.pipeline, which takes its next task from the same turns)."""
+    one processor, two, and one with processor.pipeline, which takes its next task from the same turns).
+    With A's tasks 5 minutes long and B's 30 s, B's turns run its tasks two at a time, where A's take
+    five turns each: B's five start within two of A's."""
     workers = [fair(stack, f"p{i}", pipeline=pipeline) for i in range(processors)]
     for w in workers:
         w.wait_ready()
@@ -86,8 +97,8 @@ def test_a_flood_of_one_key_does_not_hold_back_another_keys_tasks(stack, kafka, 
     wait_until(lambda: all(default_priority(w) for w in workers)
                and sum(len(default_priority(w)) for w in workers) == stack.partitions, 60, "each processor assigned")
 
-    a = [queue(stack, kafka, short_audio, "key-a") for _ in range(FLOOD_A)]
-    b = [queue(stack, kafka, short_audio, "key-b") for _ in range(FLOOD_B)]
+    a = [queue(stack, kafka, short_audio, "key-a", seconds=lengths[0]) for _ in range(FLOOD_A)]
+    b = [queue(stack, kafka, short_audio, "key-b", seconds=lengths[1]) for _ in range(FLOOD_B)]
     wait_until(lambda: len(kafka.read_all(stack.results)) >= FLOOD_A + FLOOD_B, 180, "every task's result", interval=1.0)
 
     done = results_by_task(kafka, stack)
@@ -100,10 +111,15 @@ def test_a_flood_of_one_key_does_not_hold_back_another_keys_tasks(stack, kafka, 
     for r in b_results:
         before = sum(1 for s in a_starts if s < _at(r["started_at"]))
         assert before < FLOOD_A // 2, f"one of B's tasks started after {before} of A's"
+    b_starts = sorted(_at(r["started_at"]) for r in b_results)
+    amid_b = sum(1 for s in a_starts if b_starts[0] < s < b_starts[-1])
+    if lengths == MIXED:
+        assert amid_b <= 2, f"{amid_b} of A's 5-minute tasks started amid B's 30-s ones"
 
-    line = (f"fair share, {processors} {'pipelined ' if pipeline else ''}processor{'s' if processors > 1 else ''}: B's waits {_figures(_waits(b_results))}"
+    line = (f"fair share, {processors} {'pipelined ' if pipeline else ''}processor{'s' if processors > 1 else ''}"
+            f"{', A 300 s and B 30 s a task' if lengths == MIXED else ''}: B's waits {_figures(_waits(b_results))}"
             f" (B's last started after {max(sum(1 for s in a_starts if s < _at(r['started_at'])) for r in b_results)}"
-            f" of A's {FLOOD_A}); A's waits {_figures(_waits(a_results))}")
+            f" of A's {FLOOD_A}, {amid_b} of A's amid B's); A's waits {_figures(_waits(a_results))}")
     print(line)
     record_property("summary", line)
     # Stopped together: the engines' children share the test process's resource tracker, which the

@@ -145,3 +145,18 @@ def test_a_task_with_a_number_no_bound_can_hold_is_a_bad_message_naming_it(field
     with pytest.raises(BadMessage) as e:
         parse_task(value)
     assert words in str(e.value) and (e.value.task_uuid, e.value.hook_url) == ("a", "http://h.example/")
+
+
+@pytest.mark.parametrize("value,seconds", [(212.5, 212.5), (0, 0.0), (None, None), ("212", None), (-1, None),
+                                           (True, None), (float("inf"), None)])
+def test_a_tasks_audio_seconds_are_read_when_they_are_a_length_and_ignored_otherwise(value, seconds):
+    """The api's measure of the input's length orders the processor's turns only: absent (a message
+    from before it) or nonsense, the task still runs, its length unknown."""
+    body = {"task_uuid": "t-1", "audio_path": "/a.wav", **({"audio_seconds": value} if value is not None else {})}
+    assert parse_task(json.dumps(body).encode()).audio_seconds == seconds
+
+
+def test_a_value_nested_too_deeply_is_no_json_object():
+    """What the boards and the read-ahead window read: skipped, never raised (a RecursionError)."""
+    assert messages.json_object(b"[" * 100000 + b"]" * 100000) is None
+    assert messages.json_object(b'{"a": ' * 100000 + b"1" + b"}" * 100000) is None

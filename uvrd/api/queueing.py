@@ -98,6 +98,8 @@ def task_record(api: ApiContext, stored: Stored, submission: fields.Submission, 
         task["events"] = list(submission.events)
     if submission.key:
         task["key"] = submission.key
+    if stored.audio_seconds is not None:
+        task["audio_seconds"] = stored.audio_seconds  # its key's turns at the processor (key_turns.py)
     return task
 
 

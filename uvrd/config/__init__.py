@@ -120,7 +120,7 @@ class ProcessorConfig:
     pipeline: bool = True
     # Within a priority, tasks of different API keys run in turns (processor/read_ahead.py), not in
     # offset order; false: offset order, the order before keys.
-    fair_share: bool = False
+    fair_share: bool = True
     # With fair_share: the task records read ahead per priority level, at most, to choose among.
     fair_share_window: int = 256
     drain_timeout: float = 600.0

@@ -252,8 +252,11 @@ class Processor:
                     consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
         else:
             self.member.keep(0)  # the level's window is full: a poll for the membership only
-        if level is None:  # nothing waited when the backlog was read: whatever came, highest level first
-            level = max((lv for lv in set(self.priorities.topics.values()) if window.held(lv)), default=None)
+        if level is None and any(window.held(lv) for lv in set(self.priorities.topics.values())):
+            # Nothing waited when the backlog was read (or nothing was assigned yet): choose among what
+            # came, as the priorities would have, so that the pick is counted against the levels it
+            # passes over (an idle processor's first poll takes records of every level at once).
+            level = self.priorities.apply(consumer, window.held_by_topic())
         return window.pick(level) if level is not None else None
 
     def claim(self, record) -> Claim:

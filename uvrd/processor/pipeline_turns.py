@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -20,12 +19,10 @@ from uvrd.processor import decoded_input, stem_encoding
 from uvrd.processor.accept import MAX_ERROR_CHARS, Accepted, accept
 from uvrd.processor.engine_protocol import Separated
 from uvrd.processor.pipeline import Ahead, Behind, FetchedInput, Stage
+from uvrd.processor.pipeline_host import PipelineHost
 from uvrd.processor.task_events import TaskEvents
 from uvrd.runtime import logs
 from uvrd.runtime.wait import Runtime
-
-if TYPE_CHECKING:
-    from uvrd.processor.daemon import Processor
 
 log = structlog.get_logger("uvrd.processor")
 
@@ -33,7 +30,7 @@ log = structlog.get_logger("uvrd.processor")
 class PipelineTurns:
     """The pipelined processor's own steps, around its task in the model."""
 
-    def __init__(self, processor: Processor):
+    def __init__(self, processor: PipelineHost):
         self.p = processor
         self.ahead: Ahead | None = None
         self.behind: Behind | None = None

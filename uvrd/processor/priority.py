@@ -28,8 +28,11 @@ class PriorityChooser:
         self._ends = ends
         self._last_served: dict[int, float] = {}
         self._unfair_picks = 0
-        self._fair_level: int | None = None  # the level a fair turn was given to, until it is served
         self._backlog: dict[int, int] = {}
+        # The backlog per level at the last choice, records read ahead included: whether a pick
+        # passed over a lower level is judged on it (a record read ahead is past the consumer's
+        # position, so the offsets alone would not show that it waits).
+        self._waiting: dict[int, int] = {}
         self._checked = float("-inf")
 
     def served(self, topic: str) -> None:
@@ -37,9 +40,12 @@ class PriorityChooser:
         level = self.topics.get(topic)
         if level is None:
             return
-        if level == self._fair_level:
-            self._unfair_picks, self._fair_level = 0, None  # the fair turn is taken
-        elif any(count and other < level for other, count in self._backlog.items()):
+        if any(count and other > level for other, count in self._waiting.items()):
+            # A lower level's turn, taken: the count starts again.  Reset here, when the turn is
+            # taken, not when it is chosen: the chosen level's record may not come in that poll
+            # (with fair share its partition was paused until then), and the turn stays owed.
+            self._unfair_picks = 0
+        elif any(count and other < level for other, count in self._waiting.items()):
             self._unfair_picks += 1
         self._last_served[level] = time.monotonic()
         self.invalidate()
@@ -53,10 +59,7 @@ class PriorityChooser:
         if not waiting:
             return None
         if len(waiting) > 1 and self._unfair_picks >= FAIR_EVERY:
-            # Kept until a record of that level is served (served()): a poll that brings none yet (the
-            # pipeline's, which does not wait for a fetch) must not lose the turn.
-            self._fair_level = min(waiting, key=lambda level: (self._last_served.get(level, float("-inf")), -level))
-            return self._fair_level
+            return min(waiting, key=lambda level: (self._last_served.get(level, float("-inf")), -level))
         return max(waiting)
 
     def apply(self, consumer, held: dict[str, int] | None = None) -> int | None:
@@ -73,6 +76,7 @@ class PriorityChooser:
         for topic, count in (held or {}).items():
             if topic in self.topics:
                 backlog[self.topics[topic]] = backlog.get(self.topics[topic], 0) + count
+        self._waiting = backlog
         level = self.choose(backlog)
         if level is None:
             consumer.resume(*assigned)  # nothing waits: take whatever comes first

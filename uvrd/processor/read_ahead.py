@@ -1,5 +1,6 @@
 """The task records a processor has read ahead of the one it runs (``processor.fair_share``), so that
-the next task can be chosen by its key's turn (key_turns.py) and not only by its offset.
+the next task can be chosen by its key's turn (key_turns.py: deficit round robin by the audio seconds
+each task message carries) and not only by its offset.
 
 What it holds, per priority level: up to ``fair_share_window`` records not yet started (and about
 ``WINDOW_BYTES`` of their messages), grouped by the API key that queued them.  What it keeps, per
@@ -49,6 +50,7 @@ class _Waiting:
     # it ended, so it runs only as the lowest record of its partition not yet ended: its commit then
     # moves the offset past it, and it is never redelivered.
     identified: bool
+    seconds: float | None  # its input's length, as the api measured it (None: not said)
 
 
 class ReadAhead:
@@ -110,20 +112,21 @@ class ReadAhead:
         ledger.claim.resume_at = ledger.next_to_take
         level = self.levels.get(record.topic, 0)
         lanes = self._waiting.setdefault(level, {})
-        lane, identified = _read(record)
-        lanes.setdefault(lane, deque()).append(_Waiting(record, len(record.value or b""), identified))
+        lane, identified, seconds = _read(record)
+        lanes.setdefault(lane, deque()).append(_Waiting(record, len(record.value or b""), identified, seconds))
         return True
 
     def pick(self, level: int) -> ConsumerRecord | None:
         """The next record of *level* to run: the oldest of the key whose turn it is, among the keys
         with a record of a partition held now; None if there is none."""
         lanes = self._waiting.get(level, {})
-        ready = {lane: queue for lane, queue in lanes.items() if any(self._runnable(w) for w in queue)}
-        lane = self._turns.setdefault(level, KeyTurns()).next(ready)
+        # Each key's oldest record that may run now, which its turn would run.
+        first = {lane: w for lane, queue in lanes.items() if (w := next(filter(self._runnable, queue), None)) is not None}
+        lane = self._turns.setdefault(level, KeyTurns()).next({k: w.seconds for k, w in first.items()})
         if lane is None:
             return None
         queue = lanes[lane]
-        chosen = next(w for w in queue if self._runnable(w))
+        chosen = first[lane]
         queue.remove(chosen)
         if not queue:
             del lanes[lane]
@@ -131,13 +134,16 @@ class ReadAhead:
 
     def put_back(self, record: ConsumerRecord) -> None:
         """*record* was picked but not finished and its partition is still ours (a run abandoned): it
-        waits again, first of its key."""
+        waits again, first of its key, and its seconds go back to its key's turns (charged when it runs)."""
         ledger = self._ledger_of(record)
         if ledger is None or record.offset not in ledger.unfinished():
             return
-        lanes = self._waiting.setdefault(self.levels.get(record.topic, 0), {})
-        lane, identified = _read(record)
-        lanes.setdefault(lane, deque()).appendleft(_Waiting(record, len(record.value or b""), identified))
+        level = self.levels.get(record.topic, 0)
+        lanes = self._waiting.setdefault(level, {})
+        lane, identified, seconds = _read(record)
+        lanes.setdefault(lane, deque()).appendleft(_Waiting(record, len(record.value or b""), identified, seconds))
+        if (turns := self._turns.get(level)) is not None:
+            turns.refund(lane, seconds)
 
     # -- claims and commits -----------------------------------------------------------------------
     def claim_of(self, record: ConsumerRecord) -> Claim:
@@ -209,10 +215,11 @@ class ReadAhead:
         return waiting.identified or ledger.unfinished()[:1] == [waiting.record.offset]
 
 
-def _read(record: ConsumerRecord) -> tuple[Lane, bool]:
+def _read(record: ConsumerRecord) -> tuple[Lane, bool, float | None]:
     """The API key that queued *record*'s task (NO_KEY when it names none, or is no task: the
-    processor rejects it in its turn), and whether it names its task_uuid."""
+    processor rejects it in its turn), whether it names its task_uuid, and its audio seconds (None
+    when it does not say, or says nonsense: it counts as one quantum then)."""
     data = messages.json_object(record.value) or {}
     key, task_uuid = data.get("key"), data.get("task_uuid")
     identified = isinstance(task_uuid, str) and messages.TASK_UUID_RE.fullmatch(task_uuid) is not None
-    return (key if isinstance(key, str) else NO_KEY), identified
+    return (key if isinstance(key, str) else NO_KEY), identified, messages.audio_seconds_of(data)

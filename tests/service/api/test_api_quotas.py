@@ -166,7 +166,10 @@ def test_audio_seconds_per_day_counts_what_was_submitted(deployment, song):
     midnight = (datetime(now.year, now.month, now.day, tzinfo=UTC).timestamp() + 86400)
     assert int(refused.headers["Retry-After"]) <= midnight - now.timestamp() + 1
     assert deployment.spooled() == before
-    assert len(deployment.tasks_of("q-seconds")) == 2
+    queued = deployment.tasks_of("q-seconds")
+    assert len(queued) == 2
+    # And so does each task message: the processors' key turns count it (processor/key_turns.py).
+    assert [t["audio_seconds"] for t in queued] == [pytest.approx(2.0)] * 2
     usage = deployment.usage(second, token)
     assert usage["audio_seconds_today"] == 4.0 and usage["quota"]["audio_seconds_per_day"] == 5
     assert usage["day"] == now.strftime("%Y-%m-%d")

@@ -37,8 +37,9 @@ class Member:
         return claim
 
 
-def task(offset: int, key: str | None, topic: str = "tasks", partition: int = 0) -> Record:
-    body = {"task_uuid": f"t{offset}", "audio_path": "/x.wav", "hook_url": None, **({"key": key} if key else {})}
+def task(offset: int, key: str | None, topic: str = "tasks", partition: int = 0, seconds: float | None = None) -> Record:
+    body = {"task_uuid": f"t{offset}", "audio_path": "/x.wav", "hook_url": None, **({"key": key} if key else {}),
+            **({"audio_seconds": seconds} if seconds is not None else {})}
     return Record(topic, partition, offset, json.dumps(body).encode())
 
 
@@ -61,6 +62,22 @@ def test_a_flood_of_one_key_does_not_hold_back_another_keys_tasks():
         window.settled(r)
     assert order[:10] == [0, 100, 1, 101, 2, 102, 3, 103, 4, 104], "b's five tasks in turns with a's"
     assert order[10:] == list(range(5, 100)), "then a's in offset order"
+
+
+def test_keys_take_turns_by_the_audio_seconds_their_tasks_say():
+    """a's files are 5 minutes, b's 30 s: b runs ten of its tasks in the time of one of a's, and a
+    task that does not say its length counts as one quantum (60 s: two of b's)."""
+    window, member = ReadAhead(LEVELS, limit=200), Member()
+    read(window, member, [task(i, "a", seconds=300) for i in range(3)] + [task(10 + i, "b", seconds=30) for i in range(30)]
+         + [task(50 + i, "c") for i in range(20)])
+    order = []
+    while (r := window.pick(3)) is not None:
+        order.append(r.offset)
+        window.settled(r)
+    first_a, second_a = [order.index(o) for o in (0, 1)]
+    between = order[first_a + 1:second_a]
+    assert sum(1 for o in between if 10 <= o < 40) == 10, order
+    assert sum(1 for o in between if o >= 50) == 5, order
 
 
 def test_one_key_runs_in_offset_order():
@@ -176,7 +193,7 @@ def test_a_message_that_names_no_task_runs_only_in_offset_order():
     """It has no status record to tell that it ended: run above a task not yet ended, it would be
     redelivered and rejected again, a second result."""
     window, member = ReadAhead(LEVELS, limit=10), Member()
-    garbage = Record("tasks", 0, 2, b"not json")
+    garbage = Record("tasks", 0, 2, b"[" * 100000 + b"]" * 100000)  # not json past the parser's depth
     read(window, member, [task(0, "a"), task(1, "a"), garbage, task(3, "b")])
     first = window.pick(3)
     assert first.offset == 0
