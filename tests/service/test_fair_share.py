@@ -17,8 +17,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import requests
 
 import scripted_engine
+from separation_service import AUTH, api_settings, start_api
 from support import wait_until
 from devtools import tinymodel
 from uvrd import messages
@@ -53,6 +55,10 @@ def results_by_task(kafka, stack) -> dict[str, list[dict]]:
     for r in kafka.results(stack.results):
         by_task.setdefault(r["task_uuid"], []).append(r)
     return by_task
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def runs_started(kafka, stack, task: dict) -> int:
@@ -157,3 +163,43 @@ def test_a_task_that_ended_above_one_still_running_is_not_run_again_when_redeliv
     assert all(v[0]["success"] for v in done.values())
     assert runs_started(kafka, stack, b0) == 1, "b0 ran once"
     assert second.stop() == 0
+
+
+def test_keys_flooding_through_the_api_take_turns(stack, kafka, short_audio, record_property):
+    """The flood as clients send it: two submit keys of a real ``uvrd api``, A's 100 uploads then B's 5,
+    each task message carrying its key and the audio seconds the api measured; then a processor."""
+    api = start_api(stack, stack.write_config("api.toml", api=api_settings()))
+    tokens = {}
+    for name in ("flood-a", "flood-b"):
+        added = requests.post(f"{api}/v1/keys", headers=AUTH, json={"name": name, "scope": "submit"}, timeout=30)
+        assert added.status_code == 201, added.text
+        tokens[name] = added.json()["token"]
+        wait_until(lambda token=tokens[name]: requests.get(f"{api}/v1/usage", headers=bearer(token),
+                                                           timeout=30).status_code == 200, 30, f"the api to know {name}")
+    content = short_audio.read_bytes()
+
+    def upload(name: str) -> str:
+        posted = requests.post(f"{api}/v1/tasks", headers=bearer(tokens[name]), timeout=60,
+                               files={"audio": ("song.wav", content)})
+        assert posted.status_code == 202, posted.text
+        return posted.json()["task_uuid"]
+
+    a = [upload("flood-a") for _ in range(FLOOD_A)]
+    b = [upload("flood-b") for _ in range(FLOOD_B)]
+    queued = {json.loads(r.value)["task_uuid"]: json.loads(r.value) for r in kafka.read_all(stack.tasks)}
+    assert {queued[t]["key"] for t in a} == {"flood-a"} and {queued[t]["key"] for t in b} == {"flood-b"}
+    assert all(queued[t]["audio_seconds"] == 1.0 for t in a + b), "the length the api measured"
+
+    worker = fair(stack, "p").wait_ready()
+    wait_until(lambda: len(kafka.read_all(stack.results)) >= FLOOD_A + FLOOD_B, 180, "every task's result",
+               interval=1.0)
+    done = results_by_task(kafka, stack)
+    assert set(done) == set(a + b) and all(len(v) == 1 and v[0]["success"] for v in done.values())
+    a_starts = sorted(_at(done[t][0]["started_at"]) for t in a)
+    b_after = [sum(1 for s in a_starts if s < _at(done[t][0]["started_at"])) for t in b]
+    assert max(b_after) < FLOOD_A // 2, f"B's tasks started after {b_after} of A's"
+    line = (f"fair share through the api, 1 processor: B's last started after {max(b_after)} of A's {FLOOD_A}; "
+            f"B's waits {_figures(_waits([done[t][0] for t in b]))}, A's {_figures(_waits([done[t][0] for t in a]))}")
+    print(line)
+    record_property("summary", line)
+    assert worker.stop() == 0

@@ -31,9 +31,11 @@ from collections.abc import Mapping
 Lane = str  # an API key's name, or NO_KEY
 NO_KEY: Lane = ""
 
-# What one turn is worth, in audio seconds: about one song.  Smaller only makes turns shorter (more
-# keys visited before one fits); a task longer than it waits as many rounds as it needs.
-QUANTUM_SECONDS = 60.0
+# What one turn is worth, in audio seconds.  A key that starts waiting waits at most this much of each
+# other key's audio per turn: a minute would let a key of one-second clips run sixty of them ahead of
+# it.  Smaller only makes turns shorter (more keys visited before one fits; the rounds no task fits in
+# are counted at once), and a task longer than it waits as many rounds as it needs.
+QUANTUM_SECONDS = 10.0
 MIN_TASK_SECONDS = 1.0
 
 
