@@ -104,6 +104,11 @@ def process_gone(pid: int) -> bool:
         return True
 
 
+def bearer(token: str) -> dict:
+    """The Authorization header of an API key's *token*."""
+    return {"Authorization": f"Bearer {token}"}
+
+
 # A wait's polls start quick and slow down to this: many predicates start a process (nsenter,
 # journalctl, systemctl) or a Kafka client each time, and a wait of minutes polling them twenty times
 # a second took a core from the daemons it waited on.

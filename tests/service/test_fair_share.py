@@ -21,7 +21,7 @@ import requests
 
 import scripted_engine
 from separation_service import AUTH, api_settings, start_api
-from support import wait_until
+from support import bearer, wait_until
 from devtools import tinymodel
 from uvrd import messages
 from uvrd.boards.status import progress_key
@@ -56,9 +56,6 @@ def results_by_task(kafka, stack) -> dict[str, list[dict]]:
         by_task.setdefault(r["task_uuid"], []).append(r)
     return by_task
 
-
-def bearer(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def runs_started(kafka, stack, task: dict) -> int:

@@ -19,16 +19,13 @@ import pytest
 import requests
 
 from api_stacks import make_stack
-from support import wait_until
+from support import bearer, wait_until
 from uvrd.keys.record import KDF
 from devtools import tinymodel
 
 # How long a key's addition or revocation may take to reach every api: the promise.
 SPREAD_S = 5.0
 
-
-def bearer(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"}
 
 
 class Deployment:

@@ -19,15 +19,12 @@ import pytest
 import requests
 
 from api_stacks import make_stack
-from support import wait_until
+from support import bearer, wait_until
 from devtools import tinymodel
 
 # How long a record written through one api may take to reach the other: the bound of a wait, not a claim.
 SPREAD_S = 10.0
 
-
-def bearer(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"}
 
 
 class Deployment:

@@ -58,7 +58,6 @@ def installed_layer(root: Path, deb: Path, cache_dir: Path = CACHE_DIR) -> Path 
         making = cache_dir / f".making-{final.name}"
         try:
             if not _install_into(root, deb, making):
-                _remove_tree(making)
                 return None
             final.mkdir()
             os.rename(making / "upper", final / "layer")
