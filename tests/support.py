@@ -233,6 +233,29 @@ class KafkaView:
         finally:
             consumer.close()
 
+    def ends(self, topic: str, partition: int = 0) -> str:
+        """Where a read_committed reader stops on *topic* (the last stable offset) against the high
+        watermark: a stable offset held below it means a transaction left open (or a broker that
+        failed to close one), where a reader missing records it should see could not tell."""
+        tp = TopicPartition(topic, partition)
+        said = {}
+        for isolation in ("read_uncommitted", "read_committed"):
+            consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, isolation_level=isolation)
+            try:
+                said[isolation] = consumer.end_offsets([tp])[tp]
+            finally:
+                consumer.close()
+        return f"{topic}/{partition}: high watermark {said['read_uncommitted']}, last stable offset {said['read_committed']}"
+
+    def wait_for_records(self, topic: str, count: int, timeout: float, what: str) -> list:
+        """At least *count* committed records of *topic*, read afresh each try; on a timeout the
+        failure says where the committed records stop (see :meth:`ends`)."""
+        try:
+            return wait_until(lambda: len(records := self.read_all(topic)) >= count and records,
+                              timeout, what, interval=1.0)
+        except AssertionError as e:
+            raise AssertionError(f"{e} ({self.ends(topic)})") from None
+
     def results(self, topic: str, partitions: int = 1) -> list[dict]:
         return [json.loads(r.value) for r in self.read_all(topic, partitions)]
 

@@ -102,7 +102,7 @@ def test_a_flood_of_one_key_does_not_hold_back_another_keys_tasks(stack, kafka, 
 
     a = [queue(stack, kafka, short_audio, "key-a", seconds=lengths[0]) for _ in range(FLOOD_A)]
     b = [queue(stack, kafka, short_audio, "key-b", seconds=lengths[1]) for _ in range(FLOOD_B)]
-    wait_until(lambda: len(kafka.read_all(stack.results)) >= FLOOD_A + FLOOD_B, 180, "every task's result", interval=1.0)
+    kafka.wait_for_records(stack.results, FLOOD_A + FLOOD_B, 180, "every task's result")
 
     done = results_by_task(kafka, stack)
     assert {t["task_uuid"] for t in a + b} == set(done), "every task ended"
@@ -188,8 +188,7 @@ def test_keys_flooding_through_the_api_take_turns(stack, kafka, short_audio, rec
     assert all(queued[t]["audio_seconds"] == 1.0 for t in a + b), "the length the api measured"
 
     worker = fair(stack, "p").wait_ready()
-    wait_until(lambda: len(kafka.read_all(stack.results)) >= FLOOD_A + FLOOD_B, 180, "every task's result",
-               interval=1.0)
+    kafka.wait_for_records(stack.results, FLOOD_A + FLOOD_B, 180, "every task's result")
     done = results_by_task(kafka, stack)
     assert set(done) == set(a + b) and all(len(v) == 1 and v[0]["success"] for v in done.values())
     a_starts = sorted(_at(done[t][0]["started_at"]) for t in a)
