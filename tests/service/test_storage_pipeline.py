@@ -1,18 +1,31 @@
-"""The whole pipeline on object storage: ``uvrd api``, ``processor`` and ``uploader`` as
-subprocesses with ``storage.backend = "s3"`` on a real S3-compatible server (SeaweedFS),
-a real broker and a real webhook receiver."""
+"""The whole pipeline on object storage (``storage.backend = "s3"`` on a real S3-compatible server,
+SeaweedFS), with a real broker, a real ``uvrd api`` subprocess and a real webhook receiver; the
+processor and the uploader run in the test process (tests/inprocess.py).
+
+The engine child is scripted (scripted_engine.py): these tests are about the bucket, not the model.
+Its stems are the input at half amplitude, so a stem read back from the bucket tells whether the
+whole input came down.  What a user relies on is read from outside: the bucket's objects, the
+results, status and dead-letter topics, committed offsets, the webhook receiver and the api's
+answers; that a task waits for the store, from the in-process daemon's status (what systemd's
+STATUS= would say)."""
 
 from __future__ import annotations
 
 import json
 import uuid
+import wave
 
+import numpy as np
 import pytest
 import requests
+
+import scripted_engine
 from separation_service import AUTH, api_settings, start_api, submit
 from support import WebhookReceiver, wait_until
-
 from devtools import tinymodel
+from uvrd.boards.status import progress_key
+from uvrd.processor.daemon import Processor
+from uvrd.uploader.daemon import Uploader
 
 pytestmark = pytest.mark.slow
 
@@ -22,6 +35,21 @@ MiB = 1024 * 1024
 def one(records: list[dict], task_uuid: str) -> dict:
     [record] = [r for r in records if r.get("task_uuid") == task_uuid]
     return record
+
+
+def processor(stack, config):
+    return stack.in_process(Processor, config=config, engine=scripted_engine.engine).wait_ready()
+
+
+def waits_for_the_store(p, task_uuid: str) -> bool:
+    """Whether *p* holds *task_uuid* while the store fails (host_trouble.py's STATUS=)."""
+    return p.daemon.status() == f"storage failed: task {task_uuid} waits to try again"
+
+
+def runs_started(kafka, stack, task_uuid: str) -> int:
+    """How many separations of *task_uuid* began: each announces itself on the status topic."""
+    return sum(1 for r in kafka.read_all(stack.status) if r.key == progress_key(task_uuid)
+               and r.value and json.loads(r.value)["step"] == "started")
 
 
 @pytest.fixture
@@ -35,12 +63,11 @@ def test_stems_reach_the_webhook_as_presigned_links_that_expire_and_retention_de
     storage = objectstore.storage_settings(prefix=prefix, presign_ttl=8)
     config = stack.write_config(storage=storage, api={**api_settings(), "result_retention": 20},
                                 uploader={"spool_retention": 3600, "retention_interval": 1})
-    processor, uploader = stack.start("processor", config=config), stack.start("uploader", config=config)
+    processor(stack, config)
+    stack.in_process(Uploader, config=config).wait_ready()
     api = start_api(stack, config)
     receiver = WebhookReceiver()
     try:
-        processor.wait_ready()
-        uploader.wait_ready()
         task_uuid = submit(api, sample, receiver.url)
 
         [task] = [json.loads(r.value) for r in kafka.read_all(stack.tasks) if r.key == task_uuid.encode()]
@@ -89,25 +116,36 @@ def test_stems_reach_the_webhook_as_presigned_links_that_expire_and_retention_de
 
 
 def test_a_large_input_goes_up_in_parts_and_is_separated(stack, kafka, objectstore, prefix, tmp_path):
-    # Parts of the smallest size S3 allows: three of them take a minute of audio, quick to separate.
-    big = tinymodel.write_sample(tmp_path / "big.wav", seconds=64)
-    assert big.stat().st_size > 2 * 5 * MiB
+    # Parts of the smallest size S3 allows (5 MiB), and an input that needs two of them: 36 s of
+    # 44.1 kHz 16-bit stereo WAV is 36 * 176,400 B + its header, about 6.1 MiB.
+    big = tinymodel.write_sample(tmp_path / "big.wav", seconds=36)
+    size = big.stat().st_size
+    assert 5 * MiB < size <= 2 * 5 * MiB
     storage = objectstore.storage_settings(prefix=prefix, multipart_threshold=5 * MiB, part_size=5 * MiB)
-    config = stack.write_config(storage=storage, api=api_settings(), job_timeout=240)
+    config = stack.write_config(storage=storage, api=api_settings())
     api = start_api(stack, config)
     task_uuid = submit(api, big, None)
     key = f"{prefix}/inputs/{task_uuid}.wav"
     head = objectstore.client().head_object(Bucket=objectstore.bucket, Key=key)
-    parts = -(-big.stat().st_size // (5 * MiB))
-    assert head["ContentLength"] == big.stat().st_size and head["ETag"].strip('"').endswith(f"-{parts}")
+    # A multipart upload's ETag ends in its number of parts.
+    assert head["ContentLength"] == size and head["ETag"].strip('"').endswith("-2")
 
-    processor = stack.start("processor", config=config)
-    processor.wait_ready()
-    result = wait_until(lambda: [r for r in kafka.results(stack.results) if r["task_uuid"] == task_uuid], 240,
+    processor(stack, config)
+    result = wait_until(lambda: [r for r in kafka.results(stack.results) if r["task_uuid"] == task_uuid], 120,
                         "the result")[0]
     assert result["success"] is True and result["storage"] == "s3", result
-    [downloaded] = [e for e in processor.log_events() if e.get("event") == "input downloaded"]
-    assert downloaded["audio_bytes"] == big.stat().st_size
+    # The processor downloaded the whole input, both parts: the scripted engine's stems are the input
+    # at half amplitude, so each stem the bucket holds is that, frame for frame, and as long.
+    with wave.open(str(big), "rb") as source:
+        frames = source.getnframes()
+        half = (np.frombuffer(source.readframes(frames), "<i2") // 2).astype("<i2")
+    client = objectstore.client()
+    for name, stem_key in result["stems"].items():
+        local = tmp_path / f"{name}.wav"
+        client.download_file(objectstore.bucket, stem_key, str(local))
+        with wave.open(str(local), "rb") as stem:
+            assert stem.getnframes() == frames, f"{name}: as many frames as the input"
+            assert np.array_equal(np.frombuffer(stem.readframes(frames), "<i2"), half), f"{name}: the input's samples"
     assert objectstore.keys(f"{prefix}/inputs/") == []
 
 
@@ -119,21 +157,22 @@ def test_a_refused_stem_upload_fails_the_task_and_never_reports_a_success(stack,
     # The refusals are waited out for job_timeout, as an outage would be, before the task fails.
     processor_config = stack.write_config("processor.toml", job_timeout=6, storage=objectstore.storage_settings(
         readonly=True, prefix=prefix, max_attempts=2))
-    processor = stack.start("processor", config=processor_config)
+    p = processor(stack, processor_config)
     api = start_api(stack, api_config)
-    processor.wait_ready()
     task_uuid = submit(api, sample, None)
     # An old-style task naming a local path reaches a processor configured for the bucket.
     local_task = stack.task(stack.spool_copy(sample))
     kafka.send(stack.tasks, local_task)
 
+    # The first refusal does not fail the task: it waits, uncommitted, and tries again.
+    wait_until(lambda: waits_for_the_store(p, task_uuid), 60, "the processor to wait for the store")
+    assert kafka.results(stack.results) == [] and sum(kafka.committed(stack.group, stack.tasks).values()) == 0
     results = wait_until(lambda: [r for r in kafka.results(stack.results)
                                   if r["task_uuid"] in (task_uuid, local_task["task_uuid"])] if
                          len(kafka.results(stack.results)) >= 2 else None, 120, "both results")
     refused, mismatched = one(results, task_uuid), one(results, local_task["task_uuid"])
     assert refused["success"] is False and "could not store the stem" in refused["error_message"]
     assert "kept failing for over 6 s" in refused["error_message"]
-    assert processor.events("storage failed; the task waits and tries again")
     assert "AccessDenied" in refused["error_message"] or "Access Denied" in refused["error_message"]
     assert mismatched["success"] is False
     assert "configured for s3 storage" in mismatched["error_message"]
@@ -145,47 +184,52 @@ def test_a_refused_stem_upload_fails_the_task_and_never_reports_a_success(stack,
 
 def test_a_store_outage_holds_the_task_until_the_store_answers_again(stack, kafka, objectstore, prefix, tmp_path):
     """Neither the input's download nor the stems' upload fails a task while the store is down."""
-    waiting = "storage failed; the task waits and tries again"
     sample = tinymodel.write_sample(tmp_path / "sample.wav", seconds=2)
-    long = tinymodel.write_sample(tmp_path / "long.wav", seconds=60)
     config = stack.write_config(job_timeout=300, storage=objectstore.storage_settings(
         prefix=prefix, timeout=1, max_attempts=1))
-    processor = stack.start("processor", config=config)
-    processor.wait_ready()
+    p = processor(stack, config)
     client = objectstore.client()
 
-    def task_for(audio) -> dict:
+    def task_for(name: str | None = None) -> dict:
+        """A task whose input the test put in the bucket as *name* (by default the task's own name)."""
         task_uuid = str(uuid.uuid4())
-        key = f"{prefix}/inputs/{task_uuid}.wav"
-        client.upload_file(str(audio), objectstore.bucket, key)
+        key = f"{prefix}/inputs/{name or f'{task_uuid}.wav'}"
+        client.upload_file(str(sample), objectstore.bucket, key)
         return {"task_uuid": task_uuid, "storage": "s3", "audio_key": key, "hook_url": None}
 
-    def outage(done: int, send: dict | None = None) -> None:
-        """The store stops answering until the processor waits for it, with *done* tasks committed."""
-        before = len(processor.events(waiting))
+    def outage(task: dict, done: int, ran: int, send: bool = False) -> None:
+        """The store stops answering until the processor waits for it with *task*, *done* tasks committed
+        and *task*'s separation begun *ran* times (before the store is back: then it may begin)."""
         objectstore.pause()
         try:
             if send:
-                kafka.send(stack.tasks, send)
-            wait_until(lambda: len(processor.events(waiting)) > before, 60, "the processor to wait for the store")
-            processor.notify.wait_for(lambda line: line.startswith("STATUS=storage failed: task "), 10, "its status")
+                kafka.send(stack.tasks, task)
+            wait_until(lambda: waits_for_the_store(p, task["task_uuid"]), 60, "the processor to wait for the store")
             assert len(kafka.results(stack.results)) == done
             assert sum(kafka.committed(stack.group, stack.tasks).values()) == done
+            assert runs_started(kafka, stack, task["task_uuid"]) == ran
         finally:
             objectstore.resume()
 
-    fetched, stored = task_for(sample), task_for(long)
-    outage(0, send=fetched)  # the input cannot be downloaded
+    fetched = task_for()
+    outage(fetched, 0, ran=0, send=True)  # the input cannot be downloaded: held before its separation
     wait_until(lambda: len(kafka.results(stack.results)) == 1, 120, "the first result")
+
+    # Slow in the scripted engine (its input's name says so), so that the store goes down while it runs:
+    # its input is down already and its stems not yet up.  Not the task's own name, so its input object
+    # stays in the bucket when it ends (storage.remove_input deletes only a task's own).
+    stored = task_for(scripted_engine.input_name("slow-5s"))
     kafka.send(stack.tasks, stored)
-    wait_until(lambda: len(processor.events("task started")) == 2, 60, "the second task to start")
-    outage(1)  # the separation runs, but its stems cannot be stored
+    wait_until(lambda: (run := p.handler.separation.run) is not None and run.task_uuid == stored["task_uuid"],
+               60, "the second task's separation to run")
+    outage(stored, 1, ran=1)  # the separation ran, but its stems cannot be stored
     results = wait_until(lambda: len(kafka.results(stack.results)) == 2 and kafka.results(stack.results), 120,
                          "the second result")
     assert [(r["task_uuid"], r["success"]) for r in results] == [(fetched["task_uuid"], True),
                                                                   (stored["task_uuid"], True)]
     folder = f"{prefix}/stems/{stored['task_uuid']}"
     assert objectstore.keys(folder + "/") == [f"{folder}/instrumental.wav", f"{folder}/vocals.wav"]
-    assert len(processor.events("task started")) == 2, "no separation ran twice"
+    assert [runs_started(kafka, stack, t["task_uuid"]) for t in (fetched, stored)] == [1, 1], \
+        "no separation ran twice"
     assert list(kafka.read_all(stack.dead_letter)) == []
     assert not list(stack.output.glob(".input-*")) and not list(stack.output.glob(".work-*"))
