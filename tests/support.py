@@ -256,6 +256,13 @@ class KafkaView:
         except AssertionError as e:
             raise AssertionError(f"{e} ({self.ends(topic)})") from None
 
+    def runs_started(self, status_topic: str, task_uuid: str) -> int:
+        """How many separations of *task_uuid* began: each run announces its start on the status topic."""
+        from uvrd.boards.status import progress_key
+
+        return sum(1 for r in self.read_all(status_topic) if r.key == progress_key(task_uuid)
+                   and r.value and json.loads(r.value)["step"] == "started")
+
     def results(self, topic: str, partitions: int = 1) -> list[dict]:
         return [json.loads(r.value) for r in self.read_all(topic, partitions)]
 

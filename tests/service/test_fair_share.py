@@ -24,7 +24,6 @@ from separation_service import AUTH, api_settings, start_api
 from support import bearer, wait_until
 from devtools import tinymodel
 from uvrd import messages
-from uvrd.boards.status import progress_key
 from uvrd.processor.daemon import Processor
 
 FLOOD_A, FLOOD_B = 100, 5
@@ -57,10 +56,6 @@ def results_by_task(kafka, stack) -> dict[str, list[dict]]:
     return by_task
 
 
-
-def runs_started(kafka, stack, task: dict) -> int:
-    return sum(1 for r in kafka.read_all(stack.status) if r.key == progress_key(task["task_uuid"])
-               and r.value and json.loads(r.value)["step"] == "started")
 
 
 def _at(iso: str) -> float:
@@ -158,7 +153,7 @@ def test_a_task_that_ended_above_one_still_running_is_not_run_again_when_redeliv
     assert Counter({k: len(v) for k, v in done.items()}) == Counter(
         {t["task_uuid"]: 1 for t in (a0, a1, a2, b0)}), "one result each, b0's not repeated"
     assert all(v[0]["success"] for v in done.values())
-    assert runs_started(kafka, stack, b0) == 1, "b0 ran once"
+    assert kafka.runs_started(stack.status, b0["task_uuid"]) == 1, "b0 ran once"
     assert second.stop() == 0
 
 

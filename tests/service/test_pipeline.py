@@ -8,7 +8,6 @@ for the next task to be taken ahead.  That the next task was taken is read from 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,6 @@ from support import wait_until
 from devtools import tinymodel
 from uvrd.boards import cancellations
 from uvrd.broker.group_settings import GROUP_SETTINGS
-from uvrd.boards.status import progress_key
 from uvrd.processor import decoded_input, ffmpeg, stem_encoding
 from uvrd.processor.daemon import Processor
 from uvrd.processor.engine import Engine, EngineSettings, Job
@@ -49,10 +47,6 @@ def taken_ahead(p, task: dict) -> bool:
     return ahead is not None and getattr(ahead.accepted, "task", None) is not None and \
         ahead.accepted.task.task_uuid == task["task_uuid"]
 
-
-def runs_started(kafka, stack, task: dict) -> int:
-    return sum(1 for r in kafka.read_all(stack.status) if r.key == progress_key(task["task_uuid"])
-               and r.value and json.loads(r.value)["step"] == "started")
 
 
 def outcomes(kafka, stack) -> dict[str, list[dict]]:
@@ -102,7 +96,7 @@ def test_a_stop_commits_the_task_in_the_model_and_leaves_the_one_taken_ahead(sta
     assert first.stop() == 0
     assert kafka.committed(stack.group, stack.tasks).get(0) == 1, "the task in the model committed; not the one ahead"
     assert list(outcomes(kafka, stack)) == [in_model["task_uuid"]]
-    assert runs_started(kafka, stack, ahead) == 0, "the task taken ahead never ran"
+    assert kafka.runs_started(stack.status, ahead["task_uuid"]) == 0, "the task taken ahead never ran"
 
     second = pipelined(stack, "second")
     committed(kafka, stack, 2)
@@ -124,7 +118,7 @@ def test_a_task_cancelled_while_taken_ahead_ends_cancelled_without_running(stack
     assert [len(v) for v in done.values()] == [1, 1]
     assert done[in_model["task_uuid"]][0]["success"] is True
     assert done[ahead["task_uuid"]][0].get("cancelled") is True
-    assert runs_started(kafka, stack, ahead) == 0
+    assert kafka.runs_started(stack.status, ahead["task_uuid"]) == 0
     assert p.stop() == 0
 
 

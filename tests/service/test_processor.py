@@ -273,7 +273,7 @@ def test_task_that_keeps_killing_its_worker_is_failed(stack, kafka, short_audio)
     first = worker(stack, config, name="first")
     task = stack.task(stack.spool_copy(short_audio, scripted_engine.input_name("hang")))
     kafka.send(stack.tasks, task)
-    wait_until(lambda: runs_started(kafka, stack, task) == 1, 60, "the first worker's run")
+    wait_until(lambda: kafka.runs_started(stack.status, task["task_uuid"]) == 1, 60, "the first worker's run")
     mid_job = shutil.copytree(ledger, stack.root / "ledger-mid-job")  # it records a start before the run
     first.daemon.stop()
     first.daemon.stop()  # the second stop abandons the job at once
@@ -289,14 +289,9 @@ def test_task_that_keeps_killing_its_worker_is_failed(stack, kafka, short_audio)
     assert "killed or hung" in result["error_message"]
     # A run of the hanging input would still be going: the result came without one, and only the
     # first worker's run announced itself.
-    assert runs_started(kafka, stack, task) == 1, "the task was not run again"
+    assert kafka.runs_started(stack.status, task["task_uuid"]) == 1, "the task was not run again"
     assert second.stop() == 0
 
-
-def runs_started(kafka, stack, task: dict) -> int:
-    """The runs of *task* that announced their start on the status topic."""
-    return sum(1 for r in kafka.read_all(stack.status) if r.key == progress_key(task["task_uuid"])
-               and r.value and json.loads(r.value)["step"] == "started")
 
 
 def test_an_engine_that_dies_while_loading_is_replaced_not_fatal(stack, kafka, short_audio):

@@ -23,7 +23,6 @@ import scripted_engine
 from separation_service import AUTH, api_settings, start_api, submit
 from support import WebhookReceiver, wait_until
 from devtools import tinymodel
-from uvrd.boards.status import progress_key
 from uvrd.processor.daemon import Processor
 from uvrd.uploader.daemon import Uploader
 
@@ -45,11 +44,6 @@ def waits_for_the_store(p, task_uuid: str) -> bool:
     """Whether *p* holds *task_uuid* while the store fails (host_trouble.py's STATUS=)."""
     return p.daemon.status() == f"storage failed: task {task_uuid} waits to try again"
 
-
-def runs_started(kafka, stack, task_uuid: str) -> int:
-    """How many separations of *task_uuid* began: each announces itself on the status topic."""
-    return sum(1 for r in kafka.read_all(stack.status) if r.key == progress_key(task_uuid)
-               and r.value and json.loads(r.value)["step"] == "started")
 
 
 @pytest.fixture
@@ -207,7 +201,7 @@ def test_a_store_outage_holds_the_task_until_the_store_answers_again(stack, kafk
             wait_until(lambda: waits_for_the_store(p, task["task_uuid"]), 60, "the processor to wait for the store")
             assert len(kafka.results(stack.results)) == done
             assert sum(kafka.committed(stack.group, stack.tasks).values()) == done
-            assert runs_started(kafka, stack, task["task_uuid"]) == ran
+            assert kafka.runs_started(stack.status, task["task_uuid"]) == ran
         finally:
             objectstore.resume()
 
@@ -229,7 +223,7 @@ def test_a_store_outage_holds_the_task_until_the_store_answers_again(stack, kafk
                                                                   (stored["task_uuid"], True)]
     folder = f"{prefix}/stems/{stored['task_uuid']}"
     assert objectstore.keys(folder + "/") == [f"{folder}/instrumental.wav", f"{folder}/vocals.wav"]
-    assert [runs_started(kafka, stack, t["task_uuid"]) for t in (fetched, stored)] == [1, 1], \
+    assert [kafka.runs_started(stack.status, t["task_uuid"]) for t in (fetched, stored)] == [1, 1], \
         "no separation ran twice"
     assert list(kafka.read_all(stack.dead_letter)) == []
     assert not list(stack.output.glob(".input-*")) and not list(stack.output.glob(".work-*"))
