@@ -21,9 +21,10 @@ pytest_plugins = ["api_stacks"]
 # `make test`'s scheduler hands out whole modules: a module's tests share its module-scoped daemons
 # (a processor's model, a whole service), which a test-by-test split would start once per test
 # process.  The longest modules go first, so that no test process starts one of them when the others
-# are nearly done: each package module boots its own container and installs the 7 GB package into it
-# (three at once peak at about 35 GB of disk with the .deb and its relabelled copy).
+# are nearly done: each package module boots its own container, and the upgrade unpacks the 3.7 GB
+# package again in its own.
 FIRST = (
+    "tests/system/packaging/test_package_upgrade.py",
     "tests/system/packaging/test_package.py",
     "tests/system/packaging/test_package_restarts.py",
     "tests/system/packaging/test_single_host.py",

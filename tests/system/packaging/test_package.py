@@ -5,7 +5,8 @@ tree is unchanged), installed from a local apt repository, and its processor
 unit is driven with systemctl against the test's broker on the host's
 loopback.  Outcomes are read from outside: the broker's topics and offsets,
 systemd's unit state, and the journal.  The drains, restarts and two-GPU tests
-are in test_package_restarts.py, on a container of their own beside this one.
+are in test_package_restarts.py and the upgrade in test_package_upgrade.py, each on a
+container of its own beside this one.
 """
 
 from __future__ import annotations
@@ -13,15 +14,10 @@ from __future__ import annotations
 import json
 import uuid
 
-from container import INBOX_DIR, message
-from installed import GPU_UNITS, UNIT, configure, drop_in, make_topics, ran_in, spool_task, starts, wait_separating
-from relabel import relabel
+from container import message
+from installed import GPU_UNITS, UNIT, configure, drop_in, make_topics, spool_task
 from support import KafkaView, wait_until
 from devtools import tinymodel
-
-# This package relabelled as a later version: what an upgrade installs.
-NEWER_VERSION = "99.0"
-
 
 def test_install_leaves_nothing_running_and_everything_in_place(box):
     assert box.run("uvrd", "--version").stdout.strip() == "uvrd 0.1.0"
@@ -154,32 +150,3 @@ def test_a_hung_engine_stops_the_watchdog_and_systemd_restarts_the_unit(box, bro
         box.systemctl("stop", UNIT, timeout=120)
         box.run("rm", "-rf", f"/etc/systemd/system/{UNIT}.d")
         box.systemctl("daemon-reload")
-
-
-def test_upgrade_drains_each_running_instance_once_and_brings_it_back(box, two_gpus, uvrd_deb, long_audio):
-    topics, group, kafka = two_gpus
-    before = {u: box.show(u, "InvocationID")["InvocationID"] for u in GPU_UNITS}
-    newer = relabel(uvrd_deb, NEWER_VERSION, box.inbox_path("uvrd-newer.deb"))
-    # apt's two steps, taken one at a time so jobs are surely in flight at the second: dpkg
-    # replaces the venv under the running daemons, then the postinst restarts them.
-    box.run("dpkg", "--unpack", f"{INBOX_DIR}/{newer.name}", timeout=1200)
-    newer.unlink()
-    assert {u: box.show(u, "InvocationID")["InvocationID"] for u in GPU_UNITS} == before, "unpacking stops nothing"
-    tasks = [spool_task(box, long_audio) for _ in GPU_UNITS]
-    for partition, task in enumerate(tasks):
-        kafka.send(topics.tasks, task, partition=partition)
-    wait_separating(box, GPU_UNITS)
-    starts_before = {u: starts(box, u) for u in GPU_UNITS}
-    box.run("dpkg", "--configure", "uvrd", timeout=1200)
-    assert box.run("dpkg-query", "-W", "-f=${Version}", "uvrd").stdout == NEWER_VERSION
-    for unit in GPU_UNITS:
-        after = box.show(unit, "ActiveState", "InvocationID", "NRestarts", "StatusText")
-        assert after["ActiveState"] == "active" and after["InvocationID"] != before[unit], (unit, after)
-        assert after["NRestarts"] == "0", "restarted by the package, not after a failure"
-    wait_until(lambda: kafka.committed(group, topics.tasks, partitions=2) == {0: 1, 1: 1}, 60, "both commits")
-    results = kafka.results(topics.results)
-    assert sorted(r["task_uuid"] for r in results) == sorted(t["task_uuid"] for t in tasks)
-    # Each job finished in the run the upgrade found it in: drained, not cut off and redone.
-    ran = [{inv for _, inv in ran_in(box, t["task_uuid"])} for t in tasks]
-    assert sorted(map(sorted, ran)) == sorted([inv] for inv in before.values())
-    assert [starts(box, u) - n for u, n in starts_before.items()] == [1, 1], "one restart each"
