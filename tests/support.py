@@ -221,7 +221,12 @@ class KafkaView:
             tps = [TopicPartition(topic, p) for p in range(partitions)]
             consumer.assign(tps)
             end = consumer.end_offsets(tps)
-            consumer.seek_to_beginning(*tps)
+            # From offset 0, not seek_to_beginning: Tansu answers ListOffsets "earliest" with the record
+            # written first by the clock, and two producers' first records may be stored out of offset
+            # order (a fresh reader then began past the first result, for good).  On Kafka, 0 of a
+            # topic whose head was deleted is out of range, and auto_offset_reset takes the earliest.
+            for tp in tps:
+                consumer.seek(tp, 0)
             records = []
             deadline = time.monotonic() + patient(20)
             while any(consumer.position(tp) < end[tp] for tp in tps):
@@ -234,18 +239,21 @@ class KafkaView:
             consumer.close()
 
     def ends(self, topic: str, partition: int = 0) -> str:
-        """Where a read_committed reader stops on *topic* (the last stable offset) against the high
-        watermark: a stable offset held below it means a transaction left open (or a broker that
-        failed to close one), where a reader missing records it should see could not tell."""
+        """Where the broker says *topic* begins, and where a read_committed reader stops (the last stable
+        offset) against the high watermark: a stable offset held below it means a transaction left
+        open (or a broker that failed to close one), a beginning above 0 a head deleted (or a broker
+        that misplaced it), where a reader missing records it should see could not tell which."""
         tp = TopicPartition(topic, partition)
         said = {}
         for isolation in ("read_uncommitted", "read_committed"):
             consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, isolation_level=isolation)
             try:
                 said[isolation] = consumer.end_offsets([tp])[tp]
+                said["start"] = consumer.beginning_offsets([tp])[tp]
             finally:
                 consumer.close()
-        return f"{topic}/{partition}: high watermark {said['read_uncommitted']}, last stable offset {said['read_committed']}"
+        return (f"{topic}/{partition}: the broker says it begins at {said['start']}, high watermark "
+                f"{said['read_uncommitted']}, last stable offset {said['read_committed']}")
 
     def wait_for_records(self, topic: str, count: int, timeout: float, what: str) -> list:
         """At least *count* committed records of *topic*, read afresh each try; on a timeout the
