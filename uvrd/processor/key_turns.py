@@ -91,7 +91,7 @@ class KeyTurns:
             if passed == len(self._line):
                 # A whole round ran nothing (every next task is longer than its key's deficit): the
                 # rounds until the first one fits would run nothing either, and are counted at once
-                # rather than looped through (a 12-hour task is 720 rounds of 60 s).
+                # rather than looped through (a 12-hour task is 4320 rounds of 10 s).
                 rounds = min(math.ceil((costs[k] - self._deficit[k]) / self.quantum) for k in self._line)
                 for k in self._line:
                     self._deficit[k] += (rounds - 1) * self.quantum
