@@ -32,6 +32,8 @@ S_PER_AUDIO_S = 0.05
 PREFIX = "busy"
 HEADER = ["run", "wall time", "tasks per minute", "busy share", "idle between forwards (median)",
           "load average, start / end"]
+# With a model on the CPU, the forward itself stretches when other work takes the cores.
+FORWARD_HEADER = [*HEADER[:4], "forward (median)", *HEADER[4:]]
 
 
 @dataclass(frozen=True)
@@ -72,10 +74,11 @@ def compare(bench: Bench, queue: Queue) -> list[dict]:
     return runs
 
 
-def rows(runs: list[dict], tasks: int) -> list[list[str]]:
-    """The table's rows (HEADER) for :func:`compare`'s runs."""
+def rows(runs: list[dict], tasks: int, forward: bool = False) -> list[list[str]]:
+    """The table's rows (HEADER; *forward*: FORWARD_HEADER) for :func:`compare`'s runs."""
     return [[r["label"], f"{r['wall_s']:.1f} s", f"{tasks / r['wall_s'] * 60:.2f}", f"{r['share'] * 100:.1f} %",
-             f"{r['gap_s']:.2f} s", f"{r['load'][0]:.1f} / {r['load'][1]:.1f}"] for r in runs]
+             *([f"{r['forward_s']:.2f} s"] if forward else []), f"{r['gap_s']:.2f} s",
+             f"{r['load'][0]:.1f} / {r['load'][1]:.1f}"] for r in runs]
 
 
 def summary(runs: list[dict], tasks: int) -> list[tuple[str, str]]:
@@ -122,15 +125,17 @@ def _through_processor(bench: Bench, store: ObjectStore, queue: Queue, pipeline:
     bench.forget(proc)
     forwards = standin_accelerator.busy_intervals(busy_log)
     return {"label": f"uvrd, processor.pipeline = {str(pipeline).lower()}", "wall_s": ended - started,
-            "share": standin_accelerator.busy_share(forwards, started, ended), "forwards": len(forwards),
-            "gap_s": _median_gap(forwards), "load": (load_before, os.getloadavg()[0])}
+            "share": standin_accelerator.busy_share(forwards, started, ended), **_forward_figures(forwards),
+            "load": (load_before, os.getloadavg()[0])}
 
 
-def _median_gap(forwards: list[tuple[float, float]]) -> float:
-    """The median time the model waited between two forwards: what each task's steps around the
-    model still cost it."""
+def _forward_figures(forwards: list[tuple[float, float]]) -> dict:
+    """How many forwards, their median length, and the median time the model waited between two of
+    them: what each task's steps around the model still cost it."""
     gaps = sorted(b[0] - a[1] for a, b in itertools.pairwise(forwards))
-    return gaps[len(gaps) // 2] if gaps else float("nan")
+    lengths = sorted(b - a for a, b in forwards)
+    return {"forwards": len(forwards), "forward_s": lengths[len(lengths) // 2] if lengths else float("nan"),
+            "gap_s": gaps[len(gaps) // 2] if gaps else float("nan")}
 
 
 def _in_process(bench: Bench, queue: Queue) -> dict:
@@ -152,7 +157,7 @@ def _in_process(bench: Bench, queue: Queue) -> dict:
     loop_s = out["loops_s"][0]
     return {"label": "audio-separator's in-process loop (local files, no Kafka, no bucket)", "wall_s": loop_s,
             "share": sum(b - a for a, b in forwards) / loop_s if loop_s else float("nan"),
-            "forwards": len(forwards), "gap_s": _median_gap(forwards), "load": (load_before, os.getloadavg()[0]),
+            **_forward_figures(forwards), "load": (load_before, os.getloadavg()[0]),
             "device": out["device"]}
 
 

@@ -46,12 +46,13 @@ def run(bench: Bench, sizes: dict, shared: dict | None = None) -> dict:
                   f"forward (audio-separator's `demix`: STFT, the ONNX network, inverse STFT; the secondary "
                   f"stem's match-mix pass not counted), timed in the child by the hook that logs the stand-in's, "
                   f"over the wall time from the tasks' sending to the last result's produce time; for the "
-                  f"in-process loop, over its loop time. The model runs on the same {cores} cores as everything "
+                  f"in-process loop, over its loop time. Forward: the median time of one task's forward, which "
+                  f"on the CPU stretches when other work takes the cores. The model runs on the same {cores} cores as everything "
                   f"else: the stages that the pipeline runs beside it (fetch and decode, FLAC encoding, the "
                   f"bucket) take CPU from it instead of filling an accelerator's idle time, so the gain is "
                   f"smaller than with the stand-in, or none."),
-        "header": busy_share.HEADER,
-        "rows": busy_share.rows(runs, tasks),
+        "header": busy_share.FORWARD_HEADER,
+        "rows": busy_share.rows(runs, tasks, forward=True),
         "notes": [f"Pipelined against sequential: {gain:.2f}× the tasks per minute."],
         "summary": busy_share.summary(runs, tasks),
         "data": {"runs": runs, "tasks": tasks, "audio_s": seconds, "cores": cores},

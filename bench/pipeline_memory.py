@@ -129,7 +129,8 @@ def run(bench: Bench, sizes: dict, shared: dict | None = None) -> dict:
              f"{r['tree_peak_mb']:.0f} MiB at {r['tree_peak_at_s']:.0f} s",
              " / ".join(f"{at:.0f}" for at in r["results_at_s"]) + " s",
              f"{r['load'][0]:.1f} / {r['load'][1]:.1f}"] for r in runs]
-    extra = {n: runs[1]["peak_mb"][n] - runs[0]["peak_mb"][n] for n in ("processor", "engine")}
+    extra = {n: round(runs[1]["peak_mb"][n] - runs[0]["peak_mb"][n]) for n in ("processor", "engine")}
+    extra["tree"] = round(runs[1]["tree_peak_mb"] - runs[0]["tree_peak_mb"])
     return {
         "key": "pipeline_memory",
         "title": "12. Peak memory, sequential vs pipelined (long input)",
@@ -153,8 +154,8 @@ def run(bench: Bench, sizes: dict, shared: dict | None = None) -> dict:
         "header": ["run", "processor, ready", "processor, peak", "engine child, ready", "engine child, peak",
                    "tree, peak PSS (sampled)", "results at", "load average, start / end"],
         "rows": rows,
-        "notes": [f"Pipelined less sequential, peak: processor {extra['processor']:+.0f} MiB, engine child "
-                  f"{extra['engine']:+.0f} MiB, tree {runs[1]['tree_peak_mb'] - runs[0]['tree_peak_mb']:+.0f} MiB.",
+        "notes": [f"Pipelined less sequential, peak: processor {extra['processor']:+d} MiB, engine child "
+                  f"{extra['engine']:+d} MiB, tree {extra['tree']:+d} MiB.",
                   "The tree at its peak, PSS by process (command name and PID): " + "; ".join(
                       f"{'pipelined' if i else 'sequential'}: " + ", ".join(
                           f"{n} {mb:.0f} MiB" for n, mb in sorted(r["tree_peak_parts_mb"].items(), key=lambda x: -x[1]))
