@@ -23,13 +23,15 @@ from pathlib import Path
 from devtools import standin_accelerator, tinymodel
 from uvrd.broker.object_store import ObjectStore
 
-from .harness import Bench, say
+from .harness import Bench, median, say
 from .realistic import run_inprocess
 
 # The stand-in's seconds of forward per second of audio: a 4-minute song in 12 s, the order of a UVR
 # MDX model on a current GPU (the issue's "a few seconds" to tens of seconds, by model).
 S_PER_AUDIO_S = 0.05
 PREFIX = "busy"
+SEQUENTIAL, PIPELINED = "uvrd, processor.pipeline = false", "uvrd, processor.pipeline = true"
+IN_PROCESS = "audio-separator's in-process loop (local files, no Kafka, no bucket)"
 HEADER = ["run", "wall time", "tasks per minute", "busy share", "idle between forwards (median)",
           "load average, start / end"]
 # With a model on the CPU, the forward itself stretches when other work takes the cores.
@@ -60,14 +62,17 @@ def flac_copy(bench: Bench, source: Path, name: str) -> Path:
     return path
 
 
-def compare(bench: Bench, queue: Queue) -> list[dict]:
+def compare(bench: Bench, queue: Queue, rounds: int = 1) -> list[dict]:
     """The queue through a processor with ``processor.pipeline = false``, then one with ``true`` (inputs
-    and stems in a SeaweedFS bucket, FLAC out), then through audio-separator's in-process loop over local
-    copies of the same file: each run's wall time, busy share (the time the engine child's model spent
-    in its forward, from the busy log) and load average."""
+    and stems in a SeaweedFS bucket, FLAC out), *rounds* times, each round in the other order than the
+    one before (false true, true false, ...: whatever else the machine does weighs on both alike), then
+    through audio-separator's in-process loop over local copies of the same file: each run's wall time,
+    busy share (the time the engine child's model spent in its forward, from the busy log), the
+    forwards' median length and the median idle time between them, and the load average."""
     store = ObjectStore(bench.root / f"weed-{queue.label}", log_path=bench.root / f"weed-{queue.label}.log").start()
     try:
-        runs = [_through_processor(bench, store, queue, pipeline) for pipeline in (False, True)]
+        runs = [_through_processor(bench, store, queue, pipeline) for turn in range(rounds)
+                for pipeline in ((False, True) if turn % 2 == 0 else (True, False))]
     finally:
         store.stop()
     runs.append(_in_process(bench, queue))
@@ -75,18 +80,33 @@ def compare(bench: Bench, queue: Queue) -> list[dict]:
 
 
 def rows(runs: list[dict], tasks: int, forward: bool = False) -> list[list[str]]:
-    """The table's rows (HEADER; *forward*: FORWARD_HEADER) for :func:`compare`'s runs."""
-    return [[r["label"], f"{r['wall_s']:.1f} s", f"{tasks / r['wall_s'] * 60:.2f}", f"{r['share'] * 100:.1f} %",
+    """The table's rows (HEADER; *forward*: FORWARD_HEADER) for :func:`compare`'s runs, in the order run
+    (numbered where an order ran more than once)."""
+    numbered = len(runs) > 3
+    return [[f"{i}. {r['label']}" if numbered else r["label"], f"{r['wall_s']:.1f} s", f"{tasks / r['wall_s'] * 60:.2f}", f"{r['share'] * 100:.1f} %",
              *([f"{r['forward_s']:.2f} s"] if forward else []), f"{r['gap_s']:.2f} s",
-             f"{r['load'][0]:.1f} / {r['load'][1]:.1f}"] for r in runs]
+             f"{r['load'][0]:.1f} / {r['load'][1]:.1f}"] for i, r in enumerate(runs, 1)]
+
+
+def by_order(runs: list[dict]) -> list[list[dict]]:
+    """:func:`compare`'s runs grouped: the sequential ones, the pipelined ones, the in-process loop."""
+    return [[r for r in runs if r["label"] == label] for label in (SEQUENTIAL, PIPELINED, IN_PROCESS)]
+
+
+def gain(runs: list[dict]) -> float:
+    """Pipelined tasks per minute over sequential ones: the medians' ratio."""
+    sequential, pipelined, _ = by_order(runs)
+    return median([r["wall_s"] for r in sequential]) / median([r["wall_s"] for r in pipelined])
 
 
 def summary(runs: list[dict], tasks: int) -> list[tuple[str, str]]:
-    """The summary's lines for :func:`compare`'s runs."""
-    return [("busy share, sequential / pipelined / in-process loop",
-             " / ".join(f"{r['share'] * 100:.1f} %" for r in runs)),
-            ("tasks per minute, sequential / pipelined / in-process loop",
-             " / ".join(f"{tasks / r['wall_s'] * 60:.2f}" for r in runs))]
+    """The summary's lines for :func:`compare`'s runs (each order's median where it ran more than once)."""
+    groups = by_order(runs)
+    several = any(len(g) > 1 for g in groups)
+    return [(f"busy share, sequential / pipelined / in-process loop{' (medians)' if several else ''}",
+             " / ".join(f"{median([r['share'] for r in g]) * 100:.1f} %" for g in groups)),
+            (f"tasks per minute, sequential / pipelined / in-process loop{' (medians)' if several else ''}",
+             " / ".join(f"{tasks / median([r['wall_s'] for r in g]) * 60:.2f}" for g in groups))]
 
 
 def _through_processor(bench: Bench, store: ObjectStore, queue: Queue, pipeline: bool) -> dict:
@@ -124,7 +144,7 @@ def _through_processor(bench: Bench, store: ObjectStore, queue: Queue, pipeline:
     ended = max(at for at, _ in results)
     bench.forget(proc)
     forwards = standin_accelerator.busy_intervals(busy_log)
-    return {"label": f"uvrd, processor.pipeline = {str(pipeline).lower()}", "wall_s": ended - started,
+    return {"label": PIPELINED if pipeline else SEQUENTIAL, "wall_s": ended - started,
             "share": standin_accelerator.busy_share(forwards, started, ended), **_forward_figures(forwards),
             "load": (load_before, os.getloadavg()[0])}
 
@@ -155,7 +175,7 @@ def _in_process(bench: Bench, queue: Queue) -> dict:
                              "UVRD_INPROCESS_FORMAT": "flac"})
     forwards = standin_accelerator.busy_intervals(busy_log)[1:]  # the first is the warm-up file's
     loop_s = out["loops_s"][0]
-    return {"label": "audio-separator's in-process loop (local files, no Kafka, no bucket)", "wall_s": loop_s,
+    return {"label": IN_PROCESS, "wall_s": loop_s,
             "share": sum(b - a for a, b in forwards) / loop_s if loop_s else float("nan"),
             **_forward_figures(forwards), "load": (load_before, os.getloadavg()[0]),
             "device": out["device"]}
@@ -171,7 +191,6 @@ def run(bench: Bench, sizes: dict, shared: dict | None = None) -> dict:
     runs = compare(bench, Queue(PREFIX, standin_accelerator.MODEL, model_dir, tinymodel.HOP_LENGTH,
                                 tinymodel.SEGMENT_SIZE, song, tasks, env))
     forward_s = S_PER_AUDIO_S * seconds
-    gain = runs[0]["wall_s"] / runs[1]["wall_s"]
     return {
         "key": "busy_share",
         "title": "10. Busy share (stand-in accelerator)",
@@ -186,7 +205,7 @@ def run(bench: Bench, sizes: dict, shared: dict | None = None) -> dict:
                   f"machine, other work slows the CPU steps around the model."),
         "header": HEADER,
         "rows": rows(runs, tasks),
-        "notes": [f"Pipelined against sequential: {gain:.2f}× the tasks per minute.",
+        "notes": [f"Pipelined against sequential: {gain(runs):.2f}× the tasks per minute.",
                   "The stand-in is not a servable model: only `python -m devtools.standin_processor` (the bench) "
                   "runs its sleeping forward."],
         "summary": summary(runs, tasks),

@@ -2,8 +2,10 @@
 on the CPU in place of the stand-in accelerator.
 
 The same queue (real music: the MUSDB18 excerpt repeated to a song's length, as a 16-bit FLAC) goes
-through a processor with ``processor.pipeline = false``, one with ``true`` (inputs and stems in a
-SeaweedFS bucket, FLAC out), and audio-separator's in-process loop over the same files.  The busy share
+through a processor with ``processor.pipeline = false`` and one with ``true`` (inputs and stems in a
+SeaweedFS bucket, FLAC out), taking turns for ``spleeter_rounds`` rounds (on a shared machine, other
+work stretches a CPU model's forward far more than the pipeline changes it), and audio-separator's
+in-process loop over the same files.  The busy share
 is the time the engine child (or the loop's process) spent in Spleeter's forward (audio-separator's
 ``demix``: STFT, the ONNX network, inverse STFT), timed by the same hook that logs the stand-in's
 (devtools/standin_accelerator.py), over the wall time.  Here the model itself runs on the CPU, so the
@@ -31,29 +33,34 @@ def run(bench: Bench, sizes: dict, shared: dict | None = None) -> dict:
     wav, seconds = long_song(bench, excerpt, sizes["spleeter_audio_s"], exact=True)
     song = busy_share.flac_copy(bench, wav, f"{wav.stem}.flac")
     env = {"NUMBA_CACHE_DIR": str(bench.root / "numba-cache")}
+    rounds = sizes["spleeter_rounds"]
     runs = busy_share.compare(bench, busy_share.Queue("spleeter", model.filename, model_dir, hop, segment, song,
-                                                      tasks, env))
-    gain = runs[0]["wall_s"] / runs[1]["wall_s"]
+                                                      tasks, env), rounds)
+    sequential, pipelined, _ = busy_share.by_order(runs)
+    pairs = ", ".join(f"{s['wall_s'] / p['wall_s']:.2f}×" for s, p in zip(sequential, pipelined))
     cores = len(os.sched_getaffinity(0))
     return {
         "key": "busy_spleeter",
         "title": "11. Busy share with a real model (Spleeter on the CPU)",
         "intro": (f"Section 10's comparison with a real model in place of the stand-in: Spleeter 2-stems "
                   f"(Deezer's weights, the MDX export of section 7: n_fft 4096, hop {hop}, {segment}-frame "
-                  f"segments) on {runs[2]['device']}, {tasks} tasks of {seconds:g} s of real music (the MUSDB18 "
-                  f"excerpt \"Falcon 69\" repeated and cut to that length, a 16-bit stereo FLAC), FLAC stems, inputs and stems in a "
-                  f"SeaweedFS bucket on loopback. Busy share: the time the engine child spent in Spleeter's "
-                  f"forward (audio-separator's `demix`: STFT, the ONNX network, inverse STFT; the secondary "
-                  f"stem's match-mix pass not counted), timed in the child by the hook that logs the stand-in's, "
-                  f"over the wall time from the tasks' sending to the last result's produce time; for the "
-                  f"in-process loop, over its loop time. Forward: the median time of one task's forward, which "
-                  f"on the CPU stretches when other work takes the cores. The model runs on the same {cores} cores as everything "
-                  f"else: the stages that the pipeline runs beside it (fetch and decode, FLAC encoding, the "
-                  f"bucket) take CPU from it instead of filling an accelerator's idle time, so the gain is "
-                  f"smaller than with the stand-in, or none."),
+                  f"segments) on {runs[-1]['device']}, {tasks} tasks of {seconds:g} s of real music (the MUSDB18 "
+                  f"excerpt \"Falcon 69\" repeated and cut to that length, a 16-bit stereo FLAC), FLAC stems, "
+                  f"inputs and stems in a SeaweedFS bucket on loopback. The two processors take turns, {rounds} "
+                  f"run{'s' if rounds > 1 else ''} each (false then true, then true then false, ...: whatever "
+                  f"else the machine does weighs on both alike), then the in-process loop runs once. Busy share: "
+                  f"the time the engine child spent in Spleeter's forward (audio-separator's `demix`: STFT, the "
+                  f"ONNX network, inverse STFT; the secondary stem's match-mix pass not counted), timed in the "
+                  f"child by the hook that logs the stand-in's, over the wall time from the tasks' sending to the "
+                  f"last result's produce time; for the in-process loop, over its loop time. Forward: the median "
+                  f"time of one task's forward, which on the CPU stretches when other work takes the cores. The "
+                  f"model runs on the same {cores} cores as everything else: the stages that the pipeline runs "
+                  f"beside it (fetch and decode, FLAC encoding, the bucket) take CPU from it instead of filling an "
+                  f"accelerator's idle time, so the gain is smaller than with the stand-in, or none."),
         "header": busy_share.FORWARD_HEADER,
         "rows": busy_share.rows(runs, tasks, forward=True),
-        "notes": [f"Pipelined against sequential: {gain:.2f}× the tasks per minute."],
+        "notes": [f"Pipelined against sequential: {busy_share.gain(runs):.2f}× the tasks per minute"
+                  + (f" (the medians' ratio; round by round: {pairs})." if rounds > 1 else ".")],
         "summary": busy_share.summary(runs, tasks),
-        "data": {"runs": runs, "tasks": tasks, "audio_s": seconds, "cores": cores},
+        "data": {"runs": runs, "tasks": tasks, "audio_s": seconds, "rounds": rounds, "cores": cores},
     }

@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 
 from devtools import crafted_audio, standin_accelerator
-from devtools.children import descendants, peak_rss_mb, pss_mb, reset_peak_rss, rss_mb
+from devtools.children import cpu_s, descendants, peak_rss_mb, pss_mb, reset_peak_rss, rss_mb
 from uvrd.broker.object_store import ObjectStore
 from uvrd.config import ProcessorConfig
 
@@ -60,6 +60,7 @@ def _through_processor(bench: Bench, store: ObjectStore, model_dir: Path, inputs
     ready = {n: rss_mb(pid) or 0.0 for n, pid in pids.items()}
     for pid in pids.values():
         reset_peak_rss(pid)
+    cpu_before = {n: cpu_s(pid) or 0.0 for n, pid in pids.items()}
     load_before = os.getloadavg()[0]
     started = time.monotonic()
     for key in keys:
@@ -78,6 +79,7 @@ def _through_processor(bench: Bench, store: ObjectStore, model_dir: Path, inputs
             raise RuntimeError(f"only {len(reader.seen)} of {len(keys)} results by the deadline")
         reader.poll(int(SAMPLE_EVERY_S * 1000))
     peaks = {n: peak_rss_mb(pid) for n, pid in pids.items()}
+    cpu = {n: (cpu_s(pid) or 0.0) - cpu_before[n] for n, pid in pids.items()}
     results = reader.take()
     reader.close()
     load_after = os.getloadavg()[0]
@@ -90,7 +92,7 @@ def _through_processor(bench: Bench, store: ObjectStore, model_dir: Path, inputs
         raise RuntimeError("the engine child was restarted during the queue: its peak would be a new child's")
     return {"label": f"uvrd, processor.pipeline = {str(pipeline).lower()}", "ready_mb": ready, "peak_mb": peaks,
             "tree_peak_mb": tree_peak, "tree_peak_at_s": tree_at, "tree_peak_parts_mb": tree_parts,
-            "results_at_s": sorted(at - started for at, _ in results), "wall_s": max(at for at, _ in results) - started,
+            "cpu_s": cpu, "results_at_s": sorted(at - started for at, _ in results), "wall_s": max(at for at, _ in results) - started,
             "load": (load_before, load_after)}
 
 
@@ -156,6 +158,9 @@ def run(bench: Bench, sizes: dict, shared: dict | None = None) -> dict:
         "rows": rows,
         "notes": [f"Pipelined less sequential, peak: processor {extra['processor']:+d} MiB, engine child "
                   f"{extra['engine']:+d} MiB, tree {extra['tree']:+d} MiB.",
+                  "CPU time over the queue (user and system, the ffmpeg runs each waited for included), processor "
+                  "/ engine child: " + "; ".join(f"{'pipelined' if i else 'sequential'} {r['cpu_s']['processor']:.0f} "
+                                                 f"/ {r['cpu_s']['engine']:.0f} s" for i, r in enumerate(runs)) + ".",
                   "The tree at its peak, PSS by process (command name and PID): " + "; ".join(
                       f"{'pipelined' if i else 'sequential'}: " + ", ".join(
                           f"{n} {mb:.0f} MiB" for n, mb in sorted(r["tree_peak_parts_mb"].items(), key=lambda x: -x[1]))

@@ -106,6 +106,17 @@ def pss_mb(pid: int) -> float | None:
     return _memory_mb(pid, "Pss", "smaps_rollup")
 
 
+def cpu_s(pid: int) -> float | None:
+    """The CPU time (user and system) the process has used so far, its children that it waited for
+    included (/proc/PID/stat), in seconds; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the command name: state is field 3, utime 14, stime 15, cutime 16, cstime 17.
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def reset_peak_rss(pid: int) -> None:
     """Linux: the process's VmHWM starts again from its resident memory now."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")
