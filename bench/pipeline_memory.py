@@ -159,8 +159,8 @@ def run(bench: Bench, sizes: dict, shared: dict | None = None) -> dict:
         "notes": [f"Pipelined less sequential, peak: processor {extra['processor']:+d} MiB, engine child "
                   f"{extra['engine']:+d} MiB, tree {extra['tree']:+d} MiB.",
                   "CPU time over the queue (user and system, the ffmpeg runs each waited for included), processor "
-                  "/ engine child: " + "; ".join(f"{'pipelined' if i else 'sequential'} {r['cpu_s']['processor']:.0f} "
-                                                 f"/ {r['cpu_s']['engine']:.0f} s" for i, r in enumerate(runs)) + ".",
+                  "/ engine child: " + "; ".join(f"{'pipelined' if i else 'sequential'} {r['cpu_s']['processor']:.1f} "
+                                                 f"/ {r['cpu_s']['engine']:.1f} s" for i, r in enumerate(runs)) + ".",
                   "The tree at its peak, PSS by process (command name and PID): " + "; ".join(
                       f"{'pipelined' if i else 'sequential'}: " + ", ".join(
                           f"{n} {mb:.0f} MiB" for n, mb in sorted(r["tree_peak_parts_mb"].items(), key=lambda x: -x[1]))
