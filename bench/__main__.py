@@ -13,7 +13,8 @@ from . import (amortisation, busy_share, busy_spleeter, drain, first_task, gpu, 
                report, scaling, single_host, stop_latency)
 from .harness import Bench, say
 
-# Sizes: the full run fits in 25 minutes on a 2-core machine without an accelerator.
+# Sizes: sections 1-9 fit in 25 minutes on a 2-core machine without an accelerator; 10 takes about 15 more,
+# 11 from 3 (a quiet machine) to 10 (a loaded one), 12 about 5 to 8 (docs/bench.md).
 FULL = {"stop_runs": 20, "drain_runs": 8, "overhead_tasks": 12, "overhead_batches": 3, "amort_n": (1, 10, 50),
         "amort_repeats": 6, "amort_cli_runs": 4, "scale_tasks": 16, "scale_repeats": 2, "scale_max": 4, "realistic_seconds": 8,
         "real_files": 10, "real_repeats": 2, "real_long_s": 60, "first_tasks": 6, "first_used_repeats": 2,
