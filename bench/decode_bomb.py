@@ -19,19 +19,9 @@ import uuid
 from pathlib import Path
 
 from devtools import crafted_audio, tinymodel
+from devtools.children import peak_rss_mb
 
 from .harness import Bench, say, wait_event
-
-
-def vm_hwm_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def _run_task(bench: Bench, proc, topics, spool: Path, audio: Path, timeout: float) -> dict:
@@ -46,7 +36,7 @@ def _run_task(bench: Bench, proc, topics, spool: Path, audio: Path, timeout: flo
     while True:
         engine = wait_event(proc, "engine starting", 30)[-1]["pid"]
         for name, pid in (("engine", engine), ("worker", proc.proc.pid)):
-            peaks[name] = max(peaks[name], vm_hwm_mb(pid) or 0.0)
+            peaks[name] = max(peaks[name], peak_rss_mb(pid) or 0.0)
         reader.poll(200)
         done = [r for _, r in reader.seen if r.get("task_uuid") == task_uuid]
         if done:
@@ -85,8 +75,8 @@ def main(argv=None) -> int:
             proc = bench.daemon("processor", config)
             proc.wait_ready()
             engine = wait_event(proc, "engine starting", 30)[-1]["pid"]
-            idle = {"idle_engine_vmhwm_mb": round(vm_hwm_mb(engine)),
-                    "idle_worker_vmhwm_mb": round(vm_hwm_mb(proc.proc.pid))}
+            idle = {"idle_engine_vmhwm_mb": round(peak_rss_mb(engine)),
+                    "idle_worker_vmhwm_mb": round(peak_rss_mb(proc.proc.pid))}
             row = {**_run_task(bench, proc, topics, where / "spool", audio, args.job_timeout + 120), **idle}
             say(json.dumps(row))
             rows.append(row)

@@ -17,13 +17,16 @@ from .harness import Bench, Finished, median, say, take_turns
 from .realistic import run_inprocess
 
 
-def _long_song(bench: Bench, excerpt, seconds: float):
-    """The excerpt repeated to *seconds*: real music of a song's scale."""
+def long_song(bench: Bench, excerpt, seconds: float, exact: bool = False):
+    """The excerpt repeated to at least *seconds* (*exact*: cut to *seconds*), a 16-bit WAV, and its
+    length: real music of a song's scale."""
     audio = sdr.read_audio(excerpt.mixture)
     repeats = int(np.ceil(seconds * audio.rate / audio.frames))
-    path = bench.samples / f"falcon69-x{repeats}.wav"
-    soundfile.write(str(path), np.tile(audio.samples, (repeats, 1)), audio.rate, subtype="PCM_16")
-    return path, repeats * audio.frames / audio.rate
+    frames = round(seconds * audio.rate) if exact else repeats * audio.frames
+    path = bench.samples / (f"falcon69-{seconds:g}s.wav" if exact else f"falcon69-x{repeats}.wav")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), np.tile(audio.samples, (repeats, 1))[:frames], audio.rate, subtype="PCM_16")
+    return path, frames / audio.rate
 
 
 def run(bench: Bench, sizes: dict, shared: dict) -> dict:
@@ -39,7 +42,7 @@ def run(bench: Bench, sizes: dict, shared: dict) -> dict:
         shutil.copyfile(excerpt.mixture, files[-1])
     excerpt_s = excerpt.frames / excerpt.rate
 
-    song, song_s = _long_song(bench, excerpt, sizes["real_long_s"])
+    song, song_s = long_song(bench, excerpt, sizes["real_long_s"])
     say(f"real weights: Spleeter in-process on {song_s:.0f} s of music, 3 runs after a warm-up")
     longs = run_inprocess(bench, model.filename, hop, segment, [[song]] * 3, bench.workdir("real-long"),
                           warmup=excerpt.mixture, model_dir=model_dir)

@@ -16,10 +16,13 @@ SONG_S = 240.0
 
 
 def run_inprocess(bench: Bench, model: str, hop: int, segment: int, groups: list[list[Path]], out: Path,
-                  timeout: float = 900, warmup: Path | None = None, model_dir: Path | None = None) -> dict:
-    cmd = [sys.executable, "-m", "devtools.inprocess_loop", str(model_dir or bench.model_dir), model, str(hop),
+                  timeout: float = 900, warmup: Path | None = None, model_dir: Path | None = None,
+                  module: str = "devtools.inprocess_loop", env: dict | None = None) -> dict:
+    """devtools.inprocess_loop's JSON line (*module*: a variant of it taking the same arguments, with
+    *env* added to its environment)."""
+    cmd = [sys.executable, "-m", module, str(model_dir or bench.model_dir), model, str(hop),
            str(segment), str(out), json.dumps([[str(p) for p in g] for g in groups])] + ([str(warmup)] if warmup else [])
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=bench._env())
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=bench._env(env))
     if run.returncode != 0:
         raise RuntimeError(f"in-process loop failed ({run.returncode}): {run.stderr[-2000:]}")
     return json.loads(run.stdout.strip().splitlines()[-1])

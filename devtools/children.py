@@ -29,13 +29,7 @@ class LoggedProcess:
 
     def children(self) -> list[int]:
         """Direct children (a processor's engine), from /proc; none once the process is gone."""
-        pids = []
-        try:
-            for task in Path(f"/proc/{self.pid}/task").iterdir():
-                pids += [int(p) for p in (task / "children").read_text().split()]
-        except OSError:
-            pass
-        return pids
+        return children_of(self.pid)
 
     def kill_all(self) -> None:
         """Clean-up: SIGKILL this process and its direct children, by PID, if it still runs."""
@@ -80,3 +74,70 @@ class LoggedProcess:
     def events(self, name: str) -> list[dict]:
         """The log lines whose event is *name*, oldest first."""
         return [e for e in self.log_events() if e.get("event") == name]
+
+
+def _memory_mb(pid: int, field: str, source: str = "status") -> float | None:
+    """A line of /proc/PID/status (``VmRSS``, ``VmHWM``) or of another such file in kB, in MiB; None
+    once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/{source}") as f:
+            for line in f:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def rss_mb(pid: int) -> float | None:
+    """The process's resident memory now, in MiB; None once it is gone."""
+    return _memory_mb(pid, "VmRSS")
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's peak resident memory (VmHWM: since it started, or since :func:`reset_peak_rss`),
+    in MiB; None once it is gone."""
+    return _memory_mb(pid, "VmHWM")
+
+
+def pss_mb(pid: int) -> float | None:
+    """The process's proportional share of memory now (each page it shares with n processes counts 1/n),
+    in MiB: summed over processes, the memory they take together.  None once it is gone."""
+    return _memory_mb(pid, "Pss", "smaps_rollup")
+
+
+def cpu_s(pid: int) -> float | None:
+    """The CPU time (user and system) the process has used so far, its children that it waited for
+    included (/proc/PID/stat), in seconds; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the command name: state is field 3, utime 14, stime 15, cutime 16, cstime 17.
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Linux: the process's VmHWM starts again from its resident memory now."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def children_of(pid: int) -> list[int]:
+    """*pid*'s direct children, from /proc; none once it is gone."""
+    pids = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            pids += [int(p) for p in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return pids
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under *pid* (its children, theirs, ...), from /proc."""
+    found, todo = [], [pid]
+    while todo:
+        kids = children_of(todo.pop())
+        found += kids
+        todo += kids
+    return found

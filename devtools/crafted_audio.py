@@ -5,6 +5,8 @@ of max_audio_seconds and bench/decode_bomb.py).
   length other than the samples it holds; ffprobe reports the claim, ffmpeg decodes every sample.
 - :func:`stream`: audio written to a pipe, so the muxer could not go back to write the length:
   Matroska without a Duration, FLAC whose STREAMINFO total is 0 (unknown).
+
+And :func:`two_tones`, a long input made without holding it (the long-audio tests, bench section 12).
 """
 
 from __future__ import annotations
@@ -81,3 +83,12 @@ def _walk(data: bytearray, start: int, end: int):
         if kind in _CONTAINERS:
             yield from _walk(data, at + header, at + size)
         at += size
+
+
+def two_tones(path: Path, seconds: float, rate: int = 44100) -> Path:
+    """A long stereo FLAC (220 Hz left, 331 Hz right) made by ffmpeg as it goes: the caller never holds
+    it (14 MB for ten minutes)."""
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", f"sine=f=220:d={seconds}:r={rate}",
+                    "-f", "lavfi", "-i", f"sine=f=331:d={seconds}:r={rate}", "-filter_complex", "[0][1]amerge=inputs=2",
+                    "-c:a", "flac", str(path)], check=True, timeout=600)
+    return path

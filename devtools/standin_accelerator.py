@@ -6,7 +6,9 @@ It is the tiny MDX model (tinymodel.py) under a name of its own, run by the real
 path (decoding the input, normalising, writing the stems in the task's format), except that its
 ``demix``, the step a GPU would run, is a sleep of ``UVRD_STANDIN_S_PER_AUDIO_S`` seconds per second
 of audio that yields stems of the right shape.  Each forward appends ``start end`` (the system's
-monotonic clock, which the bench shares) to ``UVRD_STANDIN_BUSY_LOG``: the busy intervals.
+monotonic clock, which the bench shares) to ``UVRD_STANDIN_BUSY_LOG``: the busy intervals.  Any other
+MDX model loaded beside it (bench section 11: Spleeter on the CPU) runs its own ``demix``, timed and
+logged the same way: the time the engine child spends in that model's forward.
 
 It is never a servable model: the sleep only happens in an engine child started through
 :func:`engine_child_main` (``python -m devtools.standin_processor``), which no installed unit runs;
@@ -39,26 +41,31 @@ def engine_child_main(conn, heartbeat, settings, cancel=None) -> None:
 
 
 def replace_forward(seconds_per_audio_s: float, busy_log: str | None) -> None:
-    """Make the stand-in model's demix a sleep; every other model keeps its own."""
+    """Make the stand-in model's demix a sleep; every other MDX model keeps its own.  Either way each
+    forward (a demix that runs the model, not the secondary stem's match-mix pass) goes to *busy_log*."""
     from audio_separator.separator.architectures.mdx_separator import MDXSeparator
 
     real = MDXSeparator.demix
     name = Path(MODEL).stem
 
     def demix(self, mix, is_match_mix=False):
-        if self.model_name != name:
-            return real(self, mix, is_match_mix)
+        standin = self.model_name == name
         if is_match_mix:
-            # The secondary stem's pass: audio-separator subtracts the primary from the mix unless
-            # the model inverts by spectrogram, which this one does not; nothing to run.
-            return mix
+            # The secondary stem's pass: an STFT and its inverse, no model.  audio-separator then
+            # subtracts the primary from the mix unless the model inverts by spectrogram, which the
+            # stand-in does not: nothing to run for it.
+            return mix if standin else real(self, mix, is_match_mix)
         started = time.monotonic()
-        time.sleep(seconds_per_audio_s * mix.shape[-1] / self.sample_rate)  # the "kernel": no CPU
+        if standin:
+            time.sleep(seconds_per_audio_s * mix.shape[-1] / self.sample_rate)  # the "kernel": no CPU
+            source = mix * 0.5
+        else:
+            source = real(self, mix, is_match_mix)
         ended = time.monotonic()
         if busy_log is not None:
             with open(busy_log, "a") as f:
                 f.write(f"{started:.6f} {ended:.6f}\n")
-        return mix * 0.5
+        return source
 
     MDXSeparator.demix = demix
 

@@ -1,5 +1,6 @@
 """``python -m devtools.standin_loop ARGS``: devtools.inprocess_loop with the stand-in accelerator's
-forward in place (standin_accelerator.py: its rate and busy log from the same variables).  Bench only."""
+forward in place and every MDX model's forward logged (standin_accelerator.py: its rate and busy log
+from the same variables).  Bench only."""
 
 import os
 import sys

@@ -1,5 +1,6 @@
 """``python -m devtools.standin_processor --config FILE``: ``uvrd processor`` whose engine child runs the
-stand-in accelerator's forward (standin_accelerator.py).  Bench only: nothing installed runs it."""
+stand-in accelerator's forward (standin_accelerator.py) and logs every MDX model's forward to
+``UVRD_STANDIN_BUSY_LOG``.  Bench only: nothing installed runs it."""
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ in the memory one chunk takes."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,6 +14,8 @@ from separation_service import SeparationService
 from support import ONE_ENGINE_THREAD, separate_in_engine
 
 from devtools import sdr, tinymodel
+from devtools.children import peak_rss_mb, reset_peak_rss
+from devtools.crafted_audio import two_tones
 from uvrd.processor.engine_protocol import Separated
 
 pytestmark = pytest.mark.slow
@@ -113,29 +114,12 @@ def chunked_service(module_stack, model_dir):
     svc.close()
 
 
-def two_tones(path: Path, seconds: float) -> Path:
-    """A long stereo FLAC made by ffmpeg as it goes: the test never holds it (14 MB for ten minutes)."""
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", f"sine=f=220:d={seconds}:r={RATE}",
-                    "-f", "lavfi", "-i", f"sine=f=331:d={seconds}:r={RATE}", "-filter_complex", "[0][1]amerge=inputs=2",
-                    "-c:a", "flac", str(path)], check=True, timeout=600)
-    return path
-
-
 def engine_pid(processor) -> int:
     """The processor's engine child (a multiprocessing spawn of it), by its parent's PID."""
     children = Path(f"/proc/{processor.proc.pid}/task/{processor.proc.pid}/children").read_text().split()
     engines = [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
     assert len(engines) == 1, children
     return engines[0]
-
-
-def peak_rss_mb(pid: int) -> float:
-    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
-
-
-def reset_peak_rss(pid: int) -> None:
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # Linux: VmHWM starts again from the RSS now
 
 
 # Ten minutes of audio through the tiny model: about 30 s on an idle 2-core machine with one engine
