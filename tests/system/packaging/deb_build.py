@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
 DEB_DIR = REPO / "build" / "deb"
+# The prebuild's PID while it runs (`make test` starts it beside the first two tiers).
+PREBUILD_PID = REPO / "build" / "prebuild.pid"
 # What goes into the package: a change elsewhere (tests) does not rebuild it.
 PACKAGED = ["uvrd", "packaging", "debian", "pyproject.toml", "README.md"]
 
@@ -50,10 +53,30 @@ def built_deb() -> Path:
         return debs[-1]
 
 
+def prebuild_running() -> bool:
+    """Whether `make test`'s prebuild is still making the root, the package or the layer (the
+    scheduler runs other modules than the package tests meanwhile: tests/conftest.py)."""
+    try:
+        pid = int(PREBUILD_PID.read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):  # none, or one that ended (make stops it when the tiers end)
+        return False
+    return True
+
+
 def prebuild() -> int:
     """The root, then the package, then the package installed on the root (installed_layer.py); a
     host that cannot have the root (no root user, no network) builds none of them here, and the
     fixtures say why when the tests ask."""
+    PREBUILD_PID.parent.mkdir(parents=True, exist_ok=True)
+    PREBUILD_PID.write_text(f"{os.getpid()}\n")
+    try:
+        return _prebuild()
+    finally:
+        PREBUILD_PID.unlink(missing_ok=True)
+
+
+def _prebuild() -> int:
     # As a script: the test kit (tests/) and the tree's own top-level packages, as pytest has them.
     sys.path[1:1] = [str(REPO / "tests"), str(REPO)]
     from installed_layer import installed_layer
