@@ -249,7 +249,8 @@ class KafkaView:
             consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, isolation_level=isolation)
             try:
                 said[isolation] = consumer.end_offsets([tp])[tp]
-                said["start"] = consumer.beginning_offsets([tp])[tp]
+                if isolation == "read_committed":
+                    said["start"] = consumer.beginning_offsets([tp])[tp]
             finally:
                 consumer.close()
         return (f"{topic}/{partition}: the broker says it begins at {said['start']}, high watermark "

@@ -15,6 +15,7 @@ import requests
 from support import WebhookReceiver, process_gone, wait_until
 from uvrd.broker.loopback import free_port
 from devtools import tinymodel
+from devtools.children import descendants
 from uvrd.uploader import webhook
 
 TOKEN = "dev-token"
@@ -130,25 +131,6 @@ def test_a_child_that_dies_stops_the_whole_stack(stack, dev_config):
                    open(f"/proc/{pid}/stat").read().split(") ")[1].startswith("Z"), 30, f"child {pid} to exit")
 
 
-def descendants(pid: int) -> set[int]:
-    """Every process below *pid*, from /proc (children of children included)."""
-    found, todo = set(), [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            tasks = list(Path(f"/proc/{parent}/task").iterdir())
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                kids = [int(p) for p in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            todo += [k for k in kids if k not in found]
-            found.update(kids)
-    return found
-
-
 def minimal_config(stack, port: int, name: str = "minimal.toml") -> Path:
     """What a user writes for `uvrd dev --config`: no [kafka] at all, so the embedded broker runs."""
     path = stack.root / name
@@ -188,7 +170,7 @@ def test_killing_the_supervisor_takes_every_child_and_the_broker_with_it(stack, 
     config = minimal_config(stack, port)
     dev = stack.start("dev", config=config)
     dev.wait_ready(180)
-    tree = descendants(dev.pid)
+    tree = set(descendants(dev.pid))
     names = {open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ") for pid in tree}
     assert any(b"tansu" in n or b"broker" in n for n in names), "the embedded broker runs under uvrd dev"
     assert len(tree) >= 5, "broker, api (and its worker), processor (and its engine), uploader"
@@ -256,7 +238,7 @@ def test_sigkill_of_the_whole_tree_with_tasks_queued_loses_none_after_a_restart(
     wait_until(lambda: (get_status(api, accepted[0]) or {}).get("state") == "processing", 60, "the long task running")
     assert all((get_status(api, u) or {}).get("state") == "queued" for u in accepted[1:]), "tasks wait behind it"
 
-    tree = descendants(dev.pid) | {dev.pid}
+    tree = set(descendants(dev.pid)) | {dev.pid}
     for pid in tree:  # the whole tree at once, as a power cut or an OOM kill of the session would
         os.kill(pid, signal.SIGKILL)
     wait_until(lambda: all(process_gone(pid) for pid in tree), 30, "the killed tree to be gone")

@@ -116,8 +116,8 @@ def chunked_service(module_stack, model_dir):
 
 def engine_pid(processor) -> int:
     """The processor's engine child (a multiprocessing spawn of it), by its parent's PID."""
-    children = Path(f"/proc/{processor.proc.pid}/task/{processor.proc.pid}/children").read_text().split()
-    engines = [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    children = processor.children()
+    engines = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
     assert len(engines) == 1, children
     return engines[0]
 
