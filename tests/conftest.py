@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import sys
 import uuid
 from dataclasses import dataclass
@@ -16,6 +17,12 @@ from uvrd.broker.tansu import TansuBroker
 from uvrd.config import TopicsConfig
 from devtools import denoise_model, musdb_excerpt, spleeter_model, tinymodel
 
+# One torch thread in every process the tests start (engine children, daemons, `uvrd dev`), inherited
+# from here.  Up to eight test processes share CI's two cores, and torch's OpenMP threads spin while
+# they wait for each other: 150 s of audio through the tiny model took 15 s of CPU with one thread and
+# 42 to 47 s with two, beside the suite's other work (and 53 to 73 s of wall time against 91 to 133 s).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # The api's stacks (`uvrd api` on the session broker, an audio origin) serve the service and system tiers.
 pytest_plugins = ["api_stacks"]
 
@@ -29,6 +36,13 @@ FIRST = (
     "tests/system/packaging/test_package.py",
     "tests/system/packaging/test_package_restarts.py",
     "tests/system/packaging/test_single_host.py",
+    # The longest of the others in r15 (seconds from its first test's start to its last's end, four
+    # test processes on 2 cores): processor signals 537, devstack 378 (given out at 754 s, it was
+    # the tier's last module to end), ensembles 341, architectures 338, long audio 331.
+    "tests/system/test_processor_signals.py",
+    "tests/system/test_devstack.py",
+    "tests/system/test_ensembles.py",
+    "tests/system/test_architectures.py",
     "tests/system/test_long_audio.py",
 )
 

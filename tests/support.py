@@ -36,11 +36,6 @@ def patient(seconds: float) -> float:
     """*seconds*, the bound a test names, as long as this run's patience allows."""
     return seconds * PATIENCE
 
-# The environment of a processor whose separations are long enough to matter (minutes of audio): one
-# torch thread in its engine.  On a busy 2-core machine two threads that wait for each other at every
-# operation made the tiny model's separations 3 times slower (120 s of audio: 30 s against 10 s beside
-# two CPU-bound processes), and the tests that wait for them outran their bounds.
-ONE_ENGINE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 @contextlib.contextmanager

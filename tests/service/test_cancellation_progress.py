@@ -18,7 +18,7 @@ import pytest
 import requests
 import scripted_engine
 from separation_service import AUTH, TOKEN, WEBHOOK_SECRET, SeparationService, submit
-from support import ONE_ENGINE_THREAD, WebhookReceiver, wait_until
+from support import WebhookReceiver, wait_until
 
 from devtools import tinymodel
 from uvrd.processor import long_audio, progress_meter
@@ -40,7 +40,7 @@ TWO_PARTS_S = 75
 @pytest.fixture(scope="module")
 def service(module_stack, model_dir):
     svc = SeparationService(module_stack, [tinymodel.install(model_dir)], model_dir, progress_interval=0.3,
-                            processor_env=ONE_ENGINE_THREAD, chunk_seconds=CHUNKING.seconds,
+                            chunk_seconds=CHUNKING.seconds,
                             chunk_overlap_seconds=CHUNKING.overlap)
     yield svc
     svc.close()

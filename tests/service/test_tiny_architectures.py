@@ -33,11 +33,9 @@ EXPECTED_STEMS = {
 }
 CLIP_SECONDS = 3.005  # 132520 frames
 # The engine child's environment.  Any request it makes goes to a closed port: a model that is not
-# wholly installed fails here instead of being fetched from the internet.  One torch thread: on a
-# shared 2-core machine, two threads that wait for each other at every operation made these
-# separations 3 to 10 times slower (a Demucs one took 12 to 18 s instead of about 2.8 s).
-CHILD_ENV = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "", "no_proxy": "",
-             "OMP_NUM_THREADS": "1"}
+# wholly installed fails here instead of being fetched from the internet (one torch thread, as in every
+# process the tests start: tests/conftest.py).
+CHILD_ENV = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "", "no_proxy": ""}
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import pytest
 import requests
 import soundfile
 from separation_service import AUTH, SeparationService
-from support import ONE_ENGINE_THREAD, wait_until
+from support import wait_until
 
 from devtools import tinymodel
 
@@ -130,7 +130,7 @@ def test_a_sigterm_in_the_middle_of_a_multi_model_task_ends_in_one_result(stack,
     d, _ = pair_dir
     config = stack.write_config("pair.toml", model=A, extra_models=[B], model_dir=str(d), drain_timeout=1,
                                 progress_interval=0.2)
-    first = stack.start(config=config, env=ONE_ENGINE_THREAD)
+    first = stack.start(config=config)
     first.wait_ready(300)
     # Long enough that model B is still at work when the drain window (1 s) ends after its status is seen.
     task = stack.task(stack.spool_copy(tinymodel.write_sample(tmp_path / "long.wav", seconds=120)),
@@ -145,7 +145,7 @@ def test_a_sigterm_in_the_middle_of_a_multi_model_task_ends_in_one_result(stack,
     assert first.wait_exit(60) == 0
     assert kafka.results(stack.results) == [], "abandoned at the end of the drain window, not finished"
 
-    second = stack.start(config=config, env=ONE_ENGINE_THREAD)
+    second = stack.start(config=config)
     second.wait_ready(300)
     wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 600, "the redelivered task's commit")
     [result] = [r for r in kafka.results(stack.results) if r["task_uuid"] == task["task_uuid"]]

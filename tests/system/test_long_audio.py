@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 from separation_service import SeparationService
-from support import ONE_ENGINE_THREAD, separate_in_engine
+from support import separate_in_engine
 
 from devtools import sdr, tinymodel
 from devtools.children import peak_rss_mb, reset_peak_rss
@@ -108,8 +108,7 @@ LONG_S, TEST_CHUNK_S, TEST_OVERLAP_S = 600, 20.0, 2.0
 @pytest.fixture(scope="module")
 def chunked_service(module_stack, model_dir):
     svc = SeparationService(module_stack, [tinymodel.install(model_dir)], model_dir, chunk_seconds=TEST_CHUNK_S,
-                            chunk_overlap_seconds=TEST_OVERLAP_S, progress_interval=1.0,
-                            processor_env=ONE_ENGINE_THREAD)
+                            chunk_overlap_seconds=TEST_OVERLAP_S, progress_interval=1.0)
     yield svc
     svc.close()
 

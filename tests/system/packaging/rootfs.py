@@ -31,7 +31,7 @@ MIRROR = "http://deb.debian.org/debian"
 # every test's `apt-get install uvrd` offline, against the local repository alone.
 INCLUDE = ("systemd", "dbus", "ca-certificates", "python3", "ffmpeg")
 # Changing what _finish does must not reuse roots finished the old way.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 
 HOST_DEBS = ("debootstrap", "systemd-container", "dpkg-dev")
 HOST_TOOLS = {"debootstrap": "debootstrap", "systemd-nspawn": "systemd-container",
@@ -135,6 +135,16 @@ def _finish(root: Path) -> None:
     # debootstrap keeps the .debs it installed: they are only weight in every copy.
     for deb in (root / "var/cache/apt/archives").glob("*.deb"):
         deb.unlink()
+    # What a throwaway test host may skip that a real one may not.  dpkg's fsync of each of the
+    # package's files before its rename: the containers' roots are overlays the test removes, and an
+    # unpack of the 3.7 GB package waits on the disk for it (throwaway build roots and container images
+    # commonly skip it the same way).  One torch thread per process, as for the processes the tests
+    # start on the host (tests/conftest.py): the containers share the host's cores with the other test
+    # processes.
+    (root / "etc/dpkg/dpkg.cfg.d/unsafe-io").write_text("force-unsafe-io\n")
+    conf = root / "etc/systemd/system.conf.d"
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "one-torch-thread.conf").write_text("[Manager]\nDefaultEnvironment=OMP_NUM_THREADS=1\n")
 
 
 @contextlib.contextmanager
