@@ -37,7 +37,6 @@ def patient(seconds: float) -> float:
     return seconds * PATIENCE
 
 
-
 @contextlib.contextmanager
 def logging_restored():
     """The test process's logging as it was, afterwards: logs.configure() rewires the root logger,
