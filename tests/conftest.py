@@ -18,9 +18,10 @@ from uvrd.config import TopicsConfig
 from devtools import denoise_model, musdb_excerpt, spleeter_model, tinymodel
 
 # One torch thread in every process the tests start (engine children, daemons, `uvrd dev`), inherited
-# from here.  Up to eight test processes share CI's two cores, and torch's OpenMP threads spin while
-# they wait for each other: 150 s of audio through the tiny model took 15 s of CPU with one thread and
-# 42 to 47 s with two, beside the suite's other work (and 53 to 73 s of wall time against 91 to 133 s).
+# from here.  Four test processes, each with its daemons and engine children, share CI's two cores,
+# and torch's OpenMP threads spin while they wait for each other: 150 s of audio through the tiny
+# model took 15 s of CPU with one thread and 42 to 47 s with two, beside the suite's other work (and
+# 53 to 73 s of wall time against 91 to 133 s).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # The api's stacks (`uvrd api` on the session broker, an audio origin) serve the service and system tiers.
