@@ -58,12 +58,17 @@ class PipelineTurns:
             self._handle_ahead(ahead)
 
     def _take(self, record) -> Ahead:
-        """*record* taken: claimed, accepted, and its input's fetch begun."""
+        """*record* taken: claimed, accepted, and its input's fetch begun if the fetch stage is free.
+        It is not free when the task taken before was abandoned (a rebalance, a cancellation, a
+        redelivery of an ended task) while its fetch still ran, which a stage thread niced on a busy
+        host can do for a long while: this task's input is then fetched in its turn, as in the
+        sequential order, and the stage still holds one job at most."""
         self.p.priorities.served(record.topic)
         claim = self.p.claim(record)
         accepted = accept(record, self.p.cfg, self.p.storage.name)
         ahead = Ahead(record, claim, accepted)
-        if isinstance(accepted, Accepted) and not self.p.cancellations.requested_at(accepted.task.task_uuid):
+        if isinstance(accepted, Accepted) and not self.fetching.busy and \
+                not self.p.cancellations.requested_at(accepted.task.task_uuid):
             task = accepted.task
             ahead.fetched = self.fetching.start(lambda: self._fetch(task))
         return ahead

@@ -46,3 +46,36 @@ def test_a_stage_runs_niced_and_leaves_the_caller_as_it_was():
     niceness = stage.start(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result(30)
     assert niceness == min(19, before + STAGE_NICENESS) or niceness == STAGE_NICENESS
     assert os.getpriority(os.PRIO_PROCESS, 0) == before, "the main thread is not niced"
+
+
+def test_a_task_taken_while_an_abandoned_fetch_still_runs_is_fetched_in_its_turn():
+    """The fetch of a task abandoned ahead of the model (a rebalance, a cancellation) may still run,
+    niced, on a busy host when the next task is taken: r18 of `make test` saw the processor exit with
+    "the fetch stage already has a job".  The next task is taken all the same; its input is fetched
+    in its turn, as in the sequential order, and the stage keeps one job at most."""
+    import json
+    from collections import namedtuple
+    from types import SimpleNamespace
+
+    from uvrd.config import ProcessorConfig
+    from uvrd.processor.accept import Accepted
+    from uvrd.processor.pipeline_turns import PipelineTurns
+
+    Record = namedtuple("Record", "topic partition offset key value")
+    host = SimpleNamespace(priorities=SimpleNamespace(served=lambda topic: None), claim=lambda record: "claim",
+                           cfg=ProcessorConfig(model="a.onnx"), storage=SimpleNamespace(name="local"),
+                           cancellations=SimpleNamespace(requested_at=lambda task_uuid: None))
+    turns = PipelineTurns(host)  # type: ignore[arg-type]
+    release = threading.Event()
+    abandoned = turns.fetching.start(lambda: release.wait(30))
+
+    def record(offset: int) -> Record:
+        body = {"task_uuid": f"0b7e4f5c-6a43-4b8e-9a39-0f3c2a1d9e1{offset}", "audio_path": "/spool/x.wav",
+                "hook_url": None}
+        return Record("t", 0, offset, None, json.dumps(body).encode())
+
+    taken = turns._take(record(1))
+    assert isinstance(taken.accepted, Accepted) and taken.fetched is None, "fetched by the main thread in its turn"
+    release.set()
+    abandoned.result(30)
+    assert turns._take(record(2)).fetched is not None, "a free stage fetches ahead again"
