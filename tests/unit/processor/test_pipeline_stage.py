@@ -1,11 +1,19 @@
 """The pipeline's stages (pipeline.py): one job at a time beside the main thread, whose outcome (or
 error) the main thread reads when it settles the task."""
 
+import json
 import threading
+from collections import namedtuple
+from types import SimpleNamespace
 
 import pytest
 
+from uvrd.config import ProcessorConfig
+from uvrd.processor.accept import Accepted
 from uvrd.processor.pipeline import Stage
+from uvrd.processor.pipeline_turns import PipelineTurns
+
+Record = namedtuple("Record", "topic partition offset key value")
 
 
 def test_a_stage_runs_its_job_beside_the_caller_and_hands_back_the_result():
@@ -53,17 +61,14 @@ def test_a_task_taken_while_an_abandoned_fetch_still_runs_is_fetched_in_its_turn
     niced, on a busy host when the next task is taken: r18 of `make test` saw the processor exit with
     "the fetch stage already has a job".  The next task is taken all the same; its input is fetched
     in its turn, as in the sequential order, and the stage keeps one job at most."""
-    import json
-    from collections import namedtuple
-    from types import SimpleNamespace
+    class Unreachable(OSError):
+        pass
 
-    from uvrd.config import ProcessorConfig
-    from uvrd.processor.accept import Accepted
-    from uvrd.processor.pipeline_turns import PipelineTurns
-
-    Record = namedtuple("Record", "topic partition offset key value")
+    def fetch_input(task):
+        raise Unreachable(task.task_uuid)
     host = SimpleNamespace(priorities=SimpleNamespace(served=lambda topic: None), claim=lambda record: "claim",
-                           cfg=ProcessorConfig(model="a.onnx"), storage=SimpleNamespace(name="local"),
+                           cfg=ProcessorConfig(model="a.onnx"), storage=SimpleNamespace(name="local",
+                                                                                        fetch_input=fetch_input),
                            cancellations=SimpleNamespace(requested_at=lambda task_uuid: None))
     turns = PipelineTurns(host)  # type: ignore[arg-type]
     release = threading.Event()
@@ -78,4 +83,6 @@ def test_a_task_taken_while_an_abandoned_fetch_still_runs_is_fetched_in_its_turn
     assert isinstance(taken.accepted, Accepted) and taken.fetched is None, "fetched by the main thread in its turn"
     release.set()
     abandoned.result(30)
-    assert turns._take(record(2)).fetched is not None, "a free stage fetches ahead again"
+    second = turns._take(record(2)).fetched
+    assert second is not None, "a free stage fetches ahead again"
+    assert isinstance(second.exception(30), Unreachable), "the stage ran this task's fetch"
