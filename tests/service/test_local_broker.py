@@ -73,3 +73,17 @@ def test_tansu_ignores_the_callers_own_tansu_and_aws_variables(monkeypatch, tmp_
         assert answers_kafka(host, int(port))
         env = open(f"/proc/{b.proc.pid}/environ", "rb").read().split(b"\0")
         assert not [v for v in env if v.startswith((b"STORAGE_ENGINE=", b"LISTENER_URL=", b"AWS_"))]
+
+
+def test_a_store_port_taken_before_weed_binds_it_is_drawn_again(tmp_path):
+    """Another program binds one of the object store's ports between the draw and weed's start (CI:
+    the filer's gRPC port, taken by an outgoing connection): the store still starts, on fresh ports."""
+    from uvrd.broker.object_store import ObjectStore
+
+    store = ObjectStore(tmp_path / "data", log_path=tmp_path / "weed.log")
+    taken = store.ports["filer.port.grpc"]
+    with socket.create_server(("127.0.0.1", taken)), store:
+        assert store.ports["filer.port.grpc"] != taken
+        store.client().put_object(Bucket=store.bucket, Key="k", Body=b"stored")
+        assert store.client().get_object(Bucket=store.bucket, Key="k")["Body"].read() == b"stored"
+

@@ -3,6 +3,7 @@ listens, and stopping one by its PID."""
 
 from __future__ import annotations
 
+import random
 import signal
 import socket
 import subprocess
@@ -11,9 +12,34 @@ from pathlib import Path
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port nothing is bound to, for a server this process is about to start.  Drawn from below the
+    kernel's ephemeral range where there is room: a port from inside it can be taken by any outgoing
+    connection between this check and the server's bind (CI saw weed's filer stop on "address already
+    in use" that way)."""
+    low = _ephemeral_low()
+    for _ in range(50):
+        port = _draw.randrange(max(1024, low - UNEPHEMERAL_SPAN), low) if low > 2048 else 0
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError(f"no free port on {host}")
+
+
+# How far below the ephemeral range free_port draws from: far enough that two servers starting at once
+# rarely draw the same port, clear of the well-known ones.
+UNEPHEMERAL_SPAN = 20000
+_draw = random.SystemRandom()
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands to outgoing connections (Linux's default is 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def listens(host: str, port: int) -> bool:

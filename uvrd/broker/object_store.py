@@ -27,6 +27,8 @@ from uvrd.runtime import parent_death
 # across test processes, and the gRPC ones default to port + 10000).
 PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
               "filer.port.grpc", "s3.port", "s3.port.grpc")
+# Starts tried, each on freshly drawn ports, before a weed that keeps exiting is reported.
+START_ATTEMPTS = 3
 
 
 def weed_binary() -> Path:
@@ -98,6 +100,20 @@ class ObjectStore(ChildServer):
         with os.fdopen(os.open(s3_config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             os.fchmod(f.fileno(), 0o600)
             f.write(json.dumps(identities))
+        deadline = time.monotonic() + timeout
+        for attempt in range(1, START_ATTEMPTS + 1):
+            if self._spawn(s3_config, deadline):
+                break
+            if attempt == START_ATTEMPTS:
+                raise RuntimeError(f"weed exited with status {self._started().returncode} (log: {self.log_path})")
+            # Most likely a port taken between free_port's check and weed's bind: draw them all again.
+            self.ports = {flag: free_port() for flag in PORT_FLAGS}
+        self._create_bucket(deadline)
+        self._await_writes(deadline)
+        return self
+
+    def _spawn(self, s3_config: Path, deadline: float) -> bool:
+        """Start weed on this store's ports and wait until its S3 API answers: False if it exited first."""
         # Its glog files would otherwise pile up in /tmp, one set per start.
         logging = ["-logtostderr"] if self.inherit_output else [f"-logdir={self.data_dir}"]
         args = [str(weed_binary()), *logging, "server", f"-dir={self.data_dir}",
@@ -114,19 +130,15 @@ class ObjectStore(ChildServer):
         self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT if out else None,
                                      stdin=subprocess.DEVNULL, cwd=self.data_dir,
                                      preexec_fn=parent_death.preexec() if self.die_with_parent else None)
-        deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"weed exited with status {self.proc.returncode} (log: {self.log_path})")
+                return False
             if self._answers():
-                break
+                return True
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"SeaweedFS's S3 API did not answer on {self.endpoint_url} within {timeout} s")
+                raise RuntimeError(f"SeaweedFS's S3 API did not answer on {self.endpoint_url} in time")
             time.sleep(0.1)
-        self._create_bucket(deadline)
-        self._await_writes(deadline)
-        return self
 
     def _answers(self) -> bool:
         return listens(self.host, self.ports["s3.port"])

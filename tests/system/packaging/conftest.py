@@ -37,6 +37,22 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.timeout(3600))
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test on an installed container carries its uvrd units' journal: on CI that is all
+    there is to read afterwards."""
+    report = yield
+    box = getattr(item, "funcargs", {}).get("box")
+    if report.failed and isinstance(box, Container) and box.pid1 is not None:
+        try:
+            journal = box.run("journalctl", "--no-pager", "--boot", "--output=short-monotonic", "--lines=300",
+                              "--unit=uvrd*", check=False, timeout=30).stdout
+        except Exception as e:  # the report must not hide the failure it reports
+            journal = f"(no journal: {e!r})"
+        report.sections.append((f"uvrd journal ({call.when})", journal))
+    return report
+
+
 @pytest.fixture(scope="session")
 def debian_root() -> Path:
     if os.geteuid() != 0:
