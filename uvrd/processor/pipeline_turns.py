@@ -25,6 +25,7 @@ from uvrd.runtime import logs
 from uvrd.runtime.wait import Runtime
 
 log = structlog.get_logger("uvrd.processor")
+DRAIN_ENDED_IN_STORE = "the drain window ended before the stems were stored"
 
 
 class PipelineTurns:
@@ -170,6 +171,15 @@ class PipelineTurns:
         self._settle_behind(wait=True)
         task_uuid = accepted.task.task_uuid
         behind = Behind(record, claim, accepted, ran, started_at, events, dict(ran.stems))
+        if self.storing.busy:
+            # The drain window ended while the task before was still being stored: it was left for
+            # redelivery, its store still runs, and this task goes the same way (a second job for the
+            # stage would be one more than it holds, and there is no time left to store it).
+            behind.remove_workdir()
+            events.requeued(DRAIN_ENDED_IN_STORE)
+            self._abandon(Abandoned(DRAIN_ENDED_IN_STORE))
+            self.p.release(claim)
+            return
 
         def store() -> dict[str, str]:
             behind.stems = stem_encoding.encode(behind.stems, accepted.output_format)
@@ -191,8 +201,8 @@ class PipelineTurns:
             try:
                 if not self.runtime.wait(until=behind.stored.done, through_drain=True).done:
                     behind.remove_workdir()
-                    behind.events.requeued("the drain window ended before the stems were stored")
-                    self._abandon(Abandoned("the drain window ended before the stems were stored"))
+                    behind.events.requeued(DRAIN_ENDED_IN_STORE)
+                    self._abandon(Abandoned(DRAIN_ENDED_IN_STORE))
                     return
                 error = behind.stored.exception()
                 if error is None:
