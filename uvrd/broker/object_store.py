@@ -102,7 +102,7 @@ class ObjectStore(ChildServer):
             f.write(json.dumps(identities))
         deadline = time.monotonic() + timeout
         for attempt in range(1, START_ATTEMPTS + 1):
-            if self._spawn(s3_config, deadline):
+            if self._spawn(s3_config, deadline, timeout):
                 break
             if attempt == START_ATTEMPTS:
                 raise RuntimeError(f"weed exited with status {self._started().returncode} (log: {self.log_path})")
@@ -112,7 +112,7 @@ class ObjectStore(ChildServer):
         self._await_writes(deadline)
         return self
 
-    def _spawn(self, s3_config: Path, deadline: float) -> bool:
+    def _spawn(self, s3_config: Path, deadline: float, timeout: float) -> bool:
         """Start weed on this store's ports and wait until its S3 API answers: False if it exited first."""
         # Its glog files would otherwise pile up in /tmp, one set per start.
         logging = ["-logtostderr"] if self.inherit_output else [f"-logdir={self.data_dir}"]
@@ -137,7 +137,7 @@ class ObjectStore(ChildServer):
                 return True
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"SeaweedFS's S3 API did not answer on {self.endpoint_url} in time")
+                raise RuntimeError(f"SeaweedFS's S3 API did not answer on {self.endpoint_url} within {timeout} s")
             time.sleep(0.1)
 
     def _answers(self) -> bool:

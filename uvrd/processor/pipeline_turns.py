@@ -175,9 +175,7 @@ class PipelineTurns:
             # The drain window ended while the task before was still being stored: it was left for
             # redelivery, its store still runs, and this task goes the same way (a second job for the
             # stage would be one more than it holds, and there is no time left to store it).
-            behind.remove_workdir()
-            events.requeued(DRAIN_ENDED_IN_STORE)
-            self._abandon(Abandoned(DRAIN_ENDED_IN_STORE))
+            self._left_unstored(behind)
             self.p.release(claim)
             return
 
@@ -200,9 +198,7 @@ class PipelineTurns:
                                                      partition=behind.record.partition, offset=behind.record.offset):
             try:
                 if not self.runtime.wait(until=behind.stored.done, through_drain=True).done:
-                    behind.remove_workdir()
-                    behind.events.requeued(DRAIN_ENDED_IN_STORE)
-                    self._abandon(Abandoned(DRAIN_ENDED_IN_STORE))
+                    self._left_unstored(behind)
                     return
                 error = behind.stored.exception()
                 if error is None:
@@ -220,6 +216,12 @@ class PipelineTurns:
                 self.p.settle(behind.record, task, outcome, behind.claim)
             finally:
                 self.p.release(behind.claim)
+
+    def _left_unstored(self, behind: Behind) -> None:
+        """*behind* is left for redelivery with the drain window over: its stems go, nothing is committed."""
+        behind.remove_workdir()
+        behind.events.requeued(DRAIN_ENDED_IN_STORE)
+        self._abandon(Abandoned(DRAIN_ENDED_IN_STORE))
 
     def _store_again(self, behind: Behind) -> StoreOutcome:
         task_uuid = behind.accepted.task.task_uuid
