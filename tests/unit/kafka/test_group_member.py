@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from kafka import TopicPartition
 
-from uvrd.kafka.group_member import Claim, ClaimState
+from uvrd.kafka.group_member import Claim, ClaimState, GroupMember
 
 TP = TopicPartition("tasks", 0)
 OTHER = TopicPartition("tasks", 1)
@@ -45,3 +47,88 @@ def test_made_outside_a_generation_it_cannot_be_given_back():
     claim = Claim(TP, generation=None)
     claim.revoke()
     assert claim.settle({TP}, generation=1) is ClaimState.LOST
+
+
+class Consumer:
+    """What GroupMember asks of kafka-python's consumer here: its assignment and generation, the
+    group's committed offsets, and where it is told to fetch from."""
+
+    def __init__(self, committed: dict[TopicPartition, int]) -> None:
+        self.generation = 1
+        self.assigned: set[TopicPartition] = set()
+        self.committed_offsets = committed
+        self.sought: dict[TopicPartition, int] = {}
+        self.fetched: dict[TopicPartition, list] = {}
+        self.config = {"auto_offset_reset": "earliest"}
+
+    def group_metadata(self):
+        return SimpleNamespace(generation_id=self.generation)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def committed(self, tp: TopicPartition, timeout_ms: int | None = None) -> int | None:
+        return self.committed_offsets.get(tp)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.sought[tp] = offset
+
+    def seek_to_beginning(self, *tps: TopicPartition) -> None:
+        self.sought.update({tp: 0 for tp in tps})
+
+    def pause(self, *tps: TopicPartition) -> None:
+        pass
+
+    def poll(self, timeout_ms: int, max_records: int | None = None) -> dict[TopicPartition, list]:
+        fetched, self.fetched = self.fetched, {}
+        return fetched
+
+
+def rebalance(member: GroupMember, consumer: Consumer, generation: int, assigned: set[TopicPartition]) -> None:
+    """What kafka-python's listener calls in a poll: revoked, then assigned in *generation*."""
+    member._revoked(consumer.assigned)
+    consumer.generation, consumer.assigned = generation, set(assigned)
+    member._assigned(assigned)
+
+
+def member_with(consumer: Consumer) -> GroupMember:
+    return GroupMember(consumer, commit_mode=None, runtime=SimpleNamespace())  # type: ignore[arg-type]
+
+
+def test_a_partition_kept_across_a_generation_without_us_is_fetched_again_from_the_committed_offset():
+    """`make faults`: a processor's join was cut short by another member's restart, and it got its
+    partitions back two generations on.  kafka-python kept their positions, past the task in the model
+    (its commit then refused) and the tasks read ahead: the next commits moved the offset past them,
+    and three of 500 tasks had no outcome.  The position is now the group's committed offset."""
+    consumer = Consumer(committed={TP: 2, OTHER: 7})
+    member = member_with(consumer)
+    rebalance(member, consumer, 4, {TP, OTHER})
+    claim = member.claim(TP, resume_at=5)  # offsets 2 to 4 taken, none committed
+    rebalance(member, consumer, 6, {TP, OTHER})
+    assert claim.lost
+    consumer.fetched = {TP: ["offset 5"], OTHER: ["offset 9"]}  # from the positions kept
+    assert member.poll(0, 10) == [], "nothing fetched from a position kept across the gap is taken"
+    assert consumer.sought == {TP: 2, OTHER: 7}
+    consumer.fetched = {TP: ["offset 2"]}
+    assert member.poll(0, 10) == ["offset 2"] and consumer.sought == {TP: 2, OTHER: 7}, "sought once"
+
+
+def test_a_partition_kept_into_the_next_generation_goes_on_past_the_work_in_flight():
+    consumer = Consumer(committed={TP: 2})
+    member = member_with(consumer)
+    rebalance(member, consumer, 4, {TP})
+    claim = member.claim(TP, resume_at=5)
+    rebalance(member, consumer, 5, {TP})
+    assert claim.held
+    assert consumer.sought == {TP: 5}, "past what is taken, whose commit is still to come"
+    member.poll(0, 10)
+    assert consumer.sought == {TP: 5}
+
+
+def test_a_partition_with_nothing_committed_starts_where_a_new_member_would():
+    consumer = Consumer(committed={})
+    member = member_with(consumer)
+    rebalance(member, consumer, 1, {TP})
+    rebalance(member, consumer, 3, {TP})
+    member.poll(0, 10)
+    assert consumer.sought == {TP: 0}
