@@ -3,6 +3,7 @@ listens, and stopping one by its PID."""
 
 from __future__ import annotations
 
+import functools
 import random
 import signal
 import socket
@@ -17,8 +18,9 @@ def free_port(host: str = "127.0.0.1") -> int:
     connection between this check and the server's bind (CI saw weed's filer stop on "address already
     in use" that way)."""
     low = _ephemeral_low()
-    for _ in range(50):
-        port = _draw.randrange(max(1024, low - UNEPHEMERAL_SPAN), low) if low > 2048 else 0
+    # A range starting too low to leave room below it: the kernel's pick (bind to port 0).
+    draws = (_draw.randrange(max(1024, low - UNEPHEMERAL_SPAN), low) for _ in range(50)) if low > 2048 else (0,)
+    for port in draws:
         with socket.socket() as s:
             try:
                 s.bind((host, port))
@@ -34,8 +36,10 @@ UNEPHEMERAL_SPAN = 20000
 _draw = random.SystemRandom()
 
 
+@functools.cache
 def _ephemeral_low() -> int:
-    """The lowest port the kernel hands to outgoing connections (Linux's default is 32768)."""
+    """The lowest port the kernel hands to outgoing connections (Linux's default is 32768); read once
+    (a store draws eight ports per start)."""
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):

@@ -10,6 +10,7 @@ for real.  Data lives in a directory of the caller's choosing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -126,10 +127,12 @@ class ObjectStore(ChildServer):
                 "-volume.minFreeSpace=256MiB",
                 # It would wait this long on a stop to tell a cluster's master it is leaving: there is none.
                 "-volume.preStopSeconds=0"]
-        out = None if self.inherit_output else open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                     stdin=subprocess.DEVNULL, cwd=self.data_dir,
-                                     preexec_fn=parent_death.preexec() if self.die_with_parent else None)
+        with contextlib.ExitStack() as files:  # the child holds its own copy of the log's descriptor
+            out = (None if self.inherit_output else files.enter_context(open(self.log_path, "ab")) if self.log_path
+                   else subprocess.DEVNULL)
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                         stdin=subprocess.DEVNULL, cwd=self.data_dir,
+                                         preexec_fn=parent_death.preexec() if self.die_with_parent else None)
         while True:
             if self.proc.poll() is not None:
                 return False

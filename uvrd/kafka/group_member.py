@@ -165,6 +165,8 @@ class GroupMember:
         """Seek each partition _assigned does not trust the position of to the group's committed
         offset (after the poll: a rebalance listener is no place for a call to the broker).  One the
         broker does not answer for waits for the next poll; its records are not taken meanwhile."""
+        if not self._rewind:  # every poll but those after a missed generation
+            return
         for tp in sorted(self._rewind):
             if tp not in self.consumer.assignment():
                 self._rewind.discard(tp)
@@ -289,8 +291,8 @@ class GroupMember:
                 self.claims.remove(claim)
                 self._on_lost(claim)
             elif claim.resume_at is not None:
-                # Ours again: a new assignment starts at the committed offset, below the work in
-                # flight, which goes on (or its commit is on the way): fetching resumes past it.
+                # Ours all along: the work in flight goes on (or its commit is on the way), and
+                # fetching resumes past it, wherever the client's position was left.
                 self.consumer.seek(claim.tp, claim.resume_at)
         if self.busy:
             self.consumer.pause(*assigned)
