@@ -19,6 +19,8 @@ from kafka.errors import KafkaError
 
 from uvrd.config import KafkaConfig
 from uvrd.kafka import clients
+from uvrd.kafka.end_offsets import QUESTION_CONSUMER, HighWatermarks
+from uvrd.runtime.deadline import Deadline
 
 log = structlog.get_logger("uvrd.kafka")
 
@@ -29,23 +31,24 @@ class PartitionEnds:
     def __init__(self, kafka_config: KafkaConfig) -> None:
         self.kafka_config = kafka_config
         self._consumer: KafkaConsumer | None = None
+        self._marks: HighWatermarks | None = None
 
     def now(self, partitions: Collection[TopicPartition]) -> dict[TopicPartition, int]:
-        """Each partition's end offset (read_committed: the last stable offset, as the group member
-        reads); {} if the broker did not answer within WAIT_MS."""
+        """Each partition's end offset, its high watermark (end_offsets.py says why from a fetch); {} if
+        the broker did not answer within WAIT_MS."""
         if not partitions:
             return {}
         try:
-            if self._consumer is None:
+            if self._marks is None:
                 self._consumer = clients.consumer(self.kafka_config, group_id=None, bootstrap_timeout_ms=WAIT_MS,
-                                                  request_timeout_ms=WAIT_MS)
-            ends: dict[TopicPartition, int] = self._consumer.end_offsets(list(partitions), timeout_ms=WAIT_MS)
-            return ends
+                                                  request_timeout_ms=WAIT_MS, **QUESTION_CONSUMER)
+                self._marks = HighWatermarks(self._consumer)
+            return self._marks.ends(list(partitions), Deadline.after(WAIT_MS / 1000))
         except KafkaError as e:
             log.warning("partitions' end offsets not read", error=str(e) or type(e).__name__)
             return {}
 
     def close(self) -> None:
-        consumer, self._consumer = self._consumer, None
+        consumer, self._consumer, self._marks = self._consumer, None, None
         if consumer is not None:
             consumer.close(autocommit=False)

@@ -42,7 +42,10 @@ def pytest_runtest_makereport(item, call):
     """A failed test on an installed container carries its uvrd units' journal: on CI that is all
     there is to read afterwards."""
     report = yield
-    box = getattr(item, "funcargs", {}).get("box")
+    args = getattr(item, "funcargs", {})
+    # The box itself, or a module's stack around one (test_single_host's single_host).
+    box = args.get("box") or next((a.box for a in args.values() if isinstance(getattr(a, "box", None), Container)),
+                                  None)
     if report.failed and isinstance(box, Container) and box.pid1 is not None:
         try:
             # Without kafka-python's connection lines: a broker away for a while would fill the tail.

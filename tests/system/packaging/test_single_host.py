@@ -72,17 +72,26 @@ class SingleHost:
         except AssertionError as e:
             raise AssertionError(f"{e}; the api's last answers: {answers[-3:]}\n{self.units_state()}") from None
 
-    def twice(self, delivered: list[str]) -> str:
-        """For a task delivered more than once: each delivery's attempt header, and what the daemons said."""
+    def twice(self, delivered: list[str], accepted: list[str] | None = None) -> str:
+        """For a task delivered more than once (or not accepted by this test): each delivery's attempt
+        header, every journal line naming it (first, so that a cut output keeps them), and what the
+        daemons said last."""
         again = {u for u in delivered if delivered.count(u) > 1}
+        stray = set(delivered) - set(accepted) if accepted is not None else set()
         attempts = [(json.loads(r["body"])["task_uuid"], r["headers"].get("X-Uvrd-Delivery-Attempt"),
                      r["headers"].get("Idempotency-Key")) for r in self.receiver.requests
-                    if json.loads(r["body"])["task_uuid"] in again]
+                    if json.loads(r["body"])["task_uuid"] in again | stray]
         quiet = ("kafka.net", "kafka.cluster", "kafka.coordinator", "kafka.consumer.fetcher", "kafka.producer")
-        said = {unit: [str(e.get("MESSAGE", ""))[:400] for e in self.box.journal(unit)
-                       if not any(q in str(e.get("MESSAGE", "")) for q in quiet)]
+        uvrd = [e for e in self.box.journal(None) if str(e.get("_SYSTEMD_UNIT", "")).startswith("uvrd")]
+        # The broker's own lines say when it was killed and served again; the daemons' name the task.
+        naming = [f"{e.get('_SYSTEMD_UNIT')}: {str(e.get('MESSAGE', ''))[:400]}" for e in uvrd
+                  if any(u in str(e.get("MESSAGE", "")) for u in again | stray)
+                  or (e.get("_SYSTEMD_UNIT") == "uvrd-broker.service" and "kafka" not in str(e.get("MESSAGE", "")))]
+        said = {unit: [str(e.get("MESSAGE", ""))[:400] for e in uvrd if e.get("_SYSTEMD_UNIT") == unit
+                       and not any(q in str(e.get("MESSAGE", "")) for q in quiet)]
                 for unit in ("uvrd-uploader.service", "uvrd-processor.service")}
-        return (f"deliveries of those delivered twice: {attempts}\n"
+        return (f"deliveries of those delivered twice or not accepted here: {attempts}\n"
+                + "the journal's lines naming them, and the broker's:\n" + "\n".join(naming[-150:]) + "\n"
                 + "\n".join(f"{unit} said:\n" + "\n".join(lines[-60:]) for unit, lines in said.items()))
 
     def units_state(self) -> str:
@@ -117,7 +126,8 @@ class SingleHost:
             raise AssertionError(f"{e}\nundelivered tasks' states: {states}\n{self.twice([])}") from None
         wait_until(lambda: all(self.state(u) == "delivered" for u in accepted), 120, "every task delivered")
         delivered = self.delivered()
-        assert sorted(delivered) == sorted(accepted), f"exactly one webhook per accepted task\n{self.twice(delivered)}"
+        assert sorted(delivered) == sorted(accepted), \
+            f"exactly one webhook per accepted task\n{self.twice(delivered, accepted)}"
         bodies = [json.loads(r["body"]) for r in self.receiver.requests]
         assert all(b["status"] == "success" for b in bodies), [(b["task_uuid"], b.get("error_message")) for b in bodies]
 
