@@ -4,7 +4,7 @@ A TopicView's reader owns its consumer (kafka-python's consumers are not thread-
 request thread that needs the topic's end (the read-your-writes barrier, topic_view.py) asks
 through a consumer of its own, one question at a time.
 
-The end is the high watermark a fetch answers with (:func:`high_watermarks`), not ListOffsets'
+The end is the high watermark a fetch answers with (:class:`HighWatermarks`), not ListOffsets'
 answer alone: Tansu, the single-host broker, answers ListOffsets for the latest offset with the first
 offset of the partition's last record batch + 1, short of the end by the rest of that batch (a burst
 of tasks through the api, or a transaction's records for one partition).  Apache Kafka answers both
@@ -24,7 +24,7 @@ from uvrd.runtime.deadline import Deadline
 
 # A question never waits longer than this for the broker, whatever the caller's deadline.
 MAX_WAIT_MS = 5000
-# For a consumer that asks high_watermarks: how long the broker holds a fetch that finds nothing new.
+# For a consumer that HighWatermarks asks through: how long the broker holds a fetch that finds nothing new.
 # The last question's consumer has one under way, and the next question's requests queue behind it
 # on the same connection (kafka-python's default, 500 ms, before every question).
 QUESTION_CONSUMER = {"fetch_max_wait_ms": 10}
