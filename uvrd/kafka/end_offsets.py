@@ -8,7 +8,9 @@ The end is the high watermark a fetch answers with (:class:`HighWatermarks`), no
 answer alone: Tansu, the single-host broker, answers ListOffsets for the latest offset with the first
 offset of the partition's last record batch + 1, short of the end by the rest of that batch (a burst
 of tasks through the api, or a transaction's records for one partition).  Apache Kafka answers both
-alike.
+alike.  A reader that consumes up to an end (a view's start, the key history, the api's idempotency
+barrier) reads whole batches, so a short end does not mislead it; the ends a decision rests on (here,
+and partition_ends.py) are taken from a fetch.
 """
 
 from __future__ import annotations
