@@ -55,7 +55,7 @@ class EndOffsets:
         try:
             if self._closed:
                 return None
-            wait_ms = max(1, int(deadline.cap(MAX_WAIT_MS / 1000) * 1000))
+            wait_ms = _ms(deadline)
             if self._consumer is None:
                 self._consumer = clients.consumer(
                     self.kafka_config, group_id=None, isolation_level="read_uncommitted",

@@ -167,8 +167,9 @@ class GroupMember:
         broker does not answer for waits for the next poll; its records are not taken meanwhile."""
         if not self._rewind:  # every poll but those after a missed generation
             return
+        assigned = self.consumer.assignment()
         for tp in sorted(self._rewind):
-            if tp not in self.consumer.assignment():
+            if tp not in assigned:
                 self._rewind.discard(tp)
                 continue
             try:
