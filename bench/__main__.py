@@ -18,17 +18,19 @@ from .harness import Bench, say
 FULL = {"stop_runs": 20, "drain_runs": 8, "overhead_tasks": 12, "overhead_batches": 3, "amort_n": (1, 10, 50),
         "amort_repeats": 6, "amort_cli_runs": 4, "scale_tasks": 16, "scale_repeats": 2, "scale_max": 4, "realistic_seconds": 8,
         "real_files": 10, "real_repeats": 2, "real_long_s": 60, "first_tasks": 6, "first_used_repeats": 2,
-        "single_host_alone": 10, "busy_tasks": 20, "busy_audio_s": 180, "spleeter_tasks": 6, "spleeter_audio_s": 30,
+        "single_host_alone": 10, "busy_tasks": 20, "busy_audio_s": 180, "busy_s_per_audio_s": busy_share.S_PER_AUDIO_S, "spleeter_tasks": 6, "spleeter_audio_s": 30,
         "spleeter_rounds": 2, "memory_long_s": 7200}
 QUICK = {"stop_runs": 2, "drain_runs": 2, "overhead_tasks": 4, "overhead_batches": 2, "amort_n": (1, 3),
          "amort_repeats": 2, "amort_cli_runs": 2, "scale_tasks": 4, "scale_repeats": 2, "scale_max": 2, "realistic_seconds": 4,
          "real_files": 2, "real_repeats": 1, "real_long_s": 12, "first_tasks": 3, "first_used_repeats": 1,
-         "single_host_alone": 2, "busy_tasks": 3, "busy_audio_s": 20, "spleeter_tasks": 2, "spleeter_audio_s": 5,
+         "single_host_alone": 2, "busy_tasks": 3, "busy_audio_s": 20, "busy_s_per_audio_s": busy_share.S_PER_AUDIO_S, "spleeter_tasks": 2, "spleeter_audio_s": 5,
          "spleeter_rounds": 1, "memory_long_s": 120, "memory_chunk_s": 20}
 # Options that change a size: (option, sizes key, type, help).
 SIZE_OPTIONS = [
     ("--busy-tasks", "busy_tasks", int, "benchmark 10's number of tasks (20)"),
     ("--busy-audio-s", "busy_audio_s", float, "benchmark 10's seconds of audio per task (180)"),
+    ("--busy-s-per-audio-s", "busy_s_per_audio_s", float,
+     f"benchmark 10's stand-in forward, in seconds per second of audio ({busy_share.S_PER_AUDIO_S:g})"),
     ("--spleeter-tasks", "spleeter_tasks", int, "benchmark 11's number of tasks (6)"),
     ("--spleeter-audio-s", "spleeter_audio_s", float, "benchmark 11's seconds of audio per task (30)"),
     ("--spleeter-rounds", "spleeter_rounds", int, "benchmark 11's runs of each processor, taking turns (2)"),

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uvrd.processor import audio_probe, engine_child, engine_job, progress_meter
+from uvrd.processor import audio_probe, device_gate, engine_child, engine_job, progress_meter
 from uvrd.processor.engine import Engine
 from uvrd.processor.engine_protocol import EngineSettings, Job, Loaded, Warming
 
@@ -62,25 +62,29 @@ def main(conn, heartbeat, settings: EngineSettings, cancel=None) -> None:
     if model.startswith("dies-loading-once") and _first_time(settings, "dies-loading"):
         os.kill(os.getpid(), signal.SIGKILL)
     info = {"model": model, "model_load_s": 0.0, **INFO}
+    send = engine_child.Sender(conn)
     if settings.warm_up:
-        conn.send(Warming(dict(info)))
+        send(Warming(dict(info)))
     described = {"model": model, "stems": sorted(STEMS), "warm": settings.warm_up, **INFO}
-    conn.send(Loaded({**info, "warmup_s": 0.0, "stems": sorted(STEMS), "gpu_memory": None, "described": described}))
-    current = engine_child.CurrentJob(cancel)
-    meter = progress_meter.Meter(conn.send, current.cancel_requested)
-    engine_child.serve_jobs(conn, meter, current, lambda job: _separate(job, settings, meter))
+    send(Loaded({**info, "warmup_s": 0.0, "stems": sorted(STEMS), "gpu_memory": None, "described": described}))
+    meters = progress_meter.Meters(progress_meter.Meter(send, lambda: False))
+    gate = device_gate.Gate()
+    engine_child.serve_jobs(conn, send, meters, engine_child.Cancellations(cancel),
+                            lambda job: _separate(job, settings, meters, gate), gate)
 
 
-def _separate(job: Job, settings: EngineSettings, meter: progress_meter.Meter) -> dict[str, str]:
+def _separate(job: Job, settings: EngineSettings, meter: progress_meter.Meters, gate: device_gate.Gate) -> dict[str, str]:
     audio_probe.check(audio_probe.probe(job.audio_path), settings.max_audio_seconds)
     found = _BEHAVIOUR.match(Path(job.audio_path).name)
     behaviour = found and (found["name"] or "slow")
     if behaviour == "hang":
-        for _ in meter.tqdm(iter(int, 1)):  # endless; each turn a cancellation point
-            time.sleep(STEP_S)
+        with gate.device():  # the "model": a job sent ahead prepares beside it, as in the real child
+            for _ in meter.tqdm(iter(int, 1)):  # endless; each turn a cancellation point
+                time.sleep(STEP_S)
     elif behaviour == "slow":
-        for _ in meter.tqdm(range(max(1, round(float(found["seconds"]) / STEP_S)))):
-            time.sleep(STEP_S)
+        with gate.device():
+            for _ in meter.tqdm(range(max(1, round(float(found["seconds"]) / STEP_S)))):
+                time.sleep(STEP_S)
     elif behaviour == "crash-once" and _first_time(settings, f"crash-{job.task_uuid}"):
         for _ in meter.tqdm(range(2)):
             pass  # a progress report first: the crash is mid-job

@@ -23,6 +23,7 @@ from uvrd.broker.group_settings import GROUP_SETTINGS
 from uvrd.processor import decoded_input, ffmpeg, stem_encoding
 from uvrd.processor.daemon import Processor
 from uvrd.processor.engine import Engine, EngineSettings, Job
+from uvrd.processor.engine_protocol import Separated
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,16 @@ def taken_ahead(p, task: dict) -> bool:
     return ahead is not None and getattr(ahead.accepted, "task", None) is not None and \
         ahead.accepted.task.task_uuid == task["task_uuid"]
 
+
+
+def sent_ahead(p, task: dict) -> bool:
+    """Whether *task*'s job is in the engine child already, sent while the task before is in the model."""
+    ahead = p.handler.separation.ahead
+    return ahead is not None and ahead.task_uuid == task["task_uuid"]
+
+
+def work_directories(stack, task: dict) -> list[Path]:
+    return list(stack.output.glob(f".work-{task['task_uuid']}-*"))
 
 
 def outcomes(kafka, stack) -> dict[str, list[dict]]:
@@ -104,6 +115,49 @@ def test_a_stop_commits_the_task_in_the_model_and_leaves_the_one_taken_ahead(sta
     assert {k: len(v) for k, v in done.items()} == {in_model["task_uuid"]: 1, ahead["task_uuid"]: 1}
     assert all(r["success"] for v in done.values() for r in v)
     assert second.stop() == 0
+
+
+def test_a_stop_with_a_job_sent_ahead_commits_the_one_in_the_model_and_redelivers_the_other(stack, kafka,
+                                                                                            short_audio):
+    """The next task's job is in the engine child already when the stop comes: it is stopped there and
+    left uncommitted, its work directory goes, and the next processor runs it once."""
+    first = pipelined(stack, "first")
+    in_model = send(stack, kafka, short_audio, "slow-3s")
+    ahead = send(stack, kafka, short_audio, "slow-1s")
+    wait_until(lambda: sent_ahead(first, ahead), 60, "the second task's job sent while the first is in the model")
+    assert first.stop() == 0
+    assert kafka.committed(stack.group, stack.tasks).get(0) == 1, "the task in the model committed; not the one ahead"
+    assert list(outcomes(kafka, stack)) == [in_model["task_uuid"]]
+    assert kafka.runs_started(stack.status, ahead["task_uuid"]) == 0, "the task sent ahead never had its turn"
+    assert work_directories(stack, ahead) == [], "the job sent ahead leaves no work directory"
+
+    second = pipelined(stack, "second")
+    committed(kafka, stack, 2)
+    done = outcomes(kafka, stack)
+    assert {k: len(v) for k, v in done.items()} == {in_model["task_uuid"]: 1, ahead["task_uuid"]: 1}
+    assert all(r["success"] for v in done.values() for r in v)
+    assert second.stop() == 0
+
+
+def test_a_task_cancelled_after_its_job_was_sent_ahead_ends_cancelled_once_in_the_same_engine(stack, kafka,
+                                                                                             short_audio):
+    p = pipelined(stack)
+    pid = p.handler.engine.pid
+    in_model = send(stack, kafka, short_audio, "slow-3s")
+    ahead = send(stack, kafka, short_audio, "slow-3s")
+    wait_until(lambda: sent_ahead(p, ahead), 60, "the second task's job sent while the first is in the model")
+    record, _ = cancellations.request(stack.cancellations, ahead["task_uuid"])
+    kafka.send(record.topic, record.value, key=record.key)
+    after = send(stack, kafka, short_audio)
+    committed(kafka, stack, 3)
+    done = outcomes(kafka, stack)
+    assert {k: len(v) for k, v in done.items()} == {t["task_uuid"]: 1 for t in (in_model, ahead, after)}
+    assert done[in_model["task_uuid"]][0]["success"] is True and done[after["task_uuid"]][0]["success"] is True
+    assert done[ahead["task_uuid"]][0].get("cancelled") is True
+    assert kafka.runs_started(stack.status, ahead["task_uuid"]) == 0
+    assert work_directories(stack, ahead) == []
+    assert p.handler.engine.pid == pid, "the job sent ahead was stopped in the child, not with it"
+    assert p.stop() == 0
 
 
 def test_a_task_cancelled_while_taken_ahead_ends_cancelled_without_running(stack, kafka, short_audio):
@@ -178,3 +232,40 @@ def test_stems_the_store_stage_encodes_hold_the_samples_the_engine_would_have_wr
             got, got_rate = soundfile.read(by_stage[stem], dtype="int16")
             assert soundfile.info(by_stage[stem]).subtype == "PCM_16" and got_rate == rate
             assert np.array_equal(got, expected), f"{stem}: the same samples"
+
+
+def test_two_jobs_in_the_engine_at_once_each_give_the_stems_they_give_alone(stack, tmp_path):
+    """The tiny model's real separation of two inputs, the second sent to the child while the first is
+    in it (the pipeline's send ahead: the child prepares it beside the first's forward and runs its
+    forward as the first one's ends, device_gate.py), each with its own format and input: each job's
+    stems hold the samples it gives when it is alone in the child."""
+    first_in = tinymodel.write_sample(tmp_path / "first.wav", seconds=6, seed=1)
+    second_in = tinymodel.write_sample(tmp_path / "second.wav", seconds=3, seed=2)
+    engine = Engine(EngineSettings(str(stack.model_dir), str(tmp_path / "out"), (tinymodel.TINY_MODEL,), "flac",
+                                   tinymodel.HOP_LENGTH, tinymodel.SEGMENT_SIZE, 1, warm_up=False))
+
+    def job(name: str, source: Path, fmt: str) -> Job:
+        return Job(name, str(source), tinymodel.TINY_MODEL, fmt, str(tmp_path / name))
+
+    engine.start()
+    try:
+        wait_until(lambda: engine.poll_ready(1.0), 180, "the engine to load the tiny model", interval=0)
+        alone = []
+        for name, source, fmt in (("first-alone", first_in, "flac"), ("second-alone", second_in, "wav")):
+            engine.submit(job(name, source, fmt))
+            alone.append(wait_until(lambda: engine.poll_result(1.0), 240, "the separation", interval=0))
+        engine.submit(job("first", first_in, "flac"))
+        ahead = engine.submit_ahead(job("second", second_in, "wav"))
+        together = [wait_until(lambda: engine.poll_result(1.0), 240, "the first separation", interval=0)]
+        assert engine.adopt(ahead)
+        together.append(wait_until(lambda: engine.poll_result(1.0), 240, "the second separation", interval=0))
+    finally:
+        engine.close()
+    for by_itself, beside, fmt in zip(alone, together, ("flac", "wav")):
+        assert isinstance(by_itself, Separated) and isinstance(beside, Separated)
+        assert set(beside.stems) == set(by_itself.stems) == {"vocals", "instrumental"}
+        for stem, path in beside.stems.items():
+            assert path.endswith(f".{fmt}") and Path(path).parent.name in ("first", "second")
+            expected, rate = soundfile.read(by_itself.stems[stem], dtype="int16")
+            got, got_rate = soundfile.read(path, dtype="int16")
+            assert got_rate == rate and np.array_equal(got, expected), f"{stem} of {Path(path).parent.name}"

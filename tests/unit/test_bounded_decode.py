@@ -93,7 +93,37 @@ def test_what_ffmpeg_cannot_decode_is_named_so(tmp_path):
 def test_the_bound_is_lifted_after_the_job(files):
     bounded_load(files["WAV of 7 s"])
     y, _ = librosa.load(str(files["WAV of 7 s"]), mono=False, sr=None, duration=None)
-    assert isinstance(librosa.load, types.FunctionType) and y.shape[1] == 7 * 44100
+    assert y.shape[1] == 7 * 44100
+
+
+def test_two_jobs_at_once_each_decode_under_their_own_bound_and_none_is_left_after(files):
+    """The engine child runs two jobs at once in the pipeline (device_gate.py): each thread's
+    librosa.load is bounded by its own job, and neither job's end lifts or leaves the other's."""
+    import threading
+
+    path = str(files["WAV of 7 s"])
+    inside, release, seen = threading.Barrier(2), threading.Event(), {}
+
+    def job(name: str, limit: float) -> None:
+        with bounded_decode.limited(limit, path, audio_probe.probe(path)):
+            inside.wait(10)  # both jobs' bounds are in place now
+            if name == "short":
+                release.wait(10)  # the long job ends first: its end must not lift this one's bound
+            try:
+                seen[name] = librosa.load(path, mono=False, sr=None)[0].shape[1]
+            except audio_probe.Unusable as e:
+                seen[name] = str(e)
+            if name == "long":
+                release.set()
+
+    threads = [threading.Thread(target=job, args=args) for args in (("short", 3.0), ("long", 60.0))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert seen["long"] == 7 * 44100
+    assert "audio is longer than" in str(seen["short"]), seen
+    assert librosa.load(path, mono=False, sr=None)[0].shape[1] == 7 * 44100  # no bound left behind
 
 
 # -- audio-separator's own decoders -------------------------------------------------------------

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import threading
 import subprocess
 
 import numpy as np
@@ -51,13 +52,30 @@ def limited(max_seconds: float, path: str, info: audio_probe.AudioInfo, decoded:
     its samples, decoded ahead by the pipeline's fetch stage (decoded_input.py)."""
     import librosa
 
-    real = librosa.load
-    librosa.load = _Load(real, max_seconds, {os.path.realpath(path): info}, info.seconds,
-                         {os.path.realpath(path): decoded} if decoded else {})
+    if not isinstance(librosa.load, _ThreadsLoad):
+        librosa.load = _ThreadsLoad(librosa.load)
+    real = librosa.load.real
+    previous = getattr(_job, "load", None)
+    _job.load = _Load(real, max_seconds, {os.path.realpath(path): info}, info.seconds,
+                      {os.path.realpath(path): decoded} if decoded else {})
     try:
         yield
     finally:
-        librosa.load = real
+        _job.load = previous
+
+
+_job = threading.local()  # the bounded load of the job this thread runs
+
+
+class _ThreadsLoad:
+    """``librosa.load`` as the job of the calling thread bounds it, or librosa's own outside any job:
+    the engine child may run two jobs at once (device_gate.py), each with its own input and bound."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def __call__(self, path, **options):
+        return (getattr(_job, "load", None) or self.real)(path, **options)
 
 
 class _Load:

@@ -405,7 +405,7 @@ class Processor:
         """*pipelined_record*: the record of a task run by the pipeline, whose stems are handed to the
         store stage (None returned) while the next task is taken during the run; *decoded*: its
         input's samples decoded ahead (decoded_input.py)."""
-        task, model, fmt, plan = accepted.task, accepted.model, accepted.output_format, accepted.plan
+        task, fmt, plan = accepted.task, accepted.output_format, accepted.plan
         attempt = self.attempts.start(task.task_uuid)
         if attempt > self.cfg.max_attempts:
             log.error("task keeps killing its worker", attempts=attempt - 1)
@@ -427,9 +427,7 @@ class Processor:
         watchers = Watchers(announce=announce, report=report,
                             cancelled=lambda: self.cancellations.requested_at(task.task_uuid) is not None,
                             turn=self.pipeline.beside_the_model if pipelined_record is not None else None)
-        job = functools.partial(Job, task.task_uuid, str(audio), model, fmt, options=task.options,
-                                plan=plan if len(plan.models) > 1 else None, encode_later=pipelined_record is not None,
-                                decoded=None if decoded is None else str(decoded))
+        job = self.job_for(accepted, audio, decoded, pipelined=pipelined_record is not None)
         ran = self.separation.separate(claim, task.task_uuid, job, watchers)
         match ran:
             case Abandoned(reason=reason):
@@ -445,6 +443,14 @@ class Processor:
             return None
         stored = _store_stems(self.host, self.storage, task.task_uuid, ran, claim)
         return self._stored_outcome(accepted, ran, started_at, events, stored)
+
+    def job_for(self, accepted: Accepted, audio: Path, decoded: Path | None, pipelined: bool) -> Callable[[str], Job]:
+        """The engine's job for *accepted*'s input *audio*, given its work directory; *decoded*: its
+        samples decoded ahead; *pipelined*: its stems are encoded by the store stage."""
+        task, plan = accepted.task, accepted.plan
+        return functools.partial(Job, task.task_uuid, str(audio), accepted.model, accepted.output_format,
+                                 options=task.options, plan=plan if len(plan.models) > 1 else None,
+                                 encode_later=pipelined, decoded=None if decoded is None else str(decoded))
 
     def _stored_outcome(self, accepted: Accepted, ran: Separated, started_at: str, events: TaskEvents,
                         stored: StoreOutcome) -> Succeeded | Failed | Abandoned:

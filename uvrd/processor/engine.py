@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import multiprocessing.resource_tracker
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,8 +22,8 @@ import structlog
 
 from uvrd.metrics import processor as processor_metrics
 from uvrd.processor import engine_child
-from uvrd.processor.engine_protocol import (EngineSettings, Fatal, Job, JobOutcome, Loaded, ModelLoaded, Progress,
-                                            Separated, Warming)
+from uvrd.processor.engine_protocol import (EngineSettings, Fatal, For, Forget, Job, JobOutcome, Loaded, ModelLoaded,
+                                            Progress, Separated, Warming)
 
 log = structlog.get_logger("uvrd.engine")
 
@@ -51,6 +52,13 @@ class Engine:
         self._jobs = 0  # jobs sent, over every child: a job's number is never reused
         self.progress: Progress | None = None  # the job's latest, while one runs
         self.models: dict[str, dict] = {}  # the child's loaded models, as it described them
+        # Two jobs may be in this child (device_gate.py): the one whose outcome the processor waits for,
+        # and one sent ahead (:meth:`submit_ahead`) that it takes on later (:meth:`adopt`) or forgets.
+        self._current = 0
+        self._unanswered: list[int] = []  # the numbers sent to this child and not yet answered, oldest first
+        self._early: dict[int, JobOutcome] = {}  # answers to the job sent ahead, come before its turn
+        self._latest: dict[int, Progress] = {}  # the job sent ahead's progress, for when its turn comes
+        self._forgotten: dict[int, str] = {}  # jobs not wanted any more -> their work directory
 
     # -- process management -------------------------------------------
     def start(self) -> None:
@@ -118,6 +126,9 @@ class Engine:
         self._proc = self._conn = None
         self.ready = self.warming = False
         self.models = {}
+        for workdir in self._forgotten.values():  # the child that wrote into them is gone
+            shutil.rmtree(workdir, ignore_errors=True)
+        self._current, self._unanswered, self._early, self._latest, self._forgotten = 0, [], {}, {}, {}
 
     # -- messages ---------------------------------------------------------
     def _receive(self, timeout: float):
@@ -166,31 +177,91 @@ class Engine:
         if used_total is not None:
             processor_metrics.gpu_memory(self.load_info.get("device") or "cuda", *used_total)
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Job) -> int:
+        """Send *job* and wait for it (:meth:`poll_result`); its number."""
+        self._current = self._send(job)
+        self.progress = None
+        return self._current
+
+    def submit_ahead(self, job: Job) -> int:
+        """Send *job* while another runs: the child begins it as soon as the one before lets it
+        (device_gate.py); its number, for :meth:`adopt` or :meth:`forget`."""
+        return self._send(job)
+
+    def _send(self, job: Job) -> int:
         Path(job.workdir).mkdir(parents=True, exist_ok=True)
         self._jobs += 1
-        self.progress = None
         self._conn.send(dataclasses.replace(job, number=self._jobs))
+        self._unanswered.append(self._jobs)
+        return self._jobs
+
+    def holds(self, number: int) -> bool:
+        """Whether the job numbered *number* was sent to this child (not lost with an earlier one) and
+        not forgotten."""
+        return (number in self._unanswered or number in self._early) and number not in self._forgotten
+
+    def adopt(self, number: int) -> bool:
+        """The job sent ahead as *number* is the one waited for now; False if this child does not hold it."""
+        if not self.holds(number):
+            return False
+        self._current = number
+        self.progress = self._latest.pop(number, None)
+        return True
+
+    def forget(self, number: int, workdir: str) -> None:
+        """The job sent ahead as *number* is not wanted: the child stops it, its answer is dropped and
+        *workdir* removed once the child is done with it."""
+        if not self.holds(number):
+            shutil.rmtree(workdir, ignore_errors=True)  # lost with an earlier child: nothing writes there
+            return
+        self._latest.pop(number, None)
+        if self._early.pop(number, None) is not None:
+            shutil.rmtree(workdir, ignore_errors=True)  # answered already
+            return
+        self._forgotten[number] = workdir
+        try:
+            self._conn.send(Forget(number))
+        except OSError:
+            pass  # the child is gone: the next poll says so, and _close removes the workdir
 
     def cancel(self) -> None:
-        """Ask the child to stop the job it runs at its next step; it answers JobCancelled, or the
+        """Ask the child to stop the job waited for at its next step; it answers JobCancelled, or the
         job's own outcome if it ended first."""
         if self._cancel is not None:
-            self._cancel.value = self._jobs
+            self._cancel.value = self._current
 
     def poll_result(self, timeout: float) -> JobOutcome | None:
-        """The job's outcome (Separated, JobFailed, NoSpace or JobCancelled), or None if none came
-        in *timeout*; a Progress on the way is kept in :attr:`progress`."""
+        """The outcome (Separated, JobFailed, NoSpace or JobCancelled) of the job waited for, or None
+        if none came in *timeout*; a Progress on the way is kept in :attr:`progress`."""
+        if (early := self._early.pop(self._current, None)) is not None:
+            return early
         msg = self._receive(timeout)
-        if isinstance(msg, Progress):
-            self.progress = msg
-            return None
         if isinstance(msg, ModelLoaded):
             self.models[msg.info["model"]] = msg.info
             self.models = {name: info for name, info in self.models.items() if name in msg.loaded}
             return None
+        if msg is None:
+            return None
+        number = self._unanswered[0] if self._unanswered else self._current  # a bare answer: the oldest job's
+        if isinstance(msg, For):
+            number, msg = msg.job, msg.message
+        if isinstance(msg, Progress):
+            if number == self._current:
+                self.progress = msg
+            elif number in self._unanswered and number not in self._forgotten:
+                self._latest[number] = msg
+            return None
+        if not isinstance(msg, JobOutcome):
+            raise EngineDied(f"separation engine said {type(msg).__name__} while separating")
+        sent = number in self._unanswered
+        if sent:
+            self._unanswered.remove(number)
         if isinstance(msg, Separated):
             self._gpu_memory(msg.gpu_memory)
-        if msg is None or isinstance(msg, JobOutcome):
+        if number == self._current:
             return msg
-        raise EngineDied(f"separation engine said {type(msg).__name__} while separating")
+        if (workdir := self._forgotten.pop(number, None)) is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        elif sent:
+            self._early[number] = msg  # the job sent ahead ended before its turn came
+        return None

@@ -1,5 +1,5 @@
-"""The engine child: load the models once, then separate one job at a time, answering each with one
-typed message (engine_protocol.py).
+"""The engine child: load the models once, then separate each job the parent sends, answering each with
+one typed message (engine_protocol.py); two jobs may be in it at once, taking turns (device_gate.py).
 
 Runs in a process started with the ``spawn`` method; only the child imports torch and
 audio-separator.  This module is its protocol loop: the load and warm-up of the configured model,
@@ -21,10 +21,10 @@ from collections.abc import Callable
 
 import structlog
 
-from uvrd.processor import audio_probe, device_check, engine_warmup, heap_freeze, progress_meter
+from uvrd.processor import audio_probe, device_check, device_gate, engine_warmup, heap_freeze, progress_meter
 from uvrd.processor.engine_job import separate
-from uvrd.processor.engine_protocol import (Fatal, Job, JobCancelled, JobFailed, JobOutcome, Loaded, ModelLoaded,
-                                            NoSpace, Separated, Warming)
+from uvrd.processor.engine_protocol import (Fatal, For, Forget, Job, JobCancelled, JobFailed, JobOutcome, Loaded,
+                                            ModelLoaded, NoSpace, Separated, Warming)
 from uvrd.processor.model_cache import ModelCache
 from uvrd.runtime import logs, parent_death
 from uvrd.separation_options import OptionError
@@ -38,42 +38,88 @@ log = structlog.get_logger("uvrd.engine.child")
 def main(conn, heartbeat, settings, cancel=None) -> None:
     """*cancel*: a shared number, the parent's :attr:`Job.number` of the job it wants stopped."""
     set_up(heartbeat, settings)
-    current = CurrentJob(cancel)
-    meter = progress_meter.Meter(conn.send, current.cancel_requested)
+    send = Sender(conn)
+    meters = progress_meter.Meters(progress_meter.Meter(send, lambda: False))
     models: ModelCache  # declared first: the lambda below reads it, so mypy cannot infer it
-    models = ModelCache(settings, meter,
-                        lambda model: conn.send(ModelLoaded(models.described[model], tuple(models.described))))
-    ready = _load(models, settings, conn.send)
+    models = ModelCache(settings, meters,
+                        lambda model: send(ModelLoaded(models.described[model], tuple(models.described))))
+    gate = device_gate.Gate()
+    device_gate.install(gate)
+    ready = _load(models, settings, send)
     if isinstance(ready, Fatal):
-        conn.send(ready)
+        send(ready)
         return
     heap_freeze.freeze()  # loaded and warmed up: what is alive now lives as long as the child
-    conn.send(ready)
-    serve_jobs(conn, meter, current, functools.partial(separate, models))
+    send(ready)
+    serve_jobs(conn, send, meters, Cancellations(cancel), functools.partial(separate, models), gate)
 
 
-def serve_jobs(conn, meter: progress_meter.Meter, current: CurrentJob,
-               separate_job: Callable[[Job], dict[str, str]]) -> None:
-    """Answer each job the parent sends, one at a time, until the parent is gone.  (The service
-    tests' scripted child serves its jobs through this loop too, with its own *separate_job*.)"""
-    while (job := _next_job(conn)) is not None:
-        current.number = job.number
-        try:
-            conn.send(answer(meter, job, separate_job))
-        finally:
-            current.number = 0
+# Jobs in the child at once: the one in the model and the next, sent ahead by the pipeline.
+MAX_JOBS = 2
 
 
-class CurrentJob:
-    """The job being separated (0 between jobs and in the warm-up), and whether the parent asked to
-    stop it: the shared *cancel* holds the number of the job it wants stopped."""
+def serve_jobs(conn, send: Sender, meters: progress_meter.Meters, cancellations: Cancellations,
+               separate_job: Callable[[Job], dict[str, str]], gate: device_gate.Gate) -> None:
+    """Answer each job the parent sends, on a thread of its own through *gate* (two at most at once),
+    until the parent is gone.  (The service tests' scripted child serves its jobs through this loop
+    too, with its own *separate_job*.)"""
+    running: list[threading.Thread] = []
+    while (message := _next_message(conn)) is not None:
+        if isinstance(message, Forget):
+            cancellations.forget(message.job)
+            continue
+        running = [thread for thread in running if thread.is_alive()]
+        if len(running) >= MAX_JOBS:  # the parent sends no more than that: kept to, whatever it sends
+            running.pop(0).join()
+        thread = threading.Thread(target=_serve, args=(message, send, meters, cancellations, separate_job, gate),
+                                  name=f"job-{message.number}", daemon=True)
+        thread.start()
+        running.append(thread)
+
+
+def _serve(job: Job, send: Sender, meters: progress_meter.Meters, cancellations: Cancellations,
+           separate_job: Callable[[Job], dict[str, str]], gate: device_gate.Gate) -> None:
+    """One job's thread: its turn through the gate, its progress and its answer under its number."""
+    logs.bind_task(task_uuid=job.task_uuid)
+    meter = progress_meter.Meter(lambda progress: send(For(job.number, progress)),
+                                 lambda: cancellations.requested(job.number))
+    try:
+        with gate.turn(), meters.use(meter):
+            send(For(job.number, answer(meter, job, separate_job)))
+    except OSError:
+        pass  # the parent is gone (the pipe closed under the answer): nobody to tell
+    finally:
+        cancellations.done(job.number)
+
+
+class Sender:
+    """The pipe's sending end, shared by the jobs' threads: one message at a time."""
+
+    def __init__(self, conn):
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def __call__(self, message) -> None:
+        with self._lock:
+            self._conn.send(message)
+
+
+class Cancellations:
+    """Which jobs the parent wants stopped: the shared *cancel* holds the number of the one in the
+    model it cancelled; a job sent ahead and then abandoned comes as a Forget through the pipe."""
 
     def __init__(self, cancel):
-        self.number = 0
         self._cancel = cancel
+        self._forgotten: set[int] = set()
 
-    def cancel_requested(self) -> bool:
-        return self.number != 0 and self._cancel is not None and self._cancel.value == self.number
+    def requested(self, number: int) -> bool:
+        return number in self._forgotten or (self._cancel is not None and self._cancel.value == number)
+
+    def forget(self, number: int) -> None:
+        self._forgotten.add(number)
+
+    def done(self, number: int) -> None:
+        self._forgotten.discard(number)
 
 
 def set_up(heartbeat, settings) -> None:
@@ -121,17 +167,17 @@ def _load(models: ModelCache, settings, send) -> Loaded | Fatal:
     return Loaded({**info, "gpu_memory": _gpu_memory(), "described": models.described[model]})
 
 
-def _next_job(conn) -> Job | None:
-    """The next job the parent sends; None once the parent is gone."""
+def _next_message(conn) -> Job | Forget | None:
+    """The next job (or Forget) the parent sends; None once the parent is gone."""
     while True:
         try:
-            job = conn.recv()
+            message = conn.recv()
         except (EOFError, OSError):
             return None
-        if isinstance(job, Job):
-            logs.bind_task(task_uuid=job.task_uuid)
-            return job
-        log.error("the engine was sent something that is not a job; ignored", got=type(job).__name__)
+        if isinstance(message, Job | Forget):
+            return message
+        log.error("the engine was sent something that is neither a job nor a Forget; ignored",
+                  got=type(message).__name__)
 
 
 def answer(meter: progress_meter.Meter, job: Job, separate_job: Callable[[Job], dict[str, str]]) -> JobOutcome:

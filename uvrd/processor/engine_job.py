@@ -4,6 +4,7 @@ engine child (engine_child.py), on the models the model cache holds (model_cache
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -21,7 +22,7 @@ class ModelCache(Protocol):
     imports the other)."""
 
     settings: Any
-    meter: progress_meter.Meter
+    meter: progress_meter.Meters
     chunking: long_audio.Chunking
     described: dict[str, dict]
 
@@ -105,7 +106,7 @@ def _separate_with(models: ModelCache, job, info: audio_probe.AudioInfo, several
     """*job.model*'s stems of the input, whole or in chunks; *several*: one of the task's models, so
     an option for another architecture is left to the models it fits."""
     limit = models.settings.max_audio_seconds
-    separator = models.get(job.model)
+    separator = own_copy(models.get(job.model))
     instance = separator.model_instance
     instance.output_format = job.output_format.upper()
     with bounded_decode.limited(limit, job.audio_path, info, job.decoded), \
@@ -116,6 +117,15 @@ def _separate_with(models: ModelCache, job, info: audio_probe.AudioInfo, several
         if surveyed is not None and models.chunking.needed(surveyed.seconds):
             return _separate_in_chunks(models, separator, job, surveyed)
         return _separate_whole(separator, job, info, limit, several)
+
+
+def own_copy(separator):
+    """A job's own Separator over a loaded model: what a job sets on it (its options, its output
+    directory and format, the per-file state audio-separator keeps on the model's object) is its
+    copy's, and the weights are shared.  Two jobs may be in the engine child at once (device_gate.py)."""
+    mine = copy.copy(separator)
+    mine.model_instance = copy.copy(separator.model_instance)
+    return mine
 
 
 def _separate_whole(separator, job, info: audio_probe.AudioInfo, limit: float, several: bool = False) -> dict[str, str]:

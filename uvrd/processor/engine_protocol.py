@@ -1,9 +1,9 @@
 """What the processor and its engine child exchange, as typed messages.
 
-The parent sends a :class:`Job`; the child answers with one of :data:`EngineMessage`: while it
+The parent sends a :class:`Job` (and :class:`Forget` for a job sent ahead that is not wanted any more); the child answers with one of :data:`EngineMessage`: while it
 starts, Warming then Loaded (or Fatal); for each job, any number of Progress (and a ModelLoaded
 when it loaded a model for the job), then Separated,
-JobFailed, NoSpace or JobCancelled.  Both sides ``match`` on the type.  A cancellation goes the
+JobFailed, NoSpace or JobCancelled, each inside a :class:`For` that names its job.  Both sides ``match`` on the type.  A cancellation goes the
 other way through a shared number, not the pipe: the child reads it between two steps of its
 separation loop, while the pipe's next message is still unread.  Apart from ``engine`` (the parent's side) so that the child's side,
 ``engine_child``, needs nothing of the parent.
@@ -127,3 +127,21 @@ class NoSpace:
 
 JobOutcome = Separated | JobFailed | NoSpace | JobCancelled
 EngineMessage = Fatal | Warming | Loaded | ModelLoaded | Progress | JobOutcome
+
+
+@dataclass(frozen=True)
+class For:
+    """A job's Progress or outcome, with the number of the job it is for: the child may hold two jobs
+    (the pipeline sends the next one while the one before runs, device_gate.py).  A bare Progress or
+    outcome is for the job that was sent first of those unanswered."""
+
+    job: int
+    message: Progress | JobOutcome
+
+
+@dataclass(frozen=True)
+class Forget:
+    """The parent's: the job numbered *job* is not wanted any more (its task was abandoned before
+    its turn); the child stops it at its next step, as a cancellation, and the answer is dropped."""
+
+    job: int

@@ -20,7 +20,7 @@ log = structlog.get_logger("uvrd.engine.child")
 class ModelCache:
     """One audio-separator Separator per model, each loaded and warmed up on first use."""
 
-    def __init__(self, settings, meter: progress_meter.Meter, announce):
+    def __init__(self, settings, meter: progress_meter.Meters, announce):
         """*announce(model)*: a model loaded (and warmed up) for a task, after the first."""
         self.settings = settings
         self.chunking = long_audio.Chunking(settings.chunk_seconds, settings.chunk_overlap_seconds)

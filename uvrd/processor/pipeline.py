@@ -98,6 +98,7 @@ class Ahead:
     claim: Claim
     accepted: Accepted | Rejected
     fetched: Future[FetchedInput] | None = None  # None for a rejected task: nothing to fetch
+    sent: bool = False  # its job was offered to the engine child ahead of its turn (once, sent or not)
 
     def discard(self, release_input: Callable[[Path], None]) -> None:
         """Abandoned: whatever was fetched goes (a fetch still running is left to finish, and its

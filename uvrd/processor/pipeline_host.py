@@ -9,6 +9,8 @@ mypy (pyproject.toml, issue #25 item 5), so tests/unit/processor/test_pipeline_h
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from uvrd import messages
@@ -17,9 +19,10 @@ from uvrd.config import ProcessorConfig
 from uvrd.kafka.group_member import Claim, GroupMember
 from uvrd.outcomes import Abandoned, Cancelled, Failed, Rejected, StoreOutcome, Succeeded, TaskOutcome
 from uvrd.processor.accept import Accepted
-from uvrd.processor.engine_protocol import Separated
+from uvrd.processor.engine_protocol import Job, Separated
 from uvrd.processor.pipeline import Ahead
 from uvrd.processor.priority import PriorityChooser
+from uvrd.processor.separation import Separation
 from uvrd.processor.task_events import TaskEvents
 from uvrd.runtime.wait import Runtime
 from uvrd.storage import Storage
@@ -32,6 +35,7 @@ class PipelineHost(Protocol):
     storage: Storage
     priorities: PriorityChooser
     cancellations: Cancellations
+    separation: Separation | None
 
     def next_record(self, timeout_ms: int = ...): ...
 
@@ -44,6 +48,8 @@ class PipelineHost(Protocol):
     def ended_before(self, record, task_uuid: str | None, replay: int, claim: Claim) -> bool: ...
 
     def cancellation_of(self, task_uuid: str) -> str | None: ...
+
+    def job_for(self, accepted: Accepted, audio: Path, decoded: Path | None, pipelined: bool) -> Callable[[str], Job]: ...
 
     def process(self, accepted: Accepted, claim: Claim, ahead: Ahead | None = None) -> TaskOutcome | Rejected | None: ...
 

@@ -20,6 +20,7 @@ from uvrd.processor.accept import MAX_ERROR_CHARS, Accepted, accept
 from uvrd.processor.engine_protocol import Separated
 from uvrd.processor.pipeline import Ahead, Behind, FetchedInput, Stage
 from uvrd.processor.pipeline_host import PipelineHost
+from uvrd.processor.separation import Separation
 from uvrd.processor.task_events import TaskEvents
 from uvrd.runtime import logs
 from uvrd.runtime.wait import Runtime
@@ -42,6 +43,11 @@ class PipelineTurns:
     def member(self) -> GroupMember:
         assert self.p.member is not None, "the daemon joins its group before it serves"
         return self.p.member
+
+    @property
+    def separation(self) -> Separation:
+        assert self.p.separation is not None, "the daemon starts the processor before it serves"
+        return self.p.separation
 
     @property
     def runtime(self) -> Runtime:
@@ -95,6 +101,33 @@ class PipelineTurns:
             # Only a store that worked: one that failed is done again after this run, with its waits.
             self._settle_behind(wait=False)
         self._prefetch()
+        if (ahead := self.ahead) is None:
+            return
+        if self.runtime.lifecycle.stopping or ahead.claim.lost:
+            # Not to be run here any more: a stop leaves it for redelivery, a rebalance to another
+            # member; its job, if it was sent ahead, stops now instead of at its turn.
+            self.separation.forget_ahead()
+        else:
+            self._send_ahead(ahead)
+
+    def _send_ahead(self, ahead: Ahead) -> None:
+        """Once the task taken ahead has its input fetched and decoded, its job goes to the engine
+        child, which prepares it beside this run's forward and begins its own forward as this one
+        ends (device_gate.py).  Only the plain case: one model, loaded already, an input decoded ahead
+        (so neither a model's load nor a long input's survey holds the child's turn from the run
+        before); any other task is sent in its turn."""
+        if ahead.sent or ahead.fetched is None or not ahead.fetched.done() or \
+                ahead.fetched.exception() is not None or not isinstance(ahead.accepted, Accepted):
+            return
+        ahead.sent = True
+        accepted, fetched = ahead.accepted, ahead.fetched.result()
+        if fetched.decoded is None or len(accepted.plan.models) != 1 or \
+                accepted.model not in self.separation.engine.models or \
+                self.p.cancellations.requested_at(accepted.task.task_uuid):
+            return
+        if self.separation.send_ahead(accepted.task.task_uuid,
+                                        self.p.job_for(accepted, fetched.path, fetched.decoded, pipelined=True)):
+            log.info("next task's job sent to the engine ahead of its turn", next_task=accepted.task.task_uuid)
 
     def _prefetch(self) -> None:
         """Take the next task, if one waits and none was taken yet, and begin fetching its input."""
@@ -142,6 +175,9 @@ class PipelineTurns:
                 return
             self._settle_in_order(record, accepted.task, outcome, claim)
         finally:
+            # Its job, if it was sent to the engine ahead and its turn did not take it on, stops there.
+            self.separation.forget_ahead(ahead.accepted.task_uuid if isinstance(ahead.accepted, Rejected)
+                                           else ahead.accepted.task.task_uuid)
             if not handed_on:
                 self.p.release(claim)
             logs.bind_task()
@@ -238,6 +274,7 @@ class PipelineTurns:
     def drain(self) -> None:
         """At a stop: the task taken ahead is left for redelivery; the stems already separated are stored
         and committed if the drain window allows."""
+        self.separation.forget_ahead()
         if (ahead := self.ahead) is not None:
             self.ahead = None
             ahead.discard(self.p.storage.release_input)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -102,7 +103,10 @@ class Meter:
     def tqdm(self, iterable: Iterable | None = None, *args, total: int | None = None, **kwargs):
         """Stands in for ``tqdm.tqdm``: the same items, with progress and a cancellation point
         at each."""
-        caller = sys._getframe(1).f_code.co_name
+        return self.loop(iterable, total, sys._getframe(1).f_code.co_name)
+
+    def loop(self, iterable, total: int | None, caller: str):
+        """:meth:`tqdm`'s turns over *iterable*, for a loop in the function named *caller*."""
         if total is None:
             try:
                 total = len(iterable)
@@ -134,7 +138,48 @@ class Meter:
             self._send(Progress(round(fraction, 4), step, self._models * self._parts))
 
 
-def install(meter: Meter) -> None:
+class Meters:
+    """The meter of the job each thread of the engine child runs (two jobs may be in the child at
+    once, device_gate.py), or *idle* on a thread that runs none (the load and warm-up at start)."""
+
+    def __init__(self, idle: Meter):
+        self._idle = idle
+        self._local = threading.local()
+
+    @property
+    def current(self) -> Meter:
+        return getattr(self._local, "meter", None) or self._idle
+
+    @contextlib.contextmanager
+    def use(self, meter: Meter):
+        """*meter* is this thread's while it lasts."""
+        self._local.meter = meter
+        try:
+            yield
+        finally:
+            self._local.meter = None
+
+    def tqdm(self, iterable: Iterable | None = None, *args, total: int | None = None, **kwargs):
+        """:meth:`Meter.tqdm` of this thread's meter."""
+        return self.current.loop(iterable, total, sys._getframe(1).f_code.co_name)
+
+    def model(self, index: int, step: str) -> None:
+        self.current.model(index, step)
+
+    def step(self, step: str) -> None:
+        self.current.step(step)
+
+    def part(self, index: int, parts: int, step: str) -> None:
+        self.current.part(index, parts, step)
+
+    def check(self) -> None:
+        self.current.check()
+
+    def quiet(self):
+        return self.current.quiet()
+
+
+def install(meter: Meter | Meters) -> None:
     """Route audio-separator's separation loops through *meter* (its modules are imported here)."""
     import importlib
     import types

@@ -79,6 +79,16 @@ class Watchers:
     turn: Callable[[], None] | None = None  # each turn of the run's wait: the pipeline takes the next task
 
 
+@dataclass(frozen=True)
+class SentAhead:
+    """The next task's job, sent to the engine child while the run before it goes on (the pipeline):
+    its turn takes it on (:meth:`Separation.separate`), or it is forgotten."""
+
+    task_uuid: str
+    number: int
+    workdir: Path
+
+
 class Separation:
     def __init__(self, engine: Engine, cfg: ProcessorConfig, runtime: Runtime, host: HostTrouble):
         self.engine = engine
@@ -87,6 +97,44 @@ class Separation:
         self.host = host
         self.member: GroupMember | None = None
         self.run: Run | None = None
+        self.ahead: SentAhead | None = None
+
+    def send_ahead(self, task_uuid: str, job: Callable[[str], Job]) -> bool:
+        """Send the next task's job to the engine child while this run goes on, so that the child
+        prepares it beside this run's forward and begins its own as this one ends (device_gate.py);
+        False where it is not sent (one is already, no run, a full disk): it is sent in its turn."""
+        if self.ahead is not None or self.run is None or not self.engine.ready:
+            return False
+        try:
+            workdir = Path(tempfile.mkdtemp(prefix=f".work-{task_uuid}-", dir=self.cfg.output_dir))
+        except OSError:
+            return False
+        try:
+            number = self.engine.submit_ahead(job(str(workdir)))
+        except OSError:  # the child is gone: this run's wait finds it out
+            shutil.rmtree(workdir, ignore_errors=True)
+            return False
+        self.ahead = SentAhead(task_uuid, number, workdir)
+        return True
+
+    def forget_ahead(self, task_uuid: str | None = None) -> None:
+        """The job sent ahead (for *task_uuid*, if given) is not wanted: the child stops it and its
+        work directory goes."""
+        ahead = self.ahead
+        if ahead is not None and (task_uuid is None or ahead.task_uuid == task_uuid):
+            self.ahead = None
+            self.engine.forget(ahead.number, str(ahead.workdir))
+
+    def _taken_ahead(self, task_uuid: str) -> SentAhead | None:
+        """*task_uuid*'s job sent ahead, now waited for, if the child still holds it; one for another
+        task, or lost with a child that died since, is forgotten."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is None:
+            return None
+        if ahead.task_uuid == task_uuid and self.engine.adopt(ahead.number):
+            return ahead
+        self.engine.forget(ahead.number, str(ahead.workdir))
+        return None
 
     def await_engine(self) -> bool:
         """Wait for the engine's model to load and warm up; False if a stop came first.
@@ -117,13 +165,17 @@ class Separation:
         """Run *task_uuid*'s separation until it has an outcome; *job(workdir)* is the run to submit."""
         reasons: list[str] = []
         patience = self.host.patience()
+        ahead = self._taken_ahead(task_uuid)
         while len(reasons) <= self.cfg.job_retries:
             if watchers.cancelled():
+                if ahead is not None:
+                    self.engine.forget(ahead.number, str(ahead.workdir))
                 return JobCancelled()
             if not self.engine.ready and not self.await_engine():
                 return Abandoned("stopping while the engine restarted")
             try:
-                workdir = Path(tempfile.mkdtemp(prefix=f".work-{task_uuid}-", dir=self.cfg.output_dir))
+                workdir = ahead.workdir if ahead is not None else \
+                    Path(tempfile.mkdtemp(prefix=f".work-{task_uuid}-", dir=self.cfg.output_dir))
             except OSError as e:
                 error = f"could not make a work directory: {e.strerror}"
                 outcome: JobOutcome | Abandoned | Retry = (NoSpace(error) if e.errno == errno.ENOSPC
@@ -131,7 +183,8 @@ class Separation:
             else:
                 assert self.member is not None, "the daemon joins its group (join() sets the member) before a task"
                 with self.member.working():
-                    outcome = self._run_job(claim, job(str(workdir)), watchers)
+                    outcome = self._run_job(claim, job(str(workdir)), watchers, ahead)
+                ahead = None
                 watchers = dataclasses.replace(watchers, announce=None)
                 if isinstance(outcome, Separated):
                     return outcome
@@ -155,9 +208,12 @@ class Separation:
             log.warning("separation run did not finish; retrying", reason=outcome.reason, runs=len(reasons))
         return JobFailed(f"separation did not finish in {len(reasons)} runs: {'; '.join(reasons)}", "runs_exhausted")
 
-    def _run_job(self, claim: Claim, job: Job, watchers: Watchers) -> JobOutcome | Abandoned | Retry:
+    def _run_job(self, claim: Claim, job: Job, watchers: Watchers,
+                 ahead: SentAhead | None = None) -> JobOutcome | Abandoned | Retry:
+        """*job* run to its outcome; *ahead*: it is in the child already, sent ahead and adopted."""
         try:
-            self.engine.submit(job)
+            if ahead is None:
+                self.engine.submit(job)
         except OSError:
             self.engine.restart("gone_at_submit")
             return Retry("separation engine was gone when the job was submitted")

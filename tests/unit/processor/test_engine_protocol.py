@@ -3,11 +3,14 @@ speaking the typed messages, so each answer (and each wrong one) is checked with
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
 
+from uvrd.processor import device_gate, engine_child, progress_meter
 from uvrd.processor.engine import Engine, EngineDied, EngineSettings
 from uvrd.processor.engine_protocol import (Fatal, Job, JobCancelled, JobFailed, Loaded, NoSpace, Progress, Separated,
                                             Warming)
@@ -187,5 +190,100 @@ def test_each_restart_is_counted_by_its_cause(tmp_path):
         before = restarts()
         e.restart("died_while_idle")
         assert ready(e) and restarts() == before + 1
+    finally:
+        e.close()
+
+
+# -- two jobs in the child at once (the pipeline sends the next one ahead, device_gate.py) ----------
+def serving_child(conn, heartbeat, settings: EngineSettings, cancel=None) -> None:
+    """The real child's job loop (engine_child.serve_jobs: each job on a thread of its own, through the
+    gate) around scripted separations: ``slow-…`` is a forward of SLOW_STEPS steps, ``quick-…`` has
+    none (its whole job holds the child's turn), ``dies-…`` ends the child."""
+    send = engine_child.Sender(conn)
+    send(Loaded({"model": "m", "device": "cpu", "model_load_s": 0.01}))
+    meters = progress_meter.Meters(progress_meter.Meter(send, lambda: False))
+    gate = device_gate.Gate()
+
+    def separate(job: Job) -> dict[str, str]:
+        if job.task_uuid.startswith("dies"):
+            os._exit(9)
+        if job.task_uuid.startswith("slow"):
+            with gate.device():
+                for _ in meters.tqdm(range(SLOW_STEPS)):
+                    time.sleep(0.05)  # the forward's work: the job sent ahead runs meanwhile
+        path = os.path.join(job.workdir, "vocals.wav")
+        Path(path).write_text(job.task_uuid)
+        return {"vocals": path}
+
+    engine_child.serve_jobs(conn, send, meters, engine_child.Cancellations(cancel), separate, gate)
+
+
+def served(tmp_path) -> Engine:
+    e = Engine(EngineSettings(str(tmp_path), str(tmp_path), ("m",), "wav", 1024, 256, 1), child=serving_child)
+    e.start()
+    assert ready(e)
+    return e
+
+
+def outcome(e: Engine, within: float = 60.0):
+    deadline = time.monotonic() + within  # a bound that ends the test on an engine that never answers
+    while (got := e.poll_result(0.5)) is None:
+        assert time.monotonic() < deadline, "no answer"
+    return got
+
+
+def job(task: str, tmp_path) -> Job:
+    return Job(task, "in.wav", "m", "wav", str(tmp_path / task))
+
+
+def test_a_job_sent_ahead_is_answered_as_its_own_and_taken_on_in_its_turn(tmp_path):
+    """The job sent ahead has no forward here, so it ends inside the first job's forward, before it:
+    its answer waits for its turn, and the first job's wait gets the first job's answer."""
+    e = served(tmp_path)
+    try:
+        e.submit(job("slow-a", tmp_path))
+        ahead = e.submit_ahead(job("quick-b", tmp_path))
+        first = outcome(e)
+        assert isinstance(first, Separated) and first.stems == {"vocals": f"{tmp_path}/slow-a/vocals.wav"}
+        assert e.adopt(ahead)
+        second = outcome(e)
+        assert isinstance(second, Separated) and second.stems == {"vocals": f"{tmp_path}/quick-b/vocals.wav"}
+        assert (tmp_path / "quick-b" / "vocals.wav").read_text() == "quick-b"
+    finally:
+        e.close()
+
+
+def test_a_job_sent_ahead_then_forgotten_stops_and_its_answer_and_work_directory_go(tmp_path):
+    e = served(tmp_path)
+    try:
+        pid = e.pid
+        e.submit(job("slow-a", tmp_path))
+        ahead = e.submit_ahead(job("slow-b", tmp_path))
+        e.forget(ahead, str(tmp_path / "slow-b"))
+        assert not e.adopt(ahead)
+        first = outcome(e)
+        assert isinstance(first, Separated) and first.stems == {"vocals": f"{tmp_path}/slow-a/vocals.wav"}
+        e.submit(job("quick-c", tmp_path))
+        third = outcome(e)  # the forgotten job's answer came first on the pipe: dropped, not this one
+        assert isinstance(third, Separated) and third.stems == {"vocals": f"{tmp_path}/quick-c/vocals.wav"}
+        assert not (tmp_path / "slow-b").exists(), "the forgotten job's work directory is removed"
+        assert e.pid == pid and e.alive()
+    finally:
+        e.close()
+
+
+def test_a_job_sent_ahead_is_lost_with_a_child_that_dies_and_runs_when_sent_again(tmp_path):
+    e = served(tmp_path)
+    try:
+        e.submit(job("dies-a", tmp_path))
+        ahead = e.submit_ahead(job("quick-b", tmp_path))
+        with pytest.raises(EngineDied, match="exited with status 9"):
+            outcome(e)
+        e.restart("run_unfinished")
+        assert ready(e)
+        assert not e.adopt(ahead), "the job sent ahead died with its child"
+        e.submit(job("quick-b", tmp_path))
+        got = outcome(e)
+        assert isinstance(got, Separated) and got.stems == {"vocals": f"{tmp_path}/quick-b/vocals.wav"}
     finally:
         e.close()
