@@ -124,12 +124,14 @@ class Cancellations:
 
 def set_up(heartbeat, settings) -> None:
     """What the child does before it loads anything."""
+    # First, before the signals below are ignored: whoever sees SIGTERM ignored (SigIgn in
+    # /proc/PID/status, as the fault suite reads it) knows that the child dies with its parent.
+    parent_death.die_with_parent()
     # The worker alone decides when a separation ends: terminal Ctrl+C reaches
     # the whole process group, and systemd's KillMode=mixed signals only the
     # main process until its final SIGKILL.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    parent_death.die_with_parent()
     # Progress bars on stderr would fill the journal with carriage returns.
     os.environ["TQDM_DISABLE"] = "1"
     logs.configure("uvrd-engine")

@@ -9,6 +9,9 @@ leave it idle between tasks.  What keeps exactly-once as it was:
   and one ffmpeg run encoding a stem (stem_encoding.py: audio-separator's FLAC writing moved here);
 - the fetch stage also decodes the input (decoded_input.py), so that the engine child's model does
   not wait for the decode either: one more input's samples on disk;
+- once decoded, the next task's job goes to the engine child while the task before is still in it
+  (pipeline_turns.py's ``_send_ahead``), so the child's own steps around the model overlap the other
+  job's forward (device_gate.py): nothing of it is committed, or even announced, until its turn;
 - only the main thread touches Kafka: the stages fetch and store, the main thread polls, commits and
   waits on them through the runtime (so heartbeats, signals and the watchdog go on);
 - commits stay in offset order: a task is settled only after the one before it (:class:`Behind`) has

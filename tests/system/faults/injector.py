@@ -12,6 +12,7 @@ import collections
 import os
 import random
 import signal
+from pathlib import Path
 
 from background import Background
 from pipeline import Pipeline
@@ -90,9 +91,11 @@ class FaultInjector(Background):
         return self.p.engine_pid(self.rng.choice(self.p.processors()))
 
     def engine_hang(self) -> None:
-        # A stopped engine stops its heartbeat: the processor must notice, kill and replace it.
+        # A stopped engine stops its heartbeat: the processor must notice, kill and replace it.  Only
+        # one that has asked to die with its processor: a child stopped before that (just spawned,
+        # still starting Python) would outlive the processor's SIGKILL, as nothing could end it.
         pid = self._engine()
-        if pid is not None:
+        if pid is not None and dies_with_parent(pid):
             os.kill(pid, signal.SIGSTOP)
             self.counts["engine_faults"] += 1
 
@@ -121,3 +124,14 @@ class FaultInjector(Background):
         except OSError:
             return
         self.counts["corrupted_inputs"] += 1
+
+
+def dies_with_parent(pid: int) -> bool:
+    """Whether the engine child *pid* is past the start of its set-up, which asks for its death
+    signal (engine_child.set_up) just before it ignores SIGTERM: SIGTERM is in its ignored mask."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    ignored = next((line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), "0")
+    return bool(int(ignored, 16) & (1 << (signal.SIGTERM - 1)))
