@@ -8,6 +8,7 @@ for the next task to be taken ahead.  That the next task was taken is read from 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import soundfile
 from kafka import KafkaConsumer
 
 import scripted_engine
-from support import wait_until
+from support import fill, small_filesystem, wait_until
 from devtools import tinymodel
 from uvrd.boards import cancellations
 from uvrd.broker.group_settings import GROUP_SETTINGS
@@ -269,3 +270,24 @@ def test_two_jobs_in_the_engine_at_once_each_give_the_stems_they_give_alone(stac
             expected, rate = soundfile.read(by_itself.stems[stem], dtype="int16")
             got, got_rate = soundfile.read(path, dtype="int16")
             assert got_rate == rate and np.array_equal(got, expected), f"{stem} of {Path(path).parent.name}"
+
+
+def test_an_input_decoded_ahead_onto_a_full_disk_is_left_to_the_engine_and_the_processor_lives(tmp_path):
+    """The fetch stage's decode on an output disk that fills up under it: nothing written, nothing left, the child decodes
+    the input itself; never a SIGBUS (a store into a mapped page of a full tmpfs killed the processor in
+    `make faults`)."""
+    source = tinymodel.write_sample(tmp_path / "song.wav", seconds=30)
+    with small_filesystem(tmp_path / "small", 16) as small:
+        if small is None:
+            pytest.skip("mounting a tmpfs is not allowed here")
+        ballast = fill(small)
+        os.truncate(ballast, ballast.stat().st_size - (1 << 20))  # room for the header, not the samples
+        try:
+            assert decoded_input.decode_ahead(source, small, "full", 60.0, 310.0) is None
+            assert [p.name for p in small.iterdir()] == [ballast.name], "no decoded file left behind"
+        finally:
+            ballast.unlink()
+        decoded = decoded_input.decode_ahead(source, small, "room", 60.0, 310.0)  # room again: decoded
+        assert decoded is not None
+        expected, _ = soundfile.read(str(source), dtype="float32", always_2d=True)
+        assert np.array_equal(np.load(decoded), expected)

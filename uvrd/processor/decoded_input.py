@@ -29,6 +29,7 @@ import numpy as np
 from uvrd.processor import audio_probe
 
 PREFIX = ".decoded-"
+BLOCK_FRAMES = 1 << 18  # 6 s of audio at 44.1 kHz, 2 MB of stereo float32, a block
 
 
 def decode_ahead(path: Path, directory: Path, task_uuid: str, max_seconds: float,
@@ -50,13 +51,19 @@ def decode_ahead(path: Path, directory: Path, task_uuid: str, max_seconds: float
                     frames / rate > min(max_seconds, whole_up_to):
                 return None
             fd, name = tempfile.mkstemp(prefix=f"{PREFIX}{task_uuid}-", suffix=".npy", dir=directory)
-            os.close(fd)
             target = Path(name)
-            # Written through a mapping: the samples go to the file, never all in this process's heap.
-            samples = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=(frames, channels))
-            got = len(source.read(frames, dtype="float32", always_2d=True, out=samples))
-            samples.flush()
-            del samples
+            # Written block by block with write(), never through a mapping: a full disk is then an
+            # OSError here (the child decodes the input itself), where a store into a mapped page of a
+            # full tmpfs is a SIGBUS that kills the processor (`make faults`: "exited with -7").
+            # Only one block is ever in this process's heap.
+            got = 0
+            with os.fdopen(fd, "wb") as out:
+                np.lib.format.write_array_header_1_0(
+                    out, {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
+                          "shape": (frames, channels)})
+                for block in source.blocks(blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True):
+                    out.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
+                    got += len(block)
         if got != frames:  # shorter than its header says: the child's own decode reads what is there
             raise EOFError
         return target
