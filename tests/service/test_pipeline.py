@@ -100,37 +100,23 @@ def test_a_task_is_committed_while_the_next_one_is_in_the_model(stack, kafka, sh
     assert p.stop() == 0
 
 
-def test_a_stop_commits_the_task_in_the_model_and_leaves_the_one_taken_ahead(stack, kafka, short_audio):
+@pytest.mark.parametrize("sent", [False, True], ids=["taken_ahead", "job_sent_ahead"])
+def test_a_stop_commits_the_task_in_the_model_and_leaves_the_one_ahead(stack, kafka, short_audio, sent):
+    """The stop comes with the next task taken ahead (its input fetched), or with its job in the engine
+    child already (sent ahead): either way it is left uncommitted, never started, with no work
+    directory, and the next processor runs it once."""
     first = pipelined(stack, "first")
     in_model = send(stack, kafka, short_audio, "slow-3s")
-    ahead = send(stack, kafka, short_audio)
-    wait_until(lambda: taken_ahead(first, ahead), 60, "the second task taken while the first is in the model")
+    ahead = send(stack, kafka, short_audio, "slow-1s" if sent else None)
+    if sent:
+        wait_until(lambda: sent_ahead(first, ahead), 60, "the second task's job sent while the first is in the model")
+    else:
+        wait_until(lambda: taken_ahead(first, ahead), 60, "the second task taken while the first is in the model")
     assert first.stop() == 0
     assert kafka.committed(stack.group, stack.tasks).get(0) == 1, "the task in the model committed; not the one ahead"
     assert list(outcomes(kafka, stack)) == [in_model["task_uuid"]]
-    assert kafka.runs_started(stack.status, ahead["task_uuid"]) == 0, "the task taken ahead never ran"
-
-    second = pipelined(stack, "second")
-    committed(kafka, stack, 2)
-    done = outcomes(kafka, stack)
-    assert {k: len(v) for k, v in done.items()} == {in_model["task_uuid"]: 1, ahead["task_uuid"]: 1}
-    assert all(r["success"] for v in done.values() for r in v)
-    assert second.stop() == 0
-
-
-def test_a_stop_with_a_job_sent_ahead_commits_the_one_in_the_model_and_redelivers_the_other(stack, kafka,
-                                                                                            short_audio):
-    """The next task's job is in the engine child already when the stop comes: it is stopped there and
-    left uncommitted, its work directory goes, and the next processor runs it once."""
-    first = pipelined(stack, "first")
-    in_model = send(stack, kafka, short_audio, "slow-3s")
-    ahead = send(stack, kafka, short_audio, "slow-1s")
-    wait_until(lambda: sent_ahead(first, ahead), 60, "the second task's job sent while the first is in the model")
-    assert first.stop() == 0
-    assert kafka.committed(stack.group, stack.tasks).get(0) == 1, "the task in the model committed; not the one ahead"
-    assert list(outcomes(kafka, stack)) == [in_model["task_uuid"]]
-    assert kafka.runs_started(stack.status, ahead["task_uuid"]) == 0, "the task sent ahead never had its turn"
-    assert work_directories(stack, ahead) == [], "the job sent ahead leaves no work directory"
+    assert kafka.runs_started(stack.status, ahead["task_uuid"]) == 0, "the task ahead never had its turn"
+    assert work_directories(stack, ahead) == [], "the task ahead leaves no work directory"
 
     second = pipelined(stack, "second")
     committed(kafka, stack, 2)

@@ -85,31 +85,20 @@ def test_a_job_outside_any_forward_holds_its_turn_from_start_to_end():
 class _Model:
     """An architecture's shape: a forward, and a pass without the model behind a flag (MDX's)."""
 
+    gate: device_gate.Gate
+
     def demix(self, mix, is_match_mix=False):
-        return self.gate_held(), is_match_mix
+        return self.gate._device.locked(), is_match_mix  # whether this call holds the device
 
 
 def test_only_a_forward_that_runs_the_model_takes_the_device(monkeypatch):
     gate = device_gate.Gate()
-    held = {"device": False}
-    real_device = gate.device
-
-    def watched():
-        class Watch:
-            def __enter__(self_inner):
-                held["device"] = True
-                return real_device().__enter__()
-
-            def __exit__(self_inner, *exc):
-                held["device"] = False
-                return False
-        return Watch()
-    monkeypatch.setattr(gate, "device", watched)
-    _Model.gate_held = lambda self: held["device"]  # type: ignore[attr-defined]
+    monkeypatch.setattr(_Model, "gate", gate, raising=False)
     monkeypatch.setattr(device_gate, "FORWARDS", {(__name__, "_Model"): "demix"})
     device_gate.install(gate)
-    device_gate.install(gate)  # installed twice (a second child in one process): still gated once
+    device_gate.install(gate)  # installed twice (a second child in one process): gated once, or it would deadlock
     model = _Model()
     assert model.demix("mix") == (True, False)
     assert model.demix("mix", is_match_mix=True) == (False, True)
     assert model.demix("mix", True) == (False, True)
+    assert not gate._device.locked(), "the device is let go after the forward"
