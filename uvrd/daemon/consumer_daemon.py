@@ -156,11 +156,13 @@ class ConsumerDaemon:
                 return EX_CONFIG
             if member is None:
                 return 0
-            self.ready = True
-            self.notifier.ready(self.status())
+            # The journal line before READY: whoever sees READY (systemd, a test, an operator's
+            # `systemctl start`) finds the line that says with which settings it is ready.
             log.info(f"{name} ready", topics=m.topics, group_id=m.group_id,
                      commit=member.commit_mode.mode, drain_window_s=round(self.lifecycle.drain_window, 1),
                      session_timeout_ms=self.config.kafka.session_timeout_ms, **self.handler.ready_fields())
+            self.ready = True
+            self.notifier.ready(self.status())
             self.handler.serve()
             log.info(f"{name} stopping: closing its clients")
         log.info(f"{name} stopped")
