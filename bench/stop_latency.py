@@ -14,6 +14,8 @@ from pathlib import Path
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
+from uvrd.kafka import group_leave
+
 from .harness import Bench, Proc, max_or_nan, median, pct, say, wait_event
 
 EXIT_TIMEOUT_S = 60
@@ -79,7 +81,7 @@ def _daemon_latencies(bench: Bench, command: str, runs: int, batch: int) -> list
 def _join_latencies(bench: Bench, command: str, runs: int) -> list[float]:
     """Fresh daemons (each its own group) SIGTERMed while the broker holds their first JoinGroup:
     JOIN_SETTLE_S after READY=1, the join their first poll sent is in its round.  A run counts
-    only if the daemon says it left while its join was held."""
+    only if the daemon says it stopped in the middle of the round (so sent no LeaveGroup)."""
     where = bench.workdir(f"join-{command}")
     topics = bench.topics(f"join-{command}")
     config = bench.write_config(where, topics, group=f"join-{command}")
@@ -90,7 +92,7 @@ def _join_latencies(bench: Bench, command: str, runs: int) -> list[float]:
         ready = proc.wait_ready()
         time.sleep(max(0.0, ready + JOIN_SETTLE_S - time.monotonic()))
         [latency] = _measure([proc], settle=0.0)
-        if proc.events("left the group while its join was held") and not proc.events("partitions assigned"):
+        if proc.events(group_leave.MID_ROUND) and not proc.events("partitions assigned"):
             latencies.append(latency)
         bench.forget(proc)
     return latencies
@@ -166,7 +168,7 @@ def run(bench: Bench, runs: int, quick: bool) -> dict:
         "intro": (f"SIGTERM to process exit of an idle daemon (ready, partitions assigned, no work), "
                   f"{runs} fresh daemons each, and of {join_runs} fresh processors and uploaders each "
                   f"{JOIN_SETTLE_S:g} s after READY=1, while the broker held their first JoinGroup (counted "
-                  f"only when the daemon logged that it left while its join was held); the old design's "
+                  f"only when the daemon logged that it stopped in the middle of the round); the old design's "
                   f"`for message in consumer:` loop with a signal flag, on an idle topic, was given "
                   f"{idle_wait:g} s, then sent one message."),
         "header": ["daemon", "median", "p90", "max", "exited on its own"],

@@ -1,101 +1,100 @@
-"""Close a consumer, leaving its group at once even while a join is held.
+"""Close a consumer, leaving its group only where the leave cannot leave the group leaderless.
 
-A broker answers the requests of one connection in order, and holds a JoinGroup until the
-rebalance it belongs to completes: Tansu for a round of 3 s, Apache Kafka until every member
-has rejoined (at most max.poll.interval.ms) or, for a new group, group.initial.rebalance.delay.ms.
-kafka-python 3.0 sends its LeaveGroup on the coordinator connection, behind that JoinGroup, and
-waits for the answer, so a consumer closed while joining waited for the round to end or for its
-close timeout: measured, 2.8 s of a 3 s round for a first join on Tansu, and the whole 5 s for a
-member whose rejoin waited for others.
+A member that stops sends LeaveGroup so that its partitions move at once rather than after its
+session lapses.  But Tansu 0.6.0 (the one-host broker ``uvrd broker`` runs) removes a member that
+leaves a round still forming without handing on the round's leadership: the departed member stays
+the leader of every later round, every other member's SyncGroup is refused as a follower's
+("rebalance in progress"), and the group never forms again, fresh members included, until the
+broker restarts (measured: a newcomer waited 40 s and more with the session at 6 s; the fault suite
+saw the uploader's groups stop so for good).  A member that lets its session lapse is evicted by
+the sweep that does hand leadership on.
 
-Brokers differ in what removes such a member:
-- Apache Kafka and Redpanda remove it on a LeaveGroup that arrives on another connection, and
-  answer its held JoinGroup at once (UNKNOWN_MEMBER_ID: Kafka's removeMemberAndUpdateGroup,
-  Redpanda's remove_member); one queued behind the JoinGroup is read only once that is
-  answered, and is lost if the client has closed the connection by then;
-- Tansu (measured) answers a LeaveGroup on another connection but keeps the member in the round;
-  the one behind the JoinGroup removes it, even once the client has closed the connection.
+So a member leaves only where it cannot be the leader of a forming round:
+- while it rejoins (its JoinGroup may be held, and the answer may make it the leader) it does not
+  leave: the round waits out its session, as a member that crashed would have it wait;
+- while it holds an assignment as a follower it leaves, as kafka-python's close() does: a round
+  that forms meanwhile has another leader;
+- while it holds one as the leader it leaves only if the broker describes the group as Stable; a
+  round begun by a newcomer whose join it has not yet heard of is left to its session.
 
-So while a join is held, :func:`close` sends the LeaveGroup on both: on the coordinator
-connection, behind the join, and on the consumer's ordinary connection to the same broker, which
-no JoinGroup holds; it waits for the second one's answer only.  The consumer then forgets its
-membership, and kafka-python's close() has no group left to leave.  With no join held,
-kafka-python's own LeaveGroup is answered at once, as it always was.
+On any broker that costs at most one session timeout, and only to a stop in the middle of a round.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import kafka.errors as Errors
 import structlog
 from kafka import KafkaConsumer
 from kafka.coordinator.consumer import ConsumerCoordinator
-from kafka.protocol.consumer import LeaveGroupRequest
+from kafka.protocol.admin import DescribeGroupsRequest
 from kafka.structs import MemberState
 
 from uvrd.runtime.deadline import Deadline
 
 log = structlog.get_logger("uvrd.group")
 
-REASON = "the consumer is closing"
+# What the broker's DescribeGroups says of a group whose members all have their assignment.
+STABLE = "Stable"
+MID_ROUND = "not leaving the group in the middle of a round: the round waits out this member's session"
+LEADER_MID_ROUND = ("not leaving the group it leads while the group is not stable: the next round waits out "
+                    "this member's session")
 
 
-def close(consumer: KafkaConsumer, deadline: Deadline) -> None:
-    """Close *consumer* (no auto-commit), leaving its group, within *deadline*."""
+def close(consumer: KafkaConsumer, deadline: Deadline, commit: bool = False) -> None:
+    """Close *consumer*, leaving its group if that is safe, within *deadline*; with *commit* (a
+    consumer that auto-commits) its positions are committed first, while it is still a member."""
     coordinator = getattr(consumer, "_coordinator", None)
+    if commit and consumer.assignment():
+        try:
+            consumer.commit()
+        except Errors.KafkaError as e:  # what it read again after a restart is what auto-commit would lose too
+            log.info("could not commit before closing", error=str(e) or type(e).__name__)
     try:
-        if coordinator is not None and join_held(coordinator):
-            _leave_beside_the_join(coordinator, deadline)
+        if coordinator is not None and coordinator.group_id is not None and not leave_is_safe(coordinator, deadline):
+            # kafka-python's close() leaves whatever member it has: it has none now.
+            coordinator.reset_generation()
     except (AttributeError, TypeError) as e:
-        # These are kafka-python 3.0's internals: if a release changes them, its own close() leaves
-        # (behind a held join, slowly), rather than the stop failing.
-        log.warning("cannot leave beside a held join with this kafka-python", error=repr(e))
+        # These are kafka-python 3.0's internals: if a release changes them, its own close() leaves.
+        log.warning("cannot tell whether leaving the group is safe with this kafka-python", error=repr(e))
     consumer.close(autocommit=False, timeout_ms=int(deadline.remaining() * 1000))
 
 
-def join_held(coordinator: ConsumerCoordinator) -> bool:
-    """Whether the member has an id the broker knows and a JoinGroup the broker may be holding."""
-    return (coordinator.state is MemberState.REBALANCING and coordinator.is_dynamic_member()
-            and coordinator._generation.has_member_id() and not coordinator.coordinator_unknown())
+def leave_is_safe(coordinator: ConsumerCoordinator, deadline: Deadline) -> bool:
+    """Whether a LeaveGroup now cannot leave a forming round without its leader (module docstring)."""
+    if not (coordinator.is_dynamic_member() and coordinator._generation.has_member_id()
+            and coordinator.state is not MemberState.UNJOINED):
+        return True  # nothing to leave: kafka-python's close() sends none
+    if coordinator.state is not MemberState.STABLE:
+        log.info(MID_ROUND, group_id=coordinator.group_id, session_timeout_ms=coordinator.config["session_timeout_ms"])
+        return False
+    if not coordinator._is_leader:
+        return True
+    state = group_state(coordinator, deadline)
+    if state != STABLE:
+        log.info(LEADER_MID_ROUND, group_id=coordinator.group_id, group_state=state,
+                 session_timeout_ms=coordinator.config["session_timeout_ms"])
+        return False
+    return True
 
 
-def _leave_beside_the_join(coordinator: ConsumerCoordinator, deadline: Deadline) -> None:
-    broker = _broker_of(coordinator)
-    if broker is None:
-        log.warning("no connection beside the held join; leaving the group behind it", group_id=coordinator.group_id)
-        return
+def group_state(coordinator: ConsumerCoordinator, deadline: Deadline) -> str | None:
+    """The group's state as its coordinator describes it; None if it did not answer in time."""
+    if coordinator.coordinator_unknown():
+        return None
 
-    async def leave() -> Any:
-        coordinator._manager.send(_leave_request(coordinator), node_id=coordinator.coordinator_id)
-        beside = coordinator._manager.send(_leave_request(coordinator), node_id=broker)
-        return await coordinator._manager.wait_for(beside, int(deadline.remaining() * 1000))
+    async def describe() -> DescribeGroupsRequest:
+        request = DescribeGroupsRequest(groups=[coordinator.group_id], include_authorized_operations=False)
+        future = coordinator._manager.send(request, node_id=coordinator.coordinator_id)
+        return await coordinator._manager.wait_for(future, int(deadline.remaining() * 1000))
 
     try:
-        response = coordinator._net.run(leave)
+        response = coordinator._net.run(describe)
     except Errors.KafkaError as e:
-        # kafka-python's own close() tries again on the coordinator connection, in what is left of the deadline.
-        log.warning("could not leave the group beside the held join", group_id=coordinator.group_id,
-                    error=str(e) or type(e).__name__)
-        return
-    coordinator._handle_leave_group_response(response)
-    coordinator.reset_generation()
-    log.info("left the group while its join was held", group_id=coordinator.group_id)
-
-
-def _leave_request(coordinator: ConsumerCoordinator) -> LeaveGroupRequest:
-    member = coordinator._generation.member_id
-    return LeaveGroupRequest(
-        group_id=coordinator.group_id, member_id=member,
-        members=[LeaveGroupRequest.MemberIdentity(member_id=member, group_instance_id=coordinator.group_instance_id,
-                                                  reason=REASON)])
-
-
-def _broker_of(coordinator: ConsumerCoordinator) -> int | None:
-    """The node id of the coordinator's broker in the cluster metadata (kafka-python gives the
-    coordinator a node id of its own, for a connection of its own)."""
-    cluster = coordinator._cluster
-    node = cluster.broker_metadata(coordinator.coordinator_id)
-    if node is None:
+        log.info("could not describe the group before leaving it", group_id=coordinator.group_id,
+                 error=str(e) or type(e).__name__)
         return None
-    return next((b.node_id for b in cluster.brokers() if (b.host, b.port) == (node.host, node.port)), None)
+    described = [g for g in response.groups if g.group_id == coordinator.group_id]
+    if not described or described[0].error_code != 0:
+        return None
+    state: str = described[0].group_state
+    return state

@@ -20,7 +20,7 @@ import structlog
 from uvrd import messages
 from uvrd.peers import safehttp
 from uvrd.config import Config
-from uvrd.kafka import clients
+from uvrd.kafka import clients, group_leave
 from uvrd.runtime.deadline import Deadline
 from uvrd.uploader import webhook
 
@@ -31,6 +31,7 @@ MAX_AGE_S = 300.0
 EVENT_HEADER = "X-Uvrd-Event"
 POLL_MS = 200
 RETRY_S = 5.0
+CLOSE_TIMEOUT_S = 5.0
 
 
 class EventRelay:
@@ -68,7 +69,7 @@ class EventRelay:
                             return
                         self.post(record.value, record.offset)
         finally:
-            consumer.close()
+            group_leave.close(consumer, Deadline.after(CLOSE_TIMEOUT_S), commit=True)
 
     def post(self, raw: bytes | None, offset: int) -> bool:
         """One event posted to its task's hook: True if the receiver answered 2xx."""
