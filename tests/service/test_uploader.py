@@ -16,10 +16,11 @@ import threading
 import time
 import uuid
 
-from kafka import TopicPartition
+from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import MemberState
 
 from peers import Hanger
-from support import RebindingDNS, WebhookReceiver, rebinding_pair, wait_until
+from support import FAST_GROUP, RebindingDNS, WebhookReceiver, rebinding_pair, wait_until
 from uploader_checks import (Counted, committed, delivered_once, error_header, journal, outcomes,  # noqa: F401
                              receiver, result_for, states, webhook_counts)
 from uvrd.config import UploaderConfig
@@ -31,6 +32,8 @@ from uvrd.uploader.delivery import WebhookSender
 # Bounds on waits, so that a test that fails ends; none of them is what a test checks.
 READY_S = 60
 SETTLE_S = 30
+NOT_FORMED = ("the consumer group has not formed: this member's rebalance lasts longer than the broker should "
+              "let one last; its partitions wait")
 
 
 def uploader(stack, name: str | None = None, **settings):
@@ -352,3 +355,28 @@ def test_rebalances_mid_delivery_change_no_outcome(stack, kafka, receiver):
         assert first.running and second.running
     finally:
         hanger.close()
+
+
+# -- a group that does not form -------------------------------------------------------------------
+
+def test_a_group_the_broker_never_lets_form_is_said_in_the_journal_and_status(journal, stack, kafka):
+    """The broker here keeps a leader that left a forming round as the leader of every later round
+    (Tansu 0.6.0, the one-host broker; uvrd's own members never leave so, group_leave.py): the group
+    never forms again.  The uploader cannot mend that; it says so rather than wait in silence."""
+    j = journal()
+    group = f"{stack.group}-uploader"
+    leader = KafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=group, enable_auto_commit=False, **FAST_GROUP)
+    try:
+        leader.subscribe([stack.results])
+        wait_until(lambda: leader.poll(timeout_ms=100) == {} and leader.assignment(), SETTLE_S, "the leader's assignment")
+        up = uploader(stack)
+        wait_until(lambda: leader.poll(timeout_ms=100) == {} and leader._coordinator.state is MemberState.REBALANCING,
+                   SETTLE_S, "the round the uploader's join began")
+    finally:
+        leader.close(autocommit=False)  # kafka-python's own LeaveGroup, in the middle of the round
+    bound_s = (FAST_GROUP["max_poll_interval_ms"] + FAST_GROUP["session_timeout_ms"]) / 1000
+    wait_until(lambda: j.events(NOT_FORMED), bound_s + SETTLE_S, "the journal's word on the group")
+    [told] = j.events(NOT_FORMED)
+    assert told["group_id"] == group and told["lasted_s"] >= bound_s
+    assert up.daemon.status().startswith(f"waiting for the consumer group {group} to form: ")
+    assert up.daemon.member is not None and not up.daemon.member.consumer.assignment()

@@ -127,6 +127,8 @@ class ConsumerDaemon:
             return "stopping"
         if self.member is None:
             return "waiting for the broker"
+        if (lasted := self.member.rebalance_overdue()) is not None:
+            return f"waiting for the consumer group {self.membership.group_id} to form: {lasted:.0f} s"
         # A handler may say more of its idle state (the processor: its model and where it runs).
         return getattr(self.handler, "idle", lambda: "idle")()
 

@@ -108,6 +108,10 @@ class GroupMember:
         self._assignment: set[TopicPartition] = set()
         self._generation: int | None = None
         self._rewind: set[TopicPartition] = set()
+        # When the rebalance this member is in began (None: it holds its assignment), and whether the
+        # journal was told that it lasts too long.
+        self._rebalance_began: float | None = None
+        self._overdue_told = False
 
     def subscribe(self, topics: list[str]) -> None:
         self.consumer.subscribe(topics, listener=_Listener(self))
@@ -145,6 +149,7 @@ class GroupMember:
         batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         stale = set(self._rewind)
         self._rewind_to_committed()
+        self._tell_overdue()
         # Fetched from a position _assigned does not trust: fetched again from the committed offset.
         return [record for tp, batch in batches.items() if tp not in stale for record in batch]
 
@@ -160,6 +165,7 @@ class GroupMember:
             # Cannot happen with every partition paused; if it does, rewind so nothing is skipped.
             self.consumer.seek(tp, batch[0].offset)
         self._rewind_to_committed()
+        self._tell_overdue()
 
     def _rewind_to_committed(self) -> None:
         """Seek each partition _assigned does not trust the position of to the group's committed
@@ -265,9 +271,33 @@ class GroupMember:
         heard: float = max(heartbeat.last_receive, self.joined_at)
         return time.monotonic() - heard < (session_timeout_ms - heartbeat_interval_ms) / 1000
 
+    # -- a rebalance that does not end ---------------------------------------------------------
+    def rebalance_overdue(self) -> float | None:
+        """How long the rebalance this member is in has lasted, once that is longer than a working
+        broker lets one last (every member's rejoin within max_poll_interval_ms, a dead member's
+        session on top); None otherwise.  A broker that never lets the group form again (Tansu's
+        leaderless round, group_leave.py) is seen so, not as a member waiting in silence."""
+        if self._rebalance_began is None:
+            return None
+        lasted = time.monotonic() - self._rebalance_began
+        bound_ms = self.consumer.config["max_poll_interval_ms"] + self.consumer.config["session_timeout_ms"]
+        return lasted if lasted > bound_ms / 1000 else None
+
+    def _tell_overdue(self) -> None:
+        """Once per rebalance, the journal says that it lasts too long (STATUS says so meanwhile)."""
+        if self._overdue_told or (lasted := self.rebalance_overdue()) is None:
+            return
+        self._overdue_told = True
+        log.warning("the consumer group has not formed: this member's rebalance lasts longer than the broker "
+                    "should let one last; its partitions wait", group_id=self.consumer.config["group_id"],
+                    lasted_s=round(lasted, 1), max_poll_interval_ms=self.consumer.config["max_poll_interval_ms"],
+                    session_timeout_ms=self.consumer.config["session_timeout_ms"])
+
     # -- rebalances (inside poll) -------------------------------------------------------------
     def _revoked(self, revoked: Collection[TopicPartition]) -> None:
         log.info("partitions revoked", partitions=_names(revoked))
+        if self._rebalance_began is None:
+            self._rebalance_began, self._overdue_told = time.monotonic(), False
         for claim in self.claims:
             if claim.tp in revoked:
                 claim.revoke()
@@ -276,6 +306,10 @@ class GroupMember:
     def _assigned(self, assigned: Collection[TopicPartition]) -> None:
         log.info("partitions assigned", partitions=_names(assigned))
         self.joined_at = time.monotonic()
+        if self._overdue_told:
+            log.info("the consumer group formed again", group_id=self.consumer.config["group_id"],
+                     lasted_s=round(self.joined_at - (self._rebalance_began or self.joined_at), 1))
+        self._rebalance_began = None
         generation = self.generation()
         # kafka-python keeps the fetch position of a partition that stays in the assignment.  Only in
         # the very next generation was it ours all along; after one without this member (its join cut

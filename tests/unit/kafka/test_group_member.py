@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import structlog
 from kafka import TopicPartition
 
 from uvrd.kafka.group_member import Claim, ClaimState, GroupMember
@@ -59,7 +60,8 @@ class Consumer:
         self.committed_offsets = committed
         self.sought: dict[TopicPartition, int] = {}
         self.fetched: dict[TopicPartition, list] = {}
-        self.config = {"auto_offset_reset": "earliest"}
+        self.config = {"auto_offset_reset": "earliest", "group_id": "g", "max_poll_interval_ms": 8000,
+                       "session_timeout_ms": 6000}
 
     def group_metadata(self):
         return SimpleNamespace(generation_id=self.generation)
@@ -132,3 +134,31 @@ def test_a_partition_with_nothing_committed_starts_where_a_new_member_would():
     rebalance(member, consumer, 3, {TP})
     member.poll(0, 10)
     assert consumer.sought == {TP: 0}
+
+
+def test_a_rebalance_longer_than_the_broker_lets_one_last_is_told_once_and_its_end_too(monkeypatch):
+    """`make faults`: the uploader's group stopped forming (a leader gone from a Tansu round) and
+    the uploader waited without a word until its watchdog killed it."""
+    now = [1000.0]
+    monkeypatch.setattr("uvrd.kafka.group_member.time.monotonic", lambda: now[0])
+    consumer = Consumer(committed={})
+    member = member_with(consumer)
+    with structlog.testing.capture_logs() as logs:
+        member._revoked(set())  # the first join begins
+        now[0] += 14.0  # max_poll_interval_ms + session_timeout_ms: as long as a rebalance may last
+        member.poll(0, 10)
+        assert member.rebalance_overdue() is None
+        now[0] += 1.0
+        member._revoked(set())  # the same rebalance, tried again: it began when it began
+        for _ in range(3):
+            member.poll(0, 10)
+        assert member.rebalance_overdue() == 15.0
+        [told] = [e for e in logs if e["event"].startswith("the consumer group has not formed")]
+        assert told["log_level"] == "warning" and told["group_id"] == "g" and told["lasted_s"] == 15.0
+        rebalance(member, consumer, 1, {TP})
+        assert member.rebalance_overdue() is None
+        assert [e["lasted_s"] for e in logs if e["event"] == "the consumer group formed again"] == [15.0]
+        member._revoked({TP})  # the next rebalance is watched afresh
+        now[0] += 20.0
+        member.poll(0, 10)
+    assert len([e for e in logs if e["event"].startswith("the consumer group has not formed")]) == 2
