@@ -6,8 +6,9 @@
 - the handler serves: it takes records through the :class:`~uvrd.kafka.group_member.GroupMember`,
   and every wait of its goes through :meth:`Runtime.wait` (signals, STATUS=, WATCHDOG=, the
   group membership);
-- the shutdown order is one ExitStack: the consumer (leaving the group, so its partitions move
-  at once), the producer, then whatever the handler started.
+- the shutdown order is one ExitStack: the consumer (leaving the group where a leave cannot strand
+  it, group_leave.py, so its partitions move at once), the producer, then whatever the handler
+  started.
 
 A handler is not a subclass: it is given the runtime and the member, and supplies
 :class:`Handler`'s few methods.

@@ -46,7 +46,7 @@ def close(consumer: KafkaConsumer, deadline: Deadline, commit: bool = False) -> 
     coordinator = getattr(consumer, "_coordinator", None)
     if commit and consumer.assignment():
         try:
-            consumer.commit()
+            consumer.commit(timeout_ms=int(deadline.remaining() * 1000))
         except Errors.KafkaError as e:  # what it read again after a restart is what auto-commit would lose too
             log.info("could not commit before closing", error=str(e) or type(e).__name__)
     try:
