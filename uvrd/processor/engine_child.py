@@ -245,8 +245,11 @@ def _no_space(e: BaseException | None) -> bool:
     return False
 
 
-# torch's CUDA/CPU allocators, onnxruntime's arena and numpy say "out of memory" each their own way.
-_OUT_OF_MEMORY = re.compile(r"out of memory|failed to allocate memory|unable to allocate|std::bad_alloc", re.I)
+# torch's CUDA allocator ("CUDA out of memory"), its CPU allocator ("DefaultCPUAllocator: can't allocate
+# memory", or "not enough memory" in older releases), onnxruntime's arena ("Failed to allocate memory")
+# and numpy ("Unable to allocate") each say it their own way.
+_OUT_OF_MEMORY = re.compile(r"out of memory|failed to allocate memory|unable to allocate|can't allocate memory|"
+                            r"cannot allocate memory|not enough memory|std::bad_alloc", re.I)
 
 
 def out_of_memory(e: BaseException) -> bool:
