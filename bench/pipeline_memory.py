@@ -2,11 +2,13 @@
 
 What the pipeline holds beside the model is bounded by design (uvrd/processor/pipeline.py): one task's
 input fetched and decoded ahead (decoded_input.py: at most one chunk's length of float32 samples, in a
-file the fetch stage writes through a mapping), one task's stems being encoded and stored.  This
-measures it.  The queue is the 2-hour input between two inputs one chunk long (chunk plus overlap: the
+file the fetch stage writes block by block), one task's stems being encoded and stored, and in the
+engine child the next task's job, sent ahead once its input is decoded (its samples read and prepared
+beside the forwards of the task before).  This measures it.  The queue is the 2-hour input between two inputs one chunk long (chunk plus overlap: the
 longest the fetch stage decodes ahead), inputs and stems in a SeaweedFS bucket, FLAC out, so that
 while the long task is in the model, the pipelined processor encodes and stores the task before's stems
-and fetches and decodes the task after's input: all it ever holds beside a task.  The model is the
+and fetches and decodes the task after's input, and the engine child prepares that task's job beside
+the long task's forwards: all it ever holds beside a task.  The model is the
 stand-in accelerator (its sleeping forward: memory, not speed, is the point here), at a rate that keeps
 the section short.
 
@@ -84,6 +86,7 @@ def _through_processor(bench: Bench, store: ObjectStore, model_dir: Path, inputs
     reader.close()
     load_after = os.getloadavg()[0]
     engines = len(proc.events("engine starting"))
+    sent_ahead = len(proc.events("next task's job sent to the engine ahead of its turn"))
     bench.forget(proc)
     failed = [r.get("error_message") for _, r in results if not r.get("success")]
     if failed:
@@ -93,7 +96,7 @@ def _through_processor(bench: Bench, store: ObjectStore, model_dir: Path, inputs
     return {"label": f"uvrd, processor.pipeline = {str(pipeline).lower()}", "ready_mb": ready, "peak_mb": peaks,
             "tree_peak_mb": tree_peak, "tree_peak_at_s": tree_at, "tree_peak_parts_mb": tree_parts,
             "cpu_s": cpu, "results_at_s": sorted(at - started for at, _ in results), "wall_s": max(at for at, _ in results) - started,
-            "load": (load_before, load_after)}
+            "load": (load_before, load_after), "sent_ahead": sent_ahead}
 
 
 def _name(pid: int) -> str:
@@ -142,13 +145,13 @@ def run(bench: Bench, sizes: dict, shared: dict | None = None) -> dict:
                   f"(two tones, a 16-bit stereo FLAC at 44.1 kHz, separated in chunks of {chunk_s:g} s plus "
                   f"{overlap_s:g} s of overlap), then the {one_chunk_s:g}-s input again; inputs and stems in a "
                   f"SeaweedFS bucket on loopback, FLAC out. Beside the long task in the model, the pipelined "
-                  f"processor encodes and stores the first task's stems and fetches and decodes the third's "
-                  f"input: everything it holds beside a task at once. The model is the stand-in accelerator "
+                  f"processor encodes and stores the first task's stems, fetches and decodes the third's input "
+                  f"and sends its job to the engine child, which prepares it beside the long task's forwards: "
+                  f"everything it holds beside a task at once. The model is the stand-in accelerator "
                   f"({S_PER_AUDIO_S:g} s of sleep per second of audio: memory, not speed, is measured here). "
                   f"*Ready*: the resident memory (VmRSS) once the processor is ready, its warm-up done. *Peak*: "
                   f"VmHWM over the queue (reset as it is sent), and in brackets what it adds to *ready*; resident "
-                  f"memory counts the pages of a file mapped in (the decoded samples the fetch stage writes "
-                  f"through a mapping) as well as the heap. *Tree*: the peak of the summed proportional set size "
+                  f"memory counts the pages of a file the process maps in as well as its heap. *Tree*: the peak of the summed proportional set size "
                   f"(PSS: a page shared by n processes counts 1/n) of the processor and every process under it "
                   f"(the engine child, multiprocessing's resource tracker, the ffmpeg runs that decode, chunk and "
                   f"encode), sampled every {SAMPLE_EVERY_S:g} s, and when it came after the queue was sent. "
@@ -158,6 +161,8 @@ def run(bench: Bench, sizes: dict, shared: dict | None = None) -> dict:
         "rows": rows,
         "notes": [f"Pipelined less sequential, peak: processor {extra['processor']:+d} MiB, engine child "
                   f"{extra['engine']:+d} MiB, tree {extra['tree']:+d} MiB.",
+                  "Jobs sent to the engine child ahead of their turn (while the task before was in it): " +
+                  "; ".join(f"{'pipelined' if i else 'sequential'} {r['sent_ahead']}" for i, r in enumerate(runs)) + ".",
                   "CPU time over the queue (user and system, the ffmpeg runs each waited for included), processor "
                   "/ engine child: " + "; ".join(f"{'pipelined' if i else 'sequential'} {r['cpu_s']['processor']:.1f} "
                                                  f"/ {r['cpu_s']['engine']:.1f} s" for i, r in enumerate(runs)) + ".",
