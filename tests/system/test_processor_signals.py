@@ -13,12 +13,15 @@ import json
 import os
 import signal
 import time
+import uuid
 
 import pytest
 
 from scrape import listen as scrape_listen
 from scrape import scrape
 from support import pings_in_silence, wait_until
+
+from devtools import tinymodel
 
 # A drain window far beyond the long job's separation on any machine (about 8 s unloaded; it outran
 # 60 s on a loaded 2-core one): only a second signal or a drain_timeout a test sets ends the job.
@@ -233,3 +236,52 @@ def test_watchdog_pings_stop_while_the_broker_is_unreachable(stack, tmp_path):
         wait_until(lambda: p.notify.times("WATCHDOG=1", since=resumed), 60, "pings to resume")
         p.signal(signal.SIGTERM)
         assert p.wait_exit(60) == 0
+
+
+def test_sigkill_with_stems_being_stored_and_the_next_task_taken_ahead_loses_and_repeats_nothing(
+        stack, kafka, objectstore, long_audio, tmp_path):
+    """The pipeline's other stages, killed: one task's stems in the store stage (the object store
+    stopped under it) and the next task taken ahead.  Neither was committed, and the next processor
+    ends each in one result."""
+    prefix = f"sigkill/{uuid.uuid4().hex[:12]}"
+    config = stack.write_config("s3.toml", storage=objectstore.storage_settings(prefix=prefix, timeout=1,
+                                                                                 max_attempts=1))
+    client = objectstore.client()
+
+    def task_of(audio) -> dict:
+        key = f"{prefix}/inputs/{uuid.uuid4()}.wav"
+        client.upload_file(str(audio), objectstore.bucket, key)
+        return {"task_uuid": str(uuid.uuid4()), "storage": "s3", "audio_key": key, "hook_url": None}
+
+    stored, ahead = task_of(long_audio), task_of(tinymodel.write_sample(tmp_path / "short.wav", seconds=2))
+    first = stack.start(config=config)
+    first.wait_ready()
+    kafka.send(stack.tasks, stored)
+    kafka.send(stack.tasks, ahead)
+    first.notify.wait_for(lambda line: line.startswith(f"STATUS=separating {stored['task_uuid']}"), 90,
+                          "the first task's separation")
+    wait_until(lambda: first.events("next task taken while the model runs"), 60, "the next task to be taken ahead")
+    engine = engine_pid(first)
+    objectstore.pause()
+    try:
+        first.notify.wait_for(
+            lambda line: line == f"STATUS=storage failed: task {stored['task_uuid']} waits to try again", 240,
+            "the first task's stems to wait for the store")
+        first.signal(signal.SIGKILL)
+        first.wait_exit(30)
+        wait_until(lambda: pid_gone(engine), 30, "the engine to die with its worker")
+    finally:
+        objectstore.resume()
+    assert kafka.results(stack.results) == []
+    assert kafka.committed(stack.group, stack.tasks).get(0, 0) == 0
+
+    second = stack.start(config=config)
+    second.wait_ready()
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 2, 240, "both tasks' commits")
+    results = kafka.results(stack.results)
+    assert [(r["task_uuid"], r["success"]) for r in results] == [(stored["task_uuid"], True),
+                                                                  (ahead["task_uuid"], True)]
+    assert list(kafka.read_all(stack.dead_letter)) == []
+    for task in (stored, ahead):
+        folder = f"{prefix}/stems/{task['task_uuid']}/"
+        assert len(objectstore.keys(folder)) == 2, objectstore.keys(folder)
