@@ -19,7 +19,7 @@ import pytest
 
 from scrape import listen as scrape_listen
 from scrape import scrape
-from support import pings_in_silence, wait_until
+from support import KafkaView, pings_in_silence, wait_until
 
 from devtools import tinymodel
 
@@ -285,3 +285,48 @@ def test_sigkill_with_stems_being_stored_and_the_next_task_taken_ahead_loses_and
     for task in (stored, ahead):
         folder = f"{prefix}/stems/{task['task_uuid']}/"
         assert len(objectstore.keys(folder)) == 2, objectstore.keys(folder)
+
+
+def test_a_broker_pause_while_stems_are_stored_ends_each_task_in_one_result(stack, objectstore, long_audio, tmp_path,
+                                                                           request):
+    """The broker stops answering while a task is in the model and the next one is taken ahead; the
+    task's stems reach the bucket during the pause (the store stage needs no broker), and once the
+    broker answers again each task ends in one result, whether the member kept its partition or the
+    group moved it while the broker was away."""
+    from uvrd.broker.tansu import TansuBroker
+
+    prefix = f"pause/{uuid.uuid4().hex[:12]}"
+    client = objectstore.client()
+
+    def task_of(audio) -> dict:
+        key = f"{prefix}/inputs/{uuid.uuid4()}.wav"
+        client.upload_file(str(audio), objectstore.bucket, key)
+        return {"task_uuid": str(uuid.uuid4()), "storage": "s3", "audio_key": key, "hook_url": None}
+
+    with TansuBroker(log_path=tmp_path / "own-broker.log") as own:
+        own.create_uvrd_topics(stack.topics)
+        config = stack.write_config("pause.toml", storage=objectstore.storage_settings(prefix=prefix))
+        config.write_text(config.read_text().replace(stack.bootstrap, own.bootstrap))
+        view = KafkaView(own.bootstrap)
+        request.addfinalizer(view.close)
+        p = stack.start(config=config)
+        p.wait_ready()
+        stored, ahead = task_of(long_audio), task_of(tinymodel.write_sample(tmp_path / "short.wav", seconds=2))
+        view.send(stack.tasks, stored)
+        view.send(stack.tasks, ahead)
+        p.notify.wait_for(lambda line: line.startswith(f"STATUS=separating {stored['task_uuid']}"), 90,
+                          "the first task's separation")
+        wait_until(lambda: p.events("next task taken while the model runs"), 60, "the next task to be taken ahead")
+        own.pause()
+        try:
+            stems = f"{prefix}/stems/{stored['task_uuid']}/"
+            wait_until(lambda: len(objectstore.keys(stems)) == 2, 240, "the first task's stems in the bucket")
+        finally:
+            own.resume()
+        wait_until(lambda: view.committed(stack.group, stack.tasks).get(0) == 2, 240, "both tasks' commits")
+        results = view.results(stack.results)
+        assert [(r["task_uuid"], r["success"]) for r in results] == [(stored["task_uuid"], True),
+                                                                      (ahead["task_uuid"], True)]
+        assert list(view.read_all(stack.dead_letter)) == []
+        p.signal(signal.SIGTERM)
+        assert p.wait_exit(60) == 0
