@@ -23,6 +23,7 @@ import scripted_engine
 from separation_service import AUTH, api_settings, start_api, submit
 from support import WebhookReceiver, wait_until
 from devtools import tinymodel
+from uvrd.boards import cancellations
 from uvrd.processor.daemon import Processor
 from uvrd.uploader.daemon import Uploader
 
@@ -227,3 +228,38 @@ def test_a_store_outage_holds_the_task_until_the_store_answers_again(stack, kafk
         "no separation ran twice"
     assert list(kafka.read_all(stack.dead_letter)) == []
     assert not list(stack.output.glob(".input-*")) and not list(stack.output.glob(".work-*"))
+
+
+def test_a_task_cancelled_while_its_stems_are_stored_ends_once_as_the_success_it_is(stack, kafka, objectstore, prefix,
+                                                                                   tmp_path):
+    """A cancellation that comes after the separation, while the pipeline's store stage uploads the
+    stems, spares no work: the task ends once, a success whose stems are in the bucket, and the request
+    is settled with it (the processor's board forgets it)."""
+    sample = tinymodel.write_sample(tmp_path / "sample.wav", seconds=2)
+    config = stack.write_config(job_timeout=300, storage=objectstore.storage_settings(prefix=prefix, timeout=60))
+    p = processor(stack, config)
+    key = f"{prefix}/inputs/{scripted_engine.input_name('slow-3s')}"
+    objectstore.client().upload_file(str(sample), objectstore.bucket, key)
+    task = {"task_uuid": str(uuid.uuid4()), "storage": "s3", "audio_key": key, "hook_url": None}
+    kafka.send(stack.tasks, task)
+    wait_until(lambda: (run := p.handler.separation.run) is not None and run.task_uuid == task["task_uuid"],
+               60, "the task's separation to run")
+    objectstore.pause()
+    try:
+        wait_until(lambda: p.handler.pipeline.storing.busy, 60, "the stems in the store stage")
+        record, _ = cancellations.request(stack.cancellations, task["task_uuid"])
+        kafka.send(record.topic, record.value, key=record.key)
+        wait_until(lambda: p.handler.cancellations.requested_at(task["task_uuid"]), 60, "the processor to see it")
+        assert p.handler.pipeline.storing.busy and kafka.results(stack.results) == []
+    finally:
+        objectstore.resume()
+    [result] = wait_until(lambda: kafka.results(stack.results), 120, "the result")
+    assert result["task_uuid"] == task["task_uuid"] and result["success"] is True and not result.get("cancelled")
+    assert sorted(result["stems"]) == ["instrumental", "vocals"]
+    folder = f"{prefix}/stems/{task['task_uuid']}"
+    assert objectstore.keys(folder + "/") == [f"{folder}/instrumental.wav", f"{folder}/vocals.wav"]
+    wait_until(lambda: kafka.committed(stack.group, stack.tasks).get(0) == 1, 60, "the commit")
+    assert kafka.runs_started(stack.status, task["task_uuid"]) == 1
+    wait_until(lambda: p.handler.cancellations.requested_at(task["task_uuid"]) is None, 60,
+               "the cancellation to be settled with the task")
+    assert list(kafka.read_all(stack.dead_letter)) == []
