@@ -1,7 +1,7 @@
 """uvrd's engine child running tasks one at a time, ready as soon as its model is loaded (no warm-up):
 what the first task paid before the warm-up.
 
-    python bench/engine_tasks.py MODEL_DIR OUT_DIR AUDIO TASKS
+    python -m bench.engine_tasks MODEL_DIR OUT_DIR AUDIO TASKS   (from the checkout's root)
 
 Prints one JSON line: seconds from the engine's start to its ready message, and each task's own time
 in the child (what the processor logs as ``separation_s``).

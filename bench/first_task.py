@@ -17,7 +17,7 @@ from pathlib import Path
 
 from uvrd.processor import engine_warmup
 
-from .harness import Bench, Finished, median, say
+from .harness import ROOT, Bench, Finished, median, say
 
 # About 0.7 s of separation here: long enough that the 2-core machine's jitter does not decide a
 # task's figure, short enough for the fresh-install runs' one-off cost to show as it is.
@@ -25,9 +25,10 @@ AUDIO_S = 8
 
 
 def _before(bench: Bench, numba_cache: Path, audio: Path, tasks: int) -> dict:
-    run = subprocess.run([sys.executable, str(Path(__file__).with_name("engine_tasks.py")), str(bench.model_dir),
+    # As a module from the checkout's root, as the bench's daemons run: devtools is not installed.
+    run = subprocess.run([sys.executable, "-m", "bench.engine_tasks", str(bench.model_dir),
                           str(bench.workdir("first-before")), str(audio), str(tasks)],
-                         capture_output=True, text=True, timeout=900,
+                         capture_output=True, text=True, timeout=900, cwd=ROOT,
                          env=bench._env({"NUMBA_CACHE_DIR": str(numba_cache)}))
     if run.returncode != 0:
         raise RuntimeError(f"the engine's tasks failed ({run.returncode}): {run.stderr[-2000:]}")
