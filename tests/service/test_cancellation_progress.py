@@ -120,9 +120,11 @@ def test_a_running_and_a_queued_task_are_cancelled_once_and_the_engine_stays_loa
     assert asked.status_code == 202 and asked.json()["state"] == "queued", asked.text
     by_cli = cli(service, "cancel", running)
     assert by_cli.returncode == 0 and "cancellation requested" in by_cli.stdout, by_cli.stderr
-    # Asking again is safe: the same request.
+    # Asking again is safe: the same request, or, if the job stopped and its task ended in between (the
+    # CLI's start-up is seconds on a loaded host), the answer for a task that ended cancelled.
     again = cancel(service, running)
-    assert again.status_code == 202
+    assert again.status_code == 202 or (again.status_code == 409 and
+                                        "already ended (cancelled)" in again.json()["error"]), again.text
 
     hook = one_webhook(service, running, timeout=300)
     assert hook["status"] == "cancelled" and hook["stems"] == {}, hook
