@@ -94,6 +94,11 @@ def rss_mb(pid: int) -> float | None:
     return _memory_mb(pid, "VmRSS")
 
 
+def address_space_mb(pid: int) -> float | None:
+    """The process's virtual memory (VmSize: what RLIMIT_AS bounds), in MiB; None if it is gone."""
+    return _memory_mb(pid, "VmSize")
+
+
 def peak_rss_mb(pid: int) -> float | None:
     """The process's peak resident memory (VmHWM: since it started, or since :func:`reset_peak_rss`),
     in MiB; None once it is gone."""

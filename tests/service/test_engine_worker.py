@@ -8,6 +8,7 @@ import pytest
 from support import separate_in_engine, wait_until
 
 from devtools import tiny_mdxc, tinymodel
+from devtools.children import address_space_mb
 from uvrd.processor.engine import Engine, EngineDied, EngineSettings
 from uvrd.processor.engine_protocol import Job, JobFailed, Separated
 
@@ -44,13 +45,6 @@ def test_a_checkpoint_audio_separator_gives_up_on_is_a_failed_load_that_says_so(
     assert "audio-separator gave up loading it" in str(died.value)
 
 
-def _address_space_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmSize for {pid}")
-
-
 def test_a_separation_the_host_cannot_fit_fails_in_one_sentence_and_the_same_engine_goes_on(tmp_path):
     """A task whose separation cannot get the memory it needs fails (a JobFailed: dead-lettered, never
     retried) with the sentence that says so, and the engine child that failed it separates the next
@@ -71,7 +65,7 @@ def test_a_separation_the_host_cannot_fit_fails_in_one_sentence_and_the_same_eng
         wait_until(lambda: engine.poll_ready(0.5), 180, "the engine to load the model", interval=0)
         pid = engine.pid
         assert pid is not None
-        limit = int((_address_space_mb(pid) + 300) * 2**20)
+        limit = int(((address_space_mb(pid) or 0) + 300) * 2**20)
         soft, hard = resource.prlimit(pid, resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
         engine.submit(Job("too-big", str(big), model.filename, "wav", str(tmp_path / "out" / "too-big")))
         failed = wait_until(lambda: engine.poll_result(1.0), 240, "the large input's outcome", interval=0)

